@@ -1,0 +1,1 @@
+//! etcd MVCC state machine on redb (work in progress).

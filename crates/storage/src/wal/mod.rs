@@ -1,0 +1,1 @@
+//! The Raft write-ahead log (work in progress).
