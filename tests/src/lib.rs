@@ -1,1 +1,29 @@
-//! placeholder
+//! End-to-end test harness for Bramble.
+//!
+//! Bramble's spec is etcd: every test here can run the same steps against a real `etcd` and a
+//! real `bramble` process and compare what a client sees. The pieces:
+//!
+//! - [`target`]: which servers a test runs against (`BRAMBLE_E2E_ONLY_ETCD=1` for etcd alone).
+//! - [`tools`]: where the `bramble`, `etcd` and `etcdctl` binaries are.
+//! - [`ports`]: free loopback ports for client and peer URLs.
+//! - [`server`]: one server process in a fresh data dir, with crash, stop and restart.
+//! - [`client`]: the same idea over gRPC with the etcd-client crate, compared call by call.
+//! - [`etcdctl`]: run `etcdctl` against an endpoint, capturing output and exit code.
+//! - [`normalize`]: mask the output fields that legitimately differ between two servers.
+//! - [`protobuf`]: a tiny decoder so `-w protobuf` output can be normalized too.
+//! - [`script`]: differential etcdctl scripts, run on each target and compared step by step.
+
+pub mod client;
+pub mod etcdctl;
+pub mod normalize;
+pub mod ports;
+pub mod protobuf;
+pub mod script;
+pub mod server;
+pub mod target;
+pub mod tools;
+
+pub use etcdctl::{Etcdctl, Output};
+pub use script::{Script, Step};
+pub use server::{Server, ServerConfig};
+pub use target::Kind;

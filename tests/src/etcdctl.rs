@@ -1,0 +1,104 @@
+//! Running the real `etcdctl` (v3 API) against one endpoint.
+//!
+//! etcdctl is what operators and scripts use, so its exact output (stdout, stderr and exit
+//! code) is part of what Bramble must reproduce. The runner captures all three as bytes and
+//! can feed stdin, which `etcdctl txn -i` reads its compares and operations from.
+
+use std::fmt;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::tools;
+
+/// What one etcdctl invocation produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// Raw stdout (`-w protobuf` writes binary).
+    pub stdout: Vec<u8>,
+    /// stderr as text (etcdctl's errors and its client library's log lines).
+    pub stderr: String,
+    /// Exit code; -1 if killed by a signal.
+    pub code: i32,
+}
+
+impl Output {
+    /// stdout as text, invalid UTF-8 replaced.
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Panics with the whole output unless the exit code is 0.
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "etcdctl failed:\n{self}");
+        self
+    }
+}
+
+impl fmt::Display for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "exit code: {}", self.code)?;
+        writeln!(f, "stdout:\n{}", self.stdout_str())?;
+        write!(f, "stderr:\n{}", self.stderr)
+    }
+}
+
+/// etcdctl bound to one endpoint.
+#[derive(Clone, Debug)]
+pub struct Etcdctl {
+    endpoint: String,
+}
+
+impl Etcdctl {
+    /// A runner for `endpoint` (a URL such as `http://127.0.0.1:2379`).
+    pub fn new(endpoint: impl Into<String>) -> Etcdctl {
+        Etcdctl {
+            endpoint: endpoint.into(),
+        }
+    }
+
+    /// The endpoint this runner talks to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Runs `etcdctl --endpoints=<endpoint> <args>` with empty stdin.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_stdin(args, None)
+    }
+
+    /// Runs etcdctl, writing `stdin` (if any) to it and closing it.
+    pub fn run_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let bin = tools::etcdctl_bin();
+        let mut cmd = Command::new(&bin);
+        // etcdctl reads ETCDCTL_* as flags; only the API version is ours to set.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ETCDCTL_") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let mut pipe = child.stdin.take().expect("etcdctl stdin is piped");
+        let input = stdin.unwrap_or("").as_bytes().to_vec();
+        // Written from a thread so a chatty etcdctl cannot deadlock against a full pipe.
+        let writer = std::thread::spawn(move || {
+            // etcdctl may exit (on a bad flag) without reading: a broken pipe is fine then.
+            let _ = pipe.write_all(&input);
+        });
+        let out = child.wait_with_output().expect("wait for etcdctl");
+        writer.join().expect("stdin writer thread");
+        Output {
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code().unwrap_or(-1),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Where the binaries under test and the reference tools live.
+//!
+//! Each can be overridden by an environment variable so the suite runs against a release
+//! build, a cross-built binary under qemu, or another etcd version.
+
+use std::path::{Path, PathBuf};
+
+/// The `bramble` binary: `$BRAMBLE_BIN`, else `<workspace>/target/debug/bramble`.
+///
+/// `scripts/test` builds it before `cargo test`; `cargo test` alone does not build binaries of
+/// other packages, hence the explicit message when it is missing.
+pub fn bramble_bin() -> PathBuf {
+    let path = match std::env::var_os("BRAMBLE_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => workspace_root().join("target/debug/bramble"),
+    };
+    assert!(
+        path.is_file(),
+        "bramble binary not found at {}: run `cargo build --bin bramble` first (scripts/test does), \
+         or set BRAMBLE_BIN to its path",
+        path.display()
+    );
+    path
+}
+
+/// The reference `etcd`: `$ETCD_BIN`, else `/usr/bin/etcd` (Debian `etcd-server`).
+pub fn etcd_bin() -> PathBuf {
+    tool("ETCD_BIN", "/usr/bin/etcd", "etcd-server")
+}
+
+/// `etcdctl`: `$ETCDCTL_BIN`, else `/usr/bin/etcdctl` (Debian `etcd-client`).
+pub fn etcdctl_bin() -> PathBuf {
+    tool("ETCDCTL_BIN", "/usr/bin/etcdctl", "etcd-client")
+}
+
+/// The workspace root: this package lives in `<root>/tests`.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent directory")
+        .to_path_buf()
+}
+
+/// Resolves a tool from its override variable or default path, with an install hint.
+fn tool(env: &str, default: &str, debian_package: &str) -> PathBuf {
+    let path = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    assert!(
+        path.is_file(),
+        "{} not found: install Debian `{debian_package}` (scripts/test does) or set {env}",
+        path.display()
+    );
+    path
+}
