@@ -19,6 +19,10 @@ use crate::protobuf;
 use crate::server::Server;
 use crate::target::{self, Kind};
 
+/// What `etcdctl txn -i` prints on stdout before reading each section of its input.
+const TXN_PROMPTS: &[u8] =
+    b"compares:\nsuccess requests (get, put, del):\nfailure requests (get, put, del):\n";
+
 /// One etcdctl invocation with its expectation.
 #[derive(Clone, Debug)]
 pub struct Step {
@@ -191,7 +195,12 @@ impl Script {
                 let args: Vec<&str> = step.args.iter().map(String::as_str).collect();
                 let out = ctl.run_stdin(&args, step.stdin.as_deref());
                 let stdout = if step.is_protobuf() && out.code == 0 {
-                    protobuf::render_response(&out.stdout)
+                    // `txn -i` prints its prompts as text before the binary response.
+                    let (prompts, message) = match out.stdout.strip_prefix(TXN_PROMPTS) {
+                        Some(rest) => (String::from_utf8_lossy(TXN_PROMPTS).into_owned(), rest),
+                        None => (String::new(), out.stdout.as_slice()),
+                    };
+                    prompts + &protobuf::render_response(message)
                 } else {
                     normalize::stdout_text(&out.stdout_str())
                 };
