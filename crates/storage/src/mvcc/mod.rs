@@ -1,1 +1,56 @@
-//! etcd MVCC state machine on redb (work in progress).
+//! etcd's multi-version key-value model on redb: the Raft state machine.
+//!
+//! Laid out like etcd's `server/storage/mvcc`, one concept per file:
+//!
+//! - [`revision`]: main/sub revisions and their big-endian key encoding;
+//! - [`key_index`]: the generations of one key;
+//! - [`index`]: all keys, in memory, rebuilt from disk on open;
+//! - [`schema`]: the redb tables (key table, meta table) and encodings;
+//! - `store`: [`MvccStore`], opening, concurrency and durability (checkpoints);
+//! - `read`: range reads; `write`: the apply loop, put and delete range; `txn`:
+//!   transactions; `compaction`: compaction; [`error`]: errors with etcd's texts.
+//!
+//! The raft layer feeds committed entries to [`MvccStore::apply`] (or
+//! [`MvccStore::apply_batch`]) in log order; each entry's raft position is stored with
+//! its effects, so after a crash [`MvccStore::applied`] says where to resume replaying.
+//! Reads ([`MvccStore::range`]) run concurrently with applies.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), bramble_storage::mvcc::MvccError> {
+//! use bramble_api::bramblepb::{command::Op, Command};
+//! use bramble_api::etcdserverpb::{PutRequest, RangeRequest};
+//! use bramble_storage::mvcc::{ApplyResult, MvccOptions, MvccStore};
+//!
+//! let store = MvccStore::open("/var/lib/bramble/state.redb".as_ref(), MvccOptions::default())?;
+//! let put = Command {
+//!     op: Some(Op::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() })),
+//! };
+//! let (index, term) = store.applied();
+//! match store.apply(index + 1, term.max(1), &put)? {
+//!     ApplyResult::Put(resp) => assert_eq!(resp.header.unwrap().revision, 2),
+//!     other => panic!("{other:?}"),
+//! }
+//! store.checkpoint()?;
+//! let got = store.range(&RangeRequest { key: b"k".to_vec(), ..Default::default() })?;
+//! assert_eq!(got.kvs[0].value, b"v");
+//! # Ok(()) }
+//! ```
+
+mod compaction;
+pub mod error;
+pub mod index;
+pub mod key_index;
+mod read;
+pub mod revision;
+pub mod schema;
+mod store;
+mod txn;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::MvccError;
+pub use revision::Revision;
+pub use store::{LeaseChecker, MvccOptions, MvccStore};
+pub use write::{ApplyResult, RaftEntry};

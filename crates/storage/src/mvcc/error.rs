@@ -1,0 +1,139 @@
+//! Errors of the MVCC store.
+//!
+//! The variants that etcd also returns carry etcd's exact message text, because Go
+//! clients (kube-apiserver among them) match on the string. etcd's gRPC layer adds the
+//! `etcdserver: ` prefix to the `mvcc: ...` ones; the server crate does the same.
+//!
+//! Two kinds of errors come out of the store:
+//! - *deterministic* errors ([`MvccError::is_deterministic`]): the same command on the
+//!   same state fails the same way on every replica (a compacted revision, a missing key
+//!   for `ignore_value`, ...). `apply` reports them as `Ok(ApplyResult::Error(..))`.
+//! - *local* errors: storage failures and detected corruption. They are returned as
+//!   `Err(..)` and mean this node cannot go on applying.
+
+use thiserror::Error;
+
+/// An error from [`super::MvccStore`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MvccError {
+    /// The requested revision was compacted away (etcd `mvcc.ErrCompacted`).
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    /// The requested revision is higher than the current one (etcd `mvcc.ErrFutureRev`).
+    #[error("mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// `ignore_value` / `ignore_lease` on a key that does not exist
+    /// (etcd `etcdserver.ErrKeyNotFound`).
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    /// A put names a lease that the lease checker (see
+    /// [`super::MvccStore::set_lease_checker`]) does not know (etcd
+    /// `rpctypes.ErrGRPCLeaseNotFound`).
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// A range request with a sort order or target outside the protocol's enums
+    /// (etcd `rpctypes.ErrGRPCInvalidSortOption`).
+    #[error("etcdserver: invalid sort option")]
+    InvalidSortOption,
+    /// A command with no operation set: nothing to apply.
+    #[error("mvcc: command has no operation")]
+    EmptyCommand,
+    /// A raft entry was handed to the store at or below the applied position.
+    #[error("mvcc: raft entry {index} (term {term}) is not after the applied entry {applied_index} (term {applied_term})")]
+    OutOfOrder {
+        /// Index of the rejected entry.
+        index: u64,
+        /// Term of the rejected entry.
+        term: u64,
+        /// Index already applied.
+        applied_index: u64,
+        /// Term already applied.
+        applied_term: u64,
+    },
+    /// The store's files hold something the store did not write (bad encoding, missing
+    /// revision, broken invariant). The node must stop rather than guess.
+    #[error("mvcc: storage is corrupt: {0}")]
+    Corrupt(String),
+    /// The storage engine (redb) failed: I/O error, disk full, ...
+    #[error("mvcc: storage error: {0}")]
+    Storage(String),
+}
+
+impl MvccError {
+    /// True for errors that every replica reaches the same way for the same command and
+    /// state, i.e. results of the state machine rather than failures of this node.
+    pub fn is_deterministic(&self) -> bool {
+        matches!(
+            self,
+            MvccError::Compacted
+                | MvccError::FutureRevision
+                | MvccError::KeyNotFound
+                | MvccError::LeaseNotFound
+                | MvccError::InvalidSortOption
+                | MvccError::EmptyCommand
+        )
+    }
+}
+
+macro_rules! storage_error_from {
+    ($($t:ty),* $(,)?) => {
+        $(impl From<$t> for MvccError {
+            fn from(e: $t) -> Self {
+                MvccError::Storage(e.to_string())
+            }
+        })*
+    };
+}
+
+storage_error_from!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError,
+);
+
+impl From<prost::DecodeError> for MvccError {
+    fn from(e: prost::DecodeError) -> Self {
+        MvccError::Corrupt(format!("undecodable record: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_etcds() {
+        assert_eq!(
+            MvccError::Compacted.to_string(),
+            "mvcc: required revision has been compacted"
+        );
+        assert_eq!(
+            MvccError::FutureRevision.to_string(),
+            "mvcc: required revision is a future revision"
+        );
+        assert_eq!(
+            MvccError::KeyNotFound.to_string(),
+            "etcdserver: key not found"
+        );
+        assert_eq!(
+            MvccError::LeaseNotFound.to_string(),
+            "etcdserver: requested lease not found"
+        );
+        assert_eq!(
+            MvccError::InvalidSortOption.to_string(),
+            "etcdserver: invalid sort option"
+        );
+    }
+
+    #[test]
+    fn deterministic_split() {
+        assert!(MvccError::Compacted.is_deterministic());
+        assert!(MvccError::KeyNotFound.is_deterministic());
+        assert!(!MvccError::Storage("x".into()).is_deterministic());
+        assert!(!MvccError::Corrupt("x".into()).is_deterministic());
+    }
+}

@@ -1,0 +1,291 @@
+//! [`MvccStore`]: opening the store, its shared state, checkpoints.
+//!
+//! # Concurrency
+//!
+//! One applier at a time (the `writer` mutex; raft applies entries in order anyway) and
+//! any number of concurrent readers (`&self`). Readers never see a half-applied entry:
+//!
+//! - the applier changes the in-memory index as it goes, but only ever adds revisions
+//!   newer than the published current revision, and readers look the index up *at* a
+//!   revision no newer than the published one, so uncommitted entries are invisible;
+//!   if the apply fails its index changes are undone from an undo log;
+//! - the current revision is published after the redb commit, and a reader loads it
+//!   before opening its redb read transaction, so that snapshot holds every revision the
+//!   reader can ask for;
+//! - a compaction publishes its revision before deleting anything, and a reader checks
+//!   its read revision against it after opening its snapshot and under the index lock:
+//!   either the reader sees the new compaction revision (and fails with `Compacted` if it
+//!   reads below it) or its snapshot predates the deletions.
+//!
+//! # Durability
+//!
+//! Applies commit with [`redb::Durability::None`]: no fsync, the WAL is the durable
+//! record. [`MvccStore::checkpoint`] commits with `Durability::Immediate` (and redb's
+//! quick-repair, so reopening after a crash does not walk the whole file). After a crash
+//! the store reopens at its last checkpoint, whose raft position [`MvccStore::applied`]
+//! reports, and the raft layer replays the WAL from there. A clean drop of the store also
+//! persists what was applied (redb makes pending commits durable on close).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
+
+use redb::{Builder, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use super::error::MvccError;
+use super::index::TreeIndex;
+use super::revision::Revision;
+use super::schema::{self, KEYS, META};
+
+/// Options of [`MvccStore::open`].
+#[derive(Debug, Clone)]
+pub struct MvccOptions {
+    /// redb page cache size. Small by default: a Pi has 1-8 GiB for everything.
+    pub cache_size_bytes: usize,
+}
+
+impl Default for MvccOptions {
+    fn default() -> Self {
+        MvccOptions {
+            cache_size_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Tells whether a lease id exists (see [`MvccStore::set_lease_checker`]).
+pub type LeaseChecker = Arc<dyn Fn(i64) -> bool + Send + Sync>;
+
+/// etcd's MVCC key-value store on redb: the Raft state machine. See the module docs.
+pub struct MvccStore {
+    pub(super) db: Database,
+    /// All keys and their revisions; includes the revisions of an apply in progress.
+    pub(super) index: RwLock<TreeIndex>,
+    /// Revision of the last committed change, the newest revision readers may read.
+    pub(super) current_rev: AtomicI64,
+    /// Readers below this revision get `Compacted`; -1 when never compacted.
+    pub(super) compact_rev: AtomicI64,
+    /// (index, term) of the last committed raft entry.
+    pub(super) applied: Mutex<(u64, u64)>,
+    /// The applier's state; holding it is being the applier.
+    pub(super) writer: Mutex<WriterState>,
+    pub(super) lease_checker: RwLock<Option<LeaseChecker>>,
+}
+
+/// What the applier knows (it runs ahead of the published values during an apply).
+#[derive(Debug, Clone)]
+pub(super) struct WriterState {
+    /// Current revision, including the applied but uncommitted entries of a batch.
+    pub rev: i64,
+    /// Latest compaction revision (scheduled).
+    pub compact_rev: i64,
+    /// Raft position of the last applied entry.
+    pub applied: (u64, u64),
+    /// Something was committed since the last checkpoint.
+    pub dirty: bool,
+    /// A compaction whose physical deletion did not finish (an error interrupted it).
+    pub pending_compaction: Option<i64>,
+}
+
+impl MvccStore {
+    /// Opens (or creates) the store in the redb file at `path` and rebuilds the key index
+    /// from it. Completes a compaction that was interrupted.
+    pub fn open(path: &Path, opts: MvccOptions) -> Result<MvccStore, MvccError> {
+        let db = Builder::new()
+            .set_cache_size(opts.cache_size_bytes)
+            .create(path)?;
+        Self::init_tables(&db)?;
+
+        let (meta, index, max_rev) = {
+            let rtxn = db.begin_read()?;
+            let meta = schema::read_meta(&rtxn.open_table(META)?)?;
+            let (index, max_rev) = rebuild_index(&rtxn.open_table(KEYS)?)?;
+            (meta, index, max_rev)
+        };
+        if max_rev > meta.current_rev {
+            return Err(MvccError::Corrupt(format!(
+                "key table holds revision {max_rev} beyond the current revision {}",
+                meta.current_rev
+            )));
+        }
+        tracing::info!(
+            path = %path.display(),
+            keys = index.len(),
+            revision = meta.current_rev,
+            compact_revision = meta.scheduled_compact,
+            applied_index = meta.applied.0,
+            "mvcc store opened"
+        );
+        let store = MvccStore {
+            db,
+            index: RwLock::new(index),
+            current_rev: AtomicI64::new(meta.current_rev),
+            compact_rev: AtomicI64::new(meta.finished_compact),
+            applied: Mutex::new(meta.applied),
+            writer: Mutex::new(WriterState {
+                rev: meta.current_rev,
+                compact_rev: meta.scheduled_compact,
+                applied: meta.applied,
+                dirty: false,
+                pending_compaction: None,
+            }),
+            lease_checker: RwLock::new(None),
+        };
+        if meta.scheduled_compact > meta.finished_compact {
+            tracing::info!(
+                revision = meta.scheduled_compact,
+                "resuming interrupted compaction"
+            );
+            let mut w = store.lock_writer()?;
+            store.run_compaction(&mut w, meta.scheduled_compact)?;
+        }
+        Ok(store)
+    }
+
+    /// Creates the tables and the schema version in a new file.
+    fn init_tables(db: &Database) -> Result<(), MvccError> {
+        {
+            let rtxn = db.begin_read()?;
+            if let Ok(t) = rtxn.open_table(META) {
+                if t.get(schema::META_SCHEMA_VERSION)?.is_some() {
+                    return Ok(());
+                }
+            }
+        }
+        let txn = db.begin_write()?;
+        {
+            let keys = txn.open_table(KEYS)?;
+            if !keys.is_empty()? {
+                return Err(MvccError::Corrupt(
+                    "key table present without a schema version".into(),
+                ));
+            }
+            txn.open_table(schema::RAFT)?;
+            let mut meta = txn.open_table(META)?;
+            meta.insert(schema::META_SCHEMA_VERSION, schema::SCHEMA_VERSION)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Raft (index, term) of the last applied entry, stored atomically with the data;
+    /// (0, 0) when fresh.
+    pub fn applied(&self) -> (u64, u64) {
+        *self.applied.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current revision: that of the last change (1 when fresh, as etcd).
+    pub fn current_revision(&self) -> i64 {
+        self.current_rev.load(Ordering::SeqCst)
+    }
+
+    /// The compaction revision: reads below it fail with `Compacted` (-1 when never
+    /// compacted, as etcd).
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_rev.load(Ordering::SeqCst)
+    }
+
+    /// Installs the lease check that puts use, as etcd's lessor lookup: a put (or a put in
+    /// a txn's executed branch) naming a lease for which `checker` returns false fails with
+    /// [`MvccError::LeaseNotFound`]. Without a checker leases are not checked. The checker
+    /// must be deterministic across replicas (it reads replicated lease state).
+    pub fn set_lease_checker(&self, checker: Option<LeaseChecker>) {
+        *self
+            .lease_checker
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = checker;
+    }
+
+    /// Makes everything applied so far durable: one redb commit with
+    /// `Durability::Immediate` (an fsync). Called by the raft layer periodically and on
+    /// shutdown. Does nothing if nothing was applied since the last checkpoint.
+    pub fn checkpoint(&self) -> Result<(), MvccError> {
+        let mut w = self.lock_writer()?;
+        self.finish_pending_compaction(&mut w);
+        if !w.dirty {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_quick_repair(true);
+        {
+            let mut meta = txn.open_table(META)?;
+            schema::write_progress(&mut meta, w.applied, w.rev)?;
+        }
+        txn.commit()?;
+        w.dirty = false;
+        Ok(())
+    }
+
+    /// Makes the store's state after a commit visible to readers.
+    pub(super) fn publish(&self, rev: i64, applied: (u64, u64)) {
+        self.current_rev.store(rev, Ordering::SeqCst);
+        *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = applied;
+    }
+
+    pub(super) fn lock_writer(&self) -> Result<MutexGuard<'_, WriterState>, MvccError> {
+        self.writer
+            .lock()
+            .map_err(|_| MvccError::Corrupt("an earlier apply panicked".into()))
+    }
+
+    pub(super) fn write_index(&self) -> Result<RwLockWriteGuard<'_, TreeIndex>, MvccError> {
+        self.index
+            .write()
+            .map_err(|_| MvccError::Corrupt("key index poisoned by a panic".into()))
+    }
+
+    /// A copy of the key index (for tests and checks).
+    #[cfg(test)]
+    pub(super) fn index_snapshot(&self) -> TreeIndex {
+        super::read::lock(&self.index)
+            .map(|i| i.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Rebuilds the key index from the key table (etcd's `restore`): revisions in order, a
+/// key's first surviving version starts it (with its stored create revision and
+/// version), later puts and tombstones extend it. Returns the index and the highest
+/// revision seen (0 for an empty table).
+pub(super) fn rebuild_index(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+) -> Result<(TreeIndex, i64), MvccError> {
+    let mut index = TreeIndex::new();
+    let mut last = Revision::default();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        let (rev, tombstone) = Revision::from_key(k.value())?;
+        if rev <= last {
+            return Err(MvccError::Corrupt(format!(
+                "revision {rev} stored twice or out of order (after {last})"
+            )));
+        }
+        last = rev;
+        let head = schema::decode_kv_head(v.value())?;
+        match index.key_index_mut(&head.key) {
+            Some(ki) => {
+                if tombstone {
+                    // A second tombstone for a deleted key is ignored, as etcd does.
+                    ki.tombstone(rev);
+                } else {
+                    ki.put(rev);
+                }
+            }
+            None if tombstone => {}
+            None => {
+                if head.version < 1 || head.create_revision < 1 || head.create_revision > rev.main {
+                    return Err(MvccError::Corrupt(format!(
+                        "revision {rev}: bad version {} / create revision {}",
+                        head.version, head.create_revision
+                    )));
+                }
+                index.restore(
+                    &head.key,
+                    Revision::new(head.create_revision, 0),
+                    rev,
+                    head.version,
+                );
+            }
+        }
+    }
+    Ok((index, last.main))
+}

@@ -1,0 +1,232 @@
+//! Store-level tests, one file per source file (`read.rs` tests `../read.rs`, ...), and
+//! the helpers they share. Expectations marked "etcd 3.4" were checked against a real
+//! etcd 3.4 through its JSON gateway.
+
+use std::path::{Path, PathBuf};
+
+use bramble_api::bramblepb::command::Op;
+use bramble_api::bramblepb::Command;
+use bramble_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use bramble_api::etcdserverpb::request_op::Request;
+use bramble_api::etcdserverpb::{
+    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse,
+    RequestOp, TxnRequest, TxnResponse,
+};
+use bramble_api::mvccpb::KeyValue;
+
+use super::{ApplyResult, MvccError, MvccOptions, MvccStore};
+
+mod compaction;
+mod model;
+mod read;
+mod store;
+mod txn;
+mod write;
+
+/// A store in a temp dir that numbers raft entries itself.
+pub struct TestStore {
+    pub store: MvccStore,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestStore {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MvccStore::open(&db_path(dir.path()), MvccOptions::default()).unwrap();
+        TestStore { store, dir }
+    }
+
+    /// Drops the store (a clean close) and opens it again.
+    pub fn reopen(self) -> Self {
+        let TestStore { store, dir } = self;
+        drop(store);
+        let store = MvccStore::open(&db_path(dir.path()), MvccOptions::default()).unwrap();
+        TestStore { store, dir }
+    }
+
+    pub fn apply(&self, cmd: Command) -> ApplyResult {
+        let (index, _) = self.store.applied();
+        self.store.apply(index + 1, 1, &cmd).unwrap()
+    }
+
+    /// Puts and returns the response revision.
+    pub fn put(&self, key: &str, value: &str) -> i64 {
+        match self.apply(put_cmd(put(key, value))) {
+            ApplyResult::Put(r) => r.header.unwrap().revision,
+            other => panic!("put {key}: {other:?}"),
+        }
+    }
+
+    /// Deletes `[key, end)` and returns the number of deleted keys.
+    pub fn del(&self, key: &str, end: &str) -> i64 {
+        match self.apply(del_cmd(key, end)) {
+            ApplyResult::DeleteRange(r) => r.deleted,
+            other => panic!("del {key}: {other:?}"),
+        }
+    }
+
+    pub fn txn(&self, t: TxnRequest) -> Result<TxnResponse, MvccError> {
+        match self.apply(Command {
+            op: Some(Op::Txn(t)),
+        }) {
+            ApplyResult::Txn(r) => Ok(r),
+            ApplyResult::Error(e) => Err(e),
+            other => panic!("txn: {other:?}"),
+        }
+    }
+
+    pub fn compact(&self, rev: i64) -> Result<i64, MvccError> {
+        match self.apply(compact_cmd(rev)) {
+            ApplyResult::Compaction(r) => Ok(r.header.unwrap().revision),
+            ApplyResult::Error(e) => Err(e),
+            other => panic!("compact: {other:?}"),
+        }
+    }
+
+    pub fn range(&self, req: RangeRequest) -> Result<RangeResponse, MvccError> {
+        self.store.range(&req)
+    }
+
+    pub fn get(&self, key: &str) -> Option<KeyValue> {
+        self.range(range(key, "")).unwrap().kvs.pop()
+    }
+
+    pub fn get_at(&self, key: &str, rev: i64) -> Result<Option<KeyValue>, MvccError> {
+        let mut req = range(key, "");
+        req.revision = rev;
+        Ok(self.range(req)?.kvs.pop())
+    }
+
+    /// Keys and values of the whole store at `rev` (0 = current).
+    pub fn dump(&self, rev: i64) -> Vec<KeyValue> {
+        let mut req = range("\0", "\0");
+        req.revision = rev;
+        self.range(req).unwrap().kvs
+    }
+
+    /// Number of rows in the key table.
+    pub fn rows(&self) -> u64 {
+        use redb::{ReadableDatabase, ReadableTableMetadata};
+        let r = self.store.db.begin_read().unwrap();
+        r.open_table(super::schema::KEYS).unwrap().len().unwrap()
+    }
+}
+
+pub fn db_path(dir: &Path) -> PathBuf {
+    dir.join("mvcc.redb")
+}
+
+pub fn put(key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+pub fn put_cmd(p: PutRequest) -> Command {
+    Command {
+        op: Some(Op::Put(p)),
+    }
+}
+
+pub fn del(key: &str, end: &str) -> DeleteRangeRequest {
+    DeleteRangeRequest {
+        key: key.as_bytes().to_vec(),
+        range_end: end.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+pub fn del_cmd(key: &str, end: &str) -> Command {
+    Command {
+        op: Some(Op::DeleteRange(del(key, end))),
+    }
+}
+
+pub fn compact_cmd(rev: i64) -> Command {
+    Command {
+        op: Some(Op::Compaction(CompactionRequest {
+            revision: rev,
+            physical: false,
+        })),
+    }
+}
+
+pub fn txn_cmd(t: TxnRequest) -> Command {
+    Command {
+        op: Some(Op::Txn(t)),
+    }
+}
+
+pub fn range(key: &str, end: &str) -> RangeRequest {
+    RangeRequest {
+        key: key.as_bytes().to_vec(),
+        range_end: end.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+pub fn op_put(key: &str, value: &str) -> RequestOp {
+    RequestOp {
+        request: Some(Request::RequestPut(put(key, value))),
+    }
+}
+
+pub fn op_del(key: &str, end: &str) -> RequestOp {
+    RequestOp {
+        request: Some(Request::RequestDeleteRange(del(key, end))),
+    }
+}
+
+pub fn op_range(r: RangeRequest) -> RequestOp {
+    RequestOp {
+        request: Some(Request::RequestRange(r)),
+    }
+}
+
+pub fn op_txn(t: TxnRequest) -> RequestOp {
+    RequestOp {
+        request: Some(Request::RequestTxn(t)),
+    }
+}
+
+/// A compare of `target` of `key` (`range_end` optional) with `result`.
+pub fn cmp(key: &str, end: &str, target: CompareTarget, result: CompareResult, v: i64) -> Compare {
+    let target_union = match target {
+        CompareTarget::Version => TargetUnion::Version(v),
+        CompareTarget::Create => TargetUnion::CreateRevision(v),
+        CompareTarget::Mod => TargetUnion::ModRevision(v),
+        CompareTarget::Lease => TargetUnion::Lease(v),
+        CompareTarget::Value => TargetUnion::Value(v.to_string().into_bytes()),
+    };
+    Compare {
+        result: result as i32,
+        target: target as i32,
+        key: key.as_bytes().to_vec(),
+        range_end: end.as_bytes().to_vec(),
+        target_union: Some(target_union),
+    }
+}
+
+pub fn cmp_value(key: &str, result: CompareResult, v: &str) -> Compare {
+    Compare {
+        result: result as i32,
+        target: CompareTarget::Value as i32,
+        key: key.as_bytes().to_vec(),
+        range_end: Vec::new(),
+        target_union: Some(TargetUnion::Value(v.as_bytes().to_vec())),
+    }
+}
+
+pub fn keys_of(kvs: &[KeyValue]) -> Vec<String> {
+    kvs.iter()
+        .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+        .collect()
+}
+
+#[test]
+fn store_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<MvccStore>();
+}
