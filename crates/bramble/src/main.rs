@@ -1,1 +1,65 @@
-fn main() {}
+//! The `bramble` binary: an etcd-compatible server, started with etcd's flags.
+
+use clap::Parser;
+
+use bramble::config::{ignored_env_warnings, preprocess_args, Flags};
+
+fn main() -> std::process::ExitCode {
+    let (args, mut warnings) = preprocess_args(std::env::args());
+    if args.iter().skip(1).any(|a| a == "--version") {
+        println!("bramble Version: {}", env!("CARGO_PKG_VERSION"));
+        println!(
+            "etcd API Version: {}",
+            bramble_server::maintenance::ETCD_VERSION
+        );
+        println!(
+            "OS/Arch: {}/{}",
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        );
+        return std::process::ExitCode::SUCCESS;
+    }
+    let flags = Flags::parse_from(args);
+    warnings.extend(ignored_env_warnings());
+
+    let filter = match flags.log_level.as_str() {
+        "debug" => "debug",
+        "info" => "info",
+        "warn" => "warn",
+        "error" | "panic" | "fatal" | "dpanic" => "error",
+        other => {
+            eprintln!("bramble: --log-level must be debug, info, warn, error, panic or fatal, not {other:?}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BRAMBLE_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(format!("{filter},openraft=warn"))
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bramble::server::run(flags)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

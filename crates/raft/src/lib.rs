@@ -1,1 +1,15 @@
-//! placeholder
+//! openraft glue for Bramble: the type configuration, the WAL as openraft's
+//! log storage, the MVCC store as its state machine, the peer transport, and
+//! [`RaftNode`], which ties them into one running member.
+
+pub mod codec;
+pub mod identity;
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod snapshot;
+pub mod state_machine;
+pub mod types;
+
+pub use node::{NodeConfig, ProposeError, RaftNode, RaftStatus, StartError};
+pub use types::{Member, TypeConfig};

@@ -1,1 +1,108 @@
-//! placeholder
+//! etcd v3 gRPC services for Bramble: request checks, etcd's error strings,
+//! response headers, and the services themselves (KV and Maintenance so far;
+//! Watch, Lease, Cluster and Auth arrive with their issues).
+
+pub mod errors;
+pub mod header;
+pub mod kv;
+pub mod maintenance;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bramble_api::etcdserverpb::kv_server::KvServer;
+use bramble_api::etcdserverpb::maintenance_server::MaintenanceServer;
+use bramble_raft::{ProposeError, RaftNode};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Status;
+
+pub use header::Identity;
+
+/// etcd's request limits (`--max-request-bytes`, `--max-txn-ops`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request proposed through Raft (etcd default 1.5 MiB).
+    pub max_request_bytes: usize,
+    /// Most operations in one txn branch (etcd default 128).
+    pub max_txn_ops: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: 1536 * 1024,
+            max_txn_ops: 128,
+        }
+    }
+}
+
+/// gRPC's own message limit sits above the request limit by etcd's margin,
+/// so that a slightly too large request gets etcd's "request is too large"
+/// error rather than a transport error.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Everything the services share.
+pub struct ServerContext {
+    /// The Raft member that serves requests.
+    pub node: Arc<RaftNode>,
+    /// Cluster and member ids for response headers.
+    pub identity: Identity,
+    /// Request limits.
+    pub limits: Limits,
+    /// The MVCC database file (for its size in Status).
+    pub db_path: PathBuf,
+}
+
+/// Maps a Raft proposal failure to etcd's error.
+pub fn propose_status(e: ProposeError) -> Status {
+    match e {
+        ProposeError::NoLeader => errors::no_leader(),
+        ProposeError::LeaderChanged => errors::leader_changed(),
+        ProposeError::Timeout => errors::timeout(),
+        ProposeError::Stopped(why) => {
+            tracing::error!("request failed: server stopped: {why}");
+            errors::stopped()
+        }
+    }
+}
+
+/// The client-facing gRPC server on one listener.
+pub struct ClientServer {
+    ctx: Arc<ServerContext>,
+}
+
+impl ClientServer {
+    /// A server for `ctx`.
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
+        ClientServer { ctx }
+    }
+
+    /// Serves clients on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        let max = self.ctx.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
+        let kv = KvServer::new(kv::KvService::new(self.ctx.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX);
+        let maintenance =
+            MaintenanceServer::new(maintenance::MaintenanceService::new(self.ctx.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(usize::MAX);
+        tonic::transport::Server::builder()
+            .add_service(kv)
+            .add_service(maintenance)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await
+    }
+}
+
+/// Binds a client listener for an etcd URL's host:port.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -1,0 +1,328 @@
+//! The command line: etcd's flags and `ETCD_*` environment variables, so a
+//! kubeadm static-pod manifest or a k3s/systemd unit starts Bramble unchanged.
+//!
+//! Flags that Bramble does not implement yet are accepted with a warning
+//! (etcd has many knobs that do not change behaviour a client can see);
+//! anything that would change the data path refuses to start instead.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Bramble: an etcd v3 compatible key-value store for Raspberry Pi clusters.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "bramble", version = crate::VERSION_LINE, disable_version_flag = true)]
+pub struct Flags {
+    /// Print the version and exit.
+    #[arg(long = "version", action = clap::ArgAction::Version)]
+    pub version: Option<bool>,
+
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+
+    /// Path to the data directory.
+    #[arg(long = "data-dir", env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// List of URLs to listen on for client traffic.
+    #[arg(
+        long = "listen-client-urls",
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub listen_client_urls: String,
+
+    /// List of this member's client URLs to advertise to the public.
+    #[arg(
+        long = "advertise-client-urls",
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
+    pub advertise_client_urls: String,
+
+    /// List of URLs to listen on for peer traffic.
+    #[arg(
+        long = "listen-peer-urls",
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub listen_peer_urls: String,
+
+    /// List of this member's peer URLs to advertise to the rest of the cluster.
+    #[arg(
+        long = "initial-advertise-peer-urls",
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
+    pub initial_advertise_peer_urls: String,
+
+    /// Initial cluster configuration for bootstrapping (name=peer-url,...).
+    #[arg(long = "initial-cluster", env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(
+        long = "initial-cluster-state",
+        env = "ETCD_INITIAL_CLUSTER_STATE",
+        default_value = "new"
+    )]
+    pub initial_cluster_state: String,
+
+    /// Initial cluster token for the cluster during bootstrap.
+    #[arg(
+        long = "initial-cluster-token",
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(
+        long = "max-request-bytes",
+        env = "ETCD_MAX_REQUEST_BYTES",
+        default_value_t = 1_572_864
+    )]
+    pub max_request_bytes: usize,
+
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long = "max-txn-ops", env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+
+    /// Configures log level: debug, info, warn, error, panic, or fatal.
+    #[arg(long = "log-level", env = "ETCD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(
+        long = "heartbeat-interval",
+        env = "ETCD_HEARTBEAT_INTERVAL",
+        default_value_t = 100
+    )]
+    pub heartbeat_interval: u64,
+
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(
+        long = "election-timeout",
+        env = "ETCD_ELECTION_TIMEOUT",
+        default_value_t = 1000
+    )]
+    pub election_timeout: u64,
+}
+
+/// etcd flags Bramble accepts and ignores for now, with whether they take a
+/// value. Ignoring them is safe: none changes what a client sees or what is
+/// durable. Listed so a typo in a real flag is still an error.
+const IGNORED_ETCD_FLAGS: &[(&str, bool)] = &[
+    ("snapshot-count", true),
+    ("quota-backend-bytes", true),
+    ("auto-compaction-retention", true),
+    ("auto-compaction-mode", true),
+    ("client-cert-auth", false),
+    ("peer-client-cert-auth", false),
+    ("cert-file", true),
+    ("key-file", true),
+    ("trusted-ca-file", true),
+    ("peer-cert-file", true),
+    ("peer-key-file", true),
+    ("peer-trusted-ca-file", true),
+    ("auto-tls", false),
+    ("peer-auto-tls", false),
+    ("listen-metrics-urls", true),
+    ("metrics", true),
+    ("logger", true),
+    ("log-outputs", true),
+    ("enable-v2", true),
+    ("enable-pprof", false),
+    ("strict-reconfig-check", false),
+    ("pre-vote", false),
+    ("max-snapshots", true),
+    ("max-wals", true),
+    ("cipher-suites", true),
+    ("tls-min-version", true),
+    ("tls-max-version", true),
+    ("experimental-initial-corrupt-check", false),
+    ("experimental-corrupt-check-time", true),
+    ("experimental-watch-progress-notify-interval", true),
+    ("experimental-compact-hash-check-enabled", false),
+    ("experimental-enable-distributed-tracing", false),
+    ("experimental-backend-bbolt-freelist-type", true),
+    ("backend-bbolt-freelist-type", true),
+    ("grpc-keepalive-min-time", true),
+    ("grpc-keepalive-interval", true),
+    ("grpc-keepalive-timeout", true),
+    ("socket-reuse-port", false),
+    ("socket-reuse-address", false),
+    ("force-new-cluster", false),
+    ("unsafe-no-fsync", false),
+    ("discovery", true),
+    ("discovery-srv", true),
+    ("proxy", true),
+    ("wal-dir", true),
+    ("config-file", true),
+    ("cors", true),
+    ("host-whitelist", true),
+    ("auth-token", true),
+    ("bcrypt-cost", true),
+    ("debug", false),
+];
+
+/// Rewrites argv for clap: Go-style `-flag` becomes `--flag`, and etcd flags
+/// that Bramble ignores are removed with a warning (returned as text, since
+/// logging is not set up yet).
+pub fn preprocess_args(args: impl IntoIterator<Item = String>) -> (Vec<String>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut warnings = Vec::new();
+    let mut it = args.into_iter().peekable();
+    if let Some(program) = it.next() {
+        out.push(program);
+    }
+    while let Some(arg) = it.next() {
+        // Go's flag package takes one or two dashes for long flags.
+        let arg = if arg.starts_with('-') && !arg.starts_with("--") && arg.len() > 2 {
+            format!("-{arg}")
+        } else {
+            arg
+        };
+        let Some(body) = arg.strip_prefix("--") else {
+            out.push(arg);
+            continue;
+        };
+        let (name, inline_value) = match body.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (body.to_string(), None),
+        };
+        if let Some((_, takes_value)) = IGNORED_ETCD_FLAGS.iter().find(|(n, _)| *n == name) {
+            let value = match inline_value {
+                Some(v) => Some(v),
+                None if *takes_value => it.next_if(|next| !next.starts_with('-')),
+                None => None,
+            };
+            let shown = value.map(|v| format!("={v}")).unwrap_or_default();
+            warnings.push(format!(
+                "flag --{name}{shown} is not supported by bramble yet; ignoring it"
+            ));
+            continue;
+        }
+        out.push(arg);
+    }
+    (out, warnings)
+}
+
+/// `ETCD_*` variables for flags Bramble ignores: warned about, not fatal.
+pub fn ignored_env_warnings() -> Vec<String> {
+    IGNORED_ETCD_FLAGS
+        .iter()
+        .filter_map(|(name, _)| {
+            let var = format!("ETCD_{}", name.to_uppercase().replace('-', "_"));
+            std::env::var_os(&var)
+                .map(|_| format!("{var} is not supported by bramble yet; ignoring it"))
+        })
+        .collect()
+}
+
+/// Splits etcd's comma-separated URL lists.
+pub fn split_urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Resolves an `http://host:port` listen URL to socket addresses.
+pub fn listen_addrs(url: &str) -> Result<Vec<SocketAddr>, String> {
+    let rest = if let Some(r) = url.strip_prefix("http://") {
+        r
+    } else if url.starts_with("https://") || url.starts_with("unixs://") {
+        return Err(format!(
+            "{url}: TLS listeners are not supported by bramble yet"
+        ));
+    } else {
+        return Err(format!("{url}: expected an http:// URL"));
+    };
+    let hostport = rest.trim_end_matches('/');
+    let addrs: Vec<SocketAddr> = hostport
+        .to_socket_addrs()
+        .map_err(|e| format!("{url}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{url}: resolves to no address"));
+    }
+    Ok(addrs)
+}
+
+/// Parses `--initial-cluster` (`name=url,name=url2,other=url3`) into
+/// members with their peer URLs, in the order given.
+pub fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+    let mut members: Vec<(String, Vec<String>)> = Vec::new();
+    for part in split_urls(spec) {
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--initial-cluster: {part:?} is not name=url"))?;
+        match members.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url.to_string()),
+            None => members.push((name.to_string(), vec![url.to_string()])),
+        }
+    }
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn go_style_single_dash_flags_are_accepted() {
+        let (out, warn) = preprocess_args(args(&["bramble", "-name", "n1", "--data-dir=/x"]));
+        assert_eq!(out, args(&["bramble", "--name", "n1", "--data-dir=/x"]));
+        assert!(warn.is_empty());
+        let f = Flags::try_parse_from(out).expect("parses");
+        assert_eq!(f.name, "n1");
+    }
+
+    #[test]
+    fn ignored_flags_are_dropped_with_their_values() {
+        let (out, warn) = preprocess_args(args(&[
+            "bramble",
+            "--snapshot-count",
+            "10000",
+            "--client-cert-auth",
+            "--quota-backend-bytes=8589934592",
+            "--name",
+            "x",
+        ]));
+        assert_eq!(out, args(&["bramble", "--name", "x"]));
+        assert_eq!(warn.len(), 3);
+    }
+
+    #[test]
+    fn a_misspelt_flag_is_an_error() {
+        let (out, _) = preprocess_args(args(&["bramble", "--data-dri", "/x"]));
+        assert!(Flags::try_parse_from(out).is_err());
+    }
+
+    #[test]
+    fn initial_cluster_groups_urls_by_name() {
+        let m = parse_initial_cluster("a=http://1:2380,b=http://2:2380,a=http://3:2380")
+            .expect("parses");
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].1, args(&["http://1:2380", "http://3:2380"]));
+        assert!(parse_initial_cluster("nonsense").is_err());
+    }
+
+    #[test]
+    fn listen_urls() {
+        assert_eq!(
+            listen_addrs("http://127.0.0.1:2379").expect("ok")[0].port(),
+            2379
+        );
+        assert!(listen_addrs("https://127.0.0.1:2379").is_err());
+        assert!(listen_addrs("127.0.0.1:2379").is_err());
+    }
+}

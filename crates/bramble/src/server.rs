@@ -1,0 +1,141 @@
+//! Running `bramble` as a server: flags to [`NodeOptions`], client listeners,
+//! and a clean stop on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use bramble_server::{ClientServer, Limits};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{listen_addrs, parse_initial_cluster, split_urls, Flags};
+use crate::node::{Node, NodeOptions};
+
+/// Turns the flags into node options, checking what this version supports.
+pub fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
+    let data_dir = flags
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.bramble", flags.name)));
+    let peer_urls = split_urls(&flags.initial_advertise_peer_urls);
+    if let Some(spec) = &flags.initial_cluster {
+        let members = parse_initial_cluster(spec).map_err(anyhow::Error::msg)?;
+        if members.len() > 1 {
+            bail!(
+                "--initial-cluster names {} members: multi-member clusters are not supported by this bramble version yet",
+                members.len()
+            );
+        }
+        if let Some((name, _)) = members.first() {
+            if name != &flags.name {
+                bail!(
+                    "--initial-cluster has no member named {:?} (--name)",
+                    flags.name
+                );
+            }
+        }
+    }
+    if flags.initial_cluster_state != "new" && flags.initial_cluster_state != "existing" {
+        bail!(
+            "--initial-cluster-state must be 'new' or 'existing', not {:?}",
+            flags.initial_cluster_state
+        );
+    }
+    Ok(NodeOptions {
+        name: flags.name.clone(),
+        data_dir,
+        peer_urls,
+        client_urls: split_urls(&flags.advertise_client_urls),
+        cluster_token: flags.initial_cluster_token.clone(),
+        limits: Limits {
+            max_request_bytes: flags.max_request_bytes,
+            max_txn_ops: flags.max_txn_ops,
+        },
+        heartbeat_interval_ms: flags.heartbeat_interval,
+        election_timeout_ms: flags.election_timeout,
+    })
+}
+
+/// Picks the addresses to bind for each listen URL. Like Go's net.Listen,
+/// a name is bound at its first IPv4 address if it has one.
+fn client_addrs(flags: &Flags) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for url in split_urls(&flags.listen_client_urls) {
+        let addrs = listen_addrs(&url).map_err(anyhow::Error::msg)?;
+        let pick = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or_else(|| addrs.first())
+            .copied();
+        if let Some(a) = pick {
+            out.push(a);
+        }
+    }
+    if out.is_empty() {
+        bail!("--listen-client-urls is empty");
+    }
+    Ok(out)
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn run(flags: Flags) -> anyhow::Result<()> {
+    let opts = node_options(&flags)?;
+    let addrs = client_addrs(&flags)?;
+    // Bind first: a port in use should fail before any data is touched.
+    let mut listeners = Vec::new();
+    for a in &addrs {
+        let l = TcpListener::bind(a)
+            .await
+            .with_context(|| format!("listen on {a}"))?;
+        listeners.push(l);
+    }
+    tracing::info!(data_dir = %opts.data_dir.display(), name = %opts.name, "starting bramble");
+    let node = Node::open(opts).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ident = node.context().identity;
+    tracing::info!(
+        member_id = %format!("{:x}", ident.member_id),
+        cluster_id = %format!("{:x}", ident.cluster_id),
+        "ready to serve client requests on {}",
+        addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = Vec::new();
+    for l in listeners {
+        let mut rx = stop_rx.clone();
+        let server = ClientServer::new(node.context().clone());
+        servers.push(tokio::spawn(async move {
+            server
+                .serve(l, async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        }));
+    }
+
+    wait_for_signal().await?;
+    tracing::info!("received stop signal, shutting down");
+    let _ = stop_tx.send(true);
+    for s in servers {
+        match s.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("client server: {e}"),
+            Err(e) => tracing::warn!("client server task: {e}"),
+        }
+    }
+    node.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

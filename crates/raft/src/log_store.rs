@@ -1,0 +1,212 @@
+//! openraft's log storage over the WAL.
+//!
+//! Entries are framed by the WAL with their index; the entry bytes hold the
+//! term and payload ([`crate::codec`]). Appends are submitted without waiting
+//! and openraft is told through its callback once the group commit that
+//! carries them has been fdatasync'ed: that is the moment an entry counts
+//! towards a quorum, and nothing is acknowledged to a client before it.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::RangeBounds;
+use std::path::Path;
+
+use bramble_storage::wal::{Record, Wal, WalError, WalOptions, META_VOTE};
+use bytes::Bytes;
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+
+use crate::codec;
+use crate::types::{Entry, LogId, TypeConfig, Vote};
+
+/// Meta key for the last purged log id (its term is needed after a purge).
+const META_PURGED: u8 = 3;
+
+fn io_error(e: WalError) -> io::Error {
+    io::Error::other(e)
+}
+
+/// The Raft log, stored in the WAL. Cheap to clone: clones share the WAL.
+#[derive(Clone)]
+pub struct LogStore {
+    wal: Wal,
+}
+
+impl LogStore {
+    /// Opens (or creates) the WAL in `dir`.
+    pub fn open(dir: &Path) -> io::Result<LogStore> {
+        Self::open_with(dir, WalOptions::default())
+    }
+
+    /// Opens the WAL in `dir` with explicit options.
+    pub fn open_with(dir: &Path, options: WalOptions) -> io::Result<LogStore> {
+        let wal = Wal::open(dir, options).map_err(io_error)?;
+        Ok(LogStore { wal })
+    }
+
+    /// The WAL underneath (for statistics).
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    fn purged_log_id(&self) -> io::Result<Option<LogId>> {
+        match self.wal.meta(META_PURGED) {
+            Some(bytes) => Ok(Some(decode_log_id(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs a blocking WAL call off the async worker threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Wal) -> Result<T, WalError> + Send + 'static,
+    ) -> io::Result<T> {
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || f(wal))
+            .await
+            .map_err(io::Error::other)?
+            .map_err(io_error)
+    }
+}
+
+fn encode_log_id(id: &LogId) -> Bytes {
+    let mut b = Vec::with_capacity(16);
+    b.extend_from_slice(&codec::log_term(id).to_le_bytes());
+    b.extend_from_slice(&id.index.to_le_bytes());
+    Bytes::from(b)
+}
+
+fn decode_log_id(b: &[u8]) -> io::Result<LogId> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "purged log id: bad length");
+    let term: [u8; 8] = b.get(0..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?;
+    let index: [u8; 8] = b
+        .get(8..16)
+        .ok_or_else(bad)?
+        .try_into()
+        .map_err(|_| bad())?;
+    Ok(codec::log_id(
+        u64::from_le_bytes(term),
+        u64::from_le_bytes(index),
+    ))
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let start = range.start_bound().cloned();
+        let end = range.end_bound().cloned();
+        let raw = self.wal.read((start, end)).map_err(io_error)?;
+        raw.iter()
+            .map(|(index, bytes)| codec::decode_entry(*index, bytes))
+            .collect()
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        match self.wal.meta(META_VOTE) {
+            Some(bytes) => Ok(Some(codec::decode_vote(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id = self.purged_log_id()?;
+        let last_log_id = match self.wal.last_index() {
+            Some(last) => {
+                let entries = self.wal.read(last..=last).map_err(io_error)?;
+                match entries.first() {
+                    Some((index, bytes)) => Some(codec::decode_entry(*index, bytes)?.log_id),
+                    None => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("wal reports last index {last} but cannot read it"),
+                        ))
+                    }
+                }
+            }
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogStore {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        // A vote must be durable before it is sent: Raft's safety depends on
+        // never voting twice in a term, across crashes.
+        let value = Bytes::from(codec::encode_vote(vote));
+        self.blocking(move |wal| wal.set_meta(META_VOTE, value))
+            .await
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let records: Vec<Record> = entries
+            .into_iter()
+            .map(|e| Record::Entry {
+                index: e.log_id.index,
+                payload: Bytes::from(codec::encode_entry(&e)),
+            })
+            .collect();
+        // Submit and return: the WAL's writer thread groups this with other
+        // appends into one fdatasync and then completes the callback.
+        self.wal
+            .submit(
+                records,
+                Box::new(move |result| callback.io_completed(result.map_err(io_error))),
+            )
+            .map_err(io_error)
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let keep = match last_log_id {
+            Some(id) => id.index,
+            None => self.purged_log_id()?.map(|p| p.index).unwrap_or(0),
+        };
+        self.blocking(move |wal| wal.truncate_after(keep)).await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let id = encode_log_id(&log_id);
+        let index = log_id.index;
+        self.blocking(move |wal| {
+            wal.append_sync(vec![
+                Record::Meta {
+                    key: META_PURGED,
+                    value: id,
+                },
+                Record::PurgeUpTo { index },
+            ])
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_id_roundtrip_and_garbage() {
+        let id = codec::log_id(5, 77);
+        assert_eq!(decode_log_id(&encode_log_id(&id)).expect("decodes"), id);
+        assert!(decode_log_id(&[1, 2, 3]).is_err());
+    }
+}

@@ -1,0 +1,131 @@
+//! openraft's state machine over the MVCC store.
+//!
+//! Committed entries are applied to [`MvccStore`] without an fsync each: the
+//! WAL is the durable record. The store is checkpointed (a durable redb
+//! commit that includes the applied index) by [`Checkpointer`] every so often
+//! and on shutdown; after a crash openraft replays the WAL from the
+//! checkpoint's applied index.
+
+use std::io;
+use std::sync::Arc;
+
+use bramble_storage::mvcc::{ApplyResult, MvccStore};
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
+
+use crate::codec;
+use crate::snapshot::{not_supported, SnapshotData};
+use crate::types::{LogId, Response, StoredMembership, TypeConfig};
+
+type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
+type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+
+fn storage_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// The store's position for a Raft log index.
+///
+/// openraft numbers the first log entry (the initial membership) 0, while the
+/// store keeps 0 for "nothing applied yet"; so the store records index + 1.
+fn store_index(raft_index: u64) -> u64 {
+    raft_index + 1
+}
+
+/// The Raft state machine: the MVCC store plus the last applied membership.
+pub struct StateMachine {
+    store: Arc<MvccStore>,
+}
+
+impl StateMachine {
+    /// Wraps an opened store.
+    pub fn new(store: Arc<MvccStore>) -> Self {
+        StateMachine { store }
+    }
+
+    fn apply_one(&self, entry: &crate::types::Entry) -> io::Result<Option<ApplyResult>> {
+        let index = store_index(entry.log_id.index);
+        let term = codec::log_term(&entry.log_id);
+        match &entry.payload {
+            EntryPayload::Blank => {
+                self.store
+                    .apply_noop(index, term, None)
+                    .map_err(storage_err)?;
+                Ok(None)
+            }
+            EntryPayload::Normal(req) => {
+                let r = self.store.apply(index, term, &req.0).map_err(storage_err)?;
+                Ok(Some(r))
+            }
+            EntryPayload::Membership(m) => {
+                let stored = openraft::StoredMembership::new(Some(entry.log_id), m.clone());
+                let blob = codec::encode_stored_membership(&stored);
+                self.store
+                    .apply_noop(index, term, Some(&blob))
+                    .map_err(storage_err)?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = NoSnapshots;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let (index, term) = self.store.applied();
+        let applied = (index > 0).then(|| codec::log_id(term, index - 1));
+        let membership = match self.store.raft_membership().map_err(storage_err)? {
+            Some(blob) => codec::decode_stored_membership(&blob)?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let result = self.apply_one(&entry)?;
+            if let Some(responder) = responder {
+                // Blank and membership entries answer with an empty success:
+                // only client commands carry a result.
+                responder.send(match result {
+                    Some(r) => Response::Command(r),
+                    None => Response::Empty,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> NoSnapshots {
+        NoSnapshots
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _meta: &SnapshotMeta,
+        _snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
+        Err(not_supported())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(None)
+    }
+}
+
+/// The snapshot builder until snapshots exist (see [`crate::snapshot`]).
+pub struct NoSnapshots;
+
+impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        Err(not_supported())
+    }
+}

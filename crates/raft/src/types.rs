@@ -1,0 +1,79 @@
+//! The openraft type configuration: what a log entry carries, what applying
+//! one returns, and what a cluster member is.
+
+use std::fmt;
+
+use bramble_api::bramblepb::Command;
+use bramble_storage::mvcc::ApplyResult;
+
+/// A member of the cluster: the node's etcd identity and its addresses.
+///
+/// This is openraft's `Node` type, so it travels in membership log entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Member {
+    /// etcd's `--name`.
+    pub name: String,
+    /// etcd's `--initial-advertise-peer-urls`: where peers reach this node.
+    pub peer_urls: Vec<String>,
+    /// etcd's `--advertise-client-urls`: where clients reach this node.
+    pub client_urls: Vec<String>,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", self.name, self.peer_urls.join(","))
+    }
+}
+
+/// A client command proposed to Raft: openraft's application data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request(pub Command);
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use bramble_api::bramblepb::command::Op;
+        let what = match &self.0.op {
+            Some(Op::Put(_)) => "put",
+            Some(Op::DeleteRange(_)) => "delete_range",
+            Some(Op::Txn(_)) => "txn",
+            Some(Op::Compaction(_)) => "compaction",
+            None => "empty",
+        };
+        f.write_str(what)
+    }
+}
+
+/// What applying an entry produced: openraft's application response.
+#[derive(Debug)]
+pub enum Response {
+    /// A client command's result (which may be an etcd error such as a
+    /// compacted revision: those are deterministic results, not failures).
+    Command(ApplyResult),
+    /// A blank or membership entry: nothing to report.
+    Empty,
+}
+
+openraft::declare_raft_types!(
+    /// Bramble's Raft types: etcd-style single leader per term (`leader_id_std`),
+    /// so a log id is (term, index) like etcd's raft.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = Member,
+        Term = u64,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
+);
+
+/// A log id: (term, index).
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+/// A log entry as openraft sees it.
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+/// The Raft hard state.
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+/// A cluster configuration.
+pub type Membership = openraft::Membership<u64, Member>;
+/// The membership the state machine last applied, with its log id.
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+/// The Raft handle.
+pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;

@@ -1,0 +1,84 @@
+//! etcd's gRPC errors: status codes and exact message strings.
+//!
+//! Go clients (kube-apiserver, etcdctl) compare on the message text, so these
+//! strings are part of the wire protocol: they are copied from etcd's
+//! `rpctypes/error.go` and must not change.
+
+use tonic::{Code, Status};
+
+fn status(code: Code, msg: &'static str) -> Status {
+    Status::new(code, msg)
+}
+
+/// `etcdserver: key is not provided`
+pub fn empty_key() -> Status {
+    status(Code::InvalidArgument, "etcdserver: key is not provided")
+}
+/// `etcdserver: key not found` (also etcd's answer to an empty txn op)
+pub fn key_not_found() -> Status {
+    status(Code::InvalidArgument, "etcdserver: key not found")
+}
+/// `etcdserver: value is provided`
+pub fn value_provided() -> Status {
+    status(Code::InvalidArgument, "etcdserver: value is provided")
+}
+/// `etcdserver: lease is provided`
+pub fn lease_provided() -> Status {
+    status(Code::InvalidArgument, "etcdserver: lease is provided")
+}
+/// `etcdserver: too many operations in txn request`
+pub fn too_many_ops() -> Status {
+    status(
+        Code::InvalidArgument,
+        "etcdserver: too many operations in txn request",
+    )
+}
+/// `etcdserver: duplicate key given in txn request`
+pub fn duplicate_key() -> Status {
+    status(
+        Code::InvalidArgument,
+        "etcdserver: duplicate key given in txn request",
+    )
+}
+/// `etcdserver: mvcc: required revision has been compacted`
+pub fn compacted() -> Status {
+    status(
+        Code::OutOfRange,
+        "etcdserver: mvcc: required revision has been compacted",
+    )
+}
+/// `etcdserver: mvcc: required revision is a future revision`
+pub fn future_revision() -> Status {
+    status(
+        Code::OutOfRange,
+        "etcdserver: mvcc: required revision is a future revision",
+    )
+}
+/// `etcdserver: request is too large`
+pub fn request_too_large() -> Status {
+    status(Code::InvalidArgument, "etcdserver: request is too large")
+}
+/// `etcdserver: no leader`
+pub fn no_leader() -> Status {
+    status(Code::Unavailable, "etcdserver: no leader")
+}
+/// `etcdserver: leader changed`
+pub fn leader_changed() -> Status {
+    status(Code::Unavailable, "etcdserver: leader changed")
+}
+/// `etcdserver: request timed out`
+pub fn timeout() -> Status {
+    status(Code::Unavailable, "etcdserver: request timed out")
+}
+/// `etcdserver: server stopped`
+pub fn stopped() -> Status {
+    status(Code::Unavailable, "etcdserver: server stopped")
+}
+/// An internal failure (storage I/O): etcd reports these as Unknown with the cause.
+pub fn internal(msg: impl std::fmt::Display) -> Status {
+    Status::new(Code::Unknown, format!("etcdserver: {msg}"))
+}
+/// An RPC of a service that a later issue implements.
+pub fn unimplemented(what: &str) -> Status {
+    Status::unimplemented(format!("bramble: {what} is not implemented yet"))
+}

@@ -1,0 +1,170 @@
+//! The etcd KV service: Range, Put, DeleteRange, Txn, Compact (and etcd
+//! 3.7's RangeStream).
+//!
+//! Requests are checked as etcd checks them, writes are proposed through Raft
+//! and answered once applied, and reads are served from the local MVCC store
+//! (after a Raft read barrier unless the request is serializable).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bramble_api::bramblepb::{command::Op, Command};
+use bramble_api::etcdserverpb::kv_server::Kv;
+use bramble_api::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, RangeStreamResponse, TxnRequest, TxnResponse,
+};
+use bramble_storage::mvcc::{ApplyResult, MvccError};
+use futures::Stream;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::errors;
+use crate::header::Identity;
+use crate::validate;
+use crate::ServerContext;
+
+/// The KV service.
+#[derive(Clone)]
+pub struct KvService {
+    ctx: Arc<ServerContext>,
+}
+
+impl KvService {
+    /// A KV service answering from `ctx`.
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
+        KvService { ctx }
+    }
+
+    fn identity(&self) -> Identity {
+        self.ctx.identity
+    }
+
+    /// Proposes a write and waits for its result.
+    async fn propose(&self, op: Op) -> Result<ApplyResult, Status> {
+        let cmd = Command { op: Some(op) };
+        // etcd limits the size of what it proposes, not of the gRPC message.
+        if cmd.encoded_len() > self.ctx.limits.max_request_bytes {
+            return Err(errors::request_too_large());
+        }
+        let result = self
+            .ctx
+            .node
+            .propose(cmd)
+            .await
+            .map_err(crate::propose_status)?;
+        match result {
+            ApplyResult::Error(e) => Err(mvcc_status(&e)),
+            ok => Ok(ok),
+        }
+    }
+
+    /// A local read, after a read barrier unless `serializable`.
+    async fn range_local(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
+        validate::check_range(&req)?;
+        if !req.serializable {
+            self.ctx
+                .node
+                .read_barrier()
+                .await
+                .map_err(crate::propose_status)?;
+        }
+        let store = self.ctx.node.store().clone();
+        // A big range is CPU and disk work: keep it off the async workers.
+        let mut resp = tokio::task::spawn_blocking(move || store.range(&req))
+            .await
+            .map_err(errors::internal)?
+            .map_err(|e| mvcc_status(&e))?;
+        self.identity().fill(&mut resp.header, &self.ctx.node);
+        Ok(resp)
+    }
+}
+
+/// Maps an MVCC error to etcd's gRPC error.
+pub fn mvcc_status(e: &MvccError) -> Status {
+    match e {
+        MvccError::Compacted => errors::compacted(),
+        MvccError::FutureRevision => errors::future_revision(),
+        MvccError::KeyNotFound => errors::key_not_found(),
+        other => errors::internal(other),
+    }
+}
+
+fn unexpected(what: &str) -> Status {
+    errors::internal(format!("unexpected apply result for {what}"))
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        self.range_local(req.into_inner()).await.map(Response::new)
+    }
+
+    type RangeStreamStream =
+        Pin<Box<dyn Stream<Item = Result<RangeStreamResponse, Status>> + Send + 'static>>;
+
+    /// etcd 3.7's streamed range: Bramble answers with the whole range in one
+    /// message, which a streaming client accepts as a single chunk.
+    async fn range_stream(
+        &self,
+        req: Request<RangeRequest>,
+    ) -> Result<Response<Self::RangeStreamStream>, Status> {
+        let resp = self.range_local(req.into_inner()).await?;
+        let chunk = RangeStreamResponse {
+            range_response: Some(resp),
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(chunk)]))))
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = req.into_inner();
+        validate::check_put(&req)?;
+        match self.propose(Op::Put(req)).await? {
+            ApplyResult::Put(mut r) => {
+                self.identity().fill(&mut r.header, &self.ctx.node);
+                Ok(Response::new(r))
+            }
+            _ => Err(unexpected("put")),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let req = req.into_inner();
+        validate::check_delete(&req)?;
+        match self.propose(Op::DeleteRange(req)).await? {
+            ApplyResult::DeleteRange(mut r) => {
+                self.identity().fill(&mut r.header, &self.ctx.node);
+                Ok(Response::new(r))
+            }
+            _ => Err(unexpected("delete_range")),
+        }
+    }
+
+    async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let req = req.into_inner();
+        validate::check_txn(&req, self.ctx.limits.max_txn_ops)?;
+        match self.propose(Op::Txn(req)).await? {
+            ApplyResult::Txn(mut r) => {
+                self.identity().fill(&mut r.header, &self.ctx.node);
+                Ok(Response::new(r))
+            }
+            _ => Err(unexpected("txn")),
+        }
+    }
+
+    async fn compact(
+        &self,
+        req: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        match self.propose(Op::Compaction(req.into_inner())).await? {
+            ApplyResult::Compaction(mut r) => {
+                self.identity().fill(&mut r.header, &self.ctx.node);
+                Ok(Response::new(r))
+            }
+            _ => Err(unexpected("compact")),
+        }
+    }
+}
