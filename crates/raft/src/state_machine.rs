@@ -9,7 +9,7 @@
 use std::io;
 use std::sync::Arc;
 
-use bramble_storage::mvcc::{ApplyResult, MvccStore};
+use bramble_storage::mvcc::{ApplyResult, MvccStore, RaftEntry};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
@@ -44,29 +44,46 @@ impl StateMachine {
         StateMachine { store }
     }
 
-    fn apply_one(&self, entry: &crate::types::Entry) -> io::Result<Option<ApplyResult>> {
-        let index = store_index(entry.log_id.index);
-        let term = codec::log_term(&entry.log_id);
-        match &entry.payload {
-            EntryPayload::Blank => {
-                self.store
-                    .apply_noop(index, term, None)
-                    .map_err(storage_err)?;
-                Ok(None)
-            }
-            EntryPayload::Normal(req) => {
-                let r = self.store.apply(index, term, &req.0).map_err(storage_err)?;
-                Ok(Some(r))
-            }
-            EntryPayload::Membership(m) => {
-                let stored = openraft::StoredMembership::new(Some(entry.log_id), m.clone());
-                let blob = codec::encode_stored_membership(&stored);
-                self.store
-                    .apply_noop(index, term, Some(&blob))
-                    .map_err(storage_err)?;
-                Ok(None)
-            }
+    /// Applies a run of committed entries in one store transaction (one redb
+    /// commit for the whole run), returning each entry's result (`None` for
+    /// blank and membership entries).
+    fn apply_run(&self, entries: &[crate::types::Entry]) -> io::Result<Vec<Option<ApplyResult>>> {
+        // Membership entries are stored encoded; encode them before borrowing.
+        let blobs: Vec<Option<Vec<u8>>> = entries
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Membership(m) => {
+                    let stored = openraft::StoredMembership::new(Some(e.log_id), m.clone());
+                    Some(codec::encode_stored_membership(&stored))
+                }
+                _ => None,
+            })
+            .collect();
+        let run: Vec<(u64, u64, RaftEntry<'_>)> = entries
+            .iter()
+            .zip(&blobs)
+            .map(|(e, blob)| {
+                let what = match (&e.payload, blob) {
+                    (EntryPayload::Normal(req), _) => RaftEntry::Command(&req.0),
+                    (EntryPayload::Membership(_), Some(b)) => RaftEntry::Membership(b),
+                    _ => RaftEntry::Blank,
+                };
+                (
+                    store_index(e.log_id.index),
+                    codec::log_term(&e.log_id),
+                    what,
+                )
+            })
+            .collect();
+        let results = self.store.apply_entries(&run).map_err(storage_err)?;
+        if results.len() != entries.len() {
+            return Err(io::Error::other(format!(
+                "store applied {} results for {} entries",
+                results.len(),
+                entries.len()
+            )));
         }
+        Ok(results)
     }
 }
 
@@ -88,8 +105,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
+        // openraft hands over everything committed so far; applying it as one
+        // run costs one store commit instead of one per entry.
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
-            let result = self.apply_one(&entry)?;
+            batch.push(entry);
+            responders.push(responder);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let results = self.apply_run(&batch)?;
+        for (result, responder) in results.into_iter().zip(responders) {
             if let Some(responder) = responder {
                 // Blank and membership entries answer with an empty success:
                 // only client commands carry a result.

@@ -54,6 +54,14 @@ pub fn future_revision() -> Status {
         "etcdserver: mvcc: required revision is a future revision",
     )
 }
+/// `etcdserver: requested lease not found`
+pub fn lease_not_found() -> Status {
+    status(Code::NotFound, "etcdserver: requested lease not found")
+}
+/// `etcdserver: invalid sort option`
+pub fn invalid_sort_option() -> Status {
+    status(Code::InvalidArgument, "etcdserver: invalid sort option")
+}
 /// `etcdserver: request is too large`
 pub fn request_too_large() -> Status {
     status(Code::InvalidArgument, "etcdserver: request is too large")

@@ -86,6 +86,8 @@ pub fn mvcc_status(e: &MvccError) -> Status {
         MvccError::Compacted => errors::compacted(),
         MvccError::FutureRevision => errors::future_revision(),
         MvccError::KeyNotFound => errors::key_not_found(),
+        MvccError::LeaseNotFound => errors::lease_not_found(),
+        MvccError::InvalidSortOption => errors::invalid_sort_option(),
         other => errors::internal(other),
     }
 }
