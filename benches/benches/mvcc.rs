@@ -1,0 +1,142 @@
+//! MVCC state machine: applying puts of 256-byte values (redb `Durability::None`, a
+//! checkpoint every 1000 entries as the raft layer does), one at a time and in batches
+//! of 100; reading one key; reading a 1000-key prefix with limit 100.
+//!
+//! Runs against a tempdir on whatever disk holds $TMPDIR.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use bramble_api::bramblepb::command::Op;
+use bramble_api::bramblepb::Command;
+use bramble_api::etcdserverpb::{PutRequest, RangeRequest};
+use bramble_storage::mvcc::{MvccOptions, MvccStore};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+const VALUE: [u8; 256] = [0x5a; 256];
+/// Puts cycle over this many keys, so the store holds history, as it does between
+/// compactions.
+const KEYS: u64 = 10_000;
+
+fn put(i: u64) -> Command {
+    Command {
+        op: Some(Op::Put(PutRequest {
+            key: format!("/registry/pods/default/pod-{:05}", i % KEYS).into_bytes(),
+            value: VALUE.to_vec(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn open() -> (tempfile::TempDir, MvccStore) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = MvccStore::open(&dir.path().join("bench.redb"), MvccOptions::default())
+        .expect("open store");
+    (dir, store)
+}
+
+fn bench_put(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mvcc_put_256b");
+    g.throughput(Throughput::Elements(1));
+    let (_dir, store) = open();
+    let next = Cell::new(1u64);
+    g.bench_function("apply", |b| {
+        b.iter_batched(
+            || put(next.get()),
+            |cmd| {
+                let i = next.get();
+                next.set(i + 1);
+                store.apply(i, 1, &cmd).expect("apply");
+                if i % 1000 == 0 {
+                    store.checkpoint().expect("checkpoint");
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("apply_batch_100", |b| {
+        b.iter_batched(
+            || {
+                let first = next.get();
+                next.set(first + 100);
+                (first, (first..first + 100).map(put).collect::<Vec<_>>())
+            },
+            |(first, cmds)| {
+                let entries: Vec<(u64, u64, &Command)> = cmds
+                    .iter()
+                    .enumerate()
+                    .map(|(k, c)| (first + k as u64, 1, c))
+                    .collect();
+                store.apply_batch(&entries).expect("apply_batch");
+                if (first / 100) % 10 == 0 {
+                    store.checkpoint().expect("checkpoint");
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn bench_range(c: &mut Criterion) {
+    let (_dir, store) = open();
+    // 1000 keys under the prefix, 4000 around it.
+    let cmds: Vec<Command> = (0..5000u64)
+        .map(|i| Command {
+            op: Some(Op::Put(PutRequest {
+                key: format!(
+                    "/registry/{}/item-{:04}",
+                    ["a", "pods", "z", "x", "y"][(i % 5) as usize],
+                    i / 5
+                )
+                .into_bytes(),
+                value: VALUE.to_vec(),
+                ..Default::default()
+            })),
+        })
+        .collect();
+    let entries: Vec<(u64, u64, &Command)> = cmds
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i as u64 + 1, 1, c))
+        .collect();
+    store.apply_batch(&entries).expect("load");
+    store.checkpoint().expect("checkpoint");
+
+    let mut g = c.benchmark_group("mvcc_range");
+    let one = RangeRequest {
+        key: b"/registry/pods/item-0500".to_vec(),
+        ..Default::default()
+    };
+    g.bench_function("one_key", |b| {
+        b.iter(|| {
+            let r = store.range(&one).expect("range");
+            assert_eq!(r.kvs.len(), 1);
+        })
+    });
+    let prefix = RangeRequest {
+        key: b"/registry/pods/".to_vec(),
+        range_end: b"/registry/pods0".to_vec(),
+        limit: 100,
+        ..Default::default()
+    };
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("prefix_1000_limit_100", |b| {
+        b.iter(|| {
+            let r = store.range(&prefix).expect("range");
+            assert_eq!((r.kvs.len(), r.count, r.more), (100, 1000, true));
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    targets = bench_put, bench_range
+}
+criterion_main!(benches);
