@@ -249,18 +249,28 @@ pub fn compare<F>(name: &str, scenario: F)
 where
     F: AsyncFn(&mut Client, &mut Transcript),
 {
+    compare_with_server(name, async |server: &mut Server, t: &mut Transcript| {
+        let mut client = connect(server).await;
+        scenario(&mut client, t).await;
+    });
+}
+
+/// Like [`compare`], but the scenario gets the server itself, to crash or restart it in the
+/// middle (it connects its own clients). Server calls block, which is fine on the
+/// single-threaded runtime the scenario runs on.
+pub fn compare_with_server<F>(name: &str, scenario: F)
+where
+    F: AsyncFn(&mut Server, &mut Transcript),
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("build tokio runtime");
     let mut runs: Vec<(Kind, Transcript)> = Vec::new();
     for kind in target::differential_targets() {
-        let server = Server::start(kind);
+        let mut server = Server::start(kind);
         let mut transcript = Transcript::default();
-        runtime.block_on(async {
-            let mut client = connect(&server).await;
-            scenario(&mut client, &mut transcript).await;
-        });
+        runtime.block_on(scenario(&mut server, &mut transcript));
         runs.push((kind, transcript));
     }
 

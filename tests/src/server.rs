@@ -150,9 +150,14 @@ impl Server {
         }
     }
 
-    /// Asks the server to stop (SIGTERM) and waits up to 10 s for it to exit; then SIGKILLs
-    /// it and panics, since a server that ignores SIGTERM is a bug worth a failing test.
+    /// Asks the server to stop (SIGTERM) and waits up to 10 s for it to exit.
     pub fn sigterm(&mut self) -> ExitStatus {
+        self.sigterm_within(Duration::from_secs(10))
+    }
+
+    /// Sends SIGTERM and waits up to `bound` for the process to exit; then SIGKILLs it and
+    /// panics, since a server that does not stop when asked is a bug worth a failing test.
+    pub fn sigterm_within(&mut self, bound: Duration) -> ExitStatus {
         let mut child = self
             .child
             .take()
@@ -163,7 +168,7 @@ impl Server {
             .status()
             .expect("run sh -c kill -TERM");
         assert!(status.success(), "kill -TERM {} failed", child.id());
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + bound;
         loop {
             if let Some(status) = child.try_wait().expect("try_wait on server") {
                 return status;
@@ -172,7 +177,7 @@ impl Server {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "{} did not exit within 10 s of SIGTERM; log:\n{}",
+                    "{} did not exit within {bound:?} of SIGTERM; log:\n{}",
                     self.kind,
                     tail(&self.log(), LOG_TAIL_LINES)
                 );

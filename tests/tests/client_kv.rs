@@ -934,3 +934,150 @@ fn maintenance_status() {
         });
     }
 }
+
+/// kube-apiserver's paginated list: a fixed revision, `limit`, and a continue key (the last
+/// key plus `\0`) until `more` is false; plus the same list after the data changed.
+#[test]
+fn paginated_list_at_a_revision() {
+    client::compare("paginated list", async |c, t| {
+        // 250 keys in batches of 50 puts per txn: 5 revisions.
+        for batch in 0..5 {
+            let ops: Vec<TxnOp> = (0..50)
+                .map(|i| {
+                    TxnOp::put(
+                        format!("/registry/items/{:04}", batch * 50 + i),
+                        format!("v{i}"),
+                        None,
+                    )
+                })
+                .collect();
+            t.ok(
+                &format!("batch {batch}"),
+                c.txn(Txn::new().and_then(ops)).await,
+            );
+        }
+        let rev = 6;
+        // Changes after the list revision must not show up in the pages.
+        t.ok("delete one", c.delete("/registry/items/0007", None).await);
+        t.ok(
+            "update one",
+            c.put("/registry/items/0100", "changed", None).await,
+        );
+        t.ok("add one", c.put("/registry/items/0050a", "new", None).await);
+        for (label, revision) in [("at rev 6", rev), ("latest", 0)] {
+            let mut key = b"/registry/items/".to_vec();
+            let mut page = 0;
+            loop {
+                let opts = GetOptions::new()
+                    .with_range("/registry/items0")
+                    .with_limit(64)
+                    .with_revision(revision);
+                let Some(resp) = t.ok(
+                    &format!("{label} page {page}"),
+                    c.get(key.clone(), Some(opts)).await,
+                ) else {
+                    break;
+                };
+                match resp.kvs().last() {
+                    Some(last) if resp.more() => {
+                        key = last.key().to_vec();
+                        key.push(0);
+                    }
+                    _ => break,
+                }
+                page += 1;
+                if page > 10 {
+                    t.check(
+                        "pagination ends",
+                        false,
+                        "more than 10 pages of 64 for 251 keys".into(),
+                    );
+                    break;
+                }
+            }
+        }
+        t.ok(
+            "count only at rev 6",
+            c.get(
+                "/registry/items/",
+                Some(
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_count_only()
+                        .with_revision(rev),
+                ),
+            )
+            .await,
+        );
+    });
+}
+
+/// State that must survive a restart: revisions, versions, tombstones, the compacted
+/// revision; and the revision keeps counting from where it was. Graceful (SIGTERM) and crash
+/// (SIGKILL) restarts both.
+#[test]
+fn restart_keeps_revisions_and_compaction() {
+    client::compare_with_server(
+        "restart",
+        async |server: &mut Server, t: &mut Transcript| {
+            {
+                let mut c = client::connect(server).await;
+                sort_fixture(&mut c, t).await;
+                t.ok("delete k2", c.delete("k2", None).await);
+                t.ok("compact 8", c.compact(8, None).await);
+            }
+            // Let the dropped client's connection task close its connection: a live client
+            // answers the server's GOAWAY (a stuck client is another test's business).
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            server.sigterm();
+            server.restart();
+            {
+                let mut c = client::connect(server).await;
+                t.ok(
+                    "all after sigterm restart",
+                    c.get("", Some(GetOptions::new().with_all_keys())).await,
+                );
+                t.ok(
+                    "k at rev 8",
+                    c.get("k", Some(GetOptions::new().with_prefix().with_revision(8)))
+                        .await,
+                );
+                t.err(
+                    "below compaction after restart",
+                    c.get("k1", Some(GetOptions::new().with_revision(7))).await,
+                    OUT_OF_RANGE,
+                    COMPACTED,
+                );
+                t.err(
+                    "compact 8 again after restart",
+                    c.compact(8, None).await,
+                    OUT_OF_RANGE,
+                    COMPACTED,
+                );
+                t.ok("put after restart", c.put("k2", "back", None).await);
+                t.ok("k2 recreated", c.get("k2", None).await);
+                t.ok(
+                    "k2 tombstone visible in history",
+                    c.get("k2", Some(GetOptions::new().with_revision(13))).await,
+                );
+            }
+            server.kill9();
+            server.restart();
+            {
+                let mut c = client::connect(server).await;
+                t.ok(
+                    "all after kill -9 restart",
+                    c.get("", Some(GetOptions::new().with_all_keys())).await,
+                );
+                t.err(
+                    "below compaction after crash",
+                    c.get("k1", Some(GetOptions::new().with_revision(7))).await,
+                    OUT_OF_RANGE,
+                    COMPACTED,
+                );
+                t.ok("compact 14 after crash", c.compact(14, None).await);
+                t.ok("put after crash", c.put("k5", "5", None).await);
+            }
+        },
+    );
+}

@@ -222,30 +222,3 @@ fn acknowledged_writes_survive_kill_9() {
     }
     println!("{ROUNDS} rounds in {:?}", started.elapsed());
 }
-
-/// A graceful stop (SIGTERM, as systemd and the kubelet send) ends the process promptly and a
-/// restart serves everything written before it, revisions included.
-#[test]
-fn sigterm_then_restart_keeps_data() {
-    let kind = target::system_under_test();
-    let mut server = Server::start(kind);
-    let ctl = server.etcdctl();
-    for i in 0..20 {
-        ctl.run(&["put", &format!("g/{i:02}"), &format!("v{i}")])
-            .assert_ok();
-    }
-    let before = ctl.run(&["get", "--prefix", "g/", "-w", "json"]);
-    before.assert_ok();
-    let status = server.sigterm();
-    println!("{kind} exited with {status} after SIGTERM");
-    server.restart();
-    let after = server
-        .etcdctl()
-        .run(&["get", "--prefix", "g/", "-w", "json"]);
-    after.assert_ok();
-    assert_eq!(
-        bramble_tests::normalize::stdout_text(&after.stdout_str()),
-        bramble_tests::normalize::stdout_text(&before.stdout_str()),
-        "{kind}: data after SIGTERM and restart differs"
-    );
-}
