@@ -8,7 +8,8 @@
 //! - [`schema`]: the redb tables (key table, meta table) and encodings;
 //! - `store`: [`MvccStore`], opening, concurrency and durability (checkpoints);
 //! - `read`: range reads; `write`: the apply loop, put and delete range; `txn`:
-//!   transactions; `compaction`: compaction; [`error`]: errors with etcd's texts.
+//!   transactions; `compaction`: compaction; `events`: history as watch events;
+//!   [`error`]: errors with etcd's texts.
 //!
 //! The raft layer feeds committed entries to [`MvccStore::apply`] (or
 //! [`MvccStore::apply_batch`]) in log order; each entry's raft position is stored with
@@ -38,6 +39,7 @@
 
 mod compaction;
 pub mod error;
+mod events;
 pub mod index;
 pub mod key_index;
 mod read;
