@@ -387,6 +387,37 @@ fn put_and_delete_options() {
             c.get("", Some(GetOptions::new().with_all_keys())).await,
         );
         t.ok("delete nothing bumps nothing", c.delete("zzz", None).await);
+
+        // Big keys: etcd limits only the request size, not the key length.
+        let big_key = |fill: u8| {
+            let mut k = b"bigkey/".to_vec();
+            k.resize(512 * 1024, fill);
+            k
+        };
+        t.ok("put 512 KiB key", c.put(big_key(b'a'), "v1", None).await);
+        t.ok(
+            "put another 512 KiB key",
+            c.put(big_key(b'b'), "v2", None).await,
+        );
+        t.ok(
+            "count big keys",
+            c.get(
+                "bigkey/",
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await,
+        );
+        let found = c.get(big_key(b'a'), None).await;
+        t.check(
+            "512 KiB key reads back",
+            matches!(&found, Ok(r) if r.kvs().len() == 1 && r.kvs()[0].key() == big_key(b'a').as_slice()),
+            format!("{:?}", found.as_ref().map(|r| r.kvs().len())),
+        );
+        t.ok(
+            "delete big keys",
+            c.delete("bigkey/", Some(DeleteOptions::new().with_prefix()))
+                .await,
+        );
     });
 }
 
@@ -421,6 +452,12 @@ fn txn_semantics() {
                     Compare::version("k1", op, 1).with_range("k5"),
                 ),
                 ("value prefix k", Compare::value("k", op, "g").with_prefix()),
+                (
+                    "mod from k2 (end \\0)",
+                    Compare::mod_revision("k2", op, 9).with_range("\0"),
+                ),
+                ("lease k1 0", Compare::lease("k1", op, 0)),
+                ("lease missing 0", Compare::lease("missing", op, 0)),
             ] {
                 let txn = Txn::new()
                     .when([cmp])
