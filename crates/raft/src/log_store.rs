@@ -178,7 +178,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let keep = match last_log_id {
             Some(id) => id.index,
-            None => self.purged_log_id()?.map(|p| p.index).unwrap_or(0),
+            None => match self.purged_log_id()? {
+                Some(p) => p.index,
+                // The WAL can drop entries after an index, not entry 0 itself.
+                // openraft's entry 0 is the initial membership, the same on
+                // every member that has it, so Raft never asks to replace it;
+                // refuse loudly rather than keep it silently.
+                None if self.wal.first_index() == Some(0) => {
+                    return Err(io::Error::other(
+                        "truncating the whole log (entry 0 included) is not supported",
+                    ))
+                }
+                None => 0,
+            },
         };
         self.blocking(move |wal| wal.truncate_after(keep)).await
     }

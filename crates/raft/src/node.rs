@@ -35,8 +35,11 @@ pub struct NodeConfig {
     pub election_timeout_ms: u64,
     /// redb's page cache for the MVCC database.
     pub mvcc_cache_bytes: usize,
-    /// How often the state machine is made durable (a redb checkpoint).
+    /// The longest the state machine goes without a checkpoint (a durable
+    /// redb commit) while it changes.
     pub checkpoint_interval: Duration,
+    /// A checkpoint is also taken after this many applied entries.
+    pub checkpoint_entries: u64,
 }
 
 impl NodeConfig {
@@ -49,7 +52,11 @@ impl NodeConfig {
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,
             mvcc_cache_bytes: 16 << 20,
-            checkpoint_interval: Duration::from_secs(1),
+            // Each checkpoint costs ~60-90 KB of writes whatever it covers
+            // (docs/storage-engine.md): rare checkpoints spare the SD card,
+            // and a crash only replays the WAL written since the last one.
+            checkpoint_interval: Duration::from_secs(30),
+            checkpoint_entries: 10_000,
         }
     }
 
@@ -194,7 +201,10 @@ impl RaftNode {
         let (stop_checkpoints, stop_rx) = watch::channel(false);
         let checkpointer = tokio::spawn(checkpoint_loop(
             store.clone(),
-            cfg.checkpoint_interval,
+            CheckpointPolicy {
+                every: cfg.checkpoint_interval,
+                entries: cfg.checkpoint_entries,
+            },
             stop_rx,
         ));
         // etcd's request timeout: 5 s plus two election timeouts.
@@ -279,22 +289,41 @@ impl RaftNode {
     }
 }
 
-/// Periodically makes the applied state durable, so a restart replays only
+/// When to checkpoint the state machine.
+#[derive(Debug, Clone, Copy)]
+struct CheckpointPolicy {
+    /// At most this long between checkpoints while entries are applied.
+    every: Duration,
+    /// Or after this many applied entries.
+    entries: u64,
+}
+
+/// Makes the applied state durable now and then, so a restart replays only
 /// the WAL written since (and the WAL could later be trimmed up to it).
-async fn checkpoint_loop(store: Arc<MvccStore>, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn checkpoint_loop(
+    store: Arc<MvccStore>,
+    policy: CheckpointPolicy,
+    mut stop: watch::Receiver<bool>,
+) {
+    let poll = policy.every.min(Duration::from_secs(1));
     let mut last = store.applied();
+    let mut last_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(poll) => {}
             _ = stop.changed() => return,
         }
         let now = store.applied();
-        if now == last {
+        let behind = now.0.saturating_sub(last.0);
+        if behind == 0 || (behind < policy.entries && last_at.elapsed() < policy.every) {
             continue;
         }
         let s = store.clone();
         match tokio::task::spawn_blocking(move || s.checkpoint()).await {
-            Ok(Ok(())) => last = now,
+            Ok(Ok(())) => {
+                last = now;
+                last_at = tokio::time::Instant::now();
+            }
             Ok(Err(e)) => tracing::error!("checkpoint failed: {e}"),
             Err(e) => tracing::error!("checkpoint task failed: {e}"),
         }
