@@ -47,7 +47,7 @@ fn bench_put(c: &mut Criterion) {
                 let i = next.get();
                 next.set(i + 1);
                 store.apply(i, 1, &cmd).expect("apply");
-                if i % 1000 == 0 {
+                if i.is_multiple_of(1000) {
                     store.checkpoint().expect("checkpoint");
                 }
             },
