@@ -147,9 +147,18 @@ pub(super) fn range_at(
     let range = KeyRange::new(&req.key, &req.range_end);
     let limit = usize::try_from(req.limit).ok().filter(|&l| l > 0);
     let filters = Filters::of(req);
+    // etcd quirk (applierV3backend.Range): with sort_order NONE, a target other
+    // than KEY and a limit (and no revision filter), etcd reads only the first
+    // limit + 1 keys in key order, sorts *those* by the target, then truncates.
+    let window = match (limit, sort) {
+        (Some(l), Some(_)) if req.sort_order == SortOrder::None as i32 && !filters.active() => {
+            Some(l)
+        }
+        _ => None,
+    };
     let mut out = Collector {
-        sort,
-        limit,
+        sort: if window.is_some() { None } else { sort },
+        limit: window.map(|l| l + 1).or(limit),
         filters,
         passed: 0,
         kvs: Vec::new(),
@@ -181,11 +190,16 @@ pub(super) fn range_at(
             None => break,
         }
     }
-    let (mut kvs, more) = if req.count_only {
+    let (mut kvs, mut more) = if req.count_only {
         (Vec::new(), false)
     } else {
         out.finish(count)
     };
+    if let (Some(l), Some(spec)) = (window, sort) {
+        kvs.sort_by(|a, b| spec.compare(a, b));
+        more = kvs.len() > l;
+        kvs.truncate(l);
+    }
     if req.keys_only {
         for kv in &mut kvs {
             kv.value = Vec::new();

@@ -182,6 +182,30 @@ fn sort_with_limit_is_top_k_and_sets_more() {
 }
 
 #[test]
+fn sort_order_none_with_a_target_and_limit_sorts_only_the_first_limit_plus_one_keys() {
+    // etcd's applier reads limit + 1 keys in key order when sort_order is NONE,
+    // sorts those by the target, then truncates (the limit is only lifted for
+    // an explicit order).
+    let s = TestStore::new();
+    for i in 0..20 {
+        s.put(&format!("k{i:02}"), &format!("{:02}", 19 - i));
+    }
+    let mut req = range("k", "l");
+    req.limit = 2;
+    req.sort_order = SortOrder::None as i32;
+    req.sort_target = SortTarget::Value as i32;
+    let r = s.range(req.clone()).unwrap();
+    // k00..k02 are read; by value ascending that is k02, k01, k00.
+    assert_eq!(keys_of(&r.kvs), ["k02", "k01"]);
+    assert_eq!((r.count, r.more), (20, true));
+    req.limit = 20;
+    let r = s.range(req).unwrap();
+    assert_eq!(r.kvs.len(), 20);
+    assert_eq!(keys_of(&r.kvs)[0], "k19");
+    assert!(!r.more);
+}
+
+#[test]
 fn revision_filters() {
     let s = abc(); // a@2, b@3, c@4
     s.put("d", "x"); // 5
