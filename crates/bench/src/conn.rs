@@ -1,0 +1,131 @@
+//! gRPC connections to the endpoints, and the per-client stubs on top of them.
+//!
+//! Mirrors etcd's `benchmark` tool: `--conns` HTTP/2 connections are opened
+//! (spread round-robin over the endpoints) and `--clients` concurrent clients
+//! share them round-robin, so many clients multiplex over few connections as
+//! they do in a real Go client.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bramble_api::etcdserverpb::{
+    kv_client::KvClient, maintenance_client::MaintenanceClient, StatusRequest,
+};
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest response a client accepts: etcd allows ranges far past tonic's
+/// 4 MiB default, and a range benchmark must not fail on its own limit.
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
+/// Turns `host:port` or `http://host:port` into a URI tonic can dial.
+pub(crate) fn endpoint_uri(endpoint: &str) -> Result<String> {
+    let e = endpoint.trim();
+    if e.is_empty() {
+        bail!("empty endpoint");
+    }
+    if e.starts_with("https://") {
+        // tonic is built without TLS in this workspace (no `tls-*` feature).
+        bail!("endpoint {e}: TLS endpoints are not supported yet, use http://");
+    }
+    if e.starts_with("http://") {
+        Ok(e.to_string())
+    } else if e.contains("://") {
+        bail!("endpoint {e}: only http:// (or host:port) is supported")
+    } else {
+        Ok(format!("http://{e}"))
+    }
+}
+
+/// Opens `conns` connections, connection `i` to endpoint `i % endpoints.len()`.
+///
+/// Connects eagerly (not lazily on the first request) so TCP and HTTP/2
+/// setup are not counted in the first requests' latencies, and so a wrong
+/// port fails here with a clear error instead of as `total` request errors.
+pub(crate) async fn dial(
+    endpoints: &[String],
+    conns: usize,
+    timeout: Duration,
+) -> Result<Vec<Channel>> {
+    if endpoints.is_empty() {
+        bail!("no endpoints");
+    }
+    let mut channels = Vec::with_capacity(conns);
+    for i in 0..conns {
+        let uri = endpoint_uri(&endpoints[i % endpoints.len()])?;
+        let ep = Endpoint::from_shared(uri.clone())
+            .with_context(|| format!("bad endpoint {uri}"))?
+            .connect_timeout(timeout)
+            .tcp_nodelay(true);
+        let ch = tokio::time::timeout(timeout, ep.connect())
+            .await
+            .with_context(|| format!("connecting to {uri}: timed out after {timeout:?}"))?
+            .with_context(|| format!("connecting to {uri}"))?;
+        channels.push(ch);
+    }
+    Ok(channels)
+}
+
+/// One KV stub per client, client `i` on connection `i % channels.len()`.
+pub(crate) fn kv_clients(channels: &[Channel], clients: usize) -> Vec<KvClient<Channel>> {
+    (0..clients)
+        .map(|i| {
+            KvClient::new(channels[i % channels.len()].clone())
+                .max_decoding_message_size(MAX_RESPONSE_BYTES)
+        })
+        .collect()
+}
+
+/// What `Maintenance.Status` says about one endpoint.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct ServerStatus {
+    /// The endpoint asked.
+    pub(crate) endpoint: String,
+    /// Server version string (etcd's, or the etcd version Bramble reports).
+    pub(crate) version: String,
+    /// Backend database size in bytes.
+    pub(crate) db_size: i64,
+    /// Current store revision.
+    pub(crate) revision: i64,
+}
+
+/// Asks `endpoint` (over `channel`) for its status; used before and after a
+/// run for the server version and how much the database file grew.
+pub(crate) async fn status(
+    endpoint: &str,
+    channel: Channel,
+    timeout: Duration,
+) -> Result<ServerStatus> {
+    let mut m = MaintenanceClient::new(channel);
+    let resp = tokio::time::timeout(timeout, m.status(StatusRequest {}))
+        .await
+        .with_context(|| format!("Status on {endpoint}: timed out"))?
+        .with_context(|| format!("Status on {endpoint}"))?
+        .into_inner();
+    Ok(ServerStatus {
+        endpoint: endpoint.to_string(),
+        version: resp.version,
+        db_size: resp.db_size,
+        revision: resp.header.map(|h| h.revision).unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_forms() {
+        assert_eq!(
+            endpoint_uri("127.0.0.1:2379").expect("ok"),
+            "http://127.0.0.1:2379"
+        );
+        assert_eq!(
+            endpoint_uri(" http://[::1]:2379 ").expect("ok"),
+            "http://[::1]:2379"
+        );
+        assert!(endpoint_uri("https://127.0.0.1:2379").is_err());
+        assert!(endpoint_uri("unix:///tmp/etcd.sock").is_err());
+        assert!(endpoint_uri("").is_err());
+    }
+}

@@ -1,0 +1,360 @@
+//! `bramble-bench`: a load generator for any etcd v3 endpoints, Bramble or etcd.
+//!
+//! The command line mirrors etcd's `benchmark` tool (`--endpoints --conns
+//! --clients --total`, then a workload: `put`, `range`), and adds what a
+//! Raspberry Pi cluster cares about: bytes written to storage per request
+//! (`--pid`, from `/proc/PID/io`), server CPU time and memory. `--json` prints
+//! one JSON object so scripts (`scripts/compare-etcd`) can compare runs.
+//!
+//! Exit status: 0 when every request succeeded, 2 when the report was
+//! printed but some requests failed or the `--timeout` cut the run short,
+//! 1 when nothing could be measured (bad flags, server unreachable).
+
+mod conn;
+mod procfs;
+mod put;
+mod range;
+mod report;
+mod run;
+mod stats;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tokio::time::Instant;
+
+use crate::report::{EndpointReport, ProcessReport, Report};
+
+/// Load generator for etcd v3 endpoints (Bramble or etcd) over gRPC.
+#[derive(Parser, Debug)]
+#[command(name = "bramble-bench", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+/// Flags every workload takes; accepted before or after the workload name
+/// (`bramble-bench --clients 8 put` as with etcd's tool, or `put --clients 8`).
+#[derive(Args, Debug)]
+struct Common {
+    /// Endpoints, comma-separated (host:port or http://host:port). Connections
+    /// are spread over them round-robin.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    endpoints: Vec<String>,
+    /// Concurrent clients (each has one request in flight at a time).
+    #[arg(long, global = true, default_value_t = 1)]
+    clients: usize,
+    /// gRPC (HTTP/2) connections the clients share round-robin; capped at
+    /// --clients. etcd's benchmark defaults to 1 as well.
+    #[arg(long, global = true, default_value_t = 1)]
+    conns: usize,
+    /// Requests to send in all.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    total: u64,
+    /// Stop the whole run after this many seconds, finished or not.
+    #[arg(long, global = true, default_value_t = 60)]
+    timeout: u64,
+    /// Seconds to wait for a connection (and for each Status call).
+    #[arg(long, global = true, default_value_t = 5)]
+    dial_timeout: u64,
+    /// Server process to measure (bytes written, CPU, memory); repeatable.
+    #[arg(long = "pid", global = true)]
+    pid: Vec<u32>,
+    /// Server processes to measure, comma-separated (adds to --pid).
+    #[arg(long, global = true, value_delimiter = ',')]
+    pids: Vec<u32>,
+    /// After the run, wait this long before reading the servers' counters, so
+    /// writes the servers batch on a timer (etcd's backend commits every
+    /// 100 ms, Bramble checkpoints every second) are counted.
+    #[arg(long, global = true, default_value_t = 1500)]
+    settle_ms: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Don't print errors as they happen (the report still lists the first few).
+    #[arg(long, global = true)]
+    quiet: bool,
+}
+
+/// What to send.
+#[derive(Subcommand, Debug)]
+enum Workload {
+    /// Put fixed-size values under fixed-size keys (as etcd's `benchmark put`).
+    Put(PutArgs),
+    /// Send the same Range again and again (as etcd's `benchmark range`).
+    Range(RangeArgs),
+}
+
+/// `put` flags. Defaults differ from etcd's tool (1 key, 8-byte values),
+/// which measure little; pass `--key-space 1 --val-size 8` to match it.
+#[derive(Args, Debug)]
+struct PutArgs {
+    /// Bytes per key.
+    #[arg(long, default_value_t = 8)]
+    key_size: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 256)]
+    val_size: usize,
+    /// Number of distinct keys.
+    #[arg(long, alias = "key-space-size", default_value_t = 100_000)]
+    key_space: u64,
+    /// Put key numbers 0, 1, 2, ... (wrapping at --key-space) instead of random ones.
+    #[arg(long, alias = "sequential-keys")]
+    seq_keys: bool,
+    /// Seed for the random keys and value (same seed, same keys on every server).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// `range` flags.
+#[derive(Args, Debug)]
+struct RangeArgs {
+    /// Key to read (or start of the range).
+    #[arg(long)]
+    key: String,
+    /// End of the range (exclusive).
+    #[arg(long)]
+    end: Option<String>,
+    /// Read every key with --key as prefix.
+    #[arg(long)]
+    prefix: bool,
+    /// At most this many keys per response (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    limit: i64,
+    /// l: linearizable, s: serializable.
+    #[arg(long, value_enum, default_value = "l")]
+    consistency: range::Consistency,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bramble-bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench(cli)) {
+        Ok(report) => {
+            if report.1 {
+                println!("{}", report.0.to_json());
+            } else {
+                print!("{}", report.0.to_text());
+            }
+            if report.0.clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        Err(e) => {
+            eprintln!("bramble-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the benchmark `cli` describes; returns the report and whether it is
+/// wanted as JSON.
+async fn bench(cli: Cli) -> Result<(Report, bool)> {
+    let c = cli.common;
+    if c.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    if c.conns == 0 {
+        bail!("--conns must be at least 1");
+    }
+    let conns = c.conns.min(c.clients);
+    if conns < c.endpoints.len() && !c.json {
+        eprintln!(
+            "bramble-bench: {conns} connection(s) for {} endpoints: only the first {conns} endpoint(s) get load",
+            c.endpoints.len()
+        );
+    }
+    let mut pids = c.pid.clone();
+    pids.extend(&c.pids);
+    pids.sort_unstable();
+    pids.dedup();
+    let dial_timeout = Duration::from_secs(c.dial_timeout);
+
+    // Build the workload first: bad flags should fail before any connection.
+    let (name, params, op): (&'static str, serde_json::Value, Op) = match cli.workload {
+        Workload::Put(a) => {
+            let shape = put::PutShape {
+                key_size: a.key_size,
+                val_size: a.val_size,
+                key_space: a.key_space,
+                seq_keys: a.seq_keys,
+                seed: a.seed,
+            };
+            shape.validate()?;
+            let params = serde_json::json!({
+                "key_size": a.key_size, "val_size": a.val_size,
+                "key_space": a.key_space, "seq_keys": a.seq_keys, "seed": a.seed,
+            });
+            ("put", params, Op::Put(shape))
+        }
+        Workload::Range(a) => {
+            let shape =
+                range::RangeShape::new(&a.key, a.end.as_deref(), a.prefix, a.limit, a.consistency)?;
+            let params = serde_json::json!({
+                "key": a.key, "end": a.end, "prefix": a.prefix,
+                "limit": a.limit, "consistency": a.consistency,
+            });
+            ("range", params, Op::Range(shape))
+        }
+    };
+
+    let channels = conn::dial(&c.endpoints, conns, dial_timeout).await?;
+    // Channel i goes to endpoint i % n, so the first min(n, conns) channels
+    // cover each used endpoint once.
+    let used = c.endpoints.len().min(channels.len());
+    let mut before = Vec::with_capacity(used);
+    for (ep, ch) in c.endpoints.iter().zip(&channels).take(used) {
+        match conn::status(ep, ch.clone(), dial_timeout).await {
+            Ok(s) => before.push(Some(s)),
+            Err(e) => {
+                eprintln!("bramble-bench: warning: {e:#}");
+                before.push(None);
+            }
+        }
+    }
+
+    // Read the counters last, just before the load starts, so the
+    // connection setup and Status calls above are not in the deltas.
+    let mut samples = Vec::with_capacity(pids.len());
+    for &pid in &pids {
+        let name = procfs::name(pid).with_context(|| format!("--pid {pid}"))?;
+        samples.push((pid, name, procfs::sample(pid)?));
+    }
+
+    let plan = run::Plan {
+        total: c.total,
+        deadline: Instant::now() + Duration::from_secs(c.timeout),
+        quiet: c.quiet || c.json,
+    };
+    let clients = conn::kv_clients(&channels, c.clients);
+    let outcome = match op {
+        Op::Put(shape) => run::drive(clients, plan, put::op(shape)).await,
+        Op::Range(shape) => run::drive(clients, plan, range::op(shape)).await,
+    };
+
+    if !pids.is_empty() {
+        tokio::time::sleep(Duration::from_millis(c.settle_ms)).await;
+    }
+    let ok = outcome.ok();
+    let ticks = procfs::clock_ticks_per_sec();
+    let mut processes = Vec::with_capacity(samples.len());
+    for (pid, name, start) in samples {
+        // A server that died during the run is a finding, not a reason to
+        // lose the rest of the report: report its counters as unreadable.
+        let end = match procfs::sample(pid).and_then(|s| Ok((s, procfs::memory(pid)?))) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("bramble-bench: warning: pid {pid} after the run: {e:#}");
+                continue;
+            }
+        };
+        processes.push(ProcessReport::new(
+            pid,
+            name,
+            &start.io,
+            &end.0.io,
+            end.0.cpu.since(&start.cpu),
+            ticks,
+            end.1,
+            ok,
+        ));
+    }
+
+    let mut servers = Vec::with_capacity(used);
+    for ((ep, ch), b) in c.endpoints.iter().zip(&channels).zip(before) {
+        let Some(b) = b else { continue };
+        let after = conn::status(ep, ch.clone(), dial_timeout).await.ok();
+        servers.push(EndpointReport { before: b, after });
+    }
+
+    let mut report = Report::new(
+        name,
+        c.endpoints.clone(),
+        c.clients,
+        conns,
+        c.total,
+        params,
+        outcome,
+        if pids.is_empty() { 0 } else { c.settle_ms },
+    );
+    report.set_processes(processes);
+    report.servers = servers;
+    Ok((report, c.json))
+}
+
+/// A validated workload, ready to run.
+enum Op {
+    /// `put`.
+    Put(put::PutShape),
+    /// `range`.
+    Range(range::RangeShape),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_before_or_after_the_workload() {
+        let a = Cli::try_parse_from([
+            "bramble-bench",
+            "--clients",
+            "64",
+            "put",
+            "--conns",
+            "8",
+            "--pid",
+            "10",
+            "--pids",
+            "11,12",
+            "--key-space-size",
+            "5",
+        ])
+        .expect("parses");
+        assert_eq!((a.common.clients, a.common.conns), (64, 8));
+        assert_eq!(a.common.pid, [10]);
+        assert_eq!(a.common.pids, [11, 12]);
+        match a.workload {
+            Workload::Put(p) => assert_eq!(p.key_space, 5),
+            Workload::Range(_) => panic!("wrong workload"),
+        }
+        let r = Cli::try_parse_from([
+            "bramble-bench",
+            "range",
+            "--key",
+            "k",
+            "--consistency",
+            "s",
+            "--endpoints",
+            "a:1,b:2",
+        ])
+        .expect("parses");
+        assert_eq!(r.common.endpoints, ["a:1", "b:2"]);
+    }
+}
