@@ -7,16 +7,16 @@ use bramble::config::{ignored_env_warnings, preprocess_args, Flags};
 fn main() -> std::process::ExitCode {
     let (args, mut warnings) = preprocess_args(std::env::args());
     if args.iter().skip(1).any(|a| a == "--version") {
-        println!("bramble Version: {}", env!("CARGO_PKG_VERSION"));
-        println!(
-            "etcd API Version: {}",
-            bramble_server::maintenance::ETCD_VERSION
-        );
-        println!(
-            "OS/Arch: {}/{}",
+        // write_all rather than println!: a closed pipe (`| head -1`) is not a panic.
+        use std::io::Write;
+        let text = format!(
+            "bramble Version: {}\netcd API Version: {}\nOS/Arch: {}/{}\n",
+            env!("CARGO_PKG_VERSION"),
+            bramble_server::maintenance::ETCD_VERSION,
             std::env::consts::OS,
             std::env::consts::ARCH
         );
+        let _ = std::io::stdout().write_all(text.as_bytes());
         return std::process::ExitCode::SUCCESS;
     }
     let flags = Flags::parse_from(args);

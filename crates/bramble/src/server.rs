@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bramble_server::{ClientServer, Limits};
@@ -11,6 +12,9 @@ use tokio::sync::watch;
 
 use crate::config::{listen_addrs, parse_initial_cluster, split_urls, Flags};
 use crate::node::{Node, NodeOptions};
+
+/// How long a stop waits for client connections to finish their requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Turns the flags into node options, checking what this version supports.
 pub fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
@@ -117,11 +121,25 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     wait_for_signal().await?;
     tracing::info!("received stop signal, shutting down");
     let _ = stop_tx.send(true);
-    for s in servers {
-        match s.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("client server: {e}"),
-            Err(e) => tracing::warn!("client server task: {e}"),
+    // A graceful drain lets in-flight requests finish, but an idle client that
+    // never answers HTTP/2's GOAWAY would hold it open forever: bound it, as
+    // etcd bounds its GracefulStop, then drop the connections.
+    let drain = futures::future::join_all(servers.iter_mut());
+    match tokio::time::timeout(DRAIN_TIMEOUT, drain).await {
+        Ok(results) => {
+            for r in results {
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("client server: {e}"),
+                    Err(e) => tracing::warn!("client server task: {e}"),
+                }
+            }
+        }
+        Err(_) => {
+            tracing::warn!("client connections did not close in {DRAIN_TIMEOUT:?}; dropping them");
+            for s in &servers {
+                s.abort();
+            }
         }
     }
     node.close().await;

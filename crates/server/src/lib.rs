@@ -3,6 +3,7 @@
 //! Watch, Lease, Cluster and Auth arrive with their issues).
 
 pub mod errors;
+pub mod grpc_errors;
 pub mod header;
 pub mod kv;
 pub mod maintenance;
@@ -16,7 +17,7 @@ use bramble_api::etcdserverpb::kv_server::KvServer;
 use bramble_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use bramble_raft::{ProposeError, RaftNode};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::Status;
 
 pub use header::Identity;
@@ -95,11 +96,18 @@ impl ClientServer {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(usize::MAX);
         tonic::transport::Server::builder()
+            .layer(grpc_errors::EtcdGrpcErrorsLayer)
             .add_service(kv)
             .add_service(maintenance)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(incoming(listener), shutdown)
             .await
     }
+}
+
+/// Accepted client connections, with Nagle off: gRPC writes small frames and
+/// waits for answers, so delayed ACKs would add ~40 ms to some requests.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Binds a client listener for an etcd URL's host:port.
