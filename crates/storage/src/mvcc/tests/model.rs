@@ -125,6 +125,15 @@ impl Model {
         });
         let target = SortTarget::try_from(req.sort_target).unwrap();
         let mut order = SortOrder::try_from(req.sort_order).unwrap();
+        // etcd's applier lifts the limit only for an explicit order or a
+        // revision filter; otherwise it reads limit + 1 keys in key order.
+        let filtered = req.max_mod_revision != 0
+            || req.min_mod_revision != 0
+            || req.max_create_revision != 0
+            || req.min_create_revision != 0;
+        if req.limit > 0 && order == SortOrder::None && !filtered {
+            kvs.truncate(req.limit as usize + 1);
+        }
         if target != SortTarget::Key && order == SortOrder::None {
             order = SortOrder::Ascend;
         }
