@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use bramble_api::bramblepb::{command::Op, Command};
 use bramble_api::etcdserverpb::kv_server::Kv;
+use bramble_api::etcdserverpb::request_op;
 use bramble_api::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, RangeStreamResponse, TxnRequest, TxnResponse,
 };
-use bramble_storage::mvcc::{ApplyResult, MvccError};
+use bramble_storage::mvcc::{is_read_only, ApplyResult, MvccError};
 use futures::Stream;
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -72,6 +73,31 @@ impl KvService {
         let store = self.ctx.node.store().clone();
         // A big range is CPU and disk work: keep it off the async workers.
         let mut resp = tokio::task::spawn_blocking(move || store.range(&req))
+            .await
+            .map_err(errors::internal)?
+            .map_err(|e| mvcc_status(&e))?;
+        self.identity().fill(&mut resp.header, &self.ctx.node);
+        Ok(resp)
+    }
+}
+
+impl KvService {
+    /// A txn that only reads is served like a range, as etcd does: from a
+    /// local read view (after a read barrier unless every range is
+    /// serializable), without a Raft proposal or a WAL write.
+    async fn txn_read_only(&self, req: TxnRequest) -> Result<TxnResponse, Status> {
+        let serializable = req.success.iter().chain(&req.failure).all(|op| {
+            matches!(&op.request, Some(request_op::Request::RequestRange(r)) if r.serializable)
+        });
+        if !serializable {
+            self.ctx
+                .node
+                .read_barrier()
+                .await
+                .map_err(crate::propose_status)?;
+        }
+        let store = self.ctx.node.store().clone();
+        let mut resp = tokio::task::spawn_blocking(move || store.txn_read_only(&req))
             .await
             .map_err(errors::internal)?
             .map_err(|e| mvcc_status(&e))?;
@@ -148,6 +174,9 @@ impl Kv for KvService {
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = req.into_inner();
         validate::check_txn(&req, self.ctx.limits.max_txn_ops)?;
+        if is_read_only(&req) {
+            return self.txn_read_only(req).await.map(Response::new);
+        }
         match self.propose(Op::Txn(req)).await? {
             ApplyResult::Txn(mut r) => {
                 self.identity().fill(&mut r.header, &self.ctx.node);

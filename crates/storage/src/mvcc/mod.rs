@@ -47,6 +47,7 @@ pub mod revision;
 pub mod schema;
 mod store;
 mod txn;
+pub mod txn_read;
 mod write;
 
 #[cfg(test)]
@@ -55,4 +56,5 @@ mod tests;
 pub use error::MvccError;
 pub use revision::Revision;
 pub use store::{LeaseChecker, MvccOptions, MvccStore};
+pub use txn_read::is_read_only;
 pub use write::{ApplyResult, RaftEntry};

@@ -29,10 +29,11 @@ use bramble_api::etcdserverpb::{
     Compare, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use bramble_api::mvccpb::KeyValue;
+use std::sync::RwLock;
 
 use super::error::MvccError;
-use super::index::KeyRange;
-use super::read::{self, SortSpec};
+use super::index::{KeyRange, TreeIndex};
+use super::read::{self, KeyTable, SortSpec};
 use super::write::{header, WriteCtx};
 
 /// The outcome of a txn's compares and of those of the nested txns on its chosen path.
@@ -84,29 +85,7 @@ impl WriteCtx<'_, '_> {
 
     /// One compare, against every key of its range at the current revision.
     fn compare(&self, c: &Compare) -> Result<bool, MvccError> {
-        let range = KeyRange::new(&c.key, &c.range_end);
-        let mut any = false;
-        let mut all = true;
-        read::for_each_kv(
-            &*self.keys,
-            self.index,
-            &range,
-            self.read_rev(),
-            &|| Ok(()),
-            |kv| {
-                any = true;
-                all = compare_kv(c, &kv);
-                Ok(all)
-            },
-        )?;
-        if any {
-            return Ok(all);
-        }
-        if c.target == CompareTarget::Value as i32 {
-            // A missing key has no value to compare (gRPC cannot tell nil from empty).
-            return Ok(false);
-        }
-        Ok(compare_kv(c, &KeyValue::default()))
+        compare_holds(&*self.keys, self.index, self.read_rev(), &|| Ok(()), c)
     }
 
     /// etcd's checkRequestPut over the chosen path.
@@ -189,7 +168,35 @@ impl WriteCtx<'_, '_> {
     }
 }
 
-fn branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
+/// Whether compare `c` holds at `at_rev` (etcd's applyCompare): for every key of its
+/// range, or against an all-zero key when the range is empty (a VALUE compare then
+/// fails: gRPC cannot tell a missing value from an empty one).
+pub(super) fn compare_holds(
+    table: &impl KeyTable,
+    index: &RwLock<TreeIndex>,
+    at_rev: i64,
+    still_readable: &dyn Fn() -> Result<(), MvccError>,
+    c: &Compare,
+) -> Result<bool, MvccError> {
+    let range = KeyRange::new(&c.key, &c.range_end);
+    let mut any = false;
+    let mut all = true;
+    read::for_each_kv(table, index, &range, at_rev, still_readable, |kv| {
+        any = true;
+        all = compare_kv(c, &kv);
+        Ok(all)
+    })?;
+    if any {
+        return Ok(all);
+    }
+    if c.target == CompareTarget::Value as i32 {
+        return Ok(false);
+    }
+    Ok(compare_kv(c, &KeyValue::default()))
+}
+
+/// The ops of the branch a txn takes.
+pub(super) fn branch(req: &TxnRequest, succeeded: bool) -> &[RequestOp] {
     if succeeded {
         &req.success
     } else {

@@ -428,3 +428,59 @@ fn empty_request_ops_answer_empty() {
     assert_eq!(r.responses[0].response, None);
     assert_eq!(s.get("a").unwrap().mod_revision, 2);
 }
+
+#[test]
+fn read_only_txns_read_the_same_as_applied_ones() {
+    use CompareResult::*;
+    use CompareTarget::*;
+    let s = TestStore::new();
+    for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("a", "4")] {
+        s.put(k, v);
+    }
+    s.del("c", "");
+    let mut old = range("a", "d");
+    old.revision = 3;
+    let mut sorted = range("a", "z");
+    sorted.sort_order = 2;
+    sorted.sort_target = 4;
+    sorted.limit = 1;
+    let mut future = range("a", "");
+    future.revision = 100;
+    let cases = vec![
+        t(
+            vec![cmp("a", "", Version, Equal, 2)],
+            vec![op_range(range("a", ""))],
+            vec![],
+        ),
+        t(
+            vec![cmp("a", "", Version, Equal, 9)],
+            vec![],
+            vec![op_range(old.clone()), op_range(sorted.clone())],
+        ),
+        t(
+            vec![cmp_value("c", Equal, "3")],
+            vec![],
+            vec![op_range(range("a", "z"))],
+        ),
+        t(
+            vec![cmp("a", "c", Mod, Greater, 1)],
+            vec![op_range(range("b", ""))],
+            vec![],
+        ),
+        t(vec![], vec![op_range(future)], vec![]),
+        t(vec![], vec![], vec![]),
+    ];
+    for (i, case) in cases.into_iter().enumerate() {
+        assert!(crate::mvcc::is_read_only(&case));
+        let read = s.store.txn_read_only(&case);
+        let applied = s.txn(case);
+        assert_eq!(read, applied, "case {i}");
+    }
+    s.compact(4).unwrap();
+    let stale = t(vec![], vec![op_range(old)], vec![]);
+    assert_eq!(s.store.txn_read_only(&stale), Err(MvccError::Compacted));
+    assert!(s
+        .store
+        .txn_read_only(&t(vec![], vec![op_put("x", "1")], vec![]))
+        .is_err());
+}
