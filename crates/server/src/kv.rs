@@ -15,7 +15,7 @@ use bramble_api::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, RangeStreamResponse, TxnRequest, TxnResponse,
 };
-use bramble_storage::mvcc::{is_read_only, ApplyResult, MvccError};
+use bramble_storage::mvcc::{is_read_only, ApplyResult, MvccError, MvccStore};
 use futures::Stream;
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -60,35 +60,14 @@ impl KvService {
         }
     }
 
-    /// A local read, after a read barrier unless `serializable`.
-    async fn range_local(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
-        validate::check_range(&req)?;
-        if !req.serializable {
-            self.ctx
-                .node
-                .read_barrier()
-                .await
-                .map_err(crate::propose_status)?;
-        }
-        let store = self.ctx.node.store().clone();
-        // A big range is CPU and disk work: keep it off the async workers.
-        let mut resp = tokio::task::spawn_blocking(move || store.range(&req))
-            .await
-            .map_err(errors::internal)?
-            .map_err(|e| mvcc_status(&e))?;
-        self.identity().fill(&mut resp.header, &self.ctx.node);
-        Ok(resp)
-    }
-}
-
-impl KvService {
-    /// A txn that only reads is served like a range, as etcd does: from a
-    /// local read view (after a read barrier unless every range is
-    /// serializable), without a Raft proposal or a WAL write.
-    async fn txn_read_only(&self, req: TxnRequest) -> Result<TxnResponse, Status> {
-        let serializable = req.success.iter().chain(&req.failure).all(|op| {
-            matches!(&op.request, Some(request_op::Request::RequestRange(r)) if r.serializable)
-        });
+    /// Runs `read` on the local store, after a Raft read barrier unless the
+    /// request is `serializable`, off the async workers (a big range is CPU
+    /// and disk work).
+    async fn local_read<T: Send + 'static>(
+        &self,
+        serializable: bool,
+        read: impl FnOnce(&MvccStore) -> Result<T, MvccError> + Send + 'static,
+    ) -> Result<T, Status> {
         if !serializable {
             self.ctx
                 .node
@@ -97,10 +76,32 @@ impl KvService {
                 .map_err(crate::propose_status)?;
         }
         let store = self.ctx.node.store().clone();
-        let mut resp = tokio::task::spawn_blocking(move || store.txn_read_only(&req))
+        tokio::task::spawn_blocking(move || read(&store))
             .await
             .map_err(errors::internal)?
-            .map_err(|e| mvcc_status(&e))?;
+            .map_err(|e| mvcc_status(&e))
+    }
+
+    /// A range, served locally.
+    async fn range_local(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
+        validate::check_range(&req)?;
+        let mut resp = self
+            .local_read(req.serializable, move |store| store.range(&req))
+            .await?;
+        self.identity().fill(&mut resp.header, &self.ctx.node);
+        Ok(resp)
+    }
+
+    /// A txn that only reads is served like a range, as etcd does: locally
+    /// (linearizable unless every range is serializable), without a Raft
+    /// proposal or a WAL write.
+    async fn txn_read_only(&self, req: TxnRequest) -> Result<TxnResponse, Status> {
+        let serializable = req.success.iter().chain(&req.failure).all(|op| {
+            matches!(&op.request, Some(request_op::Request::RequestRange(r)) if r.serializable)
+        });
+        let mut resp = self
+            .local_read(serializable, move |store| store.txn_read_only(&req))
+            .await?;
         self.identity().fill(&mut resp.header, &self.ctx.node);
         Ok(resp)
     }
