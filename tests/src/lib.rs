@@ -13,6 +13,7 @@
 //! - [`protobuf`]: a tiny decoder so `-w protobuf` output can be normalized too.
 //! - [`script`]: differential etcdctl scripts, run on each target and compared step by step.
 
+pub mod background;
 pub mod client;
 pub mod etcdctl;
 pub mod normalize;

@@ -55,6 +55,7 @@ pub fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         limits: Limits {
             max_request_bytes: flags.max_request_bytes,
             max_txn_ops: flags.max_txn_ops,
+            ..Limits::default()
         },
         heartbeat_interval_ms: flags.heartbeat_interval,
         election_timeout_ms: flags.election_timeout,

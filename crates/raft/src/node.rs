@@ -129,6 +129,8 @@ pub struct RaftNode {
     member_id: u64,
     request_timeout: Duration,
     stop_checkpoints: watch::Sender<bool>,
+    /// The store's current revision, published after each applied run.
+    revisions: watch::Receiver<i64>,
     checkpointer: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -174,12 +176,13 @@ impl RaftNode {
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
+        let (revision_tx, revisions) = watch::channel(store.current_revision());
         let raft = Raft::new(
             cfg.member_id,
             Arc::new(config),
             NoPeers,
             log_store,
-            StateMachine::new(store.clone()),
+            StateMachine::new(store.clone(), revision_tx),
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -216,6 +219,7 @@ impl RaftNode {
             member_id: cfg.member_id,
             request_timeout,
             stop_checkpoints,
+            revisions,
             checkpointer: std::sync::Mutex::new(Some(checkpointer)),
         })
     }
@@ -223,6 +227,12 @@ impl RaftNode {
     /// The MVCC store, for reads.
     pub fn store(&self) -> &Arc<MvccStore> {
         &self.store
+    }
+
+    /// The store's current revision as it changes: updated after each applied
+    /// run of entries (the watch hub's wake-up). Closed when Raft stops.
+    pub fn subscribe_revisions(&self) -> watch::Receiver<i64> {
+        self.revisions.clone()
     }
 
     /// This member's id.
@@ -256,6 +266,11 @@ impl RaftNode {
             .map_err(|_| ProposeError::Timeout)?
             .map_err(read_error)?;
         Ok(())
+    }
+
+    /// The current Raft term (cheap: every response header carries it).
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
     }
 
     /// Raft's view of this member, for Maintenance.Status.

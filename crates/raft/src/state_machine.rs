@@ -13,6 +13,7 @@ use bramble_storage::mvcc::{ApplyResult, MvccStore, RaftEntry};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
+use tokio::sync::watch;
 
 use crate::codec;
 use crate::snapshot::{not_supported, SnapshotData};
@@ -36,12 +37,16 @@ fn store_index(raft_index: u64) -> u64 {
 /// The Raft state machine: the MVCC store plus the last applied membership.
 pub struct StateMachine {
     store: Arc<MvccStore>,
+    /// Publishes the store's current revision after each applied run, so the
+    /// watch hub learns about new events without polling.
+    revisions: watch::Sender<i64>,
 }
 
 impl StateMachine {
-    /// Wraps an opened store.
-    pub fn new(store: Arc<MvccStore>) -> Self {
-        StateMachine { store }
+    /// Wraps an opened store; `revisions` is told the current revision after
+    /// every applied run of entries.
+    pub fn new(store: Arc<MvccStore>, revisions: watch::Sender<i64>) -> Self {
+        StateMachine { store, revisions }
     }
 
     /// Applies a run of committed entries in one store transaction (one redb
@@ -117,6 +122,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(());
         }
         let results = self.apply_run(&batch)?;
+        // Watchers first learn about the new revisions, then the clients whose
+        // writes made them: a client that watches after its put sees no gap.
+        let rev = self.store.current_revision();
+        self.revisions.send_if_modified(|r| {
+            let newer = rev > *r;
+            if newer {
+                *r = rev;
+            }
+            newer
+        });
         for (result, responder) in results.into_iter().zip(responders) {
             if let Some(responder) = responder {
                 // Blank and membership entries answer with an empty success:

@@ -1,6 +1,6 @@
 //! etcd v3 gRPC services for Bramble: request checks, etcd's error strings,
-//! response headers, and the services themselves (KV and Maintenance so far;
-//! Watch, Lease, Cluster and Auth arrive with their issues).
+//! response headers, and the services themselves (KV, Maintenance and Watch;
+//! Lease, Cluster and Auth arrive with their issues).
 
 pub mod errors;
 pub mod grpc_errors;
@@ -8,6 +8,7 @@ pub mod header;
 pub mod kv;
 pub mod maintenance;
 pub mod validate;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use bramble_api::etcdserverpb::kv_server::KvServer;
 use bramble_api::etcdserverpb::maintenance_server::MaintenanceServer;
+use bramble_api::etcdserverpb::watch_server::WatchServer;
 use bramble_raft::{ProposeError, RaftNode};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -29,6 +31,9 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Most operations in one txn branch (etcd default 128).
     pub max_txn_ops: usize,
+    /// How often watchers that asked for progress_notify get one (etcd's
+    /// `--experimental-watch-progress-notify-interval`, default 10 min).
+    pub watch_progress_notify_interval: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -36,6 +41,7 @@ impl Default for Limits {
         Limits {
             max_request_bytes: 1536 * 1024,
             max_txn_ops: 128,
+            watch_progress_notify_interval: watch::DEFAULT_PROGRESS_NOTIFY_INTERVAL,
         }
     }
 }
@@ -95,10 +101,14 @@ impl ClientServer {
             MaintenanceServer::new(maintenance::MaintenanceService::new(self.ctx.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(usize::MAX);
+        let watch = WatchServer::new(watch::WatchService::new(self.ctx.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX);
         tonic::transport::Server::builder()
             .layer(grpc_errors::EtcdGrpcErrorsLayer)
             .add_service(kv)
             .add_service(maintenance)
+            .add_service(watch)
             .serve_with_incoming_shutdown(incoming(listener), shutdown)
             .await
     }

@@ -1,0 +1,68 @@
+//! The etcd Watch service: bidirectional streams of watch requests and event
+//! responses, served from one shared [`hub::Hub`] per server.
+//!
+//! - [`filter`]: which events a watcher wants (key range, NOPUT/NODELETE);
+//! - [`hub`]: the shared event feed and the synced/unsynced watcher groups;
+//! - [`stream`]: one client's stream (create, cancel, progress, prev_kv, fragment).
+
+pub mod filter;
+pub mod hub;
+pub mod stream;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bramble_api::etcdserverpb::watch_server::Watch;
+use bramble_api::etcdserverpb::{WatchRequest, WatchResponse};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::ServerContext;
+use hub::Hub;
+
+/// etcd's default `--experimental-watch-progress-notify-interval`.
+pub const DEFAULT_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Responses buffered per stream between the stream task and gRPC.
+const OUT_BUFFER: usize = 16;
+
+/// The Watch service.
+#[derive(Clone)]
+pub struct WatchService {
+    ctx: Arc<ServerContext>,
+    hub: Arc<Hub>,
+}
+
+impl WatchService {
+    /// A Watch service over `ctx`, starting its hub (needs a Tokio runtime).
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
+        let hub = Hub::start(ctx.node.store().clone(), ctx.node.subscribe_revisions());
+        WatchService { ctx, hub }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(OUT_BUFFER);
+        tokio::spawn(stream::run(
+            self.ctx.clone(),
+            self.hub.clone(),
+            inbound,
+            tx,
+            self.ctx.limits.watch_progress_notify_interval,
+        ));
+        let out = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+}

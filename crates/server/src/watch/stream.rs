@@ -1,0 +1,386 @@
+//! One client's bidirectional watch stream: create and cancel requests,
+//! RequestProgress, periodic progress notifications, and the responses the
+//! hub queues for the stream's watchers (with prev_kv and fragmenting), as
+//! etcd's `serverWatchStream` does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bramble_api::etcdserverpb::watch_request::RequestUnion;
+use bramble_api::etcdserverpb::{
+    RangeRequest, ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse,
+};
+use bramble_api::mvccpb::event::EventType;
+use bramble_api::mvccpb::Event;
+use bramble_storage::mvcc::MvccStore;
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+use super::filter::{Filters, KeyRange};
+use super::hub::{Hub, HubMsg, WatchSpec};
+use crate::ServerContext;
+
+/// etcd's `mvcc: watcher range is empty`.
+const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+/// etcd's `mvcc: duplicate watch ID provided on the WatchStream`.
+const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// clientv3's AutoWatchID: the client lets the server choose.
+const AUTO_WATCH_ID: i64 = 0;
+/// clientv3's InvalidWatchID.
+const INVALID_WATCH_ID: i64 = -1;
+
+/// Per-watcher options the stream applies to the hub's messages.
+#[derive(Debug, Clone, Copy)]
+struct Opts {
+    prev_kv: bool,
+    fragment: bool,
+    progress_notify: bool,
+    /// No events were sent since the last progress tick (etcd elides the
+    /// notification otherwise).
+    idle: bool,
+}
+
+/// The state of one client stream.
+struct WatchStream {
+    ctx: Arc<ServerContext>,
+    hub: Arc<Hub>,
+    id: u64,
+    watchers: HashMap<i64, Opts>,
+    next_id: i64,
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+}
+
+/// The stream ended (the client went away): stop.
+struct Gone;
+
+/// Serves one stream until the client closes it or goes away.
+pub async fn run(
+    ctx: Arc<ServerContext>,
+    hub: Arc<Hub>,
+    mut inbound: Streaming<WatchRequest>,
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    progress_interval: Duration,
+) {
+    let (id, mut queue) = hub.open_stream();
+    let mut s = WatchStream {
+        ctx,
+        hub: hub.clone(),
+        id,
+        watchers: HashMap::new(),
+        next_id: 0,
+        out,
+    };
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + progress_interval,
+        progress_interval,
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let step = tokio::select! {
+            req = inbound.message() => match req {
+                Ok(Some(req)) => s.handle(req).await,
+                // The client closed its side (or broke the stream): etcd ends it.
+                Ok(None) | Err(_) => Err(Gone),
+            },
+            msg = queue.recv() => match msg {
+                Some(msg) => s.deliver(msg).await,
+                None => Err(Gone),
+            },
+            _ = ticker.tick() => {
+                s.progress_tick();
+                Ok(())
+            }
+            _ = s.out.closed() => Err(Gone),
+        };
+        if step.is_err() {
+            break;
+        }
+    }
+    hub.close_stream(id);
+}
+
+impl WatchStream {
+    fn header(&self, revision: i64) -> Option<ResponseHeader> {
+        let mut h = Some(ResponseHeader {
+            revision,
+            ..Default::default()
+        });
+        self.ctx.identity.fill(&mut h, &self.ctx.node);
+        h
+    }
+
+    async fn send(&self, resp: WatchResponse) -> Result<(), Gone> {
+        self.out.send(Ok(resp)).await.map_err(|_| Gone)
+    }
+
+    async fn handle(&mut self, req: WatchRequest) -> Result<(), Gone> {
+        match req.request_union {
+            Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
+            Some(RequestUnion::CancelRequest(c)) => {
+                // etcd answers only cancels of watchers that exist.
+                if self.watchers.remove(&c.watch_id).is_some()
+                    && self.hub.cancel(self.id, c.watch_id)
+                {
+                    let header = self.header(self.ctx.node.store().current_revision());
+                    self.send(WatchResponse {
+                        header,
+                        watch_id: c.watch_id,
+                        canceled: true,
+                        ..Default::default()
+                    })
+                    .await?;
+                }
+                Ok(())
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                self.hub.request_progress(self.id);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn create(&mut self, c: WatchCreateRequest) -> Result<(), Gone> {
+        let refuse = |reason: &str, rev: i64, this: &Self| WatchResponse {
+            header: this.header(rev),
+            watch_id: INVALID_WATCH_ID,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..Default::default()
+        };
+        let current = self.ctx.node.store().current_revision();
+        let range = match KeyRange::from_request(&c.key, &c.range_end) {
+            Ok(r) => r,
+            Err(_) => return self.send(refuse(EMPTY_RANGE, current, self)).await,
+        };
+        let watch_id = if c.watch_id == AUTO_WATCH_ID {
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            id
+        } else if self.watchers.contains_key(&c.watch_id) {
+            return self.send(refuse(DUPLICATE_ID, current, self)).await;
+        } else {
+            c.watch_id
+        };
+        self.watchers.insert(
+            watch_id,
+            Opts {
+                prev_kv: c.prev_kv,
+                fragment: c.fragment,
+                progress_notify: c.progress_notify,
+                idle: true,
+            },
+        );
+        // The created response goes out before anything the hub queues for
+        // the watcher, since this task sends both in order.
+        let revision = self.hub.add_watcher(
+            self.id,
+            watch_id,
+            WatchSpec {
+                range,
+                filters: Filters::from_request(&c.filters),
+                start_revision: c.start_revision,
+            },
+        );
+        self.send(WatchResponse {
+            header: self.header(revision),
+            watch_id,
+            created: true,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// etcd's periodic progress: for each progress_notify watcher that had no
+    /// events since the last tick.
+    fn progress_tick(&mut self) {
+        for (id, o) in self.watchers.iter_mut() {
+            if o.progress_notify && o.idle {
+                self.hub.progress_notify(self.id, *id);
+            }
+            o.idle = true;
+        }
+    }
+
+    async fn deliver(&mut self, msg: HubMsg) -> Result<(), Gone> {
+        match msg {
+            HubMsg::Events {
+                watch_id,
+                revision,
+                mut events,
+            } => {
+                // Events already queued for a canceled watcher are dropped.
+                let Some(opts) = self.watchers.get_mut(&watch_id) else {
+                    return Ok(());
+                };
+                opts.idle = false;
+                let opts = *opts;
+                if opts.prev_kv {
+                    let store = self.ctx.node.store().clone();
+                    events = match tokio::task::spawn_blocking(move || {
+                        add_prev_kvs(&store, &mut events);
+                        events
+                    })
+                    .await
+                    {
+                        Ok(e) => e,
+                        Err(e) => {
+                            tracing::error!("watch: prev_kv task failed: {e}");
+                            return Err(Gone);
+                        }
+                    };
+                }
+                let resp = WatchResponse {
+                    header: self.header(revision),
+                    watch_id,
+                    events,
+                    ..Default::default()
+                };
+                if opts.fragment {
+                    for part in fragments(resp, self.ctx.limits.max_request_bytes) {
+                        self.send(part).await?;
+                    }
+                    Ok(())
+                } else {
+                    self.send(resp).await
+                }
+            }
+            HubMsg::Compacted {
+                watch_id,
+                compact_revision,
+                revision,
+            } => {
+                if self.watchers.remove(&watch_id).is_none() {
+                    return Ok(());
+                }
+                // etcd's compacted cancel carries no revision in its header.
+                let mut header = self.header(revision);
+                if let Some(h) = header.as_mut() {
+                    h.revision = 0;
+                }
+                self.send(WatchResponse {
+                    header,
+                    watch_id,
+                    canceled: true,
+                    compact_revision,
+                    ..Default::default()
+                })
+                .await
+            }
+            HubMsg::Progress { watch_id, revision } => {
+                if watch_id != INVALID_WATCH_ID && !self.watchers.contains_key(&watch_id) {
+                    return Ok(());
+                }
+                self.send(WatchResponse {
+                    header: self.header(revision),
+                    watch_id,
+                    ..Default::default()
+                })
+                .await
+            }
+        }
+    }
+}
+
+/// etcd's prev_kv: the key as it was at the event's revision - 1, for every
+/// event that is not a creation; omitted when that revision is compacted.
+fn add_prev_kvs(store: &MvccStore, events: &mut [Event]) {
+    for ev in events.iter_mut() {
+        let Some(kv) = ev.kv.as_ref() else { continue };
+        let created = ev.r#type == EventType::Put as i32 && kv.create_revision == kv.mod_revision;
+        if created {
+            continue;
+        }
+        let req = RangeRequest {
+            key: kv.key.clone(),
+            revision: kv.mod_revision - 1,
+            ..Default::default()
+        };
+        if let Ok(mut r) = store.range(&req) {
+            if !r.kvs.is_empty() {
+                ev.prev_kv = Some(r.kvs.swap_remove(0));
+            }
+        }
+    }
+}
+
+/// etcd's `sendFragments`: a response of at least `max_bytes` with two or
+/// more events is split into responses of fewer than `max_bytes` (at least
+/// one event each), all but the last marked `fragment`.
+pub fn fragments(resp: WatchResponse, max_bytes: usize) -> Vec<WatchResponse> {
+    if resp.encoded_len() < max_bytes || resp.events.len() < 2 {
+        return vec![resp];
+    }
+    let mut parts = Vec::new();
+    let mut template = resp;
+    let events = std::mem::take(&mut template.events);
+    template.fragment = true;
+    let mut cur = template.clone();
+    for ev in events {
+        cur.events.push(ev);
+        if cur.events.len() > 1 && cur.encoded_len() >= max_bytes {
+            let last = cur.events.pop();
+            parts.push(std::mem::replace(&mut cur, template.clone()));
+            cur.events.extend(last);
+        }
+    }
+    cur.fragment = false;
+    parts.push(cur);
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_api::mvccpb::KeyValue;
+
+    fn ev(rev: i64, size: usize) -> Event {
+        Event {
+            r#type: EventType::Put as i32,
+            kv: Some(KeyValue {
+                key: format!("k{rev}").into_bytes(),
+                value: vec![b'x'; size],
+                mod_revision: rev,
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    #[test]
+    fn fragments_as_etcd() {
+        let small = WatchResponse {
+            watch_id: 3,
+            events: vec![ev(1, 10), ev(2, 10)],
+            ..Default::default()
+        };
+        assert_eq!(fragments(small.clone(), 1000), vec![small]);
+        let one_big = WatchResponse {
+            events: vec![ev(1, 5000)],
+            ..Default::default()
+        };
+        assert_eq!(fragments(one_big.clone(), 1000).len(), 1);
+
+        let big = WatchResponse {
+            watch_id: 3,
+            events: (1..=10).map(|r| ev(r, 300)).collect(),
+            ..Default::default()
+        };
+        let parts = fragments(big.clone(), 1000);
+        assert!(parts.len() > 1);
+        let (last, init) = parts.split_last().unwrap();
+        assert!(init.iter().all(|p| p.fragment && p.encoded_len() < 1000));
+        assert!(!last.fragment);
+        assert!(parts
+            .iter()
+            .all(|p| p.watch_id == 3 && !p.events.is_empty()));
+        let joined: Vec<Event> = parts.into_iter().flat_map(|p| p.events).collect();
+        assert_eq!(joined, big.events);
+    }
+}
