@@ -20,7 +20,7 @@ impl Identity {
         let h = header.get_or_insert_with(ResponseHeader::default);
         h.cluster_id = self.cluster_id;
         h.member_id = self.member_id;
-        h.raft_term = node.status().term;
+        h.raft_term = node.term();
         if h.revision == 0 {
             h.revision = node.store().current_revision();
         }
