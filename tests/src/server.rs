@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub log_level: String,
     /// How long `start`/`restart` wait for the client port to serve.
     pub start_timeout: Duration,
+    /// More flags, appended to the fixed command line (the same for both kinds).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +45,7 @@ impl Default for ServerConfig {
             max_txn_ops: 128,
             log_level: "info".to_string(),
             start_timeout,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -212,7 +215,7 @@ impl Server {
     fn args(&self) -> Vec<String> {
         let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        vec![
+        let mut args = vec![
             "--name=default".to_string(),
             format!("--data-dir={}", self.data_dir().display()),
             format!("--listen-client-urls={client}"),
@@ -225,7 +228,9 @@ impl Server {
             format!("--max-request-bytes={}", self.config.max_request_bytes),
             format!("--max-txn-ops={}", self.config.max_txn_ops),
             format!("--log-level={}", self.config.log_level),
-        ]
+        ];
+        args.extend(self.config.extra_args.iter().cloned());
+        args
     }
 
     fn binary(&self) -> PathBuf {

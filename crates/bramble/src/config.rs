@@ -34,6 +34,10 @@ pub struct Flags {
     )]
     pub listen_client_urls: String,
 
+    /// List of additional URLs to listen on for /health, /livez, /readyz and /metrics.
+    #[arg(long = "listen-metrics-urls", env = "ETCD_LISTEN_METRICS_URLS")]
+    pub listen_metrics_urls: Option<String>,
+
     /// List of this member's client URLs to advertise to the public.
     #[arg(
         long = "advertise-client-urls",
@@ -109,6 +113,15 @@ pub struct Flags {
         default_value_t = 1000
     )]
     pub election_timeout: u64,
+
+    /// Duration of periodic watch progress notifications (a Go duration such as `10m0s`).
+    #[arg(
+        long = "experimental-watch-progress-notify-interval",
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m0s",
+        value_parser = parse_go_duration
+    )]
+    pub experimental_watch_progress_notify_interval: std::time::Duration,
 }
 
 /// etcd flags Bramble accepts and ignores for now, with whether they take a
@@ -129,7 +142,6 @@ const IGNORED_ETCD_FLAGS: &[(&str, bool)] = &[
     ("peer-trusted-ca-file", true),
     ("auto-tls", false),
     ("peer-auto-tls", false),
-    ("listen-metrics-urls", true),
     ("metrics", true),
     ("logger", true),
     ("log-outputs", true),
@@ -144,7 +156,6 @@ const IGNORED_ETCD_FLAGS: &[(&str, bool)] = &[
     ("tls-max-version", true),
     ("experimental-initial-corrupt-check", false),
     ("experimental-corrupt-check-time", true),
-    ("experimental-watch-progress-notify-interval", true),
     ("experimental-compact-hash-check-enabled", false),
     ("experimental-enable-distributed-tracing", false),
     ("experimental-backend-bbolt-freelist-type", true),
@@ -220,6 +231,47 @@ pub fn ignored_env_warnings() -> Vec<String> {
                 .map(|_| format!("{var} is not supported by bramble yet; ignoring it"))
         })
         .collect()
+}
+
+/// Parses a Go `time.Duration` string as etcd's flags take it: a sequence of
+/// decimal numbers with units `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`, such as
+/// `10m0s`, `1.5s` or `500ms`; `0` alone is zero. Negative durations are refused.
+pub fn parse_go_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration {text:?}");
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut nanos: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(num_len);
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        nanos += value * scale;
+        rest = tail;
+    }
+    if !nanos.is_finite() || nanos > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_nanos(nanos as u64))
 }
 
 /// Splits etcd's comma-separated URL lists.
@@ -299,6 +351,28 @@ mod tests {
         ]));
         assert_eq!(out, args(&["bramble", "--name", "x"]));
         assert_eq!(warn.len(), 3);
+    }
+
+    #[test]
+    fn go_durations() {
+        use std::time::Duration;
+        assert_eq!(parse_go_duration("10m0s"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_go_duration("1h2m3s"), Ok(Duration::from_secs(3723)));
+        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "10", "5x", "-1s", "s", "1.2.3s"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad:?}");
+        }
+        let f = Flags::try_parse_from(args(&[
+            "bramble",
+            "--experimental-watch-progress-notify-interval=2s",
+        ]))
+        .expect("parses");
+        assert_eq!(
+            f.experimental_watch_progress_notify_interval,
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

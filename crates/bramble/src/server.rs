@@ -46,6 +46,11 @@ pub fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
             flags.initial_cluster_state
         );
     }
+    // etcd ignores a zero interval (tokio's timers would spin on it).
+    let progress_interval = match flags.experimental_watch_progress_notify_interval {
+        d if d.is_zero() => bramble_server::watch::DEFAULT_PROGRESS_NOTIFY_INTERVAL,
+        d => d,
+    };
     Ok(NodeOptions {
         name: flags.name.clone(),
         data_dir,
@@ -55,7 +60,7 @@ pub fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         limits: Limits {
             max_request_bytes: flags.max_request_bytes,
             max_txn_ops: flags.max_txn_ops,
-            ..Limits::default()
+            watch_progress_notify_interval: progress_interval,
         },
         heartbeat_interval_ms: flags.heartbeat_interval,
         election_timeout_ms: flags.election_timeout,
@@ -64,9 +69,9 @@ pub fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
 
 /// Picks the addresses to bind for each listen URL. Like Go's net.Listen,
 /// a name is bound at its first IPv4 address if it has one.
-fn client_addrs(flags: &Flags) -> anyhow::Result<Vec<SocketAddr>> {
+fn bind_addrs(urls: &str) -> anyhow::Result<Vec<SocketAddr>> {
     let mut out = Vec::new();
-    for url in split_urls(&flags.listen_client_urls) {
+    for url in split_urls(urls) {
         let addrs = listen_addrs(&url).map_err(anyhow::Error::msg)?;
         let pick = addrs
             .iter()
@@ -77,24 +82,23 @@ fn client_addrs(flags: &Flags) -> anyhow::Result<Vec<SocketAddr>> {
             out.push(a);
         }
     }
-    if out.is_empty() {
-        bail!("--listen-client-urls is empty");
-    }
     Ok(out)
 }
 
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let opts = node_options(&flags)?;
-    let addrs = client_addrs(&flags)?;
-    // Bind first: a port in use should fail before any data is touched.
-    let mut listeners = Vec::new();
-    for a in &addrs {
-        let l = TcpListener::bind(a)
-            .await
-            .with_context(|| format!("listen on {a}"))?;
-        listeners.push(l);
+    let addrs = bind_addrs(&flags.listen_client_urls)?;
+    if addrs.is_empty() {
+        bail!("--listen-client-urls is empty");
     }
+    let metrics_addrs = match &flags.listen_metrics_urls {
+        Some(urls) => bind_addrs(urls)?,
+        None => Vec::new(),
+    };
+    // Bind first: a port in use should fail before any data is touched.
+    let listeners = bind_all(&addrs).await?;
+    let metrics_listeners = bind_all(&metrics_addrs).await?;
     tracing::info!(data_dir = %opts.data_dir.display(), name = %opts.name, "starting bramble");
     let node = Node::open(opts).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let ident = node.context().identity;
@@ -117,6 +121,28 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
                 })
                 .await
         }));
+    }
+
+    for l in metrics_listeners {
+        let mut rx = stop_rx.clone();
+        let ctx = node.context().clone();
+        servers.push(tokio::spawn(async move {
+            bramble_server::http::serve(ctx, l, async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await;
+            Ok(())
+        }));
+    }
+    if !metrics_addrs.is_empty() {
+        tracing::info!(
+            "serving /health, /livez, /readyz and /metrics on {}",
+            metrics_addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
     }
 
     wait_for_signal().await?;
@@ -146,6 +172,18 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     node.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds a listener on every address.
+async fn bind_all(addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    for a in addrs {
+        let l = TcpListener::bind(a)
+            .await
+            .with_context(|| format!("listen on {a}"))?;
+        listeners.push(l);
+    }
+    Ok(listeners)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

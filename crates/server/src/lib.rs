@@ -5,6 +5,7 @@
 pub mod errors;
 pub mod grpc_errors;
 pub mod header;
+pub mod http;
 pub mod kv;
 pub mod maintenance;
 pub mod validate;
