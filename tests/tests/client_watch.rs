@@ -16,8 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bramble_tests::client::{self, bytes, Transcript};
+use bramble_tests::ports::free_port;
 use bramble_tests::target::{self, Kind};
-use bramble_tests::Server;
+use bramble_tests::{tools, Server, ServerConfig};
 use etcd_client::{
     Client, CompactionOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchFilterType,
     WatchOptions, WatchResponse, WatchStream,
@@ -655,7 +656,12 @@ fn thousand_watchers_on_one_prefix() {
 fn slow_watcher_catches_up() {
     for kind in target::differential_targets() {
         runtime().block_on(async move {
-            let server = Server::start(kind);
+            // At debug level Bramble logs its watchers' unsynced/synced transitions.
+            let config = ServerConfig {
+                log_level: "debug".to_string(),
+                ..ServerConfig::default()
+            };
+            let server = Server::start_with(kind, config);
             let mut c = client::connect(&server).await;
             let mut slow = c.watch("s/", Some(WatchOptions::new().with_prefix())).await.expect("watch");
             slow.message().await.expect("created");
@@ -685,9 +691,120 @@ fn slow_watcher_catches_up() {
             let revs: Vec<i64> = got.iter().map(|(_, e)| e.rev).collect();
             let want: Vec<i64> = (2..2 + 1025).collect();
             assert_eq!(revs, want, "{kind}: the slow watcher lost or repeated events");
+            if kind == Kind::Bramble {
+                let log = server.log();
+                assert!(
+                    log.contains("watcher fell behind: unsynced")
+                        && log.contains("watcher caught up: synced"),
+                    "the stalled watcher never went through the unsynced group"
+                );
+            }
             println!(
                 "{kind}: 1024 puts of 4 KiB in {write_secs:.2}s with a stalled watcher; RSS {rss_before:?} -> {rss_after:?} KiB"
             );
         });
+    }
+}
+
+/// A server process started with extra flags (the harness's command line is fixed), killed
+/// on drop.
+struct FlaggedServer {
+    child: std::process::Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl FlaggedServer {
+    fn start(kind: Kind, extra: &[&str]) -> FlaggedServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let bin = match kind {
+            Kind::Bramble => tools::bramble_bin(),
+            Kind::Etcd => tools::etcd_bin(),
+        };
+        let log = std::fs::File::create(dir.path().join("log")).expect("log file");
+        let mut cmd = std::process::Command::new(bin);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ETCD_") {
+                cmd.env_remove(name);
+            }
+        }
+        let child = cmd
+            .arg(format!("--data-dir={}", dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={endpoint}"))
+            .arg(format!("--advertise-client-urls={endpoint}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=default={peer_url}"))
+            .args(extra)
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn server");
+        FlaggedServer {
+            child,
+            endpoint,
+            _dir: dir,
+        }
+    }
+
+    async fn client(&self) -> Client {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Ok(mut c) = client::try_connect_endpoint(&self.endpoint).await {
+                if c.get("probe", None).await.is_ok() {
+                    return c;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for FlaggedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn periodic_progress_notify() {
+    let mut seen: Vec<(Kind, Vec<String>)> = Vec::new();
+    for kind in target::differential_targets() {
+        let lines = runtime().block_on(async move {
+            let server =
+                FlaggedServer::start(kind, &["--experimental-watch-progress-notify-interval=1s"]);
+            let mut c = server.client().await;
+            c.put("n/a", "1", None).await.expect("put"); // 2
+            let opts = WatchOptions::new().with_prefix().with_progress_notify();
+            let mut ws = c.watch("n/", Some(opts)).await.expect("watch");
+            let plain = WatchOptions::new().with_prefix();
+            ws.watch("m/", Some(plain)).await.expect("watch");
+            let mut lines = vec![next(&mut ws).await, next(&mut ws).await];
+            // Only the progress_notify watcher (id 0) gets one, after about a second.
+            let t0 = Instant::now();
+            lines.push(next(&mut ws).await);
+            let waited = t0.elapsed();
+            assert!(
+                waited >= Duration::from_millis(800) && waited < Duration::from_secs(3),
+                "{kind}: progress notification after {waited:?}"
+            );
+            // An event, then (after a tick with an event, etcd skips one) progress again.
+            c.put("n/b", "2", None).await.expect("put"); // 3
+            lines.push(next(&mut ws).await);
+            lines.push(next(&mut ws).await);
+            lines
+        });
+        seen.push((kind, lines));
+    }
+    if let [(_, etcd), (_, bramble)] = seen.as_slice() {
+        assert_eq!(
+            etcd, bramble,
+            "progress notifications differ (etcd, bramble)"
+        );
     }
 }

@@ -166,6 +166,14 @@ impl State {
             if sent {
                 w.next_rev = next;
             } else {
+                if w.synced {
+                    tracing::debug!(
+                        stream = key.0,
+                        watch_id = key.1,
+                        next_rev = w.next_rev,
+                        "watcher fell behind: unsynced"
+                    );
+                }
                 w.synced = false;
             }
         }
@@ -439,8 +447,14 @@ impl Hub {
                     }
                 }
                 let delivered = st.delivered;
-                for w in st.watchers.values_mut() {
+                for (key, w) in st.watchers.iter_mut() {
                     if !w.synced && w.next_rev > delivered {
+                        tracing::debug!(
+                            stream = key.0,
+                            watch_id = key.1,
+                            next_rev = w.next_rev,
+                            "watcher caught up: synced"
+                        );
                         w.synced = true;
                     }
                 }
