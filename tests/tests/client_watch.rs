@@ -808,3 +808,80 @@ fn periodic_progress_notify() {
         );
     }
 }
+
+/// Watch fan-out measurement (not a pass/fail test): `watchers` streams on one prefix, one
+/// writer making sequential puts whose values carry their send time; prints events/s
+/// delivered and delivery latency p50/p99 for each target. Run with
+/// `cargo test -p bramble-tests --test client_watch -- --ignored --nocapture fanout`
+/// (and `BRAMBLE_BIN=target/release/bramble` for numbers worth quoting).
+#[test]
+#[ignore]
+fn fanout_latency() {
+    for watchers in [10usize, 1000] {
+        for kind in target::differential_targets() {
+            runtime().block_on(fanout(kind, watchers, 200));
+        }
+    }
+}
+
+async fn fanout(kind: Kind, watchers: usize, puts: usize) {
+    let server = Server::start(kind);
+    let mut c = client::connect(&server).await;
+    let t0 = Instant::now();
+    let mut readers = Vec::new();
+    // Several connections, as many clients would have.
+    let mut conns = Vec::new();
+    for _ in 0..watchers.clamp(1, 10) {
+        conns.push(client::connect(&server).await);
+    }
+    for i in 0..watchers {
+        let conn = &mut conns[i % 10.min(watchers)];
+        let mut ws = conn
+            .watch("l/", Some(WatchOptions::new().with_prefix()))
+            .await
+            .expect("watch");
+        ws.message().await.expect("created");
+        readers.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(puts);
+            while lat.len() < puts {
+                let r = match tokio::time::timeout(TIMEOUT, ws.message()).await {
+                    Ok(Ok(Some(r))) => r,
+                    other => panic!("watcher ended: {other:?}"),
+                };
+                let now = t0.elapsed().as_micros() as u64;
+                for e in r.events() {
+                    let sent: u64 = e
+                        .kv()
+                        .and_then(|kv| std::str::from_utf8(kv.value()).ok())
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(now);
+                    lat.push(now.saturating_sub(sent));
+                }
+            }
+            (lat, Instant::now())
+        }));
+    }
+    let start = Instant::now();
+    for i in 0..puts {
+        let sent = t0.elapsed().as_micros() as u64;
+        c.put(format!("l/{}", i % 50), sent.to_string(), None)
+            .await
+            .expect("put");
+    }
+    let mut all = Vec::new();
+    let mut end = start;
+    for r in readers {
+        let (lat, at) = r.await.expect("reader");
+        all.extend(lat);
+        end = end.max(at);
+    }
+    all.sort_unstable();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as f64 / 1000.0;
+    let secs = end.duration_since(start).as_secs_f64();
+    println!(
+        "fanout {kind}: {watchers} watchers x {puts} puts: {:.0} events/s delivered, latency p50 {:.2} ms p99 {:.2} ms",
+        all.len() as f64 / secs,
+        pct(0.50),
+        pct(0.99)
+    );
+}

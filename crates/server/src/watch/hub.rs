@@ -40,6 +40,9 @@ pub enum HubMsg {
     Events {
         /// The watcher.
         watch_id: i64,
+        /// Which incarnation of `watch_id` (a client may reuse an id after a
+        /// cancel while messages for the old watcher are still queued).
+        generation: u64,
         /// The header revision (the newest revision the hub had read).
         revision: i64,
         /// The events.
@@ -49,6 +52,8 @@ pub enum HubMsg {
     Compacted {
         /// The watcher.
         watch_id: i64,
+        /// Which incarnation of `watch_id`.
+        generation: u64,
         /// The store's compaction revision.
         compact_revision: i64,
         /// The header revision.
@@ -59,6 +64,8 @@ pub enum HubMsg {
     Progress {
         /// The watcher, or -1 for the whole stream.
         watch_id: i64,
+        /// Which incarnation of `watch_id` (0 for the whole stream).
+        generation: u64,
         /// The revision the stream is known complete at.
         revision: i64,
     },
@@ -67,6 +74,7 @@ pub enum HubMsg {
 /// One watcher as the hub sees it.
 #[derive(Debug)]
 struct Watcher {
+    generation: u64,
     range: KeyRange,
     filters: Filters,
     /// The first revision not yet queued (nor skipped) for this watcher.
@@ -105,6 +113,7 @@ struct State {
     /// Every event up to this revision was queued to the synced watchers.
     delivered: i64,
     next_stream: u64,
+    next_generation: u64,
     streams: HashMap<u64, StreamEntry>,
     watchers: HashMap<(u64, i64), Watcher>,
 }
@@ -153,11 +162,13 @@ impl State {
             return true;
         }
         let wanted = w.select(events);
+        let generation = w.generation;
         let sent = wanted.is_empty()
             || self.try_send(
                 key.0,
                 HubMsg::Events {
                     watch_id: key.1,
+                    generation,
                     revision: next - 1,
                     events: wanted,
                 },
@@ -198,6 +209,7 @@ impl State {
             }
             let msg = HubMsg::Progress {
                 watch_id: -1,
+                generation: 0,
                 revision: self.delivered,
             };
             if self.try_send(sid, msg) {
@@ -277,9 +289,10 @@ impl Hub {
     }
 
     /// Adds watcher `watch_id` (unique on the stream: the caller checks) and
-    /// returns the revision for its created response: the store's current
-    /// revision, after which a start-now watcher sees every event.
-    pub fn add_watcher(&self, stream: u64, watch_id: i64, spec: WatchSpec) -> i64 {
+    /// returns the revision for its created response (the store's current
+    /// revision, after which a start-now watcher sees every event) and the
+    /// watcher's generation, which the hub's messages for it carry.
+    pub fn add_watcher(&self, stream: u64, watch_id: i64, spec: WatchSpec) -> (i64, u64) {
         let current = self.store.current_revision();
         let mut st = self.lock();
         let next_rev = if spec.start_revision == 0 {
@@ -288,9 +301,12 @@ impl Hub {
             spec.start_revision.max(1)
         };
         let synced = next_rev > st.delivered;
+        st.next_generation += 1;
+        let generation = st.next_generation;
         st.watchers.insert(
             (stream, watch_id),
             Watcher {
+                generation,
                 range: spec.range,
                 filters: spec.filters,
                 next_rev,
@@ -301,7 +317,7 @@ impl Hub {
         if !synced {
             self.wake.notify_one();
         }
-        current
+        (current, generation)
     }
 
     /// Removes a watcher; false if it does not exist (any more).
@@ -328,10 +344,18 @@ impl Hub {
         let synced = st
             .watchers
             .get(&(stream, watch_id))
-            .is_some_and(|w| w.synced);
-        if synced {
+            .filter(|w| w.synced)
+            .map(|w| w.generation);
+        if let Some(generation) = synced {
             let revision = st.delivered;
-            st.try_send(stream, HubMsg::Progress { watch_id, revision });
+            st.try_send(
+                stream,
+                HubMsg::Progress {
+                    watch_id,
+                    generation,
+                    revision,
+                },
+            );
         }
     }
 
@@ -463,15 +487,16 @@ impl Hub {
                 let compact_revision = self.store.compact_revision();
                 let revision = self.store.current_revision();
                 let mut st = self.lock();
-                let keys: Vec<(u64, i64)> = st
+                let keys: Vec<((u64, i64), u64)> = st
                     .watchers
                     .iter()
                     .filter(|(_, w)| !w.synced && w.next_rev < compact_revision)
-                    .map(|(k, _)| *k)
+                    .map(|(k, w)| (*k, w.generation))
                     .collect();
-                for key in keys {
+                for (key, generation) in keys {
                     let msg = HubMsg::Compacted {
                         watch_id: key.1,
+                        generation,
                         compact_revision,
                         revision,
                     };
@@ -626,6 +651,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_reused_id_is_a_new_generation() {
+        let mut f = Fixture::new();
+        let hub = Hub::new(f.store.clone());
+        let (sid, mut rx) = hub.open_stream();
+        let (_, old) = hub.add_watcher(sid, 7, spec("k", 0));
+        f.put("k", "1");
+        hub.follow_feed(f.store.current_revision()).await;
+        assert!(hub.cancel(sid, 7));
+        assert!(!hub.cancel(sid, 7));
+        let (_, new) = hub.add_watcher(sid, 7, spec("k", 0));
+        assert_ne!(old, new);
+        // The message queued before the cancel names the old watcher, which the
+        // stream drops.
+        match rx.try_recv() {
+            Ok(HubMsg::Events { generation, .. }) => assert_eq!(generation, old),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn full_queue_unsyncs_then_catches_up_without_gap() {
         let mut f = Fixture::new();
         let hub = Hub::new(f.store.clone());
@@ -688,6 +733,7 @@ mod tests {
         match rx.try_recv() {
             Ok(HubMsg::Compacted {
                 watch_id: 2,
+                generation: 2,
                 compact_revision: 5,
                 ..
             }) => {}
@@ -699,6 +745,7 @@ mod tests {
             rx.try_recv().ok(),
             Some(HubMsg::Progress {
                 watch_id: -1,
+                generation: 0,
                 revision: 6
             })
         );
@@ -720,6 +767,7 @@ mod tests {
             rx.try_recv(),
             Ok(HubMsg::Progress {
                 watch_id: -1,
+                generation: 0,
                 revision: 2
             })
         ));

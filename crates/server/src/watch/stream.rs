@@ -34,6 +34,9 @@ const INVALID_WATCH_ID: i64 = -1;
 /// Per-watcher options the stream applies to the hub's messages.
 #[derive(Debug, Clone, Copy)]
 struct Opts {
+    /// The hub's incarnation of this id: messages for an older watcher that
+    /// had the same id are dropped.
+    generation: u64,
     prev_kv: bool,
     fragment: bool,
     progress_notify: bool,
@@ -168,24 +171,25 @@ impl WatchStream {
         } else {
             c.watch_id
         };
-        self.watchers.insert(
-            watch_id,
-            Opts {
-                prev_kv: c.prev_kv,
-                fragment: c.fragment,
-                progress_notify: c.progress_notify,
-                idle: true,
-            },
-        );
         // The created response goes out before anything the hub queues for
         // the watcher, since this task sends both in order.
-        let revision = self.hub.add_watcher(
+        let (revision, generation) = self.hub.add_watcher(
             self.id,
             watch_id,
             WatchSpec {
                 range,
                 filters: Filters::from_request(&c.filters),
                 start_revision: c.start_revision,
+            },
+        );
+        self.watchers.insert(
+            watch_id,
+            Opts {
+                generation,
+                prev_kv: c.prev_kv,
+                fragment: c.fragment,
+                progress_notify: c.progress_notify,
+                idle: true,
             },
         );
         self.send(WatchResponse {
@@ -208,15 +212,27 @@ impl WatchStream {
         }
     }
 
+    /// Whether `watch_id` still names the watcher incarnation `generation`.
+    fn is_current(&self, watch_id: i64, generation: u64) -> bool {
+        self.watchers
+            .get(&watch_id)
+            .is_some_and(|o| o.generation == generation)
+    }
+
     async fn deliver(&mut self, msg: HubMsg) -> Result<(), Gone> {
         match msg {
             HubMsg::Events {
                 watch_id,
+                generation,
                 revision,
                 mut events,
             } => {
                 // Events already queued for a canceled watcher are dropped.
-                let Some(opts) = self.watchers.get_mut(&watch_id) else {
+                let Some(opts) = self
+                    .watchers
+                    .get_mut(&watch_id)
+                    .filter(|o| o.generation == generation)
+                else {
                     return Ok(());
                 };
                 opts.idle = false;
@@ -253,12 +269,14 @@ impl WatchStream {
             }
             HubMsg::Compacted {
                 watch_id,
+                generation,
                 compact_revision,
                 revision,
             } => {
-                if self.watchers.remove(&watch_id).is_none() {
+                if !self.is_current(watch_id, generation) {
                     return Ok(());
                 }
+                self.watchers.remove(&watch_id);
                 // etcd's compacted cancel carries no revision in its header.
                 let mut header = self.header(revision);
                 if let Some(h) = header.as_mut() {
@@ -273,8 +291,12 @@ impl WatchStream {
                 })
                 .await
             }
-            HubMsg::Progress { watch_id, revision } => {
-                if watch_id != INVALID_WATCH_ID && !self.watchers.contains_key(&watch_id) {
+            HubMsg::Progress {
+                watch_id,
+                generation,
+                revision,
+            } => {
+                if watch_id != INVALID_WATCH_ID && !self.is_current(watch_id, generation) {
                     return Ok(());
                 }
                 self.send(WatchResponse {
