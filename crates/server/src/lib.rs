@@ -102,7 +102,15 @@ impl ClientServer {
             MaintenanceServer::new(maintenance::MaintenanceService::new(self.ctx.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(usize::MAX);
-        let watch = WatchServer::new(watch::WatchService::new(self.ctx.clone()))
+        // Open watch streams end (with etcd's "server stopped") when the
+        // server stops, instead of holding the graceful shutdown.
+        let (stop_watches, stopped) = tokio::sync::watch::channel(false);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop_watches.send(true);
+        };
+        let watch_service = watch::WatchService::with_shutdown(self.ctx.clone(), stopped);
+        let watch = WatchServer::new(watch_service)
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX);
         tonic::transport::Server::builder()

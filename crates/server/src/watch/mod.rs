@@ -16,7 +16,7 @@ use std::time::Duration;
 use bramble_api::etcdserverpb::watch_server::Watch;
 use bramble_api::etcdserverpb::{WatchRequest, WatchResponse};
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::ServerContext;
@@ -33,13 +33,26 @@ const OUT_BUFFER: usize = 16;
 pub struct WatchService {
     ctx: Arc<ServerContext>,
     hub: Arc<Hub>,
+    stop: watch::Receiver<bool>,
 }
 
 impl WatchService {
     /// A Watch service over `ctx`, starting its hub (needs a Tokio runtime).
+    /// Its streams end when their clients go away.
     pub fn new(ctx: Arc<ServerContext>) -> Self {
+        // No sender: the streams only end with their clients.
+        let (_, stop) = watch::channel(false);
+        Self::with_shutdown(ctx, stop)
+    }
+
+    /// Like [`WatchService::new`], but every stream ends with etcd's
+    /// `etcdserver: server stopped` (Unavailable, so clients reconnect
+    /// elsewhere) once `stop` turns true: open watches would otherwise hold a
+    /// graceful shutdown until its drain timeout. A `stop` whose sender is
+    /// dropped without sending true never stops a stream.
+    pub fn with_shutdown(ctx: Arc<ServerContext>, stop: watch::Receiver<bool>) -> Self {
         let hub = Hub::start(ctx.node.store().clone(), ctx.node.subscribe_revisions());
-        WatchService { ctx, hub }
+        WatchService { ctx, hub, stop }
     }
 }
 
@@ -59,6 +72,7 @@ impl Watch for WatchService {
             inbound,
             tx,
             self.ctx.limits.watch_progress_notify_interval,
+            self.stop.clone(),
         ));
         let out = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))

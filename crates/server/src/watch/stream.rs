@@ -15,12 +15,12 @@ use bramble_api::mvccpb::event::EventType;
 use bramble_api::mvccpb::Event;
 use bramble_storage::mvcc::MvccStore;
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
 use super::filter::{Filters, KeyRange};
 use super::hub::{Hub, HubMsg, WatchSpec};
-use crate::ServerContext;
+use crate::{errors, ServerContext};
 
 /// etcd's `mvcc: watcher range is empty`.
 const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
@@ -65,6 +65,7 @@ pub async fn run(
     mut inbound: Streaming<WatchRequest>,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
     progress_interval: Duration,
+    mut stop: watch::Receiver<bool>,
 ) {
     let (id, mut queue) = hub.open_stream();
     let mut s = WatchStream {
@@ -80,6 +81,7 @@ pub async fn run(
         progress_interval,
     );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stop_armed = true;
     loop {
         let step = tokio::select! {
             req = inbound.message() => match req {
@@ -96,6 +98,17 @@ pub async fn run(
                 Ok(())
             }
             _ = s.out.closed() => Err(Gone),
+            stopped = async { stop.wait_for(|stopped| *stopped).await.is_ok() }, if stop_armed => match stopped {
+                true => {
+                    let _ = s.out.try_send(Err(errors::stopped()));
+                    Err(Gone)
+                }
+                // Nobody can stop us any more.
+                false => {
+                    stop_armed = false;
+                    Ok(())
+                }
+            },
         };
         if step.is_err() {
             break;
