@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use etcd_client::{
     Client, CompactionResponse, ConnectOptions, DeleteResponse, Error, GetResponse, KeyValue,
-    PutResponse, ResponseHeader, TxnOpResponse, TxnResponse,
+    LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeResponse,
+    LeaseTimeToLiveResponse, PutResponse, ResponseHeader, TxnOpResponse, TxnResponse,
 };
 
 use crate::server::Server;
@@ -141,6 +142,67 @@ impl Render for TxnResponse {
 impl Render for CompactionResponse {
     fn render(&self) -> String {
         format!("compact {}", header(self.header()))
+    }
+}
+
+impl Render for LeaseGrantResponse {
+    fn render(&self) -> String {
+        format!(
+            "lease grant {} id={} ttl={} error={:?}",
+            header(self.header()),
+            self.id(),
+            self.ttl(),
+            self.error()
+        )
+    }
+}
+
+impl Render for LeaseRevokeResponse {
+    fn render(&self) -> String {
+        format!("lease revoke {}", header(self.header()))
+    }
+}
+
+/// The remaining TTL is a clock reading: rendered as whether it lies within
+/// `(granted - 2, granted + 2]` (a fresh or just renewed lease; etcd adds an election
+/// timeout after a restart), or -1 for a missing lease.
+impl Render for LeaseTimeToLiveResponse {
+    fn render(&self) -> String {
+        let ttl = match self.ttl() {
+            -1 => "-1".to_string(),
+            t if t <= self.granted_ttl() + 2 && t > self.granted_ttl() - 2 => "fresh".to_string(),
+            t => format!("{t}"),
+        };
+        // Sorted: etcd lists them in Go map order.
+        let mut keys: Vec<String> = self.keys().iter().map(|k| bytes(k)).collect();
+        keys.sort_unstable();
+        format!(
+            "lease ttl {} id={} ttl={ttl} granted={} keys=[{}]",
+            header(self.header()),
+            self.id(),
+            self.granted_ttl(),
+            keys.join(", ")
+        )
+    }
+}
+
+/// Lease ids sorted (etcd lists them soonest expiry first, ties in map order).
+impl Render for LeaseLeasesResponse {
+    fn render(&self) -> String {
+        let mut ids: Vec<i64> = self.leases().iter().map(|l| l.id()).collect();
+        ids.sort_unstable();
+        format!("lease leases {} ids={ids:?}", header(self.header()))
+    }
+}
+
+impl Render for LeaseKeepAliveResponse {
+    fn render(&self) -> String {
+        format!(
+            "lease keep-alive {} id={} ttl={}",
+            header(self.header()),
+            self.id(),
+            self.ttl()
+        )
     }
 }
 

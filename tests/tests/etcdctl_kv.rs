@@ -8,7 +8,7 @@
 //!
 //! Not here, because etcdctl 3.4 has no flag for them: `--count-only` and the min/max
 //! mod/create revision filters (`client_kv.rs` covers them with the etcd-client crate), and
-//! leases (`put --lease`, `--ignore-lease` on a leased key: the Lease service comes later).
+//! leases (`put --lease` and the lease commands are in `etcdctl_lease.rs`).
 
 use bramble_tests::target::{self, Kind};
 use bramble_tests::{Script, Server, Step};

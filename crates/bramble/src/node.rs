@@ -16,6 +16,8 @@ use bramble_api::etcdserverpb::{
 use bramble_api::mvccpb::KeyValue;
 use bramble_raft::{Member, NodeConfig, RaftNode};
 use bramble_server::kv::KvService;
+use bramble_server::lease::expiry::min_lease_ttl;
+use bramble_server::lease::Lessor;
 use bramble_server::{Identity, Limits, ServerContext};
 
 /// How to open a member.
@@ -107,7 +109,13 @@ impl Node {
             },
             limits: opts.limits,
             db_path,
+            lessor: Lessor::new(
+                member_id,
+                min_lease_ttl(opts.heartbeat_interval_ms, opts.election_timeout_ms),
+                std::time::Duration::from_millis(opts.election_timeout_ms),
+            ),
         });
+        Lessor::start(&ctx);
         let kv = KvService::new(ctx.clone());
         Ok(Node { ctx, kv })
     }

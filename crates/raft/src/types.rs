@@ -37,6 +37,8 @@ impl fmt::Display for Request {
             Some(Op::DeleteRange(_)) => "delete_range",
             Some(Op::Txn(_)) => "txn",
             Some(Op::Compaction(_)) => "compaction",
+            Some(Op::LeaseGrant(_)) => "lease_grant",
+            Some(Op::LeaseRevoke(_)) => "lease_revoke",
             None => "empty",
         };
         f.write_str(what)

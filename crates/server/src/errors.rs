@@ -58,6 +58,14 @@ pub fn future_revision() -> Status {
 pub fn lease_not_found() -> Status {
     status(Code::NotFound, "etcdserver: requested lease not found")
 }
+/// `etcdserver: lease already exists`
+pub fn lease_exists() -> Status {
+    status(Code::FailedPrecondition, "etcdserver: lease already exists")
+}
+/// `etcdserver: too large lease TTL`
+pub fn lease_ttl_too_large() -> Status {
+    status(Code::OutOfRange, "etcdserver: too large lease TTL")
+}
 /// `etcdserver: invalid sort option`
 pub fn invalid_sort_option() -> Status {
     status(Code::InvalidArgument, "etcdserver: invalid sort option")

@@ -114,6 +114,8 @@ pub fn mvcc_status(e: &MvccError) -> Status {
         MvccError::FutureRevision => errors::future_revision(),
         MvccError::KeyNotFound => errors::key_not_found(),
         MvccError::LeaseNotFound => errors::lease_not_found(),
+        MvccError::LeaseExists => errors::lease_exists(),
+        MvccError::LeaseTtlTooLarge => errors::lease_ttl_too_large(),
         MvccError::InvalidSortOption => errors::invalid_sort_option(),
         other => errors::internal(other),
     }

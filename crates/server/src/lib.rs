@@ -1,12 +1,13 @@
 //! etcd v3 gRPC services for Bramble: request checks, etcd's error strings,
-//! response headers, and the services themselves (KV, Maintenance and Watch;
-//! Lease, Cluster and Auth arrive with their issues).
+//! response headers, and the services themselves (KV, Maintenance, Watch and
+//! Lease; Cluster and Auth arrive with their issues).
 
 pub mod errors;
 pub mod grpc_errors;
 pub mod header;
 pub mod http;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod validate;
 pub mod watch;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bramble_api::etcdserverpb::kv_server::KvServer;
+use bramble_api::etcdserverpb::lease_server::LeaseServer;
 use bramble_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use bramble_api::etcdserverpb::watch_server::WatchServer;
 use bramble_raft::{ProposeError, RaftNode};
@@ -62,6 +64,8 @@ pub struct ServerContext {
     pub limits: Limits,
     /// The MVCC database file (for its size in Status).
     pub db_path: PathBuf,
+    /// The leader's lease clock and expiry loop (one per member).
+    pub lessor: lease::Lessor,
 }
 
 /// Maps a Raft proposal failure to etcd's error.
@@ -113,11 +117,15 @@ impl ClientServer {
         let watch = WatchServer::new(watch_service)
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX);
+        let lease = LeaseServer::new(lease::LeaseService::new(self.ctx.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX);
         tonic::transport::Server::builder()
             .layer(grpc_errors::EtcdGrpcErrorsLayer)
             .add_service(kv)
             .add_service(maintenance)
             .add_service(watch)
+            .add_service(lease)
             .serve_with_incoming_shutdown(incoming(listener), shutdown)
             .await
     }

@@ -26,11 +26,16 @@ pub enum MvccError {
     /// (etcd `etcdserver.ErrKeyNotFound`).
     #[error("etcdserver: key not found")]
     KeyNotFound,
-    /// A put names a lease that the lease checker (see
-    /// [`super::MvccStore::set_lease_checker`]) does not know (etcd
-    /// `rpctypes.ErrGRPCLeaseNotFound`).
+    /// A put names a lease that does not exist, a revoke an unknown lease, or a grant
+    /// lease id 0 (etcd `rpctypes.ErrGRPCLeaseNotFound`).
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// A lease grant for an id that exists (etcd `lease.ErrLeaseExists`).
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// A lease grant with a TTL above the maximum (etcd `lease.ErrLeaseTTLTooLarge`).
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     /// A range request with a sort order or target outside the protocol's enums
     /// (etcd `rpctypes.ErrGRPCInvalidSortOption`).
     #[error("etcdserver: invalid sort option")]
@@ -69,6 +74,8 @@ impl MvccError {
                 | MvccError::FutureRevision
                 | MvccError::KeyNotFound
                 | MvccError::LeaseNotFound
+                | MvccError::LeaseExists
+                | MvccError::LeaseTtlTooLarge
                 | MvccError::InvalidSortOption
                 | MvccError::EmptyCommand
         )
@@ -122,6 +129,14 @@ mod tests {
         assert_eq!(
             MvccError::LeaseNotFound.to_string(),
             "etcdserver: requested lease not found"
+        );
+        assert_eq!(
+            MvccError::LeaseExists.to_string(),
+            "etcdserver: lease already exists"
+        );
+        assert_eq!(
+            MvccError::LeaseTtlTooLarge.to_string(),
+            "etcdserver: too large lease TTL"
         );
         assert_eq!(
             MvccError::InvalidSortOption.to_string(),

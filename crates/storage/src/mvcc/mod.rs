@@ -5,7 +5,8 @@
 //! - [`revision`]: main/sub revisions and their big-endian key encoding;
 //! - [`key_index`]: the generations of one key;
 //! - [`index`]: all keys, in memory, rebuilt from disk on open;
-//! - [`schema`]: the redb tables (key table, meta table) and encodings;
+//! - [`schema`]: the redb tables (key table, meta table, lease table) and encodings;
+//! - [`lease`]: leases (grant, revoke, the keys attached to each);
 //! - `store`: [`MvccStore`], opening, concurrency and durability (checkpoints);
 //! - `read`: range reads; `write`: the apply loop, put and delete range; `txn`:
 //!   transactions; `compaction`: compaction; `events`: history as watch events;
@@ -42,6 +43,7 @@ pub mod error;
 mod events;
 pub mod index;
 pub mod key_index;
+pub mod lease;
 mod read;
 pub mod revision;
 pub mod schema;
@@ -54,6 +56,7 @@ mod write;
 mod tests;
 
 pub use error::MvccError;
+pub use lease::{LeaseInfo, MAX_LEASE_TTL};
 pub use revision::Revision;
 pub use store::{LeaseChecker, MvccOptions, MvccStore};
 pub use txn_read::is_read_only;

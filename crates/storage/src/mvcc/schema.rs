@@ -17,6 +17,9 @@
 //! - [`RAFT`] (`"raft"`): name → bytes the raft layer stores with the applied position:
 //!   `membership`, the last applied membership (opaque to this crate; etcd keeps its
 //!   membership in its backend the same way).
+//! - [`LEASES`] (`"lease"`): lease id → [`LeaseRecord`] protobuf bytes (the fields of
+//!   etcd's `leasepb.Lease`), one row per lease that exists (see [`super::lease`]). Files
+//!   written before leases have no such table; it is created by the first apply.
 
 use bramble_api::mvccpb::KeyValue;
 use prost::Message;
@@ -31,6 +34,9 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Raft layer state applied with the data, name → opaque bytes.
 pub const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
+/// Lease id → [`LeaseRecord`] protobuf.
+pub const LEASES: TableDefinition<i64, &[u8]> = TableDefinition::new("lease");
+
 /// Raft table key: the last applied membership.
 pub const RAFT_MEMBERSHIP: &str = "membership";
 
@@ -167,6 +173,33 @@ pub struct KeyValueHead {
     /// `KeyValue.version`.
     #[prost(int64, tag = "4")]
     pub version: i64,
+    /// `KeyValue.lease`.
+    #[prost(int64, tag = "6")]
+    pub lease: i64,
+}
+
+/// A lease-table value: the fields of etcd's `leasepb.Lease`.
+#[derive(Clone, PartialEq, Message)]
+pub struct LeaseRecord {
+    /// The lease id.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    /// The granted TTL, seconds.
+    #[prost(int64, tag = "2")]
+    pub ttl: i64,
+    /// etcd's checkpointed remaining TTL (0: unset); kept for the format, unused.
+    #[prost(int64, tag = "3")]
+    pub remaining_ttl: i64,
+}
+
+/// Encodes a lease-table value.
+pub fn encode_lease(rec: &LeaseRecord) -> Vec<u8> {
+    rec.encode_to_vec()
+}
+
+/// Decodes a lease-table value.
+pub fn decode_lease(bytes: &[u8]) -> Result<LeaseRecord, MvccError> {
+    Ok(LeaseRecord::decode(bytes)?)
 }
 
 /// Decodes the head of a key-table value.
@@ -194,6 +227,13 @@ mod tests {
         assert_eq!(head.key, b"k");
         assert_eq!(head.create_revision, 3);
         assert_eq!(head.version, 4);
+        assert_eq!(head.lease, 42);
+        let rec = LeaseRecord {
+            id: -5,
+            ttl: 9_000_000_000,
+            remaining_ttl: 0,
+        };
+        assert_eq!(decode_lease(&encode_lease(&rec)).unwrap(), rec);
         assert!(matches!(
             decode_kv(&[0xff, 0xff]),
             Err(MvccError::Corrupt(_))

@@ -26,6 +26,7 @@
 //! reports, and the raft layer replays the WAL from there. A clean drop of the store also
 //! persists what was applied (redb makes pending commits durable on close).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
@@ -34,6 +35,7 @@ use redb::{Builder, Database, ReadableDatabase, ReadableTable, ReadableTableMeta
 
 use super::error::MvccError;
 use super::index::TreeIndex;
+use super::lease::{self, LeaseTable};
 use super::revision::Revision;
 use super::schema::{self, KEYS, META};
 
@@ -68,7 +70,10 @@ pub struct MvccStore {
     pub(super) applied: Mutex<(u64, u64)>,
     /// The applier's state; holding it is being the applier.
     pub(super) writer: Mutex<WriterState>,
+    /// Overrides the lease table as the puts' lease check (see `set_lease_checker`).
     pub(super) lease_checker: RwLock<Option<LeaseChecker>>,
+    /// Every lease and the keys attached to each (see [`super::lease`]).
+    pub(super) leases: RwLock<LeaseTable>,
 }
 
 /// What the applier knows (it runs ahead of the published values during an apply).
@@ -95,11 +100,12 @@ impl MvccStore {
             .create(path)?;
         Self::init_tables(&db)?;
 
-        let (meta, index, max_rev) = {
+        let (meta, index, max_rev, leases) = {
             let rtxn = db.begin_read()?;
             let meta = schema::read_meta(&rtxn.open_table(META)?)?;
-            let (index, max_rev) = rebuild_index(&rtxn.open_table(KEYS)?)?;
-            (meta, index, max_rev)
+            let (index, max_rev, attached) = rebuild_index(&rtxn.open_table(KEYS)?)?;
+            let leases = LeaseTable::build(lease::read_leases(&rtxn)?, attached);
+            (meta, index, max_rev, leases)
         };
         if max_rev > meta.current_rev {
             return Err(MvccError::Corrupt(format!(
@@ -112,6 +118,7 @@ impl MvccStore {
             keys = index.len(),
             revision = meta.current_rev,
             compact_revision = meta.scheduled_compact,
+            leases = leases.leases.len(),
             applied_index = meta.applied.0,
             "mvcc store opened"
         );
@@ -129,6 +136,7 @@ impl MvccStore {
                 pending_compaction: None,
             }),
             lease_checker: RwLock::new(None),
+            leases: RwLock::new(leases),
         };
         if meta.scheduled_compact > meta.finished_compact {
             tracing::info!(
@@ -160,6 +168,7 @@ impl MvccStore {
                 ));
             }
             txn.open_table(schema::RAFT)?;
+            txn.open_table(schema::LEASES)?;
             let mut meta = txn.open_table(META)?;
             meta.insert(schema::META_SCHEMA_VERSION, schema::SCHEMA_VERSION)?;
         }
@@ -184,10 +193,12 @@ impl MvccStore {
         self.compact_rev.load(Ordering::SeqCst)
     }
 
-    /// Installs the lease check that puts use, as etcd's lessor lookup: a put (or a put in
-    /// a txn's executed branch) naming a lease for which `checker` returns false fails with
-    /// [`MvccError::LeaseNotFound`]. Without a checker leases are not checked. The checker
-    /// must be deterministic across replicas (it reads replicated lease state).
+    /// Replaces the lease check that puts use. By default (`None`) it is etcd's lessor
+    /// lookup against the store's own lease table: a put (or a put in a txn's executed
+    /// branch) naming a lease that does not exist fails with
+    /// [`MvccError::LeaseNotFound`]. With `Some(checker)`, leases for which `checker`
+    /// returns false fail instead (keys are attached only to leases of the table). The
+    /// checker must be deterministic across replicas (it reads replicated state).
     pub fn set_lease_checker(&self, checker: Option<LeaseChecker>) {
         *self
             .lease_checker
@@ -233,6 +244,24 @@ impl MvccStore {
             .map_err(|_| MvccError::Corrupt("key index poisoned by a panic".into()))
     }
 
+    /// Rebuilds the in-memory lease table from the committed file (after a failed apply
+    /// left it with changes that were not committed).
+    pub(super) fn reload_leases(&self) -> Result<(), MvccError> {
+        let rtxn = self.db.begin_read()?;
+        let (_, _, attached) = rebuild_index(&rtxn.open_table(KEYS)?)?;
+        let table = LeaseTable::build(lease::read_leases(&rtxn)?, attached);
+        *lease::lock_write(&self.leases)? = table;
+        Ok(())
+    }
+
+    /// A copy of the lease table (for tests and checks).
+    #[cfg(test)]
+    pub(super) fn lease_table_snapshot(&self) -> LeaseTable {
+        lease::lock_read(&self.leases)
+            .map(|t| t.clone())
+            .unwrap_or_default()
+    }
+
     /// A copy of the key index (for tests and checks).
     #[cfg(test)]
     pub(super) fn index_snapshot(&self) -> TreeIndex {
@@ -242,14 +271,18 @@ impl MvccStore {
     }
 }
 
+/// Live key → the lease its latest version names (non-zero only).
+pub(super) type Attachments = HashMap<Vec<u8>, i64>;
+
 /// Rebuilds the key index from the key table (etcd's `restore`): revisions in order, a
 /// key's first surviving version starts it (with its stored create revision and
-/// version), later puts and tombstones extend it. Returns the index and the highest
-/// revision seen (0 for an empty table).
+/// version), later puts and tombstones extend it. Returns the index, the highest
+/// revision seen (0 for an empty table) and the lease of every live key that has one.
 pub(super) fn rebuild_index(
     table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-) -> Result<(TreeIndex, i64), MvccError> {
+) -> Result<(TreeIndex, i64, Attachments), MvccError> {
     let mut index = TreeIndex::new();
+    let mut attached = Attachments::new();
     let mut last = Revision::default();
     for entry in table.iter()? {
         let (k, v) = entry?;
@@ -261,6 +294,11 @@ pub(super) fn rebuild_index(
         }
         last = rev;
         let head = schema::decode_kv_head(v.value())?;
+        if tombstone || head.lease == 0 {
+            attached.remove(&head.key);
+        } else {
+            attached.insert(head.key.clone(), head.lease);
+        }
         match index.key_index_mut(&head.key) {
             Some(ki) => {
                 if tombstone {
@@ -287,5 +325,5 @@ pub(super) fn rebuild_index(
             }
         }
     }
-    Ok((index, last.main))
+    Ok((index, last.main, attached))
 }

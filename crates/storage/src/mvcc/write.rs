@@ -24,8 +24,9 @@ use std::sync::RwLock;
 use bramble_api::bramblepb::command::Op;
 use bramble_api::bramblepb::Command;
 use bramble_api::etcdserverpb::{
-    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, ResponseHeader, TxnResponse,
+    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantResponse,
+    LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
+    TxnResponse,
 };
 use bramble_api::mvccpb::KeyValue;
 use redb::{Durability, ReadableDatabase, Table};
@@ -33,9 +34,10 @@ use redb::{Durability, ReadableDatabase, Table};
 use super::compaction;
 use super::error::MvccError;
 use super::index::{IndexChange, KeyRange, TreeIndex};
+use super::lease::{self, LeaseTable};
 use super::read::{self, fetch};
 use super::revision::Revision;
-use super::schema::{self, KEYS, META, RAFT};
+use super::schema::{self, KEYS, LEASES, META, RAFT};
 use super::store::{LeaseChecker, MvccStore, WriterState};
 
 /// The result of applying one command: etcd's response, or the deterministic error etcd
@@ -50,6 +52,10 @@ pub enum ApplyResult {
     Txn(TxnResponse),
     /// Response to a compaction.
     Compaction(CompactionResponse),
+    /// Response to a lease grant.
+    LeaseGrant(LeaseGrantResponse),
+    /// Response to a lease revoke.
+    LeaseRevoke(LeaseRevokeResponse),
     /// The command failed deterministically; the state is unchanged (but the applied raft
     /// position advanced).
     Error(MvccError),
@@ -199,6 +205,7 @@ impl MvccStore {
         let outcome = (|| {
             let mut keys = txn.open_table(KEYS)?;
             let mut meta = txn.open_table(META)?;
+            let mut lease_rows = txn.open_table(LEASES)?;
             while *next < entries.len() {
                 let (index, term, entry) = entries[*next];
                 *next += 1;
@@ -236,6 +243,8 @@ impl MvccStore {
                 }
                 let mut ctx = WriteCtx {
                     keys: &mut keys,
+                    lease_rows: &mut lease_rows,
+                    leases: &self.leases,
                     index: &self.index,
                     undo: &mut undo,
                     begin_rev: st.rev,
@@ -266,9 +275,14 @@ impl MvccStore {
         let committed = outcome.and_then(|()| Ok(txn.commit()?));
         if let Err(e) = committed {
             results.truncate(first_result);
-            let mut idx = self.write_index()?;
-            for change in undo.iter().rev() {
-                idx.undo(change);
+            {
+                let mut idx = self.write_index()?;
+                for change in undo.iter().rev() {
+                    idx.undo(change);
+                }
+            }
+            if let Err(reload) = self.reload_leases() {
+                tracing::error!(error = %reload, "lease table reload after a failed apply");
             }
             return Err(e);
         }
@@ -283,6 +297,10 @@ impl MvccStore {
 /// the undo log of its index changes.
 pub(super) struct WriteCtx<'a, 't> {
     pub keys: &'a mut Table<'t, &'static [u8], &'static [u8]>,
+    /// The lease table's rows.
+    pub lease_rows: &'a mut Table<'t, i64, &'static [u8]>,
+    /// The leases in memory, changed as the entry applies.
+    pub leases: &'a RwLock<LeaseTable>,
     pub index: &'a RwLock<TreeIndex>,
     pub undo: &'a mut Vec<IndexChange>,
     /// The store's revision before this change; the change writes at `begin_rev + 1`.
@@ -304,6 +322,8 @@ impl WriteCtx<'_, '_> {
             }
             Some(Op::DeleteRange(d)) => self.delete_range(d).map(ApplyResult::DeleteRange),
             Some(Op::Txn(t)) => self.txn(t).map(ApplyResult::Txn),
+            Some(Op::LeaseGrant(g)) => self.lease_grant(g).map(ApplyResult::LeaseGrant),
+            Some(Op::LeaseRevoke(r)) => self.lease_revoke(r).map(ApplyResult::LeaseRevoke),
             Some(Op::Compaction(_)) => Err(MvccError::Corrupt(
                 "compaction reached the write path".into(),
             )),
@@ -321,11 +341,20 @@ impl WriteCtx<'_, '_> {
         }
     }
 
-    /// Fails with `LeaseNotFound` if a lease checker is installed and does not know `lease`.
+    /// Fails with `LeaseNotFound` if `lease` (non-zero) does not exist: in the lease
+    /// table, or for the installed lease checker if there is one.
     pub(super) fn check_lease(&self, lease: i64) -> Result<(), MvccError> {
-        match self.lease_checker {
-            Some(known) if lease != 0 && !known(lease) => Err(MvccError::LeaseNotFound),
-            _ => Ok(()),
+        if lease == 0 {
+            return Ok(());
+        }
+        let known = match self.lease_checker {
+            Some(known) => known(lease),
+            None => lease::lock_read(self.leases)?.contains(lease),
+        };
+        if known {
+            Ok(())
+        } else {
+            Err(MvccError::LeaseNotFound)
         }
     }
 
@@ -433,13 +462,14 @@ impl WriteCtx<'_, '_> {
             schema::encode_kv(&kv).as_slice(),
         )?;
         self.index_write()?.put(key, rev);
+        lease::lock_write(self.leases)?.attach(key, lease);
         self.undo.push(IndexChange::Put(kv.key, rev));
         self.sub += 1;
         Ok(())
     }
 
     /// Writes a tombstone for `key` (which must exist) at the next sub revision.
-    fn delete(&mut self, key: &[u8]) -> Result<(), MvccError> {
+    pub(super) fn delete(&mut self, key: &[u8]) -> Result<(), MvccError> {
         let rev = Revision::new(self.begin_rev + 1, self.sub);
         let kv = KeyValue {
             key: key.to_vec(),
@@ -454,6 +484,7 @@ impl WriteCtx<'_, '_> {
                 "delete of {key:?} at {rev}: key not live in the index"
             )));
         }
+        lease::lock_write(self.leases)?.detach(key);
         self.undo.push(IndexChange::Tombstone(kv.key, rev));
         self.sub += 1;
         Ok(())

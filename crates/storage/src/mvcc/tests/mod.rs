@@ -9,14 +9,16 @@ use bramble_api::bramblepb::Command;
 use bramble_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use bramble_api::etcdserverpb::request_op::Request;
 use bramble_api::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse,
-    RequestOp, TxnRequest, TxnResponse,
+    CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+    TxnResponse,
 };
 use bramble_api::mvccpb::KeyValue;
 
 use super::{ApplyResult, MvccError, MvccOptions, MvccStore};
 
 mod compaction;
+mod lease;
 mod model;
 mod read;
 mod store;
@@ -54,6 +56,24 @@ impl TestStore {
         match self.apply(put_cmd(put(key, value))) {
             ApplyResult::Put(r) => r.header.unwrap().revision,
             other => panic!("put {key}: {other:?}"),
+        }
+    }
+
+    /// Grants lease `id` with `ttl`.
+    pub fn grant(&self, id: i64, ttl: i64) -> Result<LeaseGrantResponse, MvccError> {
+        match self.apply(grant_cmd(id, ttl)) {
+            ApplyResult::LeaseGrant(r) => Ok(r),
+            ApplyResult::Error(e) => Err(e),
+            other => panic!("grant {id}: {other:?}"),
+        }
+    }
+
+    /// Revokes lease `id`; returns the response revision.
+    pub fn revoke(&self, id: i64) -> Result<i64, MvccError> {
+        match self.apply(revoke_cmd(id)) {
+            ApplyResult::LeaseRevoke(r) => Ok(r.header.unwrap().revision),
+            ApplyResult::Error(e) => Err(e),
+            other => panic!("revoke {id}: {other:?}"),
         }
     }
 
@@ -141,6 +161,18 @@ pub fn del(key: &str, end: &str) -> DeleteRangeRequest {
 pub fn del_cmd(key: &str, end: &str) -> Command {
     Command {
         op: Some(Op::DeleteRange(del(key, end))),
+    }
+}
+
+pub fn grant_cmd(id: i64, ttl: i64) -> Command {
+    Command {
+        op: Some(Op::LeaseGrant(LeaseGrantRequest { ttl, id })),
+    }
+}
+
+pub fn revoke_cmd(id: i64) -> Command {
+    Command {
+        op: Some(Op::LeaseRevoke(LeaseRevokeRequest { id })),
     }
 }
 

@@ -204,6 +204,9 @@ fn random_range(rng: &mut Rng, cur: i64) -> RangeRequest {
 fn run(seed: u64, steps: usize) {
     let mut rng = Rng(seed);
     let mut s = TestStore::new();
+    // Puts use leases 0, 1 and 2; grants take no revision.
+    s.grant(1, 60).unwrap();
+    s.grant(2, 60).unwrap();
     let mut m = Model {
         snaps: vec![BTreeMap::new(), BTreeMap::new()],
         compact: -1,

@@ -90,6 +90,7 @@ fn kube_apiserver_shapes() {
 #[test]
 fn compare_targets_and_results() {
     let s = TestStore::new();
+    s.grant(9, 60).unwrap();
     s.put("x", "0"); // 2
     let mut p = put("k", "5");
     p.lease = 9;

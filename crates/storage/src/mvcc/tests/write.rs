@@ -25,6 +25,8 @@ fn revisions_versions_and_generations() {
 #[test]
 fn put_prev_kv_lease_and_ignore_flags() {
     let s = TestStore::new();
+    s.grant(77, 60).unwrap();
+    s.grant(5, 60).unwrap();
     let mut p = put("k", "v1");
     p.lease = 77;
     p.prev_kv = true;

@@ -1,0 +1,294 @@
+//! The lease clock: when each lease expires, as the leader sees it, and the loop that
+//! revokes expired leases through Raft (etcd's lessor `runLoop` / `revokeExpiredLeases`).
+//!
+//! Expiry times are not replicated state. Only the leader keeps them, in memory: a lease
+//! the clock has not seen yet (every lease after a restart, or after this member became
+//! leader) gets its full TTL from that moment, which is etcd's "extend on promote", so
+//! clients have a whole TTL to renew after a failover or restart. A member that is not
+//! the leader forgets its clock.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
+
+use bramble_api::bramblepb::{command::Op, Command};
+use bramble_api::etcdserverpb::LeaseRevokeRequest;
+use bramble_storage::mvcc::{ApplyResult, MvccError};
+use tokio::time::Instant;
+
+use crate::ServerContext;
+
+/// How often the leader looks for expired leases (etcd: 500 ms).
+pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Most revokes proposed per check (etcd: `leaseRevokeRate / 2` = 500).
+pub const REVOKES_PER_CHECK: usize = 500;
+
+/// etcd's minimum lease TTL for a heartbeat interval and election timeout (ms):
+/// `ceil(1.5 * election ticks * heartbeat)` in seconds (2 s with etcd's defaults).
+pub fn min_lease_ttl(heartbeat_ms: u64, election_ms: u64) -> i64 {
+    let heartbeat = heartbeat_ms.max(1);
+    let ticks = election_ms / heartbeat;
+    let min_ms = (3 * ticks / 2) * heartbeat;
+    i64::try_from(min_ms.div_ceil(1000)).unwrap_or(i64::MAX)
+}
+
+/// etcd's request id generator (`pkg/idutil`): the member id's low 16 bits, then 40
+/// bits of the start time in milliseconds and an 8-bit counter, which carries into the
+/// time bits. Lease ids are its values with the sign bit cleared.
+#[derive(Debug)]
+pub struct IdGenerator {
+    prefix: u64,
+    suffix: AtomicU64,
+}
+
+impl IdGenerator {
+    const SUFFIX_BITS: u32 = 48;
+    const COUNT_BITS: u32 = 8;
+
+    /// A generator for `member_id`, started now.
+    pub fn new(member_id: u64) -> Self {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Self::at(member_id, ms)
+    }
+
+    /// A generator for `member_id` started at `unix_ms`.
+    pub fn at(member_id: u64, unix_ms: u64) -> Self {
+        let ts_bits = Self::SUFFIX_BITS - Self::COUNT_BITS;
+        IdGenerator {
+            prefix: (member_id & 0xffff) << Self::SUFFIX_BITS,
+            suffix: AtomicU64::new((unix_ms & ((1 << ts_bits) - 1)) << Self::COUNT_BITS),
+        }
+    }
+
+    /// The next lease id: positive, never 0.
+    pub fn next_lease_id(&self) -> i64 {
+        loop {
+            let s = self.suffix.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            let id = (self.prefix | (s & ((1 << Self::SUFFIX_BITS) - 1))) & (i64::MAX as u64);
+            if id != 0 {
+                return id as i64;
+            }
+        }
+    }
+}
+
+/// The leader's in-memory lease clock, shared by every Lease service of a server and
+/// its expiry loop.
+#[derive(Debug)]
+pub struct Lessor {
+    /// etcd's minimum TTL, seconds: grants below it are raised to it.
+    pub min_ttl: i64,
+    /// Assigns ids to grants that ask for id 0.
+    pub ids: IdGenerator,
+    /// Added to the TTL of a lease first seen by this leader (etcd: an election timeout).
+    promote_extend: Duration,
+    state: Mutex<Clock>,
+    started: OnceLock<()>,
+}
+
+#[derive(Debug, Default)]
+struct Clock {
+    /// Lease id → when it expires (only for leases seen since this member led).
+    expiry: HashMap<i64, Instant>,
+    /// Leases whose revoke is being proposed by the expiry loop.
+    revoking: HashSet<i64>,
+}
+
+fn deadline(now: Instant, ttl: i64) -> Instant {
+    let secs = u64::try_from(ttl).unwrap_or(0);
+    now.checked_add(Duration::from_secs(secs))
+        .unwrap_or_else(|| now + Duration::from_secs(86400 * 365 * 100))
+}
+
+impl Lessor {
+    /// A clock for a member with `member_id`, whose minimum TTL is `min_ttl` seconds;
+    /// leases it first sees as leader get `promote_extend` on top of their TTL.
+    pub fn new(member_id: u64, min_ttl: i64, promote_extend: Duration) -> Self {
+        Lessor {
+            min_ttl,
+            ids: IdGenerator::new(member_id),
+            promote_extend,
+            state: Mutex::new(Clock::default()),
+            started: OnceLock::new(),
+        }
+    }
+
+    fn clock(&self) -> MutexGuard<'_, Clock> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lease `id` (granted `ttl`) expires `ttl` seconds from now (a grant or a renew).
+    pub fn refresh(&self, id: i64, ttl: i64) {
+        self.clock()
+            .expiry
+            .insert(id, deadline(Instant::now(), ttl));
+    }
+
+    /// Forgets lease `id` (revoked).
+    pub fn forget(&self, id: i64) {
+        self.clock().expiry.remove(&id);
+    }
+
+    /// When lease `id` (granted `ttl`) expires; a lease not seen yet starts its full
+    /// TTL (plus the promote extension) now.
+    pub fn expiry(&self, id: i64, ttl: i64) -> Instant {
+        let start = Instant::now() + self.promote_extend;
+        *self
+            .clock()
+            .expiry
+            .entry(id)
+            .or_insert_with(|| deadline(start, ttl))
+    }
+
+    /// Starts the expiry loop for `ctx` once (later calls do nothing). It stops when the
+    /// context is dropped.
+    pub fn start(ctx: &Arc<ServerContext>) {
+        if ctx.lessor.started.set(()).is_err() {
+            return;
+        }
+        let weak = Arc::downgrade(ctx);
+        tokio::spawn(expiry_loop(weak));
+    }
+
+    /// The expired leases to revoke now (marked as being revoked), given every lease
+    /// as (id, TTL). Drops clock entries of leases that no longer exist.
+    fn due(&self, leases: &[(i64, i64)], now: Instant) -> Vec<i64> {
+        let mut clock = self.clock();
+        let live: HashSet<i64> = leases.iter().map(|(id, _)| *id).collect();
+        clock.expiry.retain(|id, _| live.contains(id));
+        clock.revoking.retain(|id| live.contains(id));
+        let mut due = Vec::new();
+        let start = now + self.promote_extend;
+        for &(id, ttl) in leases {
+            let at = *clock
+                .expiry
+                .entry(id)
+                .or_insert_with(|| deadline(start, ttl));
+            if at <= now && !clock.revoking.contains(&id) {
+                due.push(id);
+                if due.len() == REVOKES_PER_CHECK {
+                    break;
+                }
+            }
+        }
+        for id in &due {
+            clock.revoking.insert(*id);
+        }
+        due
+    }
+
+    fn revoked(&self, id: i64, gone: bool) {
+        let mut clock = self.clock();
+        clock.revoking.remove(&id);
+        if gone {
+            clock.expiry.remove(&id);
+        }
+    }
+
+    /// Forgets every expiry (this member is not the leader).
+    fn clear(&self) {
+        let mut clock = self.clock();
+        clock.expiry.clear();
+    }
+}
+
+/// Every [`CHECK_INTERVAL`], on the leader: proposes a revoke for each expired lease.
+async fn expiry_loop(ctx: Weak<ServerContext>) {
+    loop {
+        tokio::time::sleep(CHECK_INTERVAL).await;
+        let Some(ctx) = ctx.upgrade() else {
+            return;
+        };
+        let node = &ctx.node;
+        let status = node.status();
+        if status.leader != node.member_id() {
+            ctx.lessor.clear();
+            continue;
+        }
+        let leases = match node.store().leases() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "lease expiry: cannot list leases");
+                continue;
+            }
+        };
+        for id in ctx.lessor.due(&leases, Instant::now()) {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let cmd = Command {
+                    op: Some(Op::LeaseRevoke(LeaseRevokeRequest { id })),
+                };
+                let gone = match ctx.node.propose(cmd).await {
+                    Ok(ApplyResult::LeaseRevoke(_)) => {
+                        tracing::debug!(lease = id, "expired lease revoked");
+                        true
+                    }
+                    Ok(ApplyResult::Error(MvccError::LeaseNotFound)) => true,
+                    Ok(other) => {
+                        tracing::warn!(lease = id, result = ?other, "expired lease revoke");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(lease = id, error = %e, "expired lease revoke failed; retrying");
+                        false
+                    }
+                };
+                ctx.lessor.revoked(id, gone);
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_ttl_as_etcd() {
+        // etcd defaults: 100 ms heartbeat, 1000 ms election: 15 ticks * 100 ms = 1.5 s → 2.
+        assert_eq!(min_lease_ttl(100, 1000), 2);
+        assert_eq!(min_lease_ttl(100, 2000), 3);
+        assert_eq!(min_lease_ttl(500, 5000), 8);
+        assert_eq!(min_lease_ttl(0, 0), 0);
+    }
+
+    #[test]
+    fn ids_are_positive_unique_and_member_prefixed() {
+        let g = IdGenerator::at(0x8e9e05c52164694d, 1_700_000_000_000);
+        let a = g.next_lease_id();
+        let b = g.next_lease_id();
+        assert!(a > 0 && b == a + 1);
+        assert_eq!((a as u64) >> 48, 0x694d);
+        let g = IdGenerator::at(0xffff, u64::MAX);
+        for _ in 0..1000 {
+            assert!(g.next_lease_id() > 0);
+        }
+    }
+
+    #[test]
+    fn due_leases() {
+        let l = Lessor::new(1, 2, Duration::from_secs(1));
+        let now = Instant::now();
+        l.refresh(1, 5);
+        // Lease 2 was never seen: it gets its full TTL from now, plus 1 s.
+        assert!(l.due(&[(1, 5), (2, 1)], now).is_empty());
+        assert!(l
+            .due(&[(1, 5), (2, 1)], now + Duration::from_millis(1500))
+            .is_empty());
+        let later = now + Duration::from_secs(2);
+        assert_eq!(l.due(&[(1, 5), (2, 1)], later), vec![2]);
+        // Being revoked: not due again until the revoke is over.
+        assert!(l.due(&[(1, 5), (2, 1)], later).is_empty());
+        l.revoked(2, false);
+        assert_eq!(l.due(&[(1, 5), (2, 1)], later), vec![2]);
+        // Gone from the store: forgotten.
+        let much_later = now + Duration::from_secs(6);
+        assert_eq!(l.due(&[(1, 5)], much_later), vec![1]);
+        assert_eq!(l.clock().expiry.len(), 1);
+    }
+}

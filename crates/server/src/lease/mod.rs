@@ -1,0 +1,266 @@
+//! The etcd Lease service: LeaseGrant, LeaseRevoke, LeaseKeepAlive (a bidirectional
+//! stream), LeaseTimeToLive, LeaseLeases.
+//!
+//! - Grants and revokes are Raft commands; the MVCC store keeps the leases and the keys
+//!   attached to them (`bramble_storage::mvcc::lease`). A grant asking for id 0 gets an
+//!   id from etcd's id generator, chosen here, before proposing, so every replica
+//!   applies the same grant; TTLs below etcd's minimum are raised to it here too.
+//! - Renewals and remaining TTLs are the leader's clock ([`expiry::Lessor`]), which
+//!   also revokes expired leases through Raft.
+
+pub mod expiry;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bramble_api::bramblepb::{command::Op, Command};
+use bramble_api::etcdserverpb::lease_server::Lease;
+use bramble_api::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
+};
+use bramble_storage::mvcc::{ApplyResult, MvccError};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::errors;
+use crate::kv::mvcc_status;
+use crate::ServerContext;
+pub use expiry::Lessor;
+
+/// Keep-alive responses buffered per stream.
+const OUT_BUFFER: usize = 16;
+
+/// How long a renewal of an expired lease waits for its revoke (etcd waits for it too,
+/// then answers TTL 0).
+const EXPIRED_RENEW_WAIT: Duration = Duration::from_secs(5);
+
+/// Auto-assigned ids tried before giving up on `lease already exists`.
+const ID_ATTEMPTS: usize = 8;
+
+/// The Lease service.
+#[derive(Clone)]
+pub struct LeaseService {
+    ctx: Arc<ServerContext>,
+}
+
+impl LeaseService {
+    /// A Lease service over `ctx`; starts the expiry loop once per context (needs a
+    /// Tokio runtime).
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
+        Lessor::start(&ctx);
+        LeaseService { ctx }
+    }
+
+    async fn propose(&self, op: Op) -> Result<ApplyResult, Status> {
+        let result = self
+            .ctx
+            .node
+            .propose(Command { op: Some(op) })
+            .await
+            .map_err(crate::propose_status)?;
+        match result {
+            ApplyResult::Error(e) => Err(mvcc_status(&e)),
+            ok => Ok(ok),
+        }
+    }
+
+    /// Leases are timed by the leader only (etcd forwards to it; a one-member cluster
+    /// is always its own leader).
+    fn check_leader(&self) -> Result<(), Status> {
+        let node = &self.ctx.node;
+        if node.status().leader == node.member_id() {
+            Ok(())
+        } else {
+            Err(errors::no_leader())
+        }
+    }
+
+    fn header(&self) -> Option<ResponseHeader> {
+        let mut h = None;
+        self.ctx.identity.fill(&mut h, &self.ctx.node);
+        h
+    }
+
+    /// etcd's lessor `Renew`: the new TTL, or 0 when the lease does not exist (or expired
+    /// and was revoked meanwhile).
+    async fn renew(&self, id: i64) -> Result<i64, Status> {
+        self.check_leader()?;
+        let store = self.ctx.node.store();
+        let Some(info) = store.lease(id).map_err(|e| mvcc_status(&e))? else {
+            return Ok(0);
+        };
+        let lessor = &self.ctx.lessor;
+        if lessor.expiry(id, info.ttl) <= Instant::now() {
+            // Expired: its revoke is on its way; answer once it is through.
+            let give_up = Instant::now() + EXPIRED_RENEW_WAIT;
+            while store.lease_exists(id) && Instant::now() < give_up {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if store.lease_exists(id) {
+                return Err(errors::timeout());
+            }
+            return Ok(0);
+        }
+        lessor.refresh(id, info.ttl);
+        Ok(info.ttl)
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        req: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let mut req = req.into_inner();
+        req.ttl = req.ttl.max(self.ctx.lessor.min_ttl);
+        let auto_id = req.id == 0;
+        let mut attempts = 0;
+        let mut resp = loop {
+            if auto_id {
+                req.id = self.ctx.lessor.ids.next_lease_id();
+            }
+            attempts += 1;
+            match self.propose(Op::LeaseGrant(req)).await {
+                Ok(ApplyResult::LeaseGrant(r)) => break r,
+                Ok(_) => return Err(errors::internal("unexpected apply result for lease grant")),
+                Err(s)
+                    if auto_id
+                        && attempts < ID_ATTEMPTS
+                        && s.message() == MvccError::LeaseExists.to_string() =>
+                {
+                    continue
+                }
+                Err(s) => return Err(s),
+            }
+        };
+        self.ctx.lessor.refresh(resp.id, resp.ttl);
+        self.ctx.identity.fill(&mut resp.header, &self.ctx.node);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let req = req.into_inner();
+        let id = req.id;
+        match self.propose(Op::LeaseRevoke(req)).await? {
+            ApplyResult::LeaseRevoke(mut r) => {
+                self.ctx.lessor.forget(id);
+                self.ctx.identity.fill(&mut r.header, &self.ctx.node);
+                Ok(Response::new(r))
+            }
+            _ => Err(errors::internal("unexpected apply result for lease revoke")),
+        }
+    }
+
+    type LeaseKeepAliveStream =
+        Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(OUT_BUFFER);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let req = match inbound.message().await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "lease keep-alive stream ended");
+                        return;
+                    }
+                };
+                // The header is taken before the renewal, as etcd does: a lease
+                // revoked at revision R is never renewed at a later revision.
+                let header = svc.header();
+                let item = svc.renew(req.id).await.map(|ttl| LeaseKeepAliveResponse {
+                    header,
+                    id: req.id,
+                    ttl,
+                });
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let out = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let req = req.into_inner();
+        self.check_leader()?;
+        let info = self
+            .ctx
+            .node
+            .store()
+            .lease(req.id)
+            .map_err(|e| mvcc_status(&e))?;
+        let resp = match info {
+            // etcd 3.4 answers an unknown lease with TTL -1, not an error.
+            None => LeaseTimeToLiveResponse {
+                header: self.header(),
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+            Some(info) => {
+                let expiry = self.ctx.lessor.expiry(info.id, info.ttl);
+                let now = Instant::now();
+                // Go's int64(d.Seconds()): truncated toward zero.
+                let remaining = if expiry >= now {
+                    (expiry - now).as_secs() as i64
+                } else {
+                    -((now - expiry).as_secs() as i64)
+                };
+                LeaseTimeToLiveResponse {
+                    header: self.header(),
+                    id: info.id,
+                    ttl: remaining,
+                    granted_ttl: info.ttl,
+                    keys: if req.keys { info.keys } else { Vec::new() },
+                }
+            }
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        _req: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let mut leases = self
+            .ctx
+            .node
+            .store()
+            .leases()
+            .map_err(|e| mvcc_status(&e))?;
+        // etcd lists them soonest expiry first.
+        let lessor = &self.ctx.lessor;
+        leases.sort_by_cached_key(|&(id, ttl)| (lessor.expiry(id, ttl), id));
+        Ok(Response::new(LeaseLeasesResponse {
+            header: self.header(),
+            leases: leases
+                .into_iter()
+                .map(|(id, _)| LeaseStatus { id })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,189 @@
+//! Differential etcdctl tests of the lease commands (`lease grant/revoke/timetolive/list/
+//! keep-alive --once`, `put --lease`, `get -w json` showing the lease): the same steps on a
+//! fresh etcd and a fresh Bramble, outputs compared after normalization.
+//!
+//! etcdctl 3.4 cannot choose a lease id, so each server assigns its own: the ids printed by
+//! `lease grant` are captured, later steps use them through `{L1}`, `{L2}`, ..., and every
+//! output has them (in hex and in decimal) replaced by `<L1>`, `<L2>`, .... Remaining TTLs
+//! are clock readings and are masked (also `"ttl"` in `timetolive -w json`); `attached keys([...])` is sorted (etcd prints them in
+//! Go map order).
+
+use bramble_tests::normalize;
+use bramble_tests::target::{self, Kind};
+use bramble_tests::Server;
+
+/// What one step printed, normalized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Outcome {
+    line: String,
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Replaces `remaining(NNs)` by `remaining(<n>s)` and sorts the attached keys.
+fn mask_clock(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("remaining(") {
+        let after = &rest[i + "remaining(".len()..];
+        let digits = after
+            .bytes()
+            .take_while(|b| b.is_ascii_digit() || *b == b'-')
+            .count();
+        out.push_str(&rest[..i]);
+        out.push_str("remaining(<n>");
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    if let Some(i) = out.find("attached keys([") {
+        let start = i + "attached keys([".len();
+        if let Some(len) = out[start..].find("])") {
+            let mut keys: Vec<&str> = out[start..start + len].split(' ').collect();
+            keys.sort_unstable();
+            let sorted = keys.join(" ");
+            out.replace_range(start..start + len, &sorted);
+        }
+    }
+    out
+}
+
+/// Runs the step templates on a fresh server of `kind`.
+fn run_on(kind: Kind, steps: &[&str]) -> Vec<Outcome> {
+    let server = Server::start(kind);
+    let ctl = server.etcdctl();
+    // Captured lease ids, in hex as etcdctl prints them.
+    let mut ids: Vec<String> = Vec::new();
+    let mut outcomes = Vec::new();
+    for template in steps {
+        let mut line = template.to_string();
+        for (i, hex) in ids.iter().enumerate() {
+            line = line.replace(&format!("{{L{}}}", i + 1), hex);
+        }
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let out = ctl.run(&args);
+        let mut stdout =
+            normalize::endpoint(&normalize::stdout_text(&out.stdout_str()), ctl.endpoint());
+        let mut stderr = normalize::stderr_text(&out.stderr, ctl.endpoint());
+        if let Some(rest) = stdout.strip_prefix("lease ") {
+            if template.starts_with("lease grant") && rest.contains(" granted with TTL") {
+                if let Some(hex) = rest.split_whitespace().next() {
+                    ids.push(hex.to_string());
+                }
+            }
+        }
+        for (i, hex) in ids.iter().enumerate() {
+            let name = format!("<L{}>", i + 1);
+            let decimal = i64::from_str_radix(hex, 16)
+                .map(|d| d.to_string())
+                .unwrap_or_else(|_| hex.clone());
+            stdout = stdout.replace(hex.as_str(), &name).replace(&decimal, &name);
+            stderr = stderr.replace(hex.as_str(), &name).replace(&decimal, &name);
+        }
+        if stdout.contains("\"granted-ttl\":") {
+            stdout = normalize::mask_number_after(&stdout, "\"ttl\":");
+        }
+        outcomes.push(Outcome {
+            line: template.to_string(),
+            code: out.code,
+            stdout: mask_clock(&stdout),
+            stderr: mask_clock(&stderr),
+        });
+    }
+    outcomes
+}
+
+/// Runs `steps` on every differential target; checks `expect` (step index → must succeed)
+/// and compares the targets step by step.
+fn differential(name: &str, steps: &[&str], must_fail: &[usize]) {
+    let kinds = target::differential_targets();
+    let runs: Vec<(Kind, Vec<Outcome>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = kinds
+            .iter()
+            .map(|&k| (k, scope.spawn(move || run_on(k, steps))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|(k, h)| (k, h.join().expect("script thread")))
+            .collect()
+    });
+    let verbose = std::env::var_os("BRAMBLE_E2E_VERBOSE").is_some();
+    let mut report = String::new();
+    for (kind, outcomes) in &runs {
+        for (i, o) in outcomes.iter().enumerate() {
+            if verbose {
+                println!(
+                    "[{name}] {kind}: $ {}\n  rc={} out={:?} err={:?}",
+                    o.line, o.code, o.stdout, o.stderr
+                );
+            }
+            let should_fail = must_fail.contains(&i);
+            if should_fail == (o.code == 0) {
+                report.push_str(&format!(
+                    "step {} on {kind}: expected {}: $ {}\n  rc={} out={:?} err={:?}\n",
+                    i + 1,
+                    if should_fail { "failure" } else { "success" },
+                    o.line,
+                    o.code,
+                    o.stdout,
+                    o.stderr
+                ));
+            }
+        }
+    }
+    if let [(reference, expected), (tested, actual)] = runs.as_slice() {
+        for (i, (a, b)) in expected.iter().zip(actual).enumerate() {
+            if a != b {
+                report.push_str(&format!(
+                    "step {} differs: $ {}\n  {reference}: rc={} out={:?} err={:?}\n  {tested}: rc={} out={:?} err={:?}\n",
+                    i + 1,
+                    a.line,
+                    a.code,
+                    a.stdout,
+                    a.stderr,
+                    b.code,
+                    b.stdout,
+                    b.stderr
+                ));
+            }
+        }
+    }
+    assert!(report.is_empty(), "script `{name}`:\n{report}");
+}
+
+#[test]
+fn lease_commands() {
+    differential(
+        "lease commands",
+        &[
+            "lease grant 60",                       // 0: L1
+            "lease grant 30",                       // 1: L2
+            "put --lease={L1} k1 v1",               // 2
+            "put --lease={L1} k2 v2",               // 3
+            "put --lease={L2} k3 v3",               // 4
+            "get k1 -w json",                       // 5
+            "get k --prefix -w fields",             // 6
+            "lease timetolive {L1}",                // 7
+            "lease timetolive {L1} --keys",         // 8
+            "lease timetolive {L1} --keys -w json", // 9
+            "lease timetolive 1234",                // 10
+            "lease timetolive 1234 -w json",        // 11
+            "lease list",                           // 12
+            "lease list -w json",                   // 13
+            "lease keep-alive --once {L1}",         // 14
+            "lease keep-alive --once 1234",         // 15 fails
+            "put --lease=1234 x y",                 // 16 fails
+            "put --lease={L2} k1 moved",            // 17
+            "lease timetolive {L1} --keys",         // 18
+            "lease revoke {L1}",                    // 19
+            "lease revoke {L1}",                    // 20 fails
+            "get k --prefix",                       // 21
+            "lease timetolive {L1}",                // 22
+            "lease grant 100000000000",             // 23 fails
+            "lease grant 1",                        // 24: L3, raised to the minimum TTL
+            "lease revoke {L2}",                    // 25
+            "get k --prefix -w json",               // 26
+        ],
+        &[15, 16, 20, 23],
+    );
+}
