@@ -341,3 +341,32 @@ fn leases_survive_restart() {
         });
     }
 }
+
+/// SIGTERM with an open keep-alive stream: the server ends it and exits promptly (instead
+/// of waiting out its connection drain timeout), and the client's stream ends.
+#[test]
+fn shutdown_ends_open_keep_alives() {
+    for kind in bramble_tests::target::differential_targets() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(async move {
+            let mut server = Server::start(kind);
+            let mut c = client::connect(&server).await;
+            c.lease_grant(60, with_id(5)).await.expect("grant");
+            let (mut keeper, mut stream) = c.lease_keep_alive(5).await.expect("keep-alive");
+            keeper.keep_alive().await.expect("send");
+            stream.message().await.expect("renewed");
+            // Panics if the process is still there after 1.5 s (Bramble's drain timeout
+            // is 2 s).
+            tokio::task::block_in_place(|| server.sigterm_within(Duration::from_millis(1500)));
+            let ended = tokio::time::timeout(Duration::from_secs(5), stream.message()).await;
+            assert!(
+                matches!(ended, Ok(Err(_)) | Ok(Ok(None))),
+                "{kind}: keep-alive stream did not end: {ended:?}"
+            );
+        });
+    }
+}

@@ -113,11 +113,13 @@ impl ClientServer {
             shutdown.await;
             let _ = stop_watches.send(true);
         };
+        // Keep-alive streams end the same way.
+        let lease_service = lease::LeaseService::with_shutdown(self.ctx.clone(), stopped.clone());
         let watch_service = watch::WatchService::with_shutdown(self.ctx.clone(), stopped);
         let watch = WatchServer::new(watch_service)
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX);
-        let lease = LeaseServer::new(lease::LeaseService::new(self.ctx.clone()))
+        let lease = LeaseServer::new(lease_service)
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX);
         tonic::transport::Server::builder()

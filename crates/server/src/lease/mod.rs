@@ -23,7 +23,7 @@ use bramble_api::etcdserverpb::{
 };
 use bramble_storage::mvcc::{ApplyResult, MvccError};
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -46,14 +46,24 @@ const ID_ATTEMPTS: usize = 8;
 #[derive(Clone)]
 pub struct LeaseService {
     ctx: Arc<ServerContext>,
+    /// Turns true when the server stops: keep-alive streams then end.
+    stop: watch::Receiver<bool>,
 }
 
 impl LeaseService {
     /// A Lease service over `ctx`; starts the expiry loop once per context (needs a
     /// Tokio runtime).
     pub fn new(ctx: Arc<ServerContext>) -> Self {
+        let (_never, stop) = watch::channel(false);
+        Self::with_shutdown(ctx, stop)
+    }
+
+    /// Like [`LeaseService::new`], but keep-alive streams end with etcd's
+    /// `etcdserver: server stopped` once `stop` turns true, instead of holding a
+    /// graceful shutdown until its drain timeout.
+    pub fn with_shutdown(ctx: Arc<ServerContext>, stop: watch::Receiver<bool>) -> Self {
         Lessor::start(&ctx);
-        LeaseService { ctx }
+        LeaseService { ctx, stop }
     }
 
     async fn propose(&self, op: Op) -> Result<ApplyResult, Status> {
@@ -170,9 +180,23 @@ impl Lease for LeaseService {
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let svc = self.clone();
+        let mut stop = self.stop.clone();
         tokio::spawn(async move {
+            let mut stop_armed = true;
             loop {
-                let req = match inbound.message().await {
+                let next = tokio::select! {
+                    next = inbound.message() => next,
+                    stopped = async { stop.wait_for(|s| *s).await.is_ok() }, if stop_armed => {
+                        if stopped {
+                            let _ = tx.send(Err(errors::stopped())).await;
+                            return;
+                        }
+                        // The sender is gone without a stop: nothing will stop us.
+                        stop_armed = false;
+                        continue;
+                    }
+                };
+                let req = match next {
                     Ok(Some(r)) => r,
                     Ok(None) => return,
                     Err(e) => {
