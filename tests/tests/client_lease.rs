@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use bramble_tests::client::{self, Transcript};
 use bramble_tests::Server;
 use etcd_client::{
-    Client, EventType, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, WatchOptions,
+    Client, Compare, CompareOp, EventType, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions,
+    Txn, TxnOp, WatchOptions,
 };
 
 const NOT_FOUND: &str = "NotFound";
@@ -91,6 +92,18 @@ fn grant_revoke_ttl_list_and_errors() {
             LEASE_NOT_FOUND,
         );
         t.ok("get a", c.get("a", None).await);
+        // Puts with a lease in a txn, and a lease compare.
+        let txn = Txn::new()
+            .when([Compare::lease("a", CompareOp::Equal, 1000)])
+            .and_then([TxnOp::put("t", "1", with_lease(1005))]);
+        t.ok("txn lease(a) == 1000, put t lease 1005", c.txn(txn).await);
+        let txn = Txn::new().and_then([TxnOp::put("t2", "1", with_lease(999))]);
+        t.err(
+            "txn put with unknown lease",
+            c.txn(txn).await,
+            NOT_FOUND,
+            LEASE_NOT_FOUND,
+        );
         t.ok("ttl 1000 keys", c.lease_time_to_live(1000, keys()).await);
         t.ok("ttl 1000", c.lease_time_to_live(1000, None).await);
         t.ok(
