@@ -136,6 +136,13 @@ impl State {
         }
     }
 
+    /// Whether a stream's queue can take a message now.
+    fn has_room(&self, stream: u64) -> bool {
+        self.streams
+            .get(&stream)
+            .is_some_and(|s| s.tx.capacity() > 0 || s.tx.is_closed())
+    }
+
     /// Fans one read of the feed (`events`, complete up to `next - 1`) out to
     /// the synced watchers; a watcher whose queue is full becomes unsynced.
     fn dispatch_synced(&mut self, events: &[Event], next: i64) {
@@ -444,12 +451,14 @@ impl Hub {
     /// One catch-up step for the unsynced watchers: one read from the oldest
     /// next revision among them. True when something moved and more remains.
     async fn catch_up(&self) -> bool {
+        // Watchers whose stream queue is full cannot take anything now; left
+        // out, so that one stalled client does not hold back the others.
         let from = {
             let st = self.lock();
             st.watchers
-                .values()
-                .filter(|w| !w.synced)
-                .map(|w| w.next_rev)
+                .iter()
+                .filter(|((sid, _), w)| !w.synced && st.has_room(*sid))
+                .map(|(_, w)| w.next_rev)
                 .min()
         };
         let Some(from) = from else {
@@ -702,6 +711,39 @@ mod tests {
         f.put("k", "live");
         hub.follow_feed(f.store.current_revision()).await;
         assert_eq!(drain(&mut rx)[0].1[0].2, 2 + total as i64);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_stream_does_not_hold_back_other_lagging_watchers() {
+        let mut f = Fixture::new();
+        let hub = Hub::new(f.store.clone());
+        let (stalled, _stalled_rx) = hub.open_stream();
+        hub.add_watcher(stalled, 1, spec("k", 0));
+        for i in 0..QUEUE_LEN + 10 {
+            f.put("k", &i.to_string());
+            hub.follow_feed(f.store.current_revision()).await;
+        }
+        assert_eq!(hub.counts(), (0, 1), "the stalled watcher is unsynced");
+        // More than one catch-up chunk further on, a new stream replays recent
+        // history: it must get it although the stalled watcher's next revision
+        // is more than a chunk older than its own.
+        for i in 0..CHUNK_EVENTS + 100 {
+            f.put("k", &i.to_string());
+        }
+        hub.follow_feed(f.store.current_revision()).await;
+        let start = f.store.current_revision() - 50;
+        let (reader, mut rx) = hub.open_stream();
+        hub.add_watcher(reader, 1, spec("k", start));
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            hub.catch_up().await;
+            for (_, evs) in drain(&mut rx) {
+                got.extend(evs.iter().map(|e| e.2));
+            }
+        }
+        let current = f.store.current_revision();
+        assert_eq!(got, (start..=current).collect::<Vec<i64>>());
+        assert_eq!(hub.counts(), (1, 1));
     }
 
     #[tokio::test]
