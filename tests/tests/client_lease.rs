@@ -383,3 +383,47 @@ fn shutdown_ends_open_keep_alives() {
         });
     }
 }
+
+/// Many leases expiring together: every one is revoked (each in its own revision, as etcd),
+/// and none is lost or revoked twice.
+#[test]
+fn many_leases_expire() {
+    const LEASES: i64 = 600;
+    client::compare("many leases expire", async |c, t| {
+        let mut granted = 0;
+        for i in 0..LEASES {
+            let id = 10_000 + i;
+            if c.lease_grant(3, with_id(id)).await.is_ok()
+                && c.put(format!("storm/{i:04}"), "v", with_lease(id))
+                    .await
+                    .is_ok()
+            {
+                granted += 1;
+            }
+        }
+        t.note("granted with a key", format!("{granted}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let prefix = Some(
+            etcd_client::GetOptions::new()
+                .with_prefix()
+                .with_count_only(),
+        );
+        let left = loop {
+            let left = match c.get("storm/", prefix.clone()).await {
+                Ok(r) => r.count(),
+                Err(_) => -1,
+            };
+            if left == 0 || Instant::now() > deadline {
+                break left;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        t.note("keys left", format!("{left}"));
+        // 1 + a put per lease + a revoke per lease.
+        t.ok(
+            "revision after the storm",
+            c.get("storm/", prefix.clone()).await,
+        );
+        t.ok("leases left", c.leases().await);
+    });
+}
