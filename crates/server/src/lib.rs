@@ -1,13 +1,15 @@
 //! etcd v3 gRPC services for Bramble: request checks, etcd's error strings,
-//! response headers, and the services themselves (KV, Maintenance, Watch and
-//! Lease; Cluster and Auth arrive with their issues).
+//! response headers, and the services themselves (KV, Maintenance, Watch,
+//! Lease, Lock and Election; Cluster and Auth arrive with their issues).
 
+pub mod election;
 pub mod errors;
 pub mod grpc_errors;
 pub mod header;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod validate;
 pub mod watch;
@@ -20,6 +22,8 @@ use bramble_api::etcdserverpb::kv_server::KvServer;
 use bramble_api::etcdserverpb::lease_server::LeaseServer;
 use bramble_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use bramble_api::etcdserverpb::watch_server::WatchServer;
+use bramble_api::v3electionpb::election_server::ElectionServer;
+use bramble_api::v3lockpb::lock_server::LockServer;
 use bramble_raft::{ProposeError, RaftNode};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -115,6 +119,16 @@ impl ClientServer {
         };
         // Keep-alive streams end the same way.
         let lease_service = lease::LeaseService::with_shutdown(self.ctx.clone(), stopped.clone());
+        let lock = LockServer::new(lock::LockService::with_shutdown(
+            self.ctx.clone(),
+            stopped.clone(),
+        ))
+        .max_decoding_message_size(max);
+        let election = ElectionServer::new(election::ElectionService::with_shutdown(
+            self.ctx.clone(),
+            stopped.clone(),
+        ))
+        .max_decoding_message_size(max);
         let watch_service = watch::WatchService::with_shutdown(self.ctx.clone(), stopped);
         let watch = WatchServer::new(watch_service)
             .max_decoding_message_size(max)
@@ -128,6 +142,8 @@ impl ClientServer {
             .add_service(maintenance)
             .add_service(watch)
             .add_service(lease)
+            .add_service(lock)
+            .add_service(election)
             .serve_with_incoming_shutdown(incoming(listener), shutdown)
             .await
     }
