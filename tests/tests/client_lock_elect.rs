@@ -112,6 +112,44 @@ fn lock_and_unlock() {
             .get("L/", Some(etcd_client::GetOptions::new().with_prefix()))
             .await;
         t.note("keys left", outcome(&r, |g| format!("{}", g.kvs().len())));
+        // A waiting locker that goes away takes its key with it (etcd's Mutex.Lock unlocks
+        // when its wait fails).
+        let held = c
+            .lock("A", Some(LockOptions::new().with_lease(0x1001)))
+            .await;
+        t.note("lock A", outcome(&held, |l| bytes(l.key())));
+        let mut c3 = c.clone();
+        let waiter = tokio::spawn(async move {
+            c3.lock("A", Some(LockOptions::new().with_lease(0x1002)))
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        waiter.abort();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let r = c
+            .get("A/", Some(etcd_client::GetOptions::new().with_prefix()))
+            .await;
+        t.note(
+            "keys under A after the waiter left",
+            outcome(&r, |g| {
+                g.kvs()
+                    .iter()
+                    .map(|k| bytes(k.key()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
+        );
+        // Lease 0: the server grants a session lease of its own (ids differ: not shown).
+        let r = c.lock("B", None).await;
+        t.note(
+            "lock B without a lease",
+            outcome(&r, |l| format!("prefix ok={}", l.key().starts_with(b"B/"))),
+        );
+        let r = c.leases().await;
+        t.note(
+            "leases now",
+            outcome(&r, |l| format!("{}", l.leases().len())),
+        );
     });
 }
 
