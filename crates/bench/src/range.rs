@@ -46,7 +46,7 @@ impl RangeShape {
         let range_end = match (end, prefix) {
             (Some(_), true) => bail!("--end and --prefix cannot be used together"),
             (Some(e), false) => e.as_bytes().to_vec(),
-            (None, true) => prefix_end(&key),
+            (None, true) => bramble_api::prefix_range_end(&key),
             (None, false) => Vec::new(),
         };
         if limit < 0 {
@@ -59,20 +59,6 @@ impl RangeShape {
             consistency,
         })
     }
-}
-
-/// etcd's prefix end (clientv3 `GetPrefixRangeEnd`): the key with its last
-/// non-0xff byte incremented and the rest dropped; `\0` (every key) when
-/// there is none, e.g. for the empty prefix.
-pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 /// The request for range number `i` (all the same), sent over `kv`.
@@ -93,14 +79,6 @@ pub(crate) fn op(shape: RangeShape) -> impl Fn(KvClient<Channel>, u64) -> OpFutu
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix_end_like_etcd() {
-        assert_eq!(prefix_end(b"foo"), b"fop");
-        assert_eq!(prefix_end(b"a\xff"), b"b");
-        assert_eq!(prefix_end(b"\xff\xff"), b"\0");
-        assert_eq!(prefix_end(b""), b"\0");
-    }
 
     #[test]
     fn shape_from_flags() {

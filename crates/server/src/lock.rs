@@ -116,7 +116,7 @@ impl Recipe {
         let resp = self
             .range(RangeRequest {
                 key: prefix.to_vec(),
-                range_end: prefix_end(prefix),
+                range_end: bramble_api::prefix_range_end(prefix),
                 limit: 1,
                 sort_order: SortOrder::Ascend as i32,
                 sort_target: SortTarget::Create as i32,
@@ -162,7 +162,7 @@ impl Recipe {
             let resp = self
                 .range(RangeRequest {
                     key: prefix.to_vec(),
-                    range_end: prefix_end(prefix),
+                    range_end: bramble_api::prefix_range_end(prefix),
                     limit: 1,
                     sort_order: SortOrder::Descend as i32,
                     sort_target: SortTarget::Create as i32,
@@ -254,19 +254,6 @@ pub(crate) fn prefix_of(name: &[u8]) -> Vec<u8> {
     p
 }
 
-/// The range end covering every key that starts with `prefix` (etcd's
-/// `GetPrefixRangeEnd`).
-pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 /// Deletes a contender's key if the request that put it goes away before it
 /// got the lock (etcd's `Mutex.Lock` unlocks when its wait fails).
 pub(crate) struct DeleteOnDrop {
@@ -331,7 +318,7 @@ impl Lock for LockService {
         let owner = RequestOp {
             request: Some(request_op::Request::RequestRange(RangeRequest {
                 key: prefix.clone(),
-                range_end: prefix_end(&prefix),
+                range_end: bramble_api::prefix_range_end(&prefix),
                 limit: 1,
                 sort_order: SortOrder::Ascend as i32,
                 sort_target: SortTarget::Create as i32,
