@@ -536,6 +536,21 @@ async fn guarantees(kind: Kind) {
     );
 }
 
+/// Reads whole responses until at least `n` events arrived; returns their
+/// mod revisions in order.
+async fn read_revisions(ws: &mut WatchStream, n: usize) -> Vec<i64> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let r = ws.message().await.expect("message").expect("response");
+        seen.extend(
+            r.events()
+                .iter()
+                .filter_map(|e| e.kv().map(|kv| kv.mod_revision())),
+        );
+    }
+    seen
+}
+
 #[test]
 fn resume_after_disconnect() {
     for kind in target::differential_targets() {
@@ -553,15 +568,7 @@ fn resume_after_disconnect() {
                     .expect("put");
             }
             // Read a few responses, then disconnect.
-            let mut seen: Vec<i64> = Vec::new();
-            while seen.len() < 7 {
-                let r = ws.message().await.expect("message").expect("response");
-                seen.extend(
-                    r.events()
-                        .iter()
-                        .filter_map(|e| e.kv().map(|kv| kv.mod_revision())),
-                );
-            }
+            let mut seen = read_revisions(&mut ws, 7).await;
             drop(ws);
             for i in 20..40 {
                 c.put(format!("r/{}", i % 4), i.to_string(), None)
@@ -610,15 +617,7 @@ fn resume_after_kill9_with_a_live_lease() {
                     .await
                     .expect("put");
             }
-            let mut seen: Vec<i64> = Vec::new();
-            while seen.len() < 5 {
-                let r = ws.message().await.expect("message").expect("response");
-                seen.extend(
-                    r.events()
-                        .iter()
-                        .filter_map(|e| e.kv().map(|kv| kv.mod_revision())),
-                );
-            }
+            let mut seen = read_revisions(&mut ws, 5).await;
             drop(ws);
             drop(c);
 
