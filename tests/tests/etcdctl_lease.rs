@@ -5,8 +5,8 @@
 //! etcdctl 3.4 cannot choose a lease id, so each server assigns its own: the ids printed by
 //! `lease grant` are captured, later steps use them through `{L1}`, `{L2}`, ..., and every
 //! output has them (in hex and in decimal) replaced by `<L1>`, `<L2>`, .... Remaining TTLs
-//! are clock readings and are masked (also `"ttl"` in `timetolive -w json`); `attached keys([...])` is sorted (etcd prints them in
-//! Go map order).
+//! are clock readings and are masked (also `"ttl"` in `timetolive -w json`); a lease's keys (`attached keys([...])`,
+//! `"keys":[...]`) are sorted, as etcd lists them in Go map order.
 
 use bramble_tests::normalize;
 use bramble_tests::target::{self, Kind};
@@ -36,16 +36,23 @@ fn mask_clock(text: &str) -> String {
         rest = &after[digits..];
     }
     out.push_str(rest);
-    if let Some(i) = out.find("attached keys([") {
-        let start = i + "attached keys([".len();
-        if let Some(len) = out[start..].find("])") {
-            let mut keys: Vec<&str> = out[start..start + len].split(' ').collect();
-            keys.sort_unstable();
-            let sorted = keys.join(" ");
-            out.replace_range(start..start + len, &sorted);
+    sort_list(&mut out, "attached keys([", "])", " ");
+    sort_list(&mut out, "\"keys\":[", "]", ",");
+    out
+}
+
+/// Sorts the `separator`-separated items between the first `open` and the next `close`:
+/// etcd lists a lease's keys in Go map order, which changes from run to run.
+fn sort_list(text: &mut String, open: &str, close: &str, separator: &str) {
+    if let Some(i) = text.find(open) {
+        let start = i + open.len();
+        if let Some(len) = text[start..].find(close) {
+            let mut items: Vec<&str> = text[start..start + len].split(separator).collect();
+            items.sort_unstable();
+            let sorted = items.join(separator);
+            text.replace_range(start..start + len, &sorted);
         }
     }
-    out
 }
 
 /// Runs the step templates on a fresh server of `kind`.
