@@ -7,6 +7,8 @@
 //! - [`tools`]: where the `bramble`, `etcd` and `etcdctl` binaries are.
 //! - [`ports`]: free loopback ports for client and peer URLs.
 //! - [`server`]: one server process in a fresh data dir, with crash, stop and restart.
+//! - [`cluster`]: a multi-process cluster: crash, pause, restart, add, remove, partition.
+//! - [`netns`]: a network namespace per cluster member, so tests can partition them.
 //! - [`client`]: the same idea over gRPC with the etcd-client crate, compared call by call.
 //! - [`etcdctl`]: run `etcdctl` against an endpoint, capturing output and exit code.
 //! - [`normalize`]: mask the output fields that legitimately differ between two servers.
@@ -15,7 +17,9 @@
 
 pub mod background;
 pub mod client;
+pub mod cluster;
 pub mod etcdctl;
+pub mod netns;
 pub mod normalize;
 pub mod ports;
 pub mod protobuf;
@@ -24,6 +28,7 @@ pub mod server;
 pub mod target;
 pub mod tools;
 
+pub use cluster::{Cluster, ClusterConfig, MemberState};
 pub use etcdctl::{Etcdctl, Output};
 pub use script::{Script, Step};
 pub use server::{Server, ServerConfig};

@@ -1,0 +1,385 @@
+//! The multi-process cluster harness ([`bramble_tests::cluster`]) proven against real etcd.
+//!
+//! Each scenario is a function of the server kind, so the very same steps later run on
+//! Bramble clusters: replication between members, failover after the leader is SIGKILLed, a
+//! SIGSTOPped follower catching up, a full restart from the data dirs with identical command
+//! lines, membership changes (voter and learner, add, promote, remove), a leader isolated in
+//! a network namespace partition (the minority refuses linearizable reads but serves
+//! serializable ones, and catches up after the heal), and cleanup of every process and
+//! namespace when a test panics.
+//!
+//! Every scenario has an `etcd` test and a `bramble` test; the `bramble` ones are ignored
+//! until Bramble runs multi-node clusters (issue 4), then `--include-ignored` runs them.
+//! Timeouts are short on purpose (heartbeat 50 ms, election 500 ms).
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bramble_tests::cluster::{process_alive, Cluster, ClusterConfig, MemberState};
+use bramble_tests::{Etcdctl, Kind, Output};
+
+/// Bound for anything that needs an election or replication to a member that was away.
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// One `#[test]` per kind for each scenario: `<scenario>::etcd` and `<scenario>::bramble`.
+macro_rules! scenarios {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use bramble_tests::Kind;
+
+            #[test]
+            fn etcd() {
+                super::$scenario(Kind::Etcd)
+            }
+
+            #[test]
+            #[ignore = "bramble multi-node support lands in issue 4"]
+            fn bramble() {
+                super::$scenario(Kind::Bramble)
+            }
+        }
+    )*};
+}
+
+scenarios!(
+    replicates_between_members,
+    leader_crash_elects_new_leader,
+    paused_follower_catches_up,
+    full_restart_keeps_data,
+    member_add_promote_remove,
+    partitioned_leader_steps_aside,
+    drop_after_panic_leaves_nothing,
+);
+
+/// `put key value`, which must succeed.
+#[track_caller]
+fn put(ctl: &Etcdctl, key: &str, value: &str) {
+    ctl.run(&["--command-timeout=5s", "put", key, value])
+        .assert_ok();
+}
+
+/// Retries `put` until it succeeds within `SETTLE`: a client's retry while the cluster
+/// fails over. Panics with the last failure.
+#[track_caller]
+fn put_eventually(ctl: &Etcdctl, key: &str, value: &str) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let out = ctl.run(&["--command-timeout=2s", "put", key, value]);
+        if out.code == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "put {key} via {} failed for {SETTLE:?}:\n{out}",
+            ctl.endpoint()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `get key --print-value-only` with `--consistency=<consistency>` (`l` or `s`).
+fn get(ctl: &Etcdctl, key: &str, consistency: &str) -> Output {
+    ctl.run(&[
+        "--command-timeout=2s",
+        "get",
+        key,
+        "--print-value-only",
+        &format!("--consistency={consistency}"),
+    ])
+}
+
+/// The value of `key` (empty if absent), which must be readable.
+#[track_caller]
+fn value(ctl: &Etcdctl, key: &str, consistency: &str) -> String {
+    get(ctl, key, consistency)
+        .assert_ok()
+        .stdout_str()
+        .trim_end()
+        .to_string()
+}
+
+/// Waits until a serializable read of `key` on `ctl`'s member returns `expected`.
+#[track_caller]
+fn wait_for_value(ctl: &Etcdctl, key: &str, expected: &str) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let out = get(ctl, key, "s");
+        if out.code == 0 && out.stdout_str().trim_end() == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not see {key}={expected} within {SETTLE:?}; last read:\n{out}",
+            ctl.endpoint()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A running process's command line, NUL-separated as the kernel keeps it.
+fn cmdline(pid: u32) -> Vec<u8> {
+    std::fs::read(format!("/proc/{pid}/cmdline")).expect("read /proc/<pid>/cmdline")
+}
+
+/// Three members start and agree on a leader; a put via one is read back linearizably via
+/// the others, and the member list names all three.
+fn replicates_between_members(kind: Kind) {
+    let cluster = Cluster::start(kind, 3);
+    put(&cluster.member(0).etcdctl(), "k", "v1");
+    for i in 1..3 {
+        assert_eq!(value(&cluster.member(i).etcdctl(), "k", "l"), "v1");
+    }
+    // All endpoints together, as an operator's etcdctl would use them.
+    assert_eq!(value(&cluster.etcdctl(), "k", "l"), "v1");
+
+    let mut names: Vec<String> = cluster.member_list().into_iter().map(|m| m.name).collect();
+    names.sort();
+    assert_eq!(names, ["n0", "n1", "n2"]);
+    let leader = cluster.leader();
+    let statuses = cluster.statuses();
+    let leader_id = cluster.member(leader).id().expect("leader's id is known");
+    for (i, st) in statuses.iter().enumerate() {
+        let st = st.unwrap_or_else(|| panic!("member {i} answers Status"));
+        assert_eq!(st.leader, leader_id, "member {i} follows the leader");
+    }
+}
+
+/// SIGKILL the leader: the other two elect a new one and keep taking writes; the old leader
+/// restarts from its data dir, rejoins as a follower and catches up.
+fn leader_crash_elects_new_leader(kind: Kind) {
+    let mut cluster = Cluster::start(kind, 3);
+    let old = cluster.leader();
+    put(&cluster.etcdctl(), "before", "1");
+
+    cluster.member_mut(old).kill9();
+    assert_eq!(cluster.member(old).state(), MemberState::Down);
+    let new = cluster.wait_for_new_leader(old, SETTLE);
+    put_eventually(&cluster.etcdctl(), "after", "2");
+    for i in (0..3).filter(|&i| i != old) {
+        assert_eq!(value(&cluster.member(i).etcdctl(), "after", "l"), "2");
+    }
+
+    cluster.member_mut(old).restart();
+    wait_for_value(&cluster.member(old).etcdctl(), "after", "2");
+    assert_eq!(value(&cluster.member(old).etcdctl(), "before", "l"), "1");
+    let leader = cluster.leader();
+    assert_ne!(
+        cluster.member(leader).id(),
+        None,
+        "leader {leader} (was {new}) has a known id"
+    );
+}
+
+/// SIGSTOP a follower: writes go on without it (two of three are a quorum); after SIGCONT
+/// it catches up and serves the latest value from its own state.
+fn paused_follower_catches_up(kind: Kind) {
+    let mut cluster = Cluster::start(kind, 3);
+    let leader = cluster.leader();
+    let follower = (leader + 1) % 3;
+    cluster.member_mut(follower).sigstop();
+    assert_eq!(cluster.member(follower).state(), MemberState::Stopped);
+
+    let started = Instant::now();
+    for i in 0..20 {
+        put(&cluster.etcdctl(), "paused", &format!("{i}"));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "20 puts took {:?} with one follower paused",
+        started.elapsed()
+    );
+    // It really is away: the process lives but answers nothing.
+    assert!(cluster.member(follower).status().is_err());
+    assert_eq!(cluster.try_leader(), Some(leader));
+
+    cluster.member_mut(follower).sigcont();
+    wait_for_value(&cluster.member(follower).etcdctl(), "paused", "19");
+}
+
+/// Kill all members and start them again with exactly the same command lines: they rejoin
+/// from their data dirs (ignoring `--initial-cluster`) and every acknowledged write is there.
+fn full_restart_keeps_data(kind: Kind) {
+    let mut cluster = Cluster::start(kind, 3);
+    for i in 0..10 {
+        put(
+            &cluster.etcdctl(),
+            &format!("restart/{i}"),
+            &format!("v{i}"),
+        );
+    }
+    let before: Vec<Vec<u8>> = (0..3)
+        .map(|i| cmdline(cluster.member(i).pid().expect("running")))
+        .collect();
+
+    cluster.restart_all();
+
+    for (i, old) in before.iter().enumerate() {
+        let pid = cluster.member(i).pid().expect("running after restart");
+        assert_eq!(
+            &cmdline(pid),
+            old,
+            "member {i} restarted with another command line"
+        );
+    }
+    let out = cluster
+        .etcdctl()
+        .run(&["get", "restart/", "--prefix", "--consistency=l"]);
+    let expected: String = (0..10).map(|i| format!("restart/{i}\nv{i}\n")).collect();
+    assert_eq!(out.assert_ok().stdout_str(), expected);
+    put(&cluster.etcdctl(), "restart/after", "ok");
+}
+
+/// `member add` + start with `--initial-cluster-state existing`, then remove; a learner is
+/// added, promoted and removed too. Writes work throughout.
+fn member_add_promote_remove(kind: Kind) {
+    let mut cluster = Cluster::start(kind, 3);
+    put(&cluster.etcdctl(), "a", "1");
+
+    let n3 = cluster.member_add("n3");
+    assert_eq!(n3, 3);
+    wait_for_value(&cluster.member(n3).etcdctl(), "a", "1");
+    put(&cluster.member(n3).etcdctl(), "b", "2");
+    assert_eq!(value(&cluster.member(0).etcdctl(), "b", "l"), "2");
+    let list = cluster.member_list();
+    assert_eq!(list.len(), 4, "{list:?}");
+    assert!(
+        list.iter().any(|m| m.name == "n3" && !m.is_learner),
+        "{list:?}"
+    );
+
+    let n3_id = cluster.member(n3).id().expect("added member's id");
+    cluster.member_remove(n3);
+    assert_eq!(cluster.member(n3).state(), MemberState::Removed);
+    let list = cluster.member_list();
+    assert_eq!(list.len(), 3, "{list:?}");
+    assert!(list.iter().all(|m| m.id != n3_id), "{list:?}");
+    put_eventually(&cluster.etcdctl(), "c", "3");
+
+    let n4 = cluster.member_add_learner("n4");
+    assert!(cluster.member(n4).is_learner());
+    let list = cluster.member_list();
+    assert!(
+        list.iter().any(|m| m.name == "n4" && m.is_learner),
+        "{list:?}"
+    );
+    wait_for_value(&cluster.member(n4).etcdctl(), "c", "3");
+
+    cluster.promote(n4);
+    let list = cluster.member_list();
+    assert!(
+        list.iter().any(|m| m.name == "n4" && !m.is_learner),
+        "{list:?}"
+    );
+    assert_eq!(value(&cluster.member(n4).etcdctl(), "c", "l"), "3");
+
+    cluster.member_remove(n4);
+    assert_eq!(cluster.member_list().len(), 3);
+    put_eventually(&cluster.etcdctl(), "d", "4");
+    assert_eq!(cluster.endpoints().split(',').count(), 3);
+}
+
+/// Isolate the leader in its own partition: the majority elects a new leader and serves
+/// writes; the old leader refuses linearizable reads but serves (stale) serializable ones;
+/// after the heal it catches up.
+fn partitioned_leader_steps_aside(kind: Kind) {
+    let mut cluster = Cluster::start_with(
+        kind,
+        ClusterConfig {
+            netns: true,
+            ..ClusterConfig::default()
+        },
+    );
+    let old = cluster.leader();
+    let majority: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    put(&cluster.etcdctl(), "before", "1");
+    wait_for_value(&cluster.member(old).etcdctl(), "before", "1");
+
+    cluster.partition(&[&[old], &majority]);
+    let new = cluster.wait_for_new_leader(old, SETTLE);
+    assert!(majority.contains(&new));
+    put_eventually(&cluster.member(new).etcdctl(), "during", "2");
+    for &i in &majority {
+        assert_eq!(value(&cluster.member(i).etcdctl(), "during", "l"), "2");
+    }
+
+    let minority = cluster.member(old).etcdctl();
+    let linearizable = get(&minority, "during", "l");
+    assert_ne!(
+        linearizable.code, 0,
+        "the isolated old leader served a linearizable read:\n{linearizable}"
+    );
+    assert_eq!(value(&minority, "before", "s"), "1");
+    assert_eq!(
+        value(&minority, "during", "s"),
+        "",
+        "the isolated member saw a write made after the partition"
+    );
+
+    cluster.heal();
+    wait_for_value(&minority, "during", "2");
+    cluster.wait_for_leader(SETTLE);
+    let deadline = Instant::now() + SETTLE;
+    while get(&minority, "during", "l").code != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no linearizable read on the old leader after the heal"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A test that panics while holding a cluster (in namespaces) leaves no process, data dir,
+/// namespace or bridge behind.
+fn drop_after_panic_leaves_nothing(kind: Kind) {
+    let mut pids: Vec<(u32, PathBuf)> = Vec::new();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut namespaces: Vec<String> = Vec::new();
+    let mut bridge = String::new();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut cluster = Cluster::start_with(
+            kind,
+            ClusterConfig {
+                netns: true,
+                ..ClusterConfig::default()
+            },
+        );
+        // One paused member: SIGKILL must still take it down.
+        cluster.member_mut(1).sigstop();
+        for m in cluster.members() {
+            pids.push((m.pid().expect("running"), m.data_dir()));
+            dirs.push(m.data_dir());
+        }
+        let network = cluster.network().expect("netns mode");
+        namespaces = network.netns_names();
+        bridge = network.bridge().to_string();
+        panic!("deliberate panic with a live cluster (this test checks the cleanup)");
+    }));
+    assert!(result.is_err(), "the closure panics by design");
+    assert_eq!(pids.len(), 3);
+
+    for (pid, data_dir) in &pids {
+        assert!(!process_alive(*pid, data_dir), "member pid {pid} survived");
+    }
+    for dir in &dirs {
+        assert!(!dir.exists(), "{} survived", dir.display());
+    }
+    let listed = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for ns in &namespaces {
+        assert!(
+            !listed
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(ns)),
+            "namespace {ns} survived"
+        );
+    }
+    let link = std::process::Command::new("ip")
+        .args(["link", "show", &bridge])
+        .output()
+        .expect("ip link show");
+    assert!(!link.status.success(), "bridge {bridge} survived");
+}
