@@ -62,6 +62,15 @@ pub enum MvccError {
     /// The storage engine (redb) failed: I/O error, disk full, ...
     #[error("mvcc: storage error: {0}")]
     Storage(String),
+    /// A raft snapshot handed to [`super::MvccStore::install_snapshot`] is truncated,
+    /// corrupt or not ours; the store was left as it was.
+    #[error("mvcc: invalid snapshot: {0}")]
+    BadSnapshot(String),
+    /// A read overlapped the install of a raft snapshot, which replaced the state it
+    /// was reading; the read methods retry on it, so callers only see it if installs
+    /// keep overtaking one read.
+    #[error("mvcc: the store was replaced by a raft snapshot during the read")]
+    StoreReplaced,
 }
 
 impl MvccError {

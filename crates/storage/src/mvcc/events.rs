@@ -12,6 +12,7 @@ use bramble_api::mvccpb::Event;
 use redb::ReadableDatabase;
 
 use super::error::MvccError;
+use super::read;
 use super::revision::Revision;
 use super::schema::{self, KEYS};
 use super::store::MvccStore;
@@ -28,18 +29,36 @@ impl MvccStore {
         start_rev: i64,
         max_events: usize,
     ) -> Result<(Vec<Event>, i64), MvccError> {
-        let current = self.current_revision();
+        let mut attempts = 0;
+        loop {
+            match self.events_once(start_rev, max_events) {
+                Err(MvccError::StoreReplaced) if attempts < 8 => attempts += 1,
+                result => return result,
+            }
+        }
+    }
+
+    fn events_once(
+        &self,
+        start_rev: i64,
+        max_events: usize,
+    ) -> Result<(Vec<Event>, i64), MvccError> {
+        let pin = self.pin();
+        let current = pin.current;
         let rtxn = self.db.begin_read()?;
         let table = rtxn.open_table(KEYS)?;
-        // Checked after the snapshot is taken: see the module doc of `store`.
-        if start_rev > 0 && start_rev < self.compact_revision() {
-            return Err(MvccError::Compacted);
-        }
         let start_rev = if start_rev <= 0 {
             current + 1
         } else {
             start_rev
         };
+        // Checked after the snapshot is taken and under the index lock (which a snapshot
+        // install holds across its commit): see the module doc of `store`. The rest
+        // reads the redb snapshot only.
+        {
+            let _index = read::lock(&self.index)?;
+            self.check_readable(pin, start_rev)?;
+        }
         if start_rev > current {
             return Ok((Vec::new(), start_rev));
         }

@@ -135,11 +135,17 @@ impl LeaseTable {
 /// Reads the lease table of the store's file: id → TTL (empty if the table does not
 /// exist yet: a file written before leases).
 pub(super) fn read_leases(rtxn: &redb::ReadTransaction) -> Result<BTreeMap<i64, i64>, MvccError> {
-    let table = match rtxn.open_table(schema::LEASES) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
-        Err(e) => return Err(e.into()),
-    };
+    match rtxn.open_table(schema::LEASES) {
+        Ok(t) => read_lease_rows(&t),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(BTreeMap::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads the rows of a lease table: id → TTL.
+pub(super) fn read_lease_rows(
+    table: &impl ReadableTable<i64, &'static [u8]>,
+) -> Result<BTreeMap<i64, i64>, MvccError> {
     let mut out = BTreeMap::new();
     for entry in table.iter()? {
         let (k, v) = entry?;

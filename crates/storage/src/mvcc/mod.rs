@@ -8,6 +8,7 @@
 //! - [`schema`]: the redb tables (key table, meta table, lease table) and encodings;
 //! - [`lease`]: leases (grant, revoke, the keys attached to each);
 //! - `store`: [`MvccStore`], opening, concurrency and durability (checkpoints);
+//! - [`snapshot`]: raft snapshots, the whole store as one checked stream and back;
 //! - `read`: range reads; `write`: the apply loop, put and delete range; `txn`:
 //!   transactions; `compaction`: compaction; `events`: history as watch events;
 //!   [`error`]: errors with etcd's texts.
@@ -47,6 +48,7 @@ pub mod lease;
 mod read;
 pub mod revision;
 pub mod schema;
+pub mod snapshot;
 mod store;
 mod txn;
 pub mod txn_read;
@@ -58,6 +60,7 @@ mod tests;
 pub use error::MvccError;
 pub use lease::{LeaseInfo, MAX_LEASE_TTL};
 pub use revision::Revision;
+pub use snapshot::{verify_snapshot, SnapshotInfo};
 pub use store::{LeaseChecker, MvccOptions, MvccStore};
 pub use txn_read::is_read_only;
 pub use write::{ApplyResult, RaftEntry};

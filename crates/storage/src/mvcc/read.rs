@@ -48,18 +48,22 @@ impl MvccStore {
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
         // A read of the current revision can be overtaken by a compaction past it (it is
         // slow, applies go on); it then starts again at the new current revision.
+        // A read overtaken by a snapshot install starts again on the new state (always
+        // right: it is the same history, further along).
         let mut attempts = 0;
         loop {
             match self.range_once(req) {
                 Err(MvccError::Compacted) if req.revision <= 0 && attempts < 8 => attempts += 1,
+                Err(MvccError::StoreReplaced) if attempts < 8 => attempts += 1,
                 result => return result,
             }
         }
     }
 
     fn range_once(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
-        // Load the revision first, then open the snapshot: it holds that revision.
-        let current = self.current_revision();
+        // Pin the revision first, then open the snapshot: it holds that revision.
+        let pin = self.pin();
+        let current = pin.current;
         let rtxn = self.db.begin_read()?;
         let table = rtxn.open_table(KEYS)?;
         if req.revision > current {
@@ -70,13 +74,7 @@ impl MvccStore {
         } else {
             req.revision
         };
-        let still_readable = || {
-            if at < self.compact_revision() {
-                Err(MvccError::Compacted)
-            } else {
-                Ok(())
-            }
-        };
+        let still_readable = || self.check_readable(pin, at);
         range_at(&table, &self.index, req, at, current, &still_readable)
     }
 }

@@ -15,7 +15,13 @@
 //! - a compaction publishes its revision before deleting anything, and a reader checks
 //!   its read revision against it after opening its snapshot and under the index lock:
 //!   either the reader sees the new compaction revision (and fails with `Compacted` if it
-//!   reads below it) or its snapshot predates the deletions.
+//!   reads below it) or its snapshot predates the deletions;
+//! - installing a raft snapshot ([`super::snapshot`]) replaces the file's content, the
+//!   index and every published value at once. Readers pin the install epoch (with the
+//!   current revision, [`MvccStore::pin`]) before opening their redb snapshot and check
+//!   it under the index lock ([`MvccStore::check_readable`]), which the install holds
+//!   across its commit and the swap: a reader that straddles an install fails with
+//!   `StoreReplaced` (and the read methods retry) instead of mixing the two states.
 //!
 //! # Durability
 //!
@@ -28,7 +34,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 
 use redb::{Builder, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
@@ -37,7 +43,7 @@ use super::error::MvccError;
 use super::index::TreeIndex;
 use super::lease::{self, LeaseTable};
 use super::revision::Revision;
-use super::schema::{self, KEYS, META};
+use super::schema::{self, Meta, KEYS, META};
 
 /// Options of [`MvccStore::open`].
 #[derive(Debug, Clone)]
@@ -74,6 +80,49 @@ pub struct MvccStore {
     pub(super) lease_checker: RwLock<Option<LeaseChecker>>,
     /// Every lease and the keys attached to each (see [`super::lease`]).
     pub(super) leases: RwLock<LeaseTable>,
+    /// Bumped (under the index write lock) each time a raft snapshot replaces the store;
+    /// readers check it did not move since they opened their redb snapshot.
+    pub(super) install_epoch: AtomicU64,
+}
+
+/// What a reader loads before it opens its redb read transaction (see "Concurrency").
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReadPin {
+    /// The install epoch the reader's snapshot and index must both belong to.
+    pub epoch: u64,
+    /// The current revision; the redb snapshot opened after loading it holds it.
+    pub current: i64,
+}
+
+/// The state a committed file holds, from which `open` and `install_snapshot` build
+/// the in-memory state.
+pub(super) struct Loaded {
+    pub meta: Meta,
+    pub index: TreeIndex,
+    pub leases: LeaseTable,
+}
+
+/// Reads and checks the state held by the key, meta and lease tables (of a read
+/// transaction, or of the write transaction that installs a snapshot).
+pub(super) fn load_state(
+    keys: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    meta: &impl ReadableTable<&'static str, u64>,
+    lease_rows: std::collections::BTreeMap<i64, i64>,
+) -> Result<Loaded, MvccError> {
+    let meta = schema::read_meta(meta)?;
+    let (index, max_rev, attached) = rebuild_index(keys)?;
+    if max_rev > meta.current_rev {
+        return Err(MvccError::Corrupt(format!(
+            "key table holds revision {max_rev} beyond the current revision {}",
+            meta.current_rev
+        )));
+    }
+    let leases = LeaseTable::build(lease_rows, attached);
+    Ok(Loaded {
+        meta,
+        index,
+        leases,
+    })
 }
 
 /// What the applier knows (it runs ahead of the published values during an apply).
@@ -91,6 +140,20 @@ pub(super) struct WriterState {
     pub pending_compaction: Option<i64>,
 }
 
+impl WriterState {
+    /// The applier's state matching a committed meta table (a compaction it did not
+    /// finish is resumed separately, see [`MvccStore::resume_compaction`]).
+    pub fn committed(meta: &Meta) -> WriterState {
+        WriterState {
+            rev: meta.current_rev,
+            compact_rev: meta.scheduled_compact,
+            applied: meta.applied,
+            dirty: false,
+            pending_compaction: None,
+        }
+    }
+}
+
 impl MvccStore {
     /// Opens (or creates) the store in the redb file at `path` and rebuilds the key index
     /// from it. Completes a compaction that was interrupted.
@@ -100,19 +163,16 @@ impl MvccStore {
             .create(path)?;
         Self::init_tables(&db)?;
 
-        let (meta, index, max_rev, leases) = {
+        let loaded = {
             let rtxn = db.begin_read()?;
-            let meta = schema::read_meta(&rtxn.open_table(META)?)?;
-            let (index, max_rev, attached) = rebuild_index(&rtxn.open_table(KEYS)?)?;
-            let leases = LeaseTable::build(lease::read_leases(&rtxn)?, attached);
-            (meta, index, max_rev, leases)
+            let lease_rows = lease::read_leases(&rtxn)?;
+            load_state(&rtxn.open_table(KEYS)?, &rtxn.open_table(META)?, lease_rows)?
         };
-        if max_rev > meta.current_rev {
-            return Err(MvccError::Corrupt(format!(
-                "key table holds revision {max_rev} beyond the current revision {}",
-                meta.current_rev
-            )));
-        }
+        let Loaded {
+            meta,
+            index,
+            leases,
+        } = loaded;
         tracing::info!(
             path = %path.display(),
             keys = index.len(),
@@ -126,27 +186,35 @@ impl MvccStore {
             db,
             index: RwLock::new(index),
             current_rev: AtomicI64::new(meta.current_rev),
-            compact_rev: AtomicI64::new(meta.finished_compact),
+            // The logical compaction: the rows below it may be partly deleted already.
+            compact_rev: AtomicI64::new(meta.scheduled_compact),
             applied: Mutex::new(meta.applied),
-            writer: Mutex::new(WriterState {
-                rev: meta.current_rev,
-                compact_rev: meta.scheduled_compact,
-                applied: meta.applied,
-                dirty: false,
-                pending_compaction: None,
-            }),
+            writer: Mutex::new(WriterState::committed(&meta)),
             lease_checker: RwLock::new(None),
             leases: RwLock::new(leases),
+            install_epoch: AtomicU64::new(0),
         };
+        {
+            let mut w = store.lock_writer()?;
+            store.resume_compaction(&mut w, &meta)?;
+        }
+        Ok(store)
+    }
+
+    /// Completes a compaction that the committed state scheduled but did not finish.
+    pub(super) fn resume_compaction(
+        &self,
+        w: &mut WriterState,
+        meta: &Meta,
+    ) -> Result<(), MvccError> {
         if meta.scheduled_compact > meta.finished_compact {
             tracing::info!(
                 revision = meta.scheduled_compact,
                 "resuming interrupted compaction"
             );
-            let mut w = store.lock_writer()?;
-            store.run_compaction(&mut w, meta.scheduled_compact)?;
+            self.run_compaction(w, meta.scheduled_compact)?;
         }
-        Ok(store)
+        Ok(())
     }
 
     /// Creates the tables and the schema version in a new file.
@@ -211,7 +279,12 @@ impl MvccStore {
     /// shutdown. Does nothing if nothing was applied since the last checkpoint.
     pub fn checkpoint(&self) -> Result<(), MvccError> {
         let mut w = self.lock_writer()?;
-        self.finish_pending_compaction(&mut w);
+        self.checkpoint_locked(&mut w)
+    }
+
+    /// [`MvccStore::checkpoint`] by the holder of the writer lock.
+    pub(super) fn checkpoint_locked(&self, w: &mut WriterState) -> Result<(), MvccError> {
+        self.finish_pending_compaction(w);
         if !w.dirty {
             return Ok(());
         }
@@ -223,6 +296,27 @@ impl MvccStore {
         }
         txn.commit()?;
         w.dirty = false;
+        Ok(())
+    }
+
+    /// Loads what a reader needs before opening its redb read transaction: the install
+    /// epoch first, then the current revision (see "Concurrency").
+    pub(super) fn pin(&self) -> ReadPin {
+        let epoch = self.install_epoch.load(Ordering::SeqCst);
+        let current = self.current_rev.load(Ordering::SeqCst);
+        ReadPin { epoch, current }
+    }
+
+    /// Whether a reader pinned at `pin` may go on reading revision `at`: called under
+    /// the index lock after the reader opened its redb snapshot. `StoreReplaced` if a
+    /// snapshot install happened since the pin, `Compacted` if a compaction passed `at`.
+    pub(super) fn check_readable(&self, pin: ReadPin, at: i64) -> Result<(), MvccError> {
+        if self.install_epoch.load(Ordering::SeqCst) != pin.epoch {
+            return Err(MvccError::StoreReplaced);
+        }
+        if at < self.compact_revision() {
+            return Err(MvccError::Compacted);
+        }
         Ok(())
     }
 

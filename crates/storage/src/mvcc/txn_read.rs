@@ -34,20 +34,23 @@ impl MvccStore {
                 "txn_read_only called with a txn that writes".into(),
             ));
         }
-        // Load the revision first, then open the snapshot: it holds that revision.
-        let current = self.current_revision();
+        let mut attempts = 0;
+        loop {
+            match self.txn_read_only_once(req) {
+                Err(MvccError::StoreReplaced) if attempts < 8 => attempts += 1,
+                result => return result,
+            }
+        }
+    }
+
+    fn txn_read_only_once(&self, req: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        // Pin the revision first, then open the snapshot: it holds that revision.
+        let pin = self.pin();
+        let current = pin.current;
         let rtxn = self.db.begin_read()?;
         let table = rtxn.open_table(KEYS)?;
         let compact = self.compact_revision();
-        let still_readable = |at: i64| {
-            move || {
-                if at < self.compact_revision() {
-                    Err(MvccError::Compacted)
-                } else {
-                    Ok(())
-                }
-            }
-        };
+        let still_readable = |at: i64| move || self.check_readable(pin, at);
 
         let mut succeeded = true;
         for c in &req.compare {

@@ -21,6 +21,7 @@ mod compaction;
 mod lease;
 mod model;
 mod read;
+mod snapshot;
 mod store;
 mod txn;
 mod write;
