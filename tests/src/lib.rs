@@ -14,11 +14,14 @@
 //! - [`normalize`]: mask the output fields that legitimately differ between two servers.
 //! - [`protobuf`]: a tiny decoder so `-w protobuf` output can be normalized too.
 //! - [`script`]: differential etcdctl scripts, run on each target and compared step by step.
+//! - [`linearizability`]: record concurrent clients' operations and check the history is
+//!   linearizable (Wing & Gong / Lowe search, per key).
 
 pub mod background;
 pub mod client;
 pub mod cluster;
 pub mod etcdctl;
+pub mod linearizability;
 pub mod netns;
 pub mod normalize;
 pub mod ports;
