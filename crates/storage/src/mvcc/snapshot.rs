@@ -18,8 +18,8 @@
 //! - A record is one row of a redb table, the tag naming the table: 1 = meta (name →
 //!   u64 as 8 bytes), 2 = raft (name → bytes), 3 = lease (lease id as i64, 8 bytes →
 //!   bytes), 4 = key (revision key → `KeyValue` bytes); see [`super::schema`]. Records
-//!   come in tag order, each table's rows in its key order. Keys are at most
-//!   [`format::MAX_KEY_LEN`] bytes.
+//!   come in tag order, each table's rows in its key order. Keys are at most 4096 bytes
+//!   (`format::MAX_KEY_LEN`); values are bounded only by the u32 length.
 //! - The crc32 (IEEE, as `crc32fast`) covers every byte before it, header and row count
 //!   included. Nothing may follow the trailer.
 //! - The meta rows carry the applied raft position, the revision, the compaction state
