@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "v3lockpb/v3lock.proto",
         "v3electionpb/v3election.proto",
         "bramblepb/command.proto",
+        "bramblepb/raft.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

@@ -1,15 +1,35 @@
-//! The member's identity on disk: its member and cluster ids, fixed at the
-//! first start, so a restart keeps them whatever flags it is given (as etcd
-//! ignores `--initial-cluster*` once a data dir exists).
+//! The member's identity: its member and cluster ids, derived or fetched at
+//! the first start and kept in `<data-dir>/member/identity`, so a restart
+//! keeps them whatever flags it is given (as etcd ignores `--initial-cluster*`
+//! once a data dir exists).
+//!
+//! A member of a new cluster derives every id from `--initial-cluster` and
+//! `--initial-cluster-token` exactly as etcd does, so all members agree
+//! without talking. A member joining an existing cluster (after `member
+//! add`) asks the listed peers for the member list and finds itself by its
+//! peer URLs, as etcd's `GetClusterFromRemotePeers` does.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
-use bramble_raft::identity;
+use bramble_api::bramblepb::peer_client::PeerClient;
+use bramble_api::bramblepb::MembersRequest;
+use bramble_raft::{identity, Member};
 
-use crate::node::{Error, NodeOptions};
+use crate::node::{ClusterState, Error, NodeOptions};
 
 const FILE: &str = "identity";
+
+/// A member's ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    /// This member's id.
+    pub member_id: u64,
+    /// Its cluster's id.
+    pub cluster_id: u64,
+}
 
 fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error {
@@ -18,30 +38,157 @@ fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Reads `<data-dir>/member/identity`, or derives the ids from the options
-/// (as etcd does for a new cluster) and writes them durably.
-pub fn load_or_create(opts: &NodeOptions) -> Result<(u64, u64), Error> {
+fn config_error(message: String) -> Error {
+    Error {
+        code: tonic::Code::InvalidArgument,
+        message,
+    }
+}
+
+/// Reads `<data-dir>/member/identity`, or works the ids out (see the module
+/// docs) and writes them durably.
+pub async fn load_or_create(opts: &NodeOptions) -> Result<Ids, Error> {
     let dir = opts.data_dir.join("member");
     let path = dir.join(FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => parse(&text).ok_or_else(|| io_error(&path, "malformed identity file")),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let member_id = identity::member_id(&opts.peer_urls, &opts.cluster_token);
-            let cluster_id = identity::cluster_id(&[member_id]);
+            let ids = match opts.initial_cluster_state {
+                ClusterState::New => {
+                    let members = initial_members(opts)?;
+                    let all: Vec<u64> = members.keys().copied().collect();
+                    Ids {
+                        member_id: own_id(opts, &members)?,
+                        cluster_id: identity::cluster_id(&all),
+                    }
+                }
+                ClusterState::Existing => fetch_from_peers(opts).await?,
+            };
             std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
-            write_durably(&dir, &path, &format!("{member_id:x} {cluster_id:x}\n"))
-                .map_err(|e| io_error(&path, e))?;
-            Ok((member_id, cluster_id))
+            let text = format!("{:x} {:x}\n", ids.member_id, ids.cluster_id);
+            write_durably(&dir, &path, &text).map_err(|e| io_error(&path, e))?;
+            Ok(ids)
         }
         Err(e) => Err(io_error(&path, e)),
     }
 }
 
-fn parse(text: &str) -> Option<(u64, u64)> {
+/// The members of a new cluster, by the ids etcd would give them. Only this
+/// member's client URLs are known here; the others' are learned later.
+pub fn initial_members(opts: &NodeOptions) -> Result<BTreeMap<u64, Member>, Error> {
+    let mut members = BTreeMap::new();
+    for (name, urls) in opts.initial_members() {
+        let id = identity::member_id(&urls, &opts.cluster_token);
+        let client_urls = if name == opts.name {
+            opts.client_urls.clone()
+        } else {
+            Vec::new()
+        };
+        let member = Member {
+            name: name.clone(),
+            peer_urls: urls,
+            client_urls,
+        };
+        if members.insert(id, member).is_some() {
+            return Err(config_error(format!(
+                "--initial-cluster: member {name:?} has the same peer URLs as another member"
+            )));
+        }
+    }
+    own_id(opts, &members)?;
+    Ok(members)
+}
+
+/// This member's id among the initial members; its advertised peer URLs must
+/// be the ones `--initial-cluster` gives its name (etcd checks the same).
+fn own_id(opts: &NodeOptions, members: &BTreeMap<u64, Member>) -> Result<u64, Error> {
+    let (id, me) = members
+        .iter()
+        .find(|(_, m)| m.name == opts.name)
+        .ok_or_else(|| {
+            config_error(format!(
+                "couldn't find local name {:?} in the initial cluster configuration",
+                opts.name
+            ))
+        })?;
+    let mut listed = me.peer_urls.clone();
+    let mut advertised = opts.peer_urls.clone();
+    listed.sort();
+    advertised.sort();
+    if listed != advertised {
+        return Err(config_error(format!(
+            "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={} (\"{}\" does not match \"{}\")",
+            opts.name,
+            me.peer_urls.join(","),
+            opts.peer_urls.join(","),
+            listed.join(","),
+            advertised.join(",")
+        )));
+    }
+    Ok(*id)
+}
+
+/// Asks the other listed members for the member list and finds this member
+/// in it by its peer URLs.
+async fn fetch_from_peers(opts: &NodeOptions) -> Result<Ids, Error> {
+    let mut wanted = opts.peer_urls.clone();
+    wanted.sort();
+    let mut last_error = String::from("no other member listed in --initial-cluster");
+    for (name, urls) in opts.initial_members() {
+        if name == opts.name {
+            continue;
+        }
+        for url in urls {
+            match members_of(&url).await {
+                Ok(reply) => {
+                    let membership = reply.membership.unwrap_or_default();
+                    let me = membership.members.iter().find(|m| {
+                        let mut urls = m.peer_urls.clone();
+                        urls.sort();
+                        urls == wanted
+                    });
+                    return match me {
+                        Some(m) => Ok(Ids {
+                            member_id: m.id,
+                            cluster_id: reply.cluster_id,
+                        }),
+                        None => Err(config_error(format!(
+                            "member with peer URLs {} has not been added to the cluster (etcdctl member add)",
+                            opts.peer_urls.join(",")
+                        ))),
+                    };
+                }
+                Err(e) => last_error = format!("{url}: {e}"),
+            }
+        }
+    }
+    Err(Error {
+        code: tonic::Code::Unavailable,
+        message: format!("cannot fetch cluster info from peer urls: {last_error}"),
+    })
+}
+
+async fn members_of(url: &str) -> Result<bramble_api::bramblepb::MembersReply, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5));
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    PeerClient::new(channel)
+        .members(MembersRequest {})
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| s.message().to_string())
+}
+
+fn parse(text: &str) -> Option<Ids> {
     let mut parts = text.split_whitespace();
-    let member = u64::from_str_radix(parts.next()?, 16).ok()?;
-    let cluster = u64::from_str_radix(parts.next()?, 16).ok()?;
-    Some((member, cluster))
+    let member_id = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let cluster_id = u64::from_str_radix(parts.next()?, 16).ok()?;
+    Some(Ids {
+        member_id,
+        cluster_id,
+    })
 }
 
 /// Writes via a temporary file, fsyncs it and the directory, then renames:
@@ -59,19 +206,81 @@ fn write_durably(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn identity_survives_different_flags() {
+    #[tokio::test]
+    async fn identity_survives_different_flags() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut opts = NodeOptions::new(dir.path());
-        let first = load_or_create(&opts).expect("create");
-        assert_eq!(format!("{:x}", first.0), "8e9e05c52164694d");
+        let first = load_or_create(&opts).await.expect("create");
+        assert_eq!(format!("{:x}", first.member_id), "8e9e05c52164694d");
+        assert_eq!(format!("{:x}", first.cluster_id), "cdf818194e3a8c32");
         opts.peer_urls = vec!["http://10.0.0.1:2380".into()];
-        assert_eq!(load_or_create(&opts).expect("load"), first);
+        assert_eq!(load_or_create(&opts).await.expect("load"), first);
+    }
+
+    /// The ids etcd 3.4 printed for `--initial-cluster
+    /// n0=http://127.0.0.1:12380,n1=http://127.0.0.1:22380,n2=http://127.0.0.1:32380
+    /// --initial-cluster-token tok` (its log: `added member ...`, `cluster f7d1d29ba4cd2368`).
+    #[tokio::test]
+    async fn three_members_agree_on_ids() {
+        let cluster: Vec<(String, Vec<String>)> = (0..3)
+            .map(|i| {
+                (
+                    format!("n{i}"),
+                    vec![format!("http://127.0.0.1:{}2380", i + 1)],
+                )
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for (name, urls) in &cluster {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut opts = NodeOptions::new(dir.path());
+            opts.name = name.clone();
+            opts.peer_urls = urls.clone();
+            opts.cluster_token = "tok".into();
+            opts.initial_cluster = cluster.clone();
+            seen.push(load_or_create(&opts).await.expect("ids"));
+            assert_eq!(initial_members(&opts).expect("members").len(), 3);
+        }
+        let hex: Vec<String> = seen
+            .iter()
+            .map(|i| format!("{:x} {:x}", i.member_id, i.cluster_id))
+            .collect();
+        assert_eq!(
+            hex,
+            [
+                "d622127685879b3c f7d1d29ba4cd2368",
+                "117b9266988c4966 f7d1d29ba4cd2368",
+                "ca7a34e16cff9c1b f7d1d29ba4cd2368"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_member_must_advertise_its_listed_urls() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut opts = NodeOptions::new(dir.path());
+        opts.initial_cluster = vec![
+            ("default".into(), vec!["http://a:2380".into()]),
+            ("other".into(), vec!["http://b:2380".into()]),
+        ];
+        let err = initial_members(&opts).expect_err("url mismatch");
+        assert!(err
+            .message
+            .contains("missing from --initial-advertise-peer-urls"));
+        opts.name = "nobody".into();
+        let err = initial_members(&opts).expect_err("name missing");
+        assert!(err.message.contains("couldn't find local name"));
     }
 
     #[test]
     fn garbage_is_refused() {
         assert_eq!(parse("zz"), None);
-        assert_eq!(parse("1 2"), Some((1, 2)));
+        assert_eq!(
+            parse("1 2"),
+            Some(Ids {
+                member_id: 1,
+                cluster_id: 2
+            })
+        );
     }
 }

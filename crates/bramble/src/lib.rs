@@ -10,7 +10,7 @@ pub mod node;
 pub mod server;
 
 pub use bramble_api as api;
-pub use node::{Error, Node, NodeOptions};
+pub use node::{ClusterState, Error, Node, NodeOptions};
 
 /// Bramble's version, as clap shows it.
 pub const VERSION_LINE: &str = env!("CARGO_PKG_VERSION");

@@ -5,8 +5,10 @@
 //! gRPC KV service (they *are* the KV service, called in process), so an
 //! embedded store behaves exactly like a `bramble` server, errors included.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bramble_api::etcdserverpb::kv_server::Kv;
 use bramble_api::etcdserverpb::{
@@ -19,6 +21,16 @@ use bramble_server::kv::KvService;
 use bramble_server::lease::expiry::min_lease_ttl;
 use bramble_server::lease::Lessor;
 use bramble_server::{Identity, Limits, ServerContext};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error {
+        code: tonic::Code::Unavailable,
+        message: e.to_string(),
+    }
+}
 
 /// How to open a member.
 #[derive(Debug, Clone)]
@@ -39,6 +51,24 @@ pub struct NodeOptions {
     pub heartbeat_interval_ms: u64,
     /// Raft election timeout in milliseconds.
     pub election_timeout_ms: u64,
+    /// etcd's `--initial-cluster`: every initial member's name and peer URLs.
+    /// Empty means a one-member cluster of this member alone.
+    pub initial_cluster: Vec<(String, Vec<String>)>,
+    /// etcd's `--initial-cluster-state`.
+    pub initial_cluster_state: ClusterState,
+    /// Where to serve the peer protocol (etcd's `--listen-peer-urls`); empty
+    /// for a one-member store that never talks to peers.
+    pub listen_peer_addrs: Vec<SocketAddr>,
+}
+
+/// etcd's `--initial-cluster-state`: whether the first start creates a
+/// cluster or joins one (after `member add`). Ignored once the data dir exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    /// Bootstrap a new cluster with the initial members.
+    New,
+    /// Join a running cluster that already lists this member.
+    Existing,
 }
 
 impl NodeOptions {
@@ -53,6 +83,19 @@ impl NodeOptions {
             limits: Limits::default(),
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,
+            initial_cluster: Vec::new(),
+            initial_cluster_state: ClusterState::New,
+            listen_peer_addrs: Vec::new(),
+        }
+    }
+
+    /// The initial members (name, peer URLs): `--initial-cluster`, or this
+    /// member alone.
+    pub fn initial_members(&self) -> Vec<(String, Vec<String>)> {
+        if self.initial_cluster.is_empty() {
+            vec![(self.name.clone(), self.peer_urls.clone())]
+        } else {
+            self.initial_cluster.clone()
         }
     }
 }
@@ -81,43 +124,94 @@ impl From<tonic::Status> for Error {
 pub struct Node {
     ctx: Arc<ServerContext>,
     kv: KvService,
+    /// Stops the peer listeners.
+    stop_peers: watch::Sender<bool>,
+    peer_servers: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Node {
-    /// Opens the store in `opts.data_dir` (creating a one-member cluster the
-    /// first time) and starts Raft. Returns when it is ready to serve.
+    /// Opens the store in `opts.data_dir` (bootstrapping or joining a cluster
+    /// the first time, as `initial_cluster_state` says), serves the peer
+    /// protocol and starts Raft. Returns when it is ready to serve clients.
     pub async fn open(opts: NodeOptions) -> Result<Node, Error> {
-        let (member_id, cluster_id) = crate::identity_file::load_or_create(&opts)?;
+        // Bind first: a port in use should fail before any data is touched.
+        let mut peer_listeners = Vec::new();
+        for addr in &opts.listen_peer_addrs {
+            let l = TcpListener::bind(addr).await.map_err(|e| Error {
+                code: tonic::Code::Unavailable,
+                message: format!("listen on {addr} (peers): {e}"),
+            })?;
+            peer_listeners.push(l);
+        }
+        let ids = crate::identity_file::load_or_create(&opts).await?;
         let member = Member {
             name: opts.name.clone(),
             peer_urls: opts.peer_urls.clone(),
             client_urls: opts.client_urls.clone(),
         };
-        let mut cfg = NodeConfig::new(&opts.data_dir, member_id, member);
+        let mut cfg = NodeConfig::new(&opts.data_dir, ids.member_id, member);
         cfg.heartbeat_interval_ms = opts.heartbeat_interval_ms;
         cfg.election_timeout_ms = opts.election_timeout_ms;
+        cfg.cluster_id = ids.cluster_id;
+        cfg.bootstrap = match opts.initial_cluster_state {
+            ClusterState::New => Some(crate::identity_file::initial_members(&opts)?),
+            ClusterState::Existing => None,
+        };
+        let single = cfg.bootstrap.as_ref().is_some_and(|m| m.len() == 1);
         let db_path = cfg.db_path();
-        let node = RaftNode::start(cfg).await.map_err(|e| Error {
-            code: tonic::Code::Unavailable,
-            message: e.to_string(),
-        })?;
+        let node = RaftNode::start(cfg).await.map_err(unavailable)?;
+
+        let (stop_peers, stop_rx) = watch::channel(false);
+        let mut peer_servers = Vec::new();
+        for l in peer_listeners {
+            let service = node.peer_service();
+            let mut rx = stop_rx.clone();
+            peer_servers.push(tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+                let result = tonic::transport::Server::builder()
+                    .tcp_nodelay(true)
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = rx.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::error!("peer server: {e}");
+                }
+            }));
+        }
+        // A one-member cluster recovers from its own WAL: wait, so the first
+        // client sees everything it saw before a restart. A member of a larger
+        // cluster needs a quorum, which may be starting right now too; it
+        // serves at once, as etcd does, and requests wait for a leader.
+        if single {
+            node.wait_recovered(Duration::from_secs(60))
+                .await
+                .map_err(unavailable)?;
+        }
+
         let ctx = Arc::new(ServerContext {
             node: Arc::new(node),
             identity: Identity {
-                cluster_id,
-                member_id,
+                cluster_id: ids.cluster_id,
+                member_id: ids.member_id,
             },
             limits: opts.limits,
             db_path,
             lessor: Lessor::new(
-                member_id,
+                ids.member_id,
                 min_lease_ttl(opts.heartbeat_interval_ms, opts.election_timeout_ms),
                 std::time::Duration::from_millis(opts.election_timeout_ms),
             ),
         });
         Lessor::start(&ctx);
         let kv = KvService::new(ctx.clone());
-        Ok(Node { ctx, kv })
+        Ok(Node {
+            ctx,
+            kv,
+            stop_peers,
+            peer_servers: std::sync::Mutex::new(peer_servers),
+        })
     }
 
     /// The shared server state, for serving gRPC clients too.
@@ -200,8 +294,23 @@ impl Node {
             .into_inner())
     }
 
-    /// Stops Raft and makes the state machine durable.
+    /// Stops Raft and the peer listeners and makes the state machine durable.
     pub async fn close(&self) {
         self.ctx.node.shutdown().await;
+        let _ = self.stop_peers.send(true);
+        let servers: Vec<_> = self
+            .peer_servers
+            .lock()
+            .map(|mut s| s.drain(..).collect())
+            .unwrap_or_default();
+        for s in servers {
+            // Peer connections are long-lived streams: do not wait for them.
+            if tokio::time::timeout(Duration::from_millis(500), s)
+                .await
+                .is_err()
+            {
+                tracing::debug!("peer server did not stop in time");
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{listen_addrs, parse_initial_cluster, split_urls, Flags};
-use crate::node::{Node, NodeOptions};
+use crate::node::{ClusterState, Node, NodeOptions};
 
 /// How long a stop waits for client connections to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -23,29 +23,15 @@ pub fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{}.bramble", flags.name)));
     let peer_urls = split_urls(&flags.initial_advertise_peer_urls);
-    if let Some(spec) = &flags.initial_cluster {
-        let members = parse_initial_cluster(spec).map_err(anyhow::Error::msg)?;
-        if members.len() > 1 {
-            bail!(
-                "--initial-cluster names {} members: multi-member clusters are not supported by this bramble version yet",
-                members.len()
-            );
-        }
-        if let Some((name, _)) = members.first() {
-            if name != &flags.name {
-                bail!(
-                    "--initial-cluster has no member named {:?} (--name)",
-                    flags.name
-                );
-            }
-        }
-    }
-    if flags.initial_cluster_state != "new" && flags.initial_cluster_state != "existing" {
-        bail!(
-            "--initial-cluster-state must be 'new' or 'existing', not {:?}",
-            flags.initial_cluster_state
-        );
-    }
+    let initial_cluster = match &flags.initial_cluster {
+        Some(spec) => parse_initial_cluster(spec).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    let initial_cluster_state = match flags.initial_cluster_state.as_str() {
+        "new" => ClusterState::New,
+        "existing" => ClusterState::Existing,
+        other => bail!("--initial-cluster-state must be 'new' or 'existing', not {other:?}"),
+    };
     // etcd ignores a zero interval (tokio's timers would spin on it).
     let progress_interval = match flags.experimental_watch_progress_notify_interval {
         d if d.is_zero() => bramble_server::watch::DEFAULT_PROGRESS_NOTIFY_INTERVAL,
@@ -64,6 +50,9 @@ pub fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         },
         heartbeat_interval_ms: flags.heartbeat_interval,
         election_timeout_ms: flags.election_timeout,
+        initial_cluster,
+        initial_cluster_state,
+        listen_peer_addrs: bind_addrs(&flags.listen_peer_urls)?,
     })
 }
 

@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
 use bramble_api::bramblepb as pb;
-use openraft::vote::RaftLeaderId;
 use openraft::EntryPayload;
 use prost::Message;
 
@@ -34,26 +33,43 @@ pub fn log_term(id: &LogId) -> u64 {
 
 /// Encodes an entry's term and payload (the index is in the WAL frame).
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {
-    let payload = match &entry.payload {
-        EntryPayload::Blank => None,
-        EntryPayload::Normal(req) => Some(pb::log_entry::Payload::Command(req.0.clone())),
-        EntryPayload::Membership(m) => {
-            Some(pb::log_entry::Payload::Membership(encode_membership(m)))
-        }
+    entry_message(entry).encode_to_vec()
+}
+
+/// An entry's term and payload as the WAL record's message.
+pub fn entry_message(entry: &Entry) -> pb::LogEntry {
+    let (payload, request_id) = match &entry.payload {
+        EntryPayload::Blank => (None, 0),
+        EntryPayload::Normal(req) => (
+            Some(pb::log_entry::Payload::Command(req.command.clone())),
+            req.request_id,
+        ),
+        EntryPayload::Membership(m) => (
+            Some(pb::log_entry::Payload::Membership(encode_membership(m))),
+            0,
+        ),
     };
     pb::LogEntry {
         term: log_term(&entry.log_id),
         payload,
+        request_id,
     }
-    .encode_to_vec()
 }
 
 /// Decodes an entry stored at `index`.
 pub fn decode_entry(index: u64, bytes: &[u8]) -> io::Result<Entry> {
     let e = pb::LogEntry::decode(bytes).map_err(|e| invalid(&format!("log entry {index}"), e))?;
+    entry_from_message(index, e)
+}
+
+/// Builds the entry at `index` from its record message.
+pub fn entry_from_message(index: u64, e: pb::LogEntry) -> io::Result<Entry> {
     let payload = match e.payload {
         None => EntryPayload::Blank,
-        Some(pb::log_entry::Payload::Command(c)) => EntryPayload::Normal(Request(c)),
+        Some(pb::log_entry::Payload::Command(command)) => EntryPayload::Normal(Request {
+            command,
+            request_id: e.request_id,
+        }),
         Some(pb::log_entry::Payload::Membership(m)) => {
             EntryPayload::Membership(decode_membership(&m)?)
         }
@@ -112,23 +128,13 @@ pub fn decode_membership(m: &pb::Membership) -> io::Result<Membership> {
 
 /// Encodes the vote (Raft hard state).
 pub fn encode_vote(v: &Vote) -> Vec<u8> {
-    let lid = v.leader_id();
-    pb::Vote {
-        term: lid.term,
-        voted_for: *lid.node_id(),
-        committed: v.is_committed(),
-    }
-    .encode_to_vec()
+    crate::wire::vote_to_pb(v).encode_to_vec()
 }
 
 /// Decodes the vote.
 pub fn decode_vote(bytes: &[u8]) -> io::Result<Vote> {
     let v = pb::Vote::decode(bytes).map_err(|e| invalid("vote", e))?;
-    Ok(if v.committed {
-        openraft::Vote::new_committed(v.term, v.voted_for)
-    } else {
-        openraft::Vote::new(v.term, v.voted_for)
-    })
+    crate::wire::vote_from_pb(Some(&v))
 }
 
 /// Encodes the state machine's last applied membership.
@@ -183,7 +189,10 @@ mod tests {
         let membership = openraft::Membership::new(vec![[1u64].into()], members).expect("valid");
         for payload in [
             EntryPayload::Blank,
-            EntryPayload::Normal(Request(put)),
+            EntryPayload::Normal(Request {
+                command: put,
+                request_id: 77,
+            }),
             EntryPayload::Membership(membership),
         ] {
             let e: Entry = openraft::Entry {

@@ -3,13 +3,16 @@
 //! [`RaftNode`], which ties them into one running member.
 
 pub mod codec;
+pub mod forward;
 pub mod identity;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod peer_service;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
+pub mod wire;
 
 pub use node::{NodeConfig, ProposeError, RaftNode, RaftStatus, StartError};
 pub use types::{Member, TypeConfig};

@@ -1,75 +1,314 @@
-//! Peer transport for a one-member cluster: there are no peers to reach.
+//! The peer transport, client side: openraft's RPCs to other members over
+//! gRPC (`proto/bramblepb/raft.proto`), on the peer URLs each member
+//! advertises.
 //!
-//! A single node never sends Raft RPCs (it is its own quorum), so every call
-//! answers "unreachable". The gRPC peer transport replaces this when clusters
-//! of several members arrive (the replication issue).
+//! One HTTP/2 connection per peer URL, shared by every client openraft makes
+//! for that peer (openraft recreates clients after errors). Every failure is
+//! reported as `Unreachable`, so openraft backs off instead of spinning on a
+//! dead or partitioned peer.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use bramble_api::bramblepb as pb;
+use bramble_api::bramblepb::peer_client::PeerClient;
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse};
-use openraft::raft::{VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderError,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+};
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+use tokio::io::AsyncReadExt;
+use tonic::transport::{Channel, Endpoint};
 
+use crate::codec;
 use crate::snapshot::SnapshotData;
 use crate::types::{Member, TypeConfig, Vote};
+use crate::wire;
 
 type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 
-/// Creates [`NoPeer`] clients.
-#[derive(Debug, Default, Clone)]
-pub struct NoPeers;
+/// How much of a snapshot one message carries: small, so neither side holds
+/// much of it in memory on a Pi.
+const SNAPSHOT_CHUNK: usize = 256 * 1024;
 
-/// A client for a peer that cannot exist in a one-member cluster.
-#[derive(Debug)]
-pub struct NoPeer {
+/// The largest peer message: an AppendEntries batch of large entries.
+pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Opens (and caches) gRPC channels to peers.
+#[derive(Clone)]
+pub struct PeerChannels {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    connect_timeout: Duration,
+}
+
+impl PeerChannels {
+    /// A cache whose connections give up connecting after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Self {
+        PeerChannels {
+            channels: Arc::default(),
+            connect_timeout,
+        }
+    }
+
+    /// The channel to `url` (connected lazily, reconnected by tonic on failure).
+    pub fn channel(&self, url: &str) -> Result<Channel, String> {
+        let mut map = self
+            .channels
+            .lock()
+            .map_err(|_| "peer channel cache poisoned".to_string())?;
+        if let Some(c) = map.get(url) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| format!("peer URL {url:?}: {e}"))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        map.insert(url.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// A Peer-service client for the first of `member`'s peer URLs.
+    pub fn client(&self, member: &Member) -> Result<PeerClient<Channel>, String> {
+        let url = member
+            .peer_urls
+            .first()
+            .ok_or_else(|| format!("member {} has no peer URL", member.name))?;
+        Ok(PeerClient::new(self.channel(url)?)
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE))
+    }
+}
+
+/// Creates [`PeerNetwork`] clients for openraft.
+#[derive(Clone)]
+pub struct PeerNetworkFactory {
+    channels: PeerChannels,
+    cluster_id: u64,
+}
+
+impl PeerNetworkFactory {
+    /// A factory for members of cluster `cluster_id`.
+    pub fn new(channels: PeerChannels, cluster_id: u64) -> Self {
+        PeerNetworkFactory {
+            channels,
+            cluster_id,
+        }
+    }
+}
+
+/// openraft's client for one peer.
+pub struct PeerNetwork {
     target: u64,
+    client: Result<PeerClient<Channel>, String>,
+    cluster_id: u64,
 }
 
-impl NoPeer {
-    fn unreachable(&self) -> Unreachable<TypeConfig> {
-        Unreachable::from_string(format!(
-            "no peer transport: member {:x} is not reachable from a single-node server",
-            self.target
-        ))
+impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: u64, node: &Member) -> PeerNetwork {
+        PeerNetwork {
+            target,
+            client: self.channels.client(node),
+            cluster_id: self.cluster_id,
+        }
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for NoPeers {
-    type Network = NoPeer;
+fn unreachable(target: u64, what: impl std::fmt::Display) -> Unreachable<TypeConfig> {
+    Unreachable::from_string(format!("member {target:x}: {what}"))
+}
 
-    async fn new_client(&mut self, target: u64, _node: &Member) -> NoPeer {
-        NoPeer { target }
+impl PeerNetwork {
+    fn client(&self) -> Result<PeerClient<Channel>, Unreachable<TypeConfig>> {
+        self.client.clone().map_err(|e| unreachable(self.target, e))
+    }
+
+    fn request<T>(msg: T, ttl: Duration) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.set_timeout(ttl);
+        req
     }
 }
 
-impl RaftNetworkV2<TypeConfig> for NoPeer {
+impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        let msg = wire::append_request_to_pb(&rpc, self.cluster_id);
+        let reply = self
+            .client()?
+            .append_entries(Self::request(msg, option.hard_ttl()))
+            .await
+            .map_err(|s| unreachable(self.target, s.message()))?;
+        wire::append_response_from_pb(reply.get_ref())
+            .map_err(|e| RPCError::Unreachable(unreachable(self.target, e)))
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        let msg = wire::vote_request_to_pb(&rpc, self.cluster_id);
+        let reply = self
+            .client()?
+            .vote(Self::request(msg, option.hard_ttl()))
+            .await
+            .map_err(|s| unreachable(self.target, s.message()))?;
+        wire::vote_response_from_pb(reply.get_ref())
+            .map_err(|e| RPCError::Unreachable(unreachable(self.target, e)))
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let msg = wire::vote_request_to_pb(&rpc, self.cluster_id);
+        let reply = self
+            .client()?
+            .pre_vote(Self::request(msg, option.hard_ttl()))
+            .await
+            .map_err(|s| unreachable(self.target, s.message()))?;
+        wire::vote_response_from_pb(reply.get_ref())
+            .map_err(|e| RPCError::Unreachable(unreachable(self.target, e)))
     }
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: Snapshot,
-        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(self.unreachable()))
+        let target = self.target;
+        let mut client = self.client()?;
+        let path = snapshot.snapshot.path.clone();
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| unreachable(target, format!("{}: {e}", path.display())))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| unreachable(target, format!("{}: {e}", path.display())))?
+            .len();
+        let header = pb::SnapshotHeader {
+            vote: Some(wire::vote_to_pb(&vote)),
+            last_log_id: wire::opt_log_id_to_pb(snapshot.meta.last_log_id.as_ref()),
+            last_membership: Some(pb::StoredMembership {
+                log_term: snapshot
+                    .meta
+                    .last_membership
+                    .log_id()
+                    .map(|l| codec::log_term(&l))
+                    .unwrap_or(0),
+                log_index: snapshot
+                    .meta
+                    .last_membership
+                    .log_id()
+                    .map(|l| l.index)
+                    .unwrap_or(0),
+                has_log_id: snapshot.meta.last_membership.log_id().is_some(),
+                membership: Some(codec::encode_membership(
+                    snapshot.meta.last_membership.membership(),
+                )),
+            }),
+            cluster_id: self.cluster_id,
+            size,
+        };
+        // Chunks are read as the stream is polled: the file is never in memory.
+        let (tx, rx) = tokio::sync::mpsc::channel::<pb::SnapshotChunk>(2);
+        let reader = tokio::spawn(async move {
+            let mut header = Some(header);
+            loop {
+                let mut buf = vec![0u8; SNAPSHOT_CHUNK];
+                let n = match file.read(&mut buf).await {
+                    Ok(n) => n,
+                    Err(e) => return Err(e.to_string()),
+                };
+                if n == 0 && header.is_none() {
+                    return Ok(());
+                }
+                buf.truncate(n);
+                let chunk = pb::SnapshotChunk {
+                    header: header.take(),
+                    data: buf,
+                };
+                if tx.send(chunk).await.is_err() {
+                    return Ok(());
+                }
+                if n == 0 {
+                    return Ok(());
+                }
+            }
+        });
+        let send = client.install_snapshot(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let reply = tokio::select! {
+            r = send => r,
+            closed = cancel => {
+                reader.abort();
+                return Err(StreamingError::Closed(closed));
+            }
+        };
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(unreachable(target, format!("reading snapshot: {e}")).into()),
+            Err(e) => return Err(unreachable(target, format!("snapshot reader: {e}")).into()),
+        }
+        let reply = reply.map_err(|s| unreachable(target, s.message()))?;
+        let vote = wire::vote_from_pb(reply.get_ref().vote.as_ref())
+            .map_err(|e| unreachable(target, e))?;
+        Ok(SnapshotResponse::new(vote))
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let msg = pb::TransferLeaderRequest {
+            from_leader: Some(wire::vote_to_pb(req.from_leader())),
+            to_node_id: *req.to_node_id(),
+            last_log_id: wire::opt_log_id_to_pb(req.last_log_id()),
+            cluster_id: self.cluster_id,
+        };
+        let reply = self
+            .client()?
+            .transfer_leader(Self::request(msg, option.hard_ttl()))
+            .await
+            .map_err(|s| unreachable(self.target, s.message()))?
+            .into_inner();
+        let bad = |e| RPCError::Unreachable(unreachable(self.target, e));
+        use pb::transfer_leader_reply::Rejected;
+        Ok(match Rejected::try_from(reply.rejected) {
+            Ok(Rejected::None) => Ok(()),
+            Ok(Rejected::VoteChanged) => Err(TransferLeaderError::VoteChanged {
+                expected: wire::vote_from_pb(reply.expected_vote.as_ref()).map_err(bad)?,
+                actual: wire::vote_from_pb(reply.actual_vote.as_ref()).map_err(bad)?,
+            }),
+            Ok(Rejected::LogNotFlushed) => Err(TransferLeaderError::LogNotFlushed {
+                expected: reply.expected_log.as_ref().map(wire::log_id_from_pb),
+                actual: reply.actual_log.as_ref().map(wire::log_id_from_pb),
+            }),
+            Err(_) => {
+                return Err(RPCError::Unreachable(unreachable(
+                    self.target,
+                    "unknown transfer-leader rejection",
+                )))
+            }
+        })
     }
 }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bramble_api::bramblepb::Command;
+use bramble_api::bramblepb::peer_server::PeerServer;
+use bramble_api::bramblepb::{self as pb, Command};
 use bramble_storage::mvcc::{ApplyResult, MvccOptions, MvccStore};
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
@@ -15,10 +16,16 @@ use openraft::{Config, ReadPolicy, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::forward::Waiters;
 use crate::log_store::LogStore;
-use crate::network::NoPeers;
+use crate::network::{PeerChannels, PeerNetworkFactory};
+use crate::peer_service::{PeerService, NOT_LEADER};
 use crate::state_machine::StateMachine;
 use crate::types::{Member, Raft, Request, Response};
+
+/// The longest a request waits before it retries with the leader it
+/// knows after one that was refused or never delivered.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// How to start a member.
 #[derive(Debug, Clone)]
@@ -40,6 +47,13 @@ pub struct NodeConfig {
     pub checkpoint_interval: Duration,
     /// A checkpoint is also taken after this many applied entries.
     pub checkpoint_entries: u64,
+    /// The cluster this member belongs to; peers of other clusters are refused.
+    pub cluster_id: u64,
+    /// For a member of a new cluster (etcd's `--initial-cluster-state new`):
+    /// every initial member. A new member bootstraps Raft with them the first
+    /// time it starts. `None` for a member joining an existing cluster (it
+    /// waits for the leader to replicate to it).
+    pub bootstrap: Option<BTreeMap<u64, Member>>,
 }
 
 impl NodeConfig {
@@ -48,7 +62,6 @@ impl NodeConfig {
         NodeConfig {
             data_dir: data_dir.into(),
             member_id,
-            member,
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,
             mvcc_cache_bytes: 16 << 20,
@@ -57,6 +70,9 @@ impl NodeConfig {
             // and a crash only replays the WAL written since the last one.
             checkpoint_interval: Duration::from_secs(30),
             checkpoint_entries: 10_000,
+            cluster_id: crate::identity::cluster_id(&[member_id]),
+            bootstrap: Some([(member_id, member.clone())].into()),
+            member,
         }
     }
 
@@ -127,7 +143,15 @@ pub struct RaftNode {
     raft: Raft,
     store: Arc<MvccStore>,
     member_id: u64,
+    cluster_id: u64,
+    /// How long a proposal or read barrier may take (etcd's request timeout).
     request_timeout: Duration,
+    /// Connections to the other members, for forwarding.
+    channels: PeerChannels,
+    /// This member's clients waiting for forwarded proposals to apply.
+    waiters: Arc<Waiters>,
+    /// Where received snapshots land.
+    snap_dir: PathBuf,
     stop_checkpoints: watch::Sender<bool>,
     /// The store's current revision, published after each applied run.
     revisions: watch::Receiver<i64>,
@@ -142,9 +166,10 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
 }
 
 impl RaftNode {
-    /// Opens (or creates) the member's storage, starts Raft and, for a new
-    /// one-member cluster, bootstraps it. Returns once the member has
-    /// recovered what it had committed before a restart.
+    /// Opens (or creates) the member's storage and starts Raft; a member of a
+    /// new cluster that never started before bootstraps it with the initial
+    /// members. Returns without waiting for peers: serve [`Self::peer_service`]
+    /// next, then [`Self::wait_recovered`] if the caller wants to.
     pub async fn start(cfg: NodeConfig) -> Result<RaftNode, StartError> {
         let wal_dir = cfg.wal_dir();
         let db_path = cfg.db_path();
@@ -167,8 +192,17 @@ impl RaftNode {
         let config = Config {
             cluster_name: "bramble".into(),
             heartbeat_interval: cfg.heartbeat_interval_ms,
-            election_timeout_min: cfg.election_timeout_ms,
-            election_timeout_max: cfg.election_timeout_ms * 2,
+            // openraft campaigns once a follower has not heard from a leader
+            // for lease + a random timeout in [min, max), where the lease (the
+            // time a follower refuses other candidates) is max. With etcd's
+            // election timeout E, min = E/2 and max = 3E/4 give a lease of
+            // 0.75 E and an election after [1.25, 1.5) E of silence, inside
+            // etcd's [1, 2) E with check-quorum.
+            election_timeout_min: cfg.election_timeout_ms / 2,
+            election_timeout_max: cfg.election_timeout_ms * 3 / 4,
+            // A member cut off by a partition asks before it campaigns, so it
+            // does not depose a healthy leader with a higher term on return.
+            enable_pre_vote: Some(true),
             // No snapshots yet (see crate::snapshot); the WAL keeps everything.
             snapshot_policy: SnapshotPolicy::Never,
             ..Default::default()
@@ -176,13 +210,15 @@ impl RaftNode {
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
+        let channels = PeerChannels::new(Duration::from_millis(cfg.election_timeout_ms.max(100)));
+        let waiters = Arc::new(Waiters::new(cfg.member_id));
         let (revision_tx, revisions) = watch::channel(store.current_revision());
         let raft = Raft::new(
             cfg.member_id,
             Arc::new(config),
-            NoPeers,
+            PeerNetworkFactory::new(channels.clone(), cfg.cluster_id),
             log_store,
-            StateMachine::new(store.clone(), revision_tx),
+            StateMachine::new(store.clone(), revision_tx, waiters.clone()),
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -192,14 +228,18 @@ impl RaftNode {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         if !initialized {
-            let members: BTreeMap<u64, Member> = [(cfg.member_id, cfg.member.clone())].into();
-            raft.initialize(members)
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
+            if let Some(members) = &cfg.bootstrap {
+                if !members.contains_key(&cfg.member_id) {
+                    return Err(StartError::Raft(format!(
+                        "member {:x} is not among the initial members",
+                        cfg.member_id
+                    )));
+                }
+                raft.initialize(members.clone())
+                    .await
+                    .map_err(|e| StartError::Raft(e.to_string()))?;
+            }
         }
-        raft.wait_for_recovery(Some(Duration::from_secs(60)))
-            .await
-            .map_err(|e| StartError::Raft(format!("recovery: {e}")))?;
 
         let (stop_checkpoints, stop_rx) = watch::channel(false);
         let checkpointer = tokio::spawn(checkpoint_loop(
@@ -217,11 +257,31 @@ impl RaftNode {
             raft,
             store,
             member_id: cfg.member_id,
+            cluster_id: cfg.cluster_id,
             request_timeout,
+            channels,
+            waiters,
+            snap_dir: cfg.data_dir.join("member").join("snap"),
             stop_checkpoints,
             revisions,
             checkpointer: std::sync::Mutex::new(Some(checkpointer)),
         })
+    }
+
+    /// The gRPC service other members talk to; serve it on the peer URLs.
+    pub fn peer_service(&self) -> PeerServer<PeerService> {
+        PeerService::new(self.raft.clone(), self.cluster_id, self.snap_dir.clone()).into_server()
+    }
+
+    /// Waits (at most `timeout`) until this member has applied everything it
+    /// had committed before a restart. A one-member cluster gets there from
+    /// its own WAL; a member of a larger one needs a leader.
+    pub async fn wait_recovered(&self, timeout: Duration) -> Result<(), StartError> {
+        self.raft
+            .wait_for_recovery(Some(timeout))
+            .await
+            .map(|_| ())
+            .map_err(|e| StartError::Raft(format!("recovery: {e}")))
     }
 
     /// The MVCC store, for reads.
@@ -241,31 +301,187 @@ impl RaftNode {
     }
 
     /// Proposes a command and returns its result once it is committed (durable
-    /// on a quorum) and applied.
+    /// on a quorum) and applied on this member. A follower forwards the
+    /// command to the leader (see [`crate::forward`]).
     pub async fn propose(&self, cmd: Command) -> Result<ApplyResult, ProposeError> {
-        let write = self.raft.client_write(Request(cmd));
-        let resp = tokio::time::timeout(self.request_timeout, write)
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        loop {
+            let leader = self.wait_for_leader(deadline).await?;
+            if leader == self.member_id {
+                let write = self.raft.client_write(Request::local(cmd.clone()));
+                let resp = tokio::time::timeout_at(deadline, write)
+                    .await
+                    .map_err(|_| ProposeError::Timeout)?;
+                let resp = match resp {
+                    // Leadership moved between the metrics and the write;
+                    // nothing was appended, so try again with the new leader.
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                        self.pause_for_leader_change(leader, deadline).await?;
+                        continue;
+                    }
+                    other => other.map_err(write_error)?,
+                };
+                return match resp.data {
+                    Response::Command(r) => Ok(r),
+                    Response::Empty => Err(ProposeError::Stopped(
+                        "a command entry was applied as a blank entry".into(),
+                    )),
+                };
+            }
+            match self.forward(leader, cmd.clone(), deadline).await {
+                Err(ForwardError::NotDelivered) => {
+                    // The leader we knew stepped down before appending the
+                    // command, or could not be reached at all: nothing was
+                    // proposed, so trying again with the next leader is safe.
+                    self.pause_for_leader_change(leader, deadline).await?;
+                }
+                Err(ForwardError::Failed(e)) => return Err(e),
+                Ok(r) => return Ok(r),
+            }
+        }
+    }
+
+    /// Has the leader propose `cmd` and waits for it to apply here.
+    async fn forward(
+        &self,
+        leader: u64,
+        cmd: Command,
+        deadline: tokio::time::Instant,
+    ) -> Result<ApplyResult, ForwardError> {
+        let mut client = self.leader_client(leader)?;
+        let (request_id, applied) = self.waiters.register();
+        let mut req = tonic::Request::new(pb::ForwardRequest {
+            command: Some(cmd),
+            cluster_id: self.cluster_id,
+            request_id,
+        });
+        req.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let sent = client.forward(req).await;
+        if let Err(status) = sent {
+            self.waiters.cancel(request_id);
+            tracing::debug!(leader = %format!("{leader:x}"), "forward failed: {status:?}");
+            return Err(forward_status(&status));
+        }
+        match tokio::time::timeout_at(deadline, applied).await {
+            Ok(Ok(result)) => Ok(result),
+            // Dropped by a snapshot install: the entry was applied as part of
+            // the snapshot, its individual result is gone.
+            Ok(Err(_)) => Err(ForwardError::Failed(ProposeError::LeaderChanged)),
+            Err(_) => {
+                self.waiters.cancel(request_id);
+                Err(ForwardError::Failed(ProposeError::Timeout))
+            }
+        }
+    }
+
+    /// A Peer-service client for the member `id`.
+    fn leader_client(
+        &self,
+        id: u64,
+    ) -> Result<
+        bramble_api::bramblepb::peer_client::PeerClient<tonic::transport::Channel>,
+        ForwardError,
+    > {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let member = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+            .ok_or(ForwardError::Failed(ProposeError::NoLeader))?;
+        self.channels
+            .client(&member)
+            .map_err(|e| ForwardError::Failed(ProposeError::Stopped(e)))
+    }
+
+    /// The current leader, waiting for one to be elected (until `deadline`).
+    async fn wait_for_leader(&self, deadline: tokio::time::Instant) -> Result<u64, ProposeError> {
+        let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match self
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
             .await
-            .map_err(|_| ProposeError::Timeout)?
-            .map_err(write_error)?;
-        match resp.data {
-            Response::Command(r) => Ok(r),
-            Response::Empty => Err(ProposeError::Stopped(
-                "a command entry was applied as a blank entry".into(),
-            )),
+        {
+            Ok(m) => m.current_leader.ok_or(ProposeError::NoLeader),
+            Err(openraft::metrics::WaitError::Timeout(..)) => Err(ProposeError::NoLeader),
+            Err(e) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
+    /// Before retrying a request `old` did not take: waits for another
+    /// leader, or a short while (a member that just won an election refuses
+    /// proposals until its first entry commits), but not past `deadline`.
+    async fn pause_for_leader_change(
+        &self,
+        old: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ProposeError> {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(ProposeError::Timeout);
+        }
+        let pause = RETRY_PAUSE.min(deadline - now);
+        match self
+            .raft
+            .wait(Some(pause))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != old),
+                "a new leader",
+            )
+            .await
+        {
+            Ok(_) | Err(openraft::metrics::WaitError::Timeout(..)) => Ok(()),
+            Err(e) => Err(ProposeError::Stopped(e.to_string())),
         }
     }
 
     /// Waits until this member's state machine reflects everything committed
     /// before the call (Raft read index), so a following local read is
-    /// linearizable.
+    /// linearizable. A follower asks the leader for the read index.
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
-        let wait = self.raft.ensure_linearizable(ReadPolicy::ReadIndex);
-        tokio::time::timeout(self.request_timeout, wait)
-            .await
-            .map_err(|_| ProposeError::Timeout)?
-            .map_err(read_error)?;
-        Ok(())
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        loop {
+            let leader = self.wait_for_leader(deadline).await?;
+            if leader == self.member_id {
+                let wait = self.raft.ensure_linearizable(ReadPolicy::ReadIndex);
+                tokio::time::timeout_at(deadline, wait)
+                    .await
+                    .map_err(|_| ProposeError::Timeout)?
+                    .map_err(read_error)?;
+                return Ok(());
+            }
+            let mut client = match self.leader_client(leader) {
+                Ok(c) => c,
+                Err(ForwardError::Failed(e)) => return Err(e),
+                Err(ForwardError::NotDelivered) => return Err(ProposeError::NoLeader),
+            };
+            let mut req = tonic::Request::new(pb::ReadIndexRequest {
+                cluster_id: self.cluster_id,
+            });
+            req.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let index = match client.read_index(req).await {
+                Ok(r) => r.into_inner().read_index,
+                Err(status) => match forward_status(&status) {
+                    ForwardError::NotDelivered => {
+                        self.pause_for_leader_change(leader, deadline).await?;
+                        continue;
+                    }
+                    ForwardError::Failed(e) => return Err(e),
+                },
+            };
+            let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+            return match self
+                .raft
+                .wait(Some(timeout))
+                .applied_index_at_least(Some(index), "read index applied")
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(openraft::metrics::WaitError::Timeout(..)) => Err(ProposeError::Timeout),
+                Err(e) => Err(ProposeError::Stopped(e.to_string())),
+            };
+        }
     }
 
     /// The current Raft term (cheap: every response header carries it).
@@ -363,5 +579,37 @@ fn read_error(
         RaftError::APIError(LinearizableReadError::ForwardToLeader(_)) => ProposeError::NoLeader,
         RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)) => ProposeError::Timeout,
         RaftError::Fatal(f) => ProposeError::Stopped(f.to_string()),
+    }
+}
+
+/// Why forwarding to the leader failed.
+enum ForwardError {
+    /// The receiver was not the leader and proposed nothing, or the request
+    /// never reached it: safe to retry.
+    NotDelivered,
+    /// Anything else; the command may or may not have been committed.
+    Failed(ProposeError),
+}
+
+impl From<ProposeError> for ForwardError {
+    fn from(e: ProposeError) -> Self {
+        ForwardError::Failed(e)
+    }
+}
+
+/// Maps the leader's answer to a forwarded request.
+fn forward_status(status: &tonic::Status) -> ForwardError {
+    use tonic::Code;
+    match status.code() {
+        Code::FailedPrecondition if status.message() == NOT_LEADER => ForwardError::NotDelivered,
+        // tonic's status for a connection that could not be made: the
+        // request was never sent.
+        Code::Unavailable if status.message() == "tcp connect error" => ForwardError::NotDelivered,
+        Code::Aborted => ForwardError::Failed(ProposeError::LeaderChanged),
+        Code::DeadlineExceeded | Code::Cancelled => ForwardError::Failed(ProposeError::Timeout),
+        // The leader is unreachable: whether it got the command is unknown,
+        // which etcd reports as a timeout too.
+        Code::Unavailable => ForwardError::Failed(ProposeError::Timeout),
+        _ => ForwardError::Failed(ProposeError::Stopped(status.message().to_string())),
     }
 }

@@ -16,6 +16,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder};
 use tokio::sync::watch;
 
 use crate::codec;
+use crate::forward::Waiters;
 use crate::snapshot::{not_supported, SnapshotData};
 use crate::types::{LogId, Response, StoredMembership, TypeConfig};
 
@@ -37,6 +38,8 @@ fn store_index(raft_index: u64) -> u64 {
 /// The Raft state machine: the MVCC store plus the last applied membership.
 pub struct StateMachine {
     store: Arc<MvccStore>,
+    /// Clients of this member waiting for their forwarded commands to apply.
+    waiters: Arc<Waiters>,
     /// Publishes the store's current revision after each applied run, so the
     /// watch hub learns about new events without polling.
     revisions: watch::Sender<i64>,
@@ -45,8 +48,16 @@ pub struct StateMachine {
 impl StateMachine {
     /// Wraps an opened store; `revisions` is told the current revision after
     /// every applied run of entries.
-    pub fn new(store: Arc<MvccStore>, revisions: watch::Sender<i64>) -> Self {
-        StateMachine { store, revisions }
+    pub fn new(
+        store: Arc<MvccStore>,
+        revisions: watch::Sender<i64>,
+        waiters: Arc<Waiters>,
+    ) -> Self {
+        StateMachine {
+            store,
+            revisions,
+            waiters,
+        }
     }
 
     /// Applies a run of committed entries in one store transaction (one redb
@@ -69,7 +80,7 @@ impl StateMachine {
             .zip(&blobs)
             .map(|(e, blob)| {
                 let what = match (&e.payload, blob) {
-                    (EntryPayload::Normal(req), _) => RaftEntry::Command(&req.0),
+                    (EntryPayload::Normal(req), _) => RaftEntry::Command(&req.command),
                     (EntryPayload::Membership(_), Some(b)) => RaftEntry::Membership(b),
                     _ => RaftEntry::Blank,
                 };
@@ -118,6 +129,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.push(entry);
             responders.push(responder);
         }
+        let request_ids: Vec<u64> = batch
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(req) => req.request_id,
+                _ => 0,
+            })
+            .collect();
         if batch.is_empty() {
             return Ok(());
         }
@@ -132,7 +150,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             newer
         });
-        for (result, responder) in results.into_iter().zip(responders) {
+        for ((result, responder), request_id) in
+            results.into_iter().zip(responders).zip(request_ids)
+        {
+            // A command a client of this member forwarded to the leader: the
+            // client gets this member's own result (see crate::forward).
+            let result = match result {
+                Some(r) => self.waiters.complete(request_id, r),
+                None => None,
+            };
             if let Some(responder) = responder {
                 // Blank and membership entries answer with an empty success:
                 // only client commands carry a result.

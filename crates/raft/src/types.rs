@@ -27,12 +27,29 @@ impl fmt::Display for Member {
 
 /// A client command proposed to Raft: openraft's application data.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Request(pub Command);
+pub struct Request {
+    /// What to apply.
+    pub command: Command,
+    /// Non-zero when a follower forwarded the command to the leader: the
+    /// follower answers its client once it applied the entry with this id
+    /// (see `crate::forward`).
+    pub request_id: u64,
+}
+
+impl Request {
+    /// A command proposed by the member that serves the client.
+    pub fn local(command: Command) -> Self {
+        Request {
+            command,
+            request_id: 0,
+        }
+    }
+}
 
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use bramble_api::bramblepb::command::Op;
-        let what = match &self.0.op {
+        let what = match &self.command.op {
             Some(Op::Put(_)) => "put",
             Some(Op::DeleteRange(_)) => "delete_range",
             Some(Op::Txn(_)) => "txn",
