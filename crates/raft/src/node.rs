@@ -284,6 +284,21 @@ impl RaftNode {
             .map_err(|e| StartError::Raft(format!("recovery: {e}")))
     }
 
+    /// The openraft handle (for the membership operations in this crate).
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// This member's cluster id.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// etcd's request timeout for this member.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// The MVCC store, for reads.
     pub fn store(&self) -> &Arc<MvccStore> {
         &self.store
@@ -375,7 +390,7 @@ impl RaftNode {
     }
 
     /// A Peer-service client for the member `id`.
-    fn leader_client(
+    pub(crate) fn leader_client(
         &self,
         id: u64,
     ) -> Result<
@@ -395,7 +410,7 @@ impl RaftNode {
     }
 
     /// The current leader, waiting for one to be elected (until `deadline`).
-    async fn wait_for_leader(&self, deadline: tokio::time::Instant) -> Result<u64, ProposeError> {
+    pub(crate) async fn wait_for_leader(&self, deadline: tokio::time::Instant) -> Result<u64, ProposeError> {
         let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
         match self
             .raft
@@ -412,7 +427,7 @@ impl RaftNode {
     /// Before retrying a request `old` did not take: waits for another
     /// leader, or a short while (a member that just won an election refuses
     /// proposals until its first entry commits), but not past `deadline`.
-    async fn pause_for_leader_change(
+    pub(crate) async fn pause_for_leader_change(
         &self,
         old: u64,
         deadline: tokio::time::Instant,
@@ -583,7 +598,7 @@ fn read_error(
 }
 
 /// Why forwarding to the leader failed.
-enum ForwardError {
+pub(crate) enum ForwardError {
     /// The receiver was not the leader and proposed nothing, or the request
     /// never reached it: safe to retry.
     NotDelivered,
@@ -598,7 +613,7 @@ impl From<ProposeError> for ForwardError {
 }
 
 /// Maps the leader's answer to a forwarded request.
-fn forward_status(status: &tonic::Status) -> ForwardError {
+pub(crate) fn forward_status(status: &tonic::Status) -> ForwardError {
     use tonic::Code;
     match status.code() {
         Code::FailedPrecondition if status.message() == NOT_LEADER => ForwardError::NotDelivered,
