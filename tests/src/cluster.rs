@@ -12,39 +12,37 @@
 //! A member is addressed by its index, stable for the life of the cluster: a removed member
 //! keeps its slot and a member added later gets the next one.
 //!
+//! Modules: [`member`] is one member's process and command line, [`status`] asks members
+//! for Status and MemberList.
+//!
 //! The leader is found the way an operator would, by asking members for Maintenance.Status:
 //! a member that reports itself as leader, backed by a majority of the voters (see
 //! [`Cluster::try_leader`]). Dropping the cluster SIGKILLs and reaps every process, then
 //! removes the namespaces; this also runs when a test panics.
 
-use std::cell::Cell;
-use std::fs::File;
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+pub mod member;
+pub mod status;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions};
-
 use crate::etcdctl::{Etcdctl, Output};
-use crate::netns::{self, Network};
-use crate::ports::free_port;
+use crate::netns::Network;
 use crate::server::tail;
 use crate::target::Kind;
-use crate::tools;
+use member::{Addresses, Bootstrap};
+use status::{query_member_list, query_status};
+
+pub use member::{process_alive, Member, MemberState};
+pub use status::{ListedMember, MemberStatus};
 
 /// Clusters created by this process, for unique cluster tokens.
 static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
 
-/// How long one Status call may take: a member that needs longer is treated as not answering.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause between polls while waiting for a cluster to settle.
 const POLL: Duration = Duration::from_millis(50);
 /// Log lines per member shown when a wait fails.
 const LOG_TAIL_LINES: usize = 25;
-/// Ports of every member in netns mode: each has its own address, so etcd's defaults fit.
-const NETNS_PORTS: (u16, u16, u16) = (2379, 2380, 2381);
 
 /// etcdctl errors after which a membership change is worth retrying: the server refused it
 /// only for now. etcd refuses reconfiguration until the leader has been connected to a
@@ -98,440 +96,6 @@ impl Default for ClusterConfig {
             extra_args: Vec::new(),
         }
     }
-}
-
-/// What the harness knows about a member's process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MemberState {
-    /// Started and not stopped or killed since (it may still be coming up).
-    Running,
-    /// Paused with SIGSTOP: its sockets stay open but it answers nothing.
-    Stopped,
-    /// Not running: killed, terminated, or exited by itself.
-    Down,
-    /// Removed from the cluster with `member remove`; its process is gone.
-    Removed,
-}
-
-/// A member's answer to Maintenance.Status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MemberStatus {
-    /// The answering member's id (from the response header).
-    pub member_id: u64,
-    /// The id of the leader it follows; 0 if it knows none.
-    pub leader: u64,
-    /// Its raft term.
-    pub raft_term: u64,
-    /// Its last raft log index.
-    pub raft_index: u64,
-    /// The last index applied to its state machine.
-    pub raft_applied_index: u64,
-    /// Whether it is a learner.
-    pub is_learner: bool,
-}
-
-/// One entry of the cluster's member list.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListedMember {
-    /// Member id.
-    pub id: u64,
-    /// `--name`; empty for a member added but not started yet.
-    pub name: String,
-    /// Peer URLs.
-    pub peer_urls: Vec<String>,
-    /// Client URLs; empty until the member has started.
-    pub client_urls: Vec<String>,
-    /// Whether it is a learner.
-    pub is_learner: bool,
-}
-
-/// Where a member listens.
-#[derive(Clone, Debug)]
-struct Addresses {
-    host: Ipv4Addr,
-    client_port: u16,
-    peer_port: u16,
-    metrics_port: u16,
-}
-
-impl Addresses {
-    /// Loopback with free ports.
-    fn loopback() -> Addresses {
-        Addresses {
-            host: Ipv4Addr::LOCALHOST,
-            client_port: free_port(),
-            peer_port: free_port(),
-            metrics_port: free_port(),
-        }
-    }
-
-    /// A namespace's own address with fixed ports.
-    fn on_host(host: Ipv4Addr) -> Addresses {
-        let (client_port, peer_port, metrics_port) = NETNS_PORTS;
-        Addresses {
-            host,
-            client_port,
-            peer_port,
-            metrics_port,
-        }
-    }
-
-    fn client_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.client_port)
-    }
-
-    fn peer_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.peer_port)
-    }
-
-    fn metrics_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.metrics_port)
-    }
-}
-
-/// One member: its process, data dir and fixed command line.
-pub struct Member {
-    kind: Kind,
-    name: String,
-    /// Holds the data dir and the logs; removed when the member is dropped.
-    dir: tempfile::TempDir,
-    addresses: Addresses,
-    /// The command line, fixed at creation and reused by every restart.
-    args: Vec<String>,
-    /// The namespace the member runs in (netns mode).
-    netns: Option<String>,
-    child: Option<Child>,
-    state: MemberState,
-    /// Starts so far, to name log files (`member.<n>.log`).
-    starts: u32,
-    /// Raft member id, once known (from a Status answer or `member add`).
-    id: Cell<Option<u64>>,
-    learner: bool,
-    start_timeout: Duration,
-}
-
-impl Member {
-    /// Creates a member (not started) with its command line.
-    fn new(
-        kind: Kind,
-        name: &str,
-        addresses: Addresses,
-        netns: Option<String>,
-        bootstrap: &Bootstrap,
-        config: &ClusterConfig,
-    ) -> Member {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("bramble-e2e-cluster-{kind}-{name}-"))
-            .tempdir()
-            .expect("create temp dir for a cluster member");
-        let client = addresses.client_url();
-        let peer = addresses.peer_url();
-        let mut args = vec![
-            format!("--name={name}"),
-            format!("--data-dir={}", dir.path().join("data").display()),
-            format!("--listen-client-urls={client}"),
-            format!("--advertise-client-urls={client}"),
-            format!("--listen-peer-urls={peer}"),
-            format!("--initial-advertise-peer-urls={peer}"),
-            format!("--listen-metrics-urls={}", addresses.metrics_url()),
-            format!("--initial-cluster={}", bootstrap.initial_cluster),
-            format!("--initial-cluster-state={}", bootstrap.state),
-            format!("--initial-cluster-token={}", bootstrap.token),
-            format!("--heartbeat-interval={}", config.heartbeat_ms),
-            format!("--election-timeout={}", config.election_ms),
-            format!("--log-level={}", config.log_level),
-        ];
-        if let Some(count) = config.snapshot_count {
-            args.push(format!("--snapshot-count={count}"));
-        }
-        args.extend(config.extra_args.iter().cloned());
-        Member {
-            kind,
-            name: name.to_string(),
-            dir,
-            addresses,
-            args,
-            netns,
-            child: None,
-            state: MemberState::Down,
-            starts: 0,
-            id: Cell::new(None),
-            learner: false,
-            start_timeout: config.start_timeout,
-        }
-    }
-
-    /// `--name`.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The client URL, e.g. `http://127.0.0.1:40123`.
-    pub fn endpoint(&self) -> String {
-        self.addresses.client_url()
-    }
-
-    /// The peer URL other members replicate to.
-    pub fn peer_url(&self) -> String {
-        self.addresses.peer_url()
-    }
-
-    /// The `--listen-metrics-urls` URL (`/health`, `/metrics`).
-    pub fn metrics_url(&self) -> String {
-        self.addresses.metrics_url()
-    }
-
-    /// The process id, if started and not killed (also while SIGSTOPped).
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// The raft member id, once known.
-    pub fn id(&self) -> Option<u64> {
-        self.id.get()
-    }
-
-    /// What the harness knows about the process.
-    pub fn state(&self) -> MemberState {
-        self.state
-    }
-
-    /// Whether the member was added as a learner and not promoted since.
-    pub fn is_learner(&self) -> bool {
-        self.learner
-    }
-
-    /// The namespace the member runs in, in netns mode.
-    pub fn netns(&self) -> Option<&str> {
-        self.netns.as_deref()
-    }
-
-    /// The command line (without the program), the same on every start.
-    pub fn args(&self) -> &[String] {
-        &self.args
-    }
-
-    /// `--data-dir`.
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    /// Everything the current (or last) process wrote to stdout and stderr.
-    pub fn log(&self) -> String {
-        std::fs::read(self.log_path())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_else(|e| format!("[no log at {}: {e}]", self.log_path().display()))
-    }
-
-    /// An etcdctl bound to this member alone.
-    pub fn etcdctl(&self) -> Etcdctl {
-        Etcdctl::new(self.endpoint())
-    }
-
-    /// Asks the member for its Status (one attempt, bounded by a 1 s timeout).
-    pub fn status(&self) -> Result<MemberStatus, String> {
-        let endpoint = self.endpoint();
-        let status = std::thread::scope(|s| {
-            s.spawn(|| query_status(&endpoint))
-                .join()
-                .expect("status thread")
-        });
-        if let Ok(st) = &status {
-            self.id.set(Some(st.member_id));
-        }
-        status
-    }
-
-    /// Crashes the member: SIGKILL (also if SIGSTOPped), then reaps it.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Fails only if already reaped; wait() then reports it. Never panics: this also
-            // runs from Drop while a test unwinds.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if self.state != MemberState::Removed {
-            self.state = MemberState::Down;
-        }
-    }
-
-    /// Pauses the member (SIGSTOP): it keeps its sockets but stops answering anyone.
-    pub fn sigstop(&mut self) {
-        assert_eq!(
-            self.state,
-            MemberState::Running,
-            "sigstop() on {}",
-            self.name
-        );
-        signal(self.running_pid(), "STOP");
-        self.state = MemberState::Stopped;
-    }
-
-    /// Resumes a member paused by [`Member::sigstop`].
-    pub fn sigcont(&mut self) {
-        assert_eq!(
-            self.state,
-            MemberState::Stopped,
-            "sigcont() on {}",
-            self.name
-        );
-        signal(self.running_pid(), "CONT");
-        self.state = MemberState::Running;
-    }
-
-    /// Asks the member to stop (SIGTERM) and waits up to 10 s for it to exit; a member that
-    /// does not stop when asked is SIGKILLed and the test fails.
-    pub fn sigterm(&mut self) -> ExitStatus {
-        let pid = self.running_pid();
-        signal(pid, "TERM");
-        if self.state == MemberState::Stopped {
-            // A stopped process only acts on SIGTERM once continued.
-            signal(pid, "CONT");
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let child = self.child.as_mut().expect("running member has a child");
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait on member") {
-                self.child = None;
-                self.state = MemberState::Down;
-                return status;
-            }
-            if Instant::now() > deadline {
-                self.kill9();
-                panic!(
-                    "{} {} did not exit within 10 s of SIGTERM; log:\n{}",
-                    self.kind,
-                    self.name,
-                    tail(&self.log(), LOG_TAIL_LINES)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Starts the process again with the same command line (SIGKILLing a running one first)
-    /// and returns without waiting: for when the member cannot serve until others are up too.
-    pub fn respawn(&mut self) {
-        assert_ne!(
-            self.state,
-            MemberState::Removed,
-            "{} was removed from the cluster",
-            self.name
-        );
-        self.kill9();
-        self.starts += 1;
-        let log = File::create(self.log_path()).expect("create member log file");
-        let binary = match self.kind {
-            Kind::Bramble => tools::bramble_bin(),
-            Kind::Etcd => tools::etcd_bin(),
-        };
-        let mut cmd = match &self.netns {
-            Some(ns) => netns::exec(ns, &binary),
-            None => Command::new(&binary),
-        };
-        cmd.args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup member log file"))
-            .stderr(log);
-        // Both kinds read ETCD_* variables as flags; ours (such as ETCD_BIN) must not leak in.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ETCD_") {
-                cmd.env_remove(name);
-            }
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
-        self.child = Some(child);
-        self.state = MemberState::Running;
-    }
-
-    /// Restarts the member (same command line) and waits until it serves and follows a
-    /// leader, i.e. it rejoined. Needs a quorum to be up; see [`Member::respawn`] otherwise.
-    pub fn restart(&mut self) {
-        self.respawn();
-        if let Err(e) = self.wait_serving(self.start_timeout) {
-            panic!(
-                "{} {} did not rejoin after restart: {e}",
-                self.kind, self.name
-            );
-        }
-    }
-
-    /// Waits until the member answers Status with a leader; an error (with the log tail) if
-    /// the process exits or `timeout` passes.
-    pub fn wait_serving(&mut self, timeout: Duration) -> Result<MemberStatus, String> {
-        let deadline = Instant::now() + timeout;
-        let mut last;
-        loop {
-            if let Some(status) = self.reap() {
-                return Err(format!(
-                    "exited with {status}; log:\n{}",
-                    tail(&self.log(), LOG_TAIL_LINES)
-                ));
-            }
-            match self.status() {
-                Ok(st) if st.leader != 0 => return Ok(st),
-                Ok(st) => last = format!("answers without a leader: {st:?}"),
-                Err(e) => last = e,
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "not serving after {timeout:?} ({last}); log:\n{}",
-                    tail(&self.log(), LOG_TAIL_LINES)
-                ));
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// Deletes the data dir, as after a lost disk. The member must not be running.
-    pub fn wipe_data(&mut self) {
-        assert!(
-            matches!(self.state, MemberState::Down | MemberState::Removed),
-            "wipe_data() on {} while its process runs: kill9() or sigterm() it first",
-            self.name
-        );
-        match std::fs::remove_dir_all(self.data_dir()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => panic!("remove {}: {e}", self.data_dir().display()),
-        }
-    }
-
-    /// If the process exited by itself, reaps it, marks the member down and returns how.
-    fn reap(&mut self) -> Option<ExitStatus> {
-        let status = self
-            .child
-            .as_mut()?
-            .try_wait()
-            .expect("try_wait on member")?;
-        self.child = None;
-        self.state = MemberState::Down;
-        Some(status)
-    }
-
-    fn running_pid(&self) -> u32 {
-        self.pid()
-            .unwrap_or_else(|| panic!("{} is not running", self.name))
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join(format!("member.{}.log", self.starts))
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// How a member joins: the `--initial-cluster*` flags.
-struct Bootstrap {
-    initial_cluster: String,
-    state: &'static str,
-    token: String,
 }
 
 /// Why a start attempt failed.
@@ -679,7 +243,7 @@ impl Cluster {
     pub fn endpoints(&self) -> String {
         self.members
             .iter()
-            .filter(|m| m.state != MemberState::Removed)
+            .filter(|m| m.state() != MemberState::Removed)
             .map(Member::endpoint)
             .collect::<Vec<_>>()
             .join(",")
@@ -718,13 +282,17 @@ impl Cluster {
 
     /// Waits up to `timeout` for a leader; panics with every member's status and log tail.
     pub fn wait_for_leader(&self, timeout: Duration) -> usize {
-        self.wait_for_leader_where(timeout, |_| true, "a leader")
+        self.wait_for_leader_where(timeout, |_| true, "leader")
     }
 
     /// Waits up to `timeout` for a leader other than member `old` (after crashing, pausing
     /// or isolating it).
     pub fn wait_for_new_leader(&self, old: usize, timeout: Duration) -> usize {
-        self.wait_for_leader_where(timeout, |l| l != old, &format!("a leader other than {old}"))
+        self.wait_for_leader_where(
+            timeout,
+            |l| l != old,
+            &format!("leader other than member {old}"),
+        )
     }
 
     /// Waits until every running member answers Status and all follow the same leader;
@@ -767,7 +335,7 @@ impl Cluster {
     pub fn promote(&mut self, index: usize) {
         let id = self.known_id(index);
         self.reconfigure(&["member", "promote", &format!("{id:x}")]);
-        self.members[index].learner = false;
+        self.members[index].set_learner(false);
     }
 
     /// Removes member `index` (`etcdctl member remove`) and kills its process (etcd exits by
@@ -776,19 +344,28 @@ impl Cluster {
         let id = self.known_id(index);
         self.reconfigure(&["member", "remove", &format!("{id:x}")]);
         let m = &mut self.members[index];
-        m.kill9();
-        m.state = MemberState::Removed;
+        m.mark_removed();
     }
 
-    /// The cluster's member list as a running member reports it.
+    /// The cluster's member list as a running voter reports it (each is asked in turn until
+    /// one answers).
     pub fn member_list(&self) -> Vec<ListedMember> {
-        let endpoints: Vec<String> = self.live_endpoints();
-        std::thread::scope(|s| {
-            s.spawn(|| query_member_list(&endpoints))
-                .join()
-                .expect("member list thread")
-        })
-        .unwrap_or_else(|e| panic!("member list from {endpoints:?}: {e}"))
+        let mut errors = Vec::new();
+        for endpoint in self.voter_endpoints() {
+            let result = std::thread::scope(|s| {
+                s.spawn(|| query_member_list(&endpoint))
+                    .join()
+                    .expect("member list thread")
+            });
+            match result {
+                Ok(list) => return list,
+                Err(e) => errors.push(format!("{endpoint}: {e}")),
+            }
+        }
+        panic!(
+            "no member answered MemberList: {errors:?}\n{}",
+            self.describe()
+        );
     }
 
     /// Cuts traffic between members in different groups (replacing any earlier partition);
@@ -820,8 +397,8 @@ impl Cluster {
             };
             out.push_str(&format!(
                 "--- member {i} ({}, {:?}, pid {:?}, id {:?}, {}): {st}\n{}\n",
-                m.name,
-                m.state,
+                m.name(),
+                m.state(),
                 m.pid(),
                 m.id().map(|id| format!("{id:x}")),
                 m.endpoint(),
@@ -868,8 +445,8 @@ impl Cluster {
             token: self.token.clone(),
         };
         let mut member = Member::new(self.kind, name, addresses, ns, &bootstrap, &self.config);
-        member.id.set(Some(id));
-        member.learner = learner;
+        member.set_id(id);
+        member.set_learner(learner);
         self.members.push(member);
         let timeout = self.config.start_timeout;
         let m = &mut self.members[index];
@@ -887,7 +464,7 @@ impl Cluster {
     /// Runs a membership etcdctl command against the running members, retrying while the
     /// cluster refuses it only for now; panics if it fails otherwise or keeps failing.
     fn reconfigure(&self, args: &[&str]) -> Output {
-        let ctl = Etcdctl::new(self.live_endpoints().join(","));
+        let ctl = Etcdctl::new(self.voter_endpoints().join(","));
         let mut full = vec!["--command-timeout=5s"];
         full.extend_from_slice(args);
         let deadline = Instant::now() + self.config.start_timeout;
@@ -912,21 +489,23 @@ impl Cluster {
 
     fn known_id(&self, index: usize) -> u64 {
         let m = &self.members[index];
-        assert_ne!(m.state, MemberState::Removed, "{} was removed", m.name);
+        assert_ne!(m.state(), MemberState::Removed, "{} was removed", m.name());
         match m.id() {
             Some(id) => id,
             None => {
                 m.status()
-                    .unwrap_or_else(|e| panic!("id of {}: {e}", m.name))
+                    .unwrap_or_else(|e| panic!("id of {}: {e}", m.name()))
                     .member_id
             }
         }
     }
 
-    fn live_endpoints(&self) -> Vec<String> {
+    /// Endpoints of the running voters: the members that serve cluster-wide requests
+    /// (etcd refuses everything but Status and serializable reads on a learner).
+    fn voter_endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .filter(|m| m.state == MemberState::Running)
+            .filter(|m| m.state() == MemberState::Running && !m.is_learner())
             .map(Member::endpoint)
             .collect()
     }
@@ -934,7 +513,7 @@ impl Cluster {
     fn live_members_mut(&mut self) -> impl Iterator<Item = &mut Member> {
         self.members
             .iter_mut()
-            .filter(|m| m.state != MemberState::Removed)
+            .filter(|m| m.state() != MemberState::Removed)
     }
 
     fn network_mut(&mut self) -> &mut Network {
@@ -948,7 +527,7 @@ impl Cluster {
         let endpoints: Vec<Option<String>> = self
             .members
             .iter()
-            .map(|m| (m.state == MemberState::Running).then(|| m.endpoint()))
+            .map(|m| (m.state() == MemberState::Running).then(|| m.endpoint()))
             .collect();
         let results: Vec<Option<Result<MemberStatus, String>>> = std::thread::scope(|s| {
             let handles: Vec<_> = endpoints
@@ -962,7 +541,7 @@ impl Cluster {
         });
         for (m, r) in self.members.iter().zip(&results) {
             if let Some(Ok(st)) = r {
-                m.id.set(Some(st.member_id));
+                m.set_id(st.member_id);
             }
         }
         results
@@ -1040,7 +619,7 @@ impl Drop for Cluster {
 fn leader_of(members: &[Member], statuses: &[Option<MemberStatus>]) -> Option<usize> {
     let voters = members
         .iter()
-        .filter(|m| m.state != MemberState::Removed && !m.learner)
+        .filter(|m| m.state() != MemberState::Removed && !m.is_learner())
         .count();
     let (index, claimant) = statuses
         .iter()
@@ -1051,87 +630,7 @@ fn leader_of(members: &[Member], statuses: &[Option<MemberStatus>]) -> Option<us
     let support = members
         .iter()
         .zip(statuses)
-        .filter(|(m, s)| !m.learner && s.is_some_and(|s| s.leader == claimant.member_id))
+        .filter(|(m, s)| !m.is_learner() && s.is_some_and(|s| s.leader == claimant.member_id))
         .count();
     (support > voters / 2).then_some(index)
-}
-
-/// Sends `SIG<name>` to `pid` (std can only SIGKILL; the shell's `kill` is everywhere).
-fn signal(pid: u32, name: &str) {
-    let status = Command::new("sh")
-        .args(["-c", &format!("kill -{name} \"$0\""), &pid.to_string()])
-        .status()
-        .expect("run sh -c kill");
-    assert!(status.success(), "kill -{name} {pid} failed");
-}
-
-/// One Status call to `endpoint`. Builds its own runtime, so call it from a plain thread
-/// (never from inside a tokio runtime: the callers spawn one).
-fn query_status(endpoint: &str) -> Result<MemberStatus, String> {
-    block_on(async {
-        let mut client = connect(&[endpoint.to_string()]).await?;
-        let st = client.status().await.map_err(|e| e.to_string())?;
-        Ok(MemberStatus {
-            member_id: st.header().map(|h| h.member_id()).unwrap_or(0),
-            leader: st.leader(),
-            raft_term: st.raft_term(),
-            raft_index: st.raft_index(),
-            raft_applied_index: st.raft_applied_index(),
-            is_learner: st.is_learner(),
-        })
-    })
-}
-
-/// One MemberList call, failing over between `endpoints`.
-fn query_member_list(endpoints: &[String]) -> Result<Vec<ListedMember>, String> {
-    block_on(async {
-        let mut client = connect(endpoints).await?;
-        let list = client.member_list().await.map_err(|e| e.to_string())?;
-        Ok(list
-            .members()
-            .iter()
-            .map(|m| ListedMember {
-                id: m.id(),
-                name: m.name().to_string(),
-                peer_urls: m.peer_urls().to_vec(),
-                client_urls: m.client_urls().to_vec(),
-                is_learner: m.is_learner(),
-            })
-            .collect())
-    })
-}
-
-async fn connect(endpoints: &[String]) -> Result<Client, String> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(STATUS_TIMEOUT)
-        .with_timeout(STATUS_TIMEOUT);
-    Client::connect(endpoints, Some(options))
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Runs `f` on a fresh single-threaded runtime, bounded by [`STATUS_TIMEOUT`] overall (a
-/// SIGSTOPped peer accepts TCP connections but never answers).
-fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("build tokio runtime: {e}"))?;
-    runtime.block_on(async {
-        tokio::time::timeout(STATUS_TIMEOUT, f)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {STATUS_TIMEOUT:?}")))
-    })
-}
-
-/// True if a process with this pid exists and runs a command line mentioning `needle`:
-/// how a test checks that a member's process is really gone (the pid alone may be reused).
-pub fn process_alive(pid: u32, needle: &Path) -> bool {
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmdline) => {
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            cmdline.contains(&*needle.to_string_lossy())
-        }
-        Err(_) => false,
-    }
 }

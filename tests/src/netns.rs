@@ -21,8 +21,9 @@
 //! Names are unique per network even across test processes: a /24 is claimed by creating its
 //! bridge `bbr-<slot>` (creation is atomic, so two claimants cannot both win), and namespaces
 //! are named `bramble-e2e-<pid>-s<slot>-h<host>`. Everything is removed on drop, also while a
-//! failed test unwinds; a bridge left behind by a process that was killed outright is
-//! recognised by its alias (`bramble-e2e-pid-<pid>` of a dead pid) and reclaimed.
+//! failed test unwinds. What a process killed outright leaves behind (namespaces named
+//! after a dead pid, bridges whose alias `bramble-e2e-pid-<pid>` names one) is reclaimed
+//! the next time a network is created.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -256,6 +257,7 @@ pub fn exec(netns: &str, program: &Path) -> Command {
 
 /// Finds a free /24, creates and configures its bridge, and returns the empty network.
 fn claim_slot() -> Network {
+    reclaim_stale();
     let created = CREATED.fetch_add(1, Ordering::Relaxed);
     // Start somewhere that depends on the process and the count, so parallel test processes
     // rarely probe the same slots.
@@ -270,17 +272,9 @@ fn claim_slot() -> Network {
             continue;
         }
         let bridge = format!("bbr-{slot}");
-        let add = ["link", "add", &bridge, "type", "bridge"];
-        let created = ip(&add).or_else(|e| {
-            // Taken: by a live claimant (move on), or left by a dead one (reclaim, retry).
-            if e.contains("File exists") && reclaim_stale(&bridge, slot) {
-                ip(&add)
-            } else {
-                Err(e)
-            }
-        });
-        match created {
+        match ip(&["link", "add", &bridge, "type", "bridge"]) {
             Ok(_) => {}
+            // Another live network holds this slot.
             Err(e) if e.contains("File exists") => continue,
             Err(e) => panic!(
                 "cannot create a bridge for a test network (network namespaces need root, \
@@ -320,34 +314,41 @@ fn claim_slot() -> Network {
     );
 }
 
-/// Removes a bridge (and its namespaces) left behind by a test process that no longer runs.
-/// Returns true if it did.
-fn reclaim_stale(bridge: &str, slot: u8) -> bool {
-    let Ok(show) = ip(&["-o", "link", "show", bridge]) else {
-        return false;
+/// Removes namespaces and bridges left behind by test processes that no longer run (killed
+/// outright, so their `Drop` never ran). A pid that is alive, or was reused, keeps its
+/// resources: at worst a leak, never someone else's network deleted.
+fn reclaim_stale() {
+    let dead = |pid: &str| {
+        pid.parse::<u32>()
+            .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
     };
-    let Some(pid) = show
-        .split_whitespace()
-        .skip_while(|w| *w != "alias")
-        .nth(1)
-        .and_then(|alias| alias.strip_prefix(ALIAS_PREFIX))
-        .and_then(|pid| pid.parse::<u32>().ok())
-    else {
-        // No alias (yet): a claimant between creating and naming it. Not ours to touch.
-        return false;
-    };
-    if Path::new(&format!("/proc/{pid}")).exists() {
-        return false;
-    }
-    let prefix = format!("bramble-e2e-{pid}-s{slot}-h");
     if let Ok(list) = ip(&["netns", "list"]) {
         for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-            if name.starts_with(&prefix) {
+            let pid = name
+                .strip_prefix("bramble-e2e-")
+                .and_then(|rest| rest.split('-').next());
+            if pid.is_some_and(dead) {
                 let _ = ip(&["netns", "del", name]);
             }
         }
     }
-    ip(&["link", "del", bridge]).is_ok()
+    if let Ok(links) = ip(&["-o", "link", "show", "type", "bridge"]) {
+        for line in links.lines() {
+            // "12: bbr-5: <...> ... alias bramble-e2e-pid-1234"
+            let Some(name) = line.split_whitespace().nth(1) else {
+                continue;
+            };
+            let name = name.trim_end_matches(':');
+            let pid = line
+                .split_whitespace()
+                .skip_while(|w| *w != "alias")
+                .nth(1)
+                .and_then(|alias| alias.strip_prefix(ALIAS_PREFIX));
+            if name.starts_with("bbr-") && pid.is_some_and(dead) {
+                let _ = ip(&["link", "del", name]);
+            }
+        }
+    }
 }
 
 /// The `10.77.<slot>.` prefixes that already appear in an address or route on this machine.
