@@ -48,6 +48,7 @@ scenarios!(
     paused_follower_catches_up,
     full_restart_keeps_data,
     member_add_promote_remove,
+    wiped_member_is_replaced,
     partitioned_leader_steps_aside,
     drop_after_panic_leaves_nothing,
 );
@@ -212,6 +213,9 @@ fn full_restart_keeps_data(kind: Kind) {
         .map(|i| cmdline(cluster.member(i).pid().expect("running")))
         .collect();
 
+    // One clean stop (it must exit within 10 s of SIGTERM), the others crash.
+    cluster.member_mut(0).sigterm();
+    assert_eq!(cluster.member(0).state(), MemberState::Down);
     cluster.restart_all();
 
     for (i, old) in before.iter().enumerate() {
@@ -277,6 +281,36 @@ fn member_add_promote_remove(kind: Kind) {
     assert_eq!(cluster.member_list().len(), 3);
     put_eventually(&cluster.etcdctl(), "d", "4");
     assert_eq!(cluster.endpoints().split(',').count(), 3);
+}
+
+/// A follower whose data dir is lost must not rejoin with its original command line: with
+/// an empty log it could vote for a second leader in a term it already voted in. It refuses
+/// to start; the operator's way back is `member remove` and `member add` of a fresh member.
+fn wiped_member_is_replaced(kind: Kind) {
+    let mut cluster = Cluster::start(kind, 3);
+    put(&cluster.etcdctl(), "kept", "yes");
+    let lost = (cluster.leader() + 1) % 3;
+    cluster.member_mut(lost).kill9();
+    cluster.member_mut(lost).wipe_data();
+    assert!(!cluster.member(lost).data_dir().exists());
+
+    cluster.member_mut(lost).respawn();
+    let exit = cluster.member_mut(lost).wait_exit(SETTLE);
+    let log = cluster.member(lost).log();
+    match exit {
+        Some(status) => assert!(!status.success(), "exited with {status}; log:\n{log}"),
+        None => panic!("a member with a wiped data dir rejoined with `new` state; log:\n{log}"),
+    }
+
+    cluster.member_remove(lost);
+    put_eventually(&cluster.etcdctl(), "after", "remove");
+    let fresh = cluster.member_add("n3");
+    wait_for_value(&cluster.member(fresh).etcdctl(), "kept", "yes");
+    assert_eq!(
+        value(&cluster.member(fresh).etcdctl(), "after", "l"),
+        "remove"
+    );
+    assert_eq!(cluster.member_list().len(), 3);
 }
 
 /// Isolate the leader in its own partition: the majority elects a new leader and serves

@@ -384,6 +384,22 @@ impl Member {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit by itself (a member that must refuse to
+    /// start, or one that was removed); reaps it and returns how it exited, or `None` if it
+    /// still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.reap() {
+                return Some(status);
+            }
+            if self.child.is_none() || Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// Deletes the data dir, as after a lost disk. The member must not be running.
     pub fn wipe_data(&mut self) {
         assert!(
