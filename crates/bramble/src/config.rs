@@ -114,6 +114,22 @@ pub struct Flags {
     )]
     pub election_timeout: u64,
 
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(
+        long = "snapshot-count",
+        env = "ETCD_SNAPSHOT_COUNT",
+        default_value_t = 100_000
+    )]
+    pub snapshot_count: u64,
+
+    /// Number of entries for a slow follower to catch-up after compacting the raft storage entries.
+    #[arg(
+        long = "experimental-snapshot-catchup-entries",
+        env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = 5_000
+    )]
+    pub experimental_snapshot_catchup_entries: u64,
+
     /// Duration of periodic watch progress notifications (a Go duration such as `10m0s`).
     #[arg(
         long = "experimental-watch-progress-notify-interval",
@@ -128,7 +144,6 @@ pub struct Flags {
 /// value. Ignoring them is safe: none changes what a client sees or what is
 /// durable. Listed so a typo in a real flag is still an error.
 const IGNORED_ETCD_FLAGS: &[(&str, bool)] = &[
-    ("snapshot-count", true),
     ("quota-backend-bytes", true),
     ("auto-compaction-retention", true),
     ("auto-compaction-mode", true),
@@ -342,8 +357,8 @@ mod tests {
     fn ignored_flags_are_dropped_with_their_values() {
         let (out, warn) = preprocess_args(args(&[
             "bramble",
-            "--snapshot-count",
-            "10000",
+            "--max-snapshots",
+            "10",
             "--client-cert-auth",
             "--quota-backend-bytes=8589934592",
             "--name",

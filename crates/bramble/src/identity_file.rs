@@ -73,21 +73,18 @@ pub async fn load_or_create(opts: &NodeOptions) -> Result<Ids, Error> {
     }
 }
 
-/// The members of a new cluster, by the ids etcd would give them. Only this
-/// member's client URLs are known here; the others' are learned later.
+/// The members of a new cluster, by the ids etcd would give them. Every
+/// member bootstraps Raft with this same membership (openraft requires the
+/// initial entry to be identical everywhere), so it holds only what all of
+/// them know: names and peer URLs. Client URLs are published after start.
 pub fn initial_members(opts: &NodeOptions) -> Result<BTreeMap<u64, Member>, Error> {
     let mut members = BTreeMap::new();
     for (name, urls) in opts.initial_members() {
         let id = identity::member_id(&urls, &opts.cluster_token);
-        let client_urls = if name == opts.name {
-            opts.client_urls.clone()
-        } else {
-            Vec::new()
-        };
         let member = Member {
             name: name.clone(),
             peer_urls: urls,
-            client_urls,
+            client_urls: Vec::new(),
         };
         if members.insert(id, member).is_some() {
             return Err(config_error(format!(

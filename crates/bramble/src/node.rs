@@ -51,6 +51,12 @@ pub struct NodeOptions {
     pub heartbeat_interval_ms: u64,
     /// Raft election timeout in milliseconds.
     pub election_timeout_ms: u64,
+    /// etcd's `--snapshot-count`: applied entries between snapshots, after
+    /// which the WAL before the snapshot is removed.
+    pub snapshot_count: u64,
+    /// etcd's `--experimental-snapshot-catchup-entries`: entries kept in the
+    /// WAL behind a snapshot, so a follower a little behind needs no snapshot.
+    pub snapshot_catchup_entries: u64,
     /// etcd's `--initial-cluster`: every initial member's name and peer URLs.
     /// Empty means a one-member cluster of this member alone.
     pub initial_cluster: Vec<(String, Vec<String>)>,
@@ -83,6 +89,8 @@ impl NodeOptions {
             limits: Limits::default(),
             heartbeat_interval_ms: 100,
             election_timeout_ms: 1000,
+            snapshot_count: 100_000,
+            snapshot_catchup_entries: 5_000,
             initial_cluster: Vec::new(),
             initial_cluster_state: ClusterState::New,
             listen_peer_addrs: Vec::new(),
@@ -153,6 +161,8 @@ impl Node {
         cfg.heartbeat_interval_ms = opts.heartbeat_interval_ms;
         cfg.election_timeout_ms = opts.election_timeout_ms;
         cfg.cluster_id = ids.cluster_id;
+        cfg.snapshot_count = opts.snapshot_count;
+        cfg.snapshot_catchup_entries = opts.snapshot_catchup_entries;
         cfg.bootstrap = match opts.initial_cluster_state {
             ClusterState::New => Some(crate::identity_file::initial_members(&opts)?),
             ClusterState::Existing => None,

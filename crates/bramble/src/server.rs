@@ -50,6 +50,8 @@ pub fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         },
         heartbeat_interval_ms: flags.heartbeat_interval,
         election_timeout_ms: flags.election_timeout,
+        snapshot_count: flags.snapshot_count,
+        snapshot_catchup_entries: flags.experimental_snapshot_catchup_entries,
         initial_cluster,
         initial_cluster_state,
         listen_peer_addrs: bind_addrs(&flags.listen_peer_urls)?,

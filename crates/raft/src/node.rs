@@ -20,6 +20,7 @@ use crate::forward::Waiters;
 use crate::log_store::LogStore;
 use crate::network::{PeerChannels, PeerNetworkFactory};
 use crate::peer_service::{PeerService, NOT_LEADER};
+use crate::snapshot::SnapshotDir;
 use crate::state_machine::StateMachine;
 use crate::types::{Member, Raft, Request, Response};
 
@@ -47,6 +48,10 @@ pub struct NodeConfig {
     pub checkpoint_interval: Duration,
     /// A checkpoint is also taken after this many applied entries.
     pub checkpoint_entries: u64,
+    /// etcd's `--snapshot-count`: applied entries between snapshots (0: never).
+    pub snapshot_count: u64,
+    /// Entries kept in the log behind a snapshot (etcd: 5,000).
+    pub snapshot_catchup_entries: u64,
     /// The cluster this member belongs to; peers of other clusters are refused.
     pub cluster_id: u64,
     /// For a member of a new cluster (etcd's `--initial-cluster-state new`):
@@ -70,6 +75,8 @@ impl NodeConfig {
             // and a crash only replays the WAL written since the last one.
             checkpoint_interval: Duration::from_secs(30),
             checkpoint_entries: 10_000,
+            snapshot_count: 100_000,
+            snapshot_catchup_entries: 5_000,
             cluster_id: crate::identity::cluster_id(&[member_id]),
             bootstrap: Some([(member_id, member.clone())].into()),
             member,
@@ -203,13 +210,24 @@ impl RaftNode {
             // A member cut off by a partition asks before it campaigns, so it
             // does not depose a healthy leader with a higher term on return.
             enable_pre_vote: Some(true),
-            // No snapshots yet (see crate::snapshot); the WAL keeps everything.
-            snapshot_policy: SnapshotPolicy::Never,
+            // etcd's --snapshot-count: a snapshot every so many applied
+            // entries, after which the WAL before it is purged.
+            snapshot_policy: if cfg.snapshot_count == 0 {
+                SnapshotPolicy::Never
+            } else {
+                SnapshotPolicy::LogsSinceLast(cfg.snapshot_count)
+            },
+            // etcd keeps 5,000 entries behind a snapshot so a follower a little
+            // behind catches up from the log instead of a whole snapshot.
+            max_in_snapshot_log_to_keep: cfg.snapshot_catchup_entries,
             ..Default::default()
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
 
+        let snap_dir = cfg.data_dir.join("member").join("snap");
+        let snapshots = SnapshotDir::new(&snap_dir).map_err(io_err(&snap_dir))?;
+        snapshots.remove_temporaries();
         let channels = PeerChannels::new(Duration::from_millis(cfg.election_timeout_ms.max(100)));
         let waiters = Arc::new(Waiters::new(cfg.member_id));
         let (revision_tx, revisions) = watch::channel(store.current_revision());
@@ -218,7 +236,7 @@ impl RaftNode {
             Arc::new(config),
             PeerNetworkFactory::new(channels.clone(), cfg.cluster_id),
             log_store,
-            StateMachine::new(store.clone(), revision_tx, waiters.clone()),
+            StateMachine::new(store.clone(), revision_tx, waiters.clone(), snapshots),
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -261,7 +279,7 @@ impl RaftNode {
             request_timeout,
             channels,
             waiters,
-            snap_dir: cfg.data_dir.join("member").join("snap"),
+            snap_dir,
             stop_checkpoints,
             revisions,
             checkpointer: std::sync::Mutex::new(Some(checkpointer)),
@@ -410,7 +428,10 @@ impl RaftNode {
     }
 
     /// The current leader, waiting for one to be elected (until `deadline`).
-    pub(crate) async fn wait_for_leader(&self, deadline: tokio::time::Instant) -> Result<u64, ProposeError> {
+    pub(crate) async fn wait_for_leader(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<u64, ProposeError> {
         let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
         match self
             .raft

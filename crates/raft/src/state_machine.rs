@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::codec;
 use crate::forward::Waiters;
-use crate::snapshot::{not_supported, SnapshotData};
+use crate::snapshot::{SnapshotData, SnapshotDir, SnapshotFileMeta};
 use crate::types::{LogId, Response, StoredMembership, TypeConfig};
 
 type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
@@ -40,6 +40,8 @@ pub struct StateMachine {
     store: Arc<MvccStore>,
     /// Clients of this member waiting for their forwarded commands to apply.
     waiters: Arc<Waiters>,
+    /// Where snapshots are kept.
+    snapshots: SnapshotDir,
     /// Publishes the store's current revision after each applied run, so the
     /// watch hub learns about new events without polling.
     revisions: watch::Sender<i64>,
@@ -52,12 +54,26 @@ impl StateMachine {
         store: Arc<MvccStore>,
         revisions: watch::Sender<i64>,
         waiters: Arc<Waiters>,
+        snapshots: SnapshotDir,
     ) -> Self {
         StateMachine {
             store,
             revisions,
             waiters,
+            snapshots,
         }
+    }
+
+    /// Tells watchers about the store's current revision if it moved on.
+    fn publish_revision(&self) {
+        let rev = self.store.current_revision();
+        self.revisions.send_if_modified(|r| {
+            let newer = rev > *r;
+            if newer {
+                *r = rev;
+            }
+            newer
+        });
     }
 
     /// Applies a run of committed entries in one store transaction (one redb
@@ -105,7 +121,7 @@ impl StateMachine {
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let (index, term) = self.store.applied();
@@ -142,14 +158,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let results = self.apply_run(&batch)?;
         // Watchers first learn about the new revisions, then the clients whose
         // writes made them: a client that watches after its put sees no gap.
-        let rev = self.store.current_revision();
-        self.revisions.send_if_modified(|r| {
-            let newer = rev > *r;
-            if newer {
-                *r = rev;
-            }
-            newer
-        });
+        self.publish_revision();
         for ((result, responder), request_id) in
             results.into_iter().zip(responders).zip(request_ids)
         {
@@ -171,30 +180,126 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_snapshot_builder(&mut self) -> NoSnapshots {
-        NoSnapshots
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            store: self.store.clone(),
+            snapshots: self.snapshots.clone(),
+        }
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta,
-        _snapshot: SnapshotData,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        Err(not_supported())
+        let store = self.store.clone();
+        let path = snapshot.path.clone();
+        let info = tokio::task::spawn_blocking(move || store.install_snapshot_file(&path))
+            .await
+            .map_err(storage_err)?
+            .map_err(storage_err)?;
+        let expected = meta
+            .last_log_id
+            .as_ref()
+            .map(|id| (store_index(id.index), codec::log_term(id)))
+            .unwrap_or((0, 0));
+        if info.applied != expected {
+            // The store now holds the snapshot's state; a mismatch means the
+            // sender labelled it wrongly, and applying on top would diverge.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "installed snapshot is at (index, term) {:?}, its metadata says {:?}",
+                    info.applied, expected
+                ),
+            ));
+        }
+        let file_meta = SnapshotFileMeta {
+            last_log_id: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        let snapshots = self.snapshots.clone();
+        let data = snapshot.path;
+        tokio::task::spawn_blocking(move || snapshots.commit(&data, &file_meta))
+            .await
+            .map_err(storage_err)??;
+        // Entries the snapshot covers are never applied one by one here, so
+        // clients waiting for them would wait forever: they get an error.
+        self.waiters.fail_all();
+        self.publish_revision();
+        tracing::info!(
+            index = info.applied.0.saturating_sub(1),
+            term = info.applied.1,
+            revision = info.revision,
+            bytes = info.bytes,
+            "installed a snapshot from the leader"
+        );
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        Ok(None)
+        let snapshots = self.snapshots.clone();
+        let current = tokio::task::spawn_blocking(move || snapshots.current())
+            .await
+            .map_err(storage_err)??;
+        Ok(current.map(|(path, meta)| Snapshot {
+            meta: openraft::storage::SnapshotMeta {
+                last_log_id: meta.last_log_id,
+                last_membership: meta.membership,
+            },
+            snapshot: SnapshotData { path },
+        }))
     }
 }
 
-/// The snapshot builder until snapshots exist (see [`crate::snapshot`]).
-pub struct NoSnapshots;
+/// Builds snapshots: a checkpoint of the store streamed to a file, while the
+/// state machine goes on applying (the stream reads one redb snapshot).
+pub struct SnapshotBuilder {
+    store: Arc<MvccStore>,
+    snapshots: SnapshotDir,
+}
 
-impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        Err(not_supported())
+        let store = self.store.clone();
+        let snapshots = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || {
+            let tmp = snapshots.temp_path("building");
+            let info = match store.write_snapshot_file(&tmp) {
+                Ok(info) => info,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(storage_err(e));
+                }
+            };
+            let (index, term) = info.applied;
+            let last_log_id = (index > 0).then(|| codec::log_id(term, index - 1));
+            let membership = match &info.membership {
+                Some(blob) => codec::decode_stored_membership(blob)?,
+                None => StoredMembership::default(),
+            };
+            let meta = SnapshotFileMeta {
+                last_log_id,
+                membership: membership.clone(),
+            };
+            let path = snapshots.commit(&tmp, &meta)?;
+            tracing::info!(
+                index = index.saturating_sub(1),
+                revision = info.revision,
+                bytes = info.bytes,
+                "built a snapshot"
+            );
+            Ok(Snapshot {
+                meta: openraft::storage::SnapshotMeta {
+                    last_log_id,
+                    last_membership: membership,
+                },
+                snapshot: SnapshotData { path },
+            })
+        })
+        .await
+        .map_err(storage_err)?
     }
 }
