@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "v3electionpb/v3election.proto",
         "bramblepb/command.proto",
         "bramblepb/raft.proto",
+        "bramblepb/lease_forward.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

@@ -317,6 +317,30 @@ impl RaftNode {
         self.request_timeout
     }
 
+    /// Where a request only the leader can answer goes: `None` when this
+    /// member leads, else a channel to the leader's peer URL (the peer
+    /// listener also serves the leader-only lease requests). Waits for a
+    /// leader at most the request timeout.
+    pub async fn leader_route(&self) -> Result<Option<tonic::transport::Channel>, ProposeError> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let leader = self.wait_for_leader(deadline).await?;
+        if leader == self.member_id {
+            return Ok(None);
+        }
+        let m = self.raft.metrics().borrow_watched().clone();
+        let member = m
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
+            .ok_or(ProposeError::NoLeader)?;
+        let url = member.peer_urls.first().ok_or(ProposeError::NoLeader)?;
+        self.channels
+            .channel(url)
+            .map(Some)
+            .map_err(ProposeError::Stopped)
+    }
+
     /// The MVCC store, for reads.
     pub fn store(&self) -> &Arc<MvccStore> {
         &self.store

@@ -9,6 +9,7 @@
 //!   also revokes expired leases through Raft.
 
 pub mod expiry;
+pub mod forward;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -79,14 +80,14 @@ impl LeaseService {
         }
     }
 
-    /// Leases are timed by the leader only (etcd forwards to it; a one-member cluster
-    /// is always its own leader).
+    /// Leases are timed by the leader only: the `*_here` operations run on
+    /// it, and a follower forwards to it (see [`forward`]).
     fn check_leader(&self) -> Result<(), Status> {
         let node = &self.ctx.node;
         if node.status().leader == node.member_id() {
             Ok(())
         } else {
-            Err(errors::no_leader())
+            Err(Status::failed_precondition(forward::NOT_LEADER))
         }
     }
 
@@ -96,9 +97,14 @@ impl LeaseService {
         h
     }
 
-    /// etcd's lessor `Renew`: the new TTL, or 0 when the lease does not exist (or expired
-    /// and was revoked meanwhile).
+    /// etcd's lessor `Renew` on the leader, wherever this member is.
     async fn renew(&self, id: i64) -> Result<i64, Status> {
+        forward::renew(self, id).await
+    }
+
+    /// etcd's lessor `Renew`, on the leader: the new TTL, or 0 when the lease does not
+    /// exist (or expired and was revoked meanwhile).
+    pub(crate) async fn renew_here(&self, id: i64) -> Result<i64, Status> {
         self.check_leader()?;
         let store = self.ctx.node.store();
         let Some(info) = store.lease(id).map_err(|e| mvcc_status(&e))? else {
@@ -228,7 +234,27 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let req = req.into_inner();
+        let mut resp = forward::time_to_live(self, req.into_inner()).await?;
+        // The leader's header, as etcd forwards the leader's answer, but
+        // naming this member, which answered the client.
+        self.ctx.identity.fill(&mut resp.header, &self.ctx.node);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        req: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.leases(req).await
+    }
+}
+
+impl LeaseService {
+    /// LeaseTimeToLive on the leader.
+    pub(crate) async fn time_to_live_here(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, Status> {
         self.check_leader()?;
         let info = self
             .ctx
@@ -263,10 +289,12 @@ impl Lease for LeaseService {
                 }
             }
         };
-        Ok(Response::new(resp))
+        Ok(resp)
     }
 
-    async fn lease_leases(
+    /// LeaseLeases, from this member's store: every member knows every lease (etcd
+    /// answers it locally too).
+    async fn leases(
         &self,
         _req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
