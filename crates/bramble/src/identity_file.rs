@@ -57,10 +57,12 @@ pub async fn load_or_create(opts: &NodeOptions) -> Result<Ids, Error> {
                 ClusterState::New => {
                     let members = initial_members(opts)?;
                     let all: Vec<u64> = members.keys().copied().collect();
-                    Ids {
+                    let ids = Ids {
                         member_id: own_id(opts, &members)?,
                         cluster_id: identity::cluster_id(&all),
-                    }
+                    };
+                    refuse_if_bootstrapped(opts, ids.member_id).await?;
+                    ids
                 }
                 ClusterState::Existing => fetch_from_peers(opts).await?,
             };
@@ -125,6 +127,36 @@ fn own_id(opts: &NodeOptions, members: &BTreeMap<u64, Member>) -> Result<u64, Er
     Ok(*id)
 }
 
+/// A member whose data dir was lost must not bootstrap again as if new: it
+/// would forget its votes and log. Like etcd's `isMemberBootstrapped`: if a
+/// reachable peer lists this member with client URLs (it has run and
+/// published them), refuse to start.
+async fn refuse_if_bootstrapped(opts: &NodeOptions, member_id: u64) -> Result<(), Error> {
+    for (name, urls) in opts.initial_members() {
+        if name == opts.name {
+            continue;
+        }
+        for url in urls {
+            let Ok(reply) = members_of(&url).await else {
+                continue;
+            };
+            let membership = reply.membership.unwrap_or_default();
+            let bootstrapped = membership
+                .members
+                .iter()
+                .any(|m| m.id == member_id && !m.client_urls.is_empty());
+            if bootstrapped {
+                return Err(config_error(format!(
+                    "member {member_id:x} has already been bootstrapped"
+                )));
+            }
+            // One answer is the cluster's view (etcd asks until one answers).
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 /// Asks the other listed members for the member list and finds this member
 /// in it by its peer URLs.
 async fn fetch_from_peers(opts: &NodeOptions) -> Result<Ids, Error> {
@@ -168,8 +200,8 @@ async fn fetch_from_peers(opts: &NodeOptions) -> Result<Ids, Error> {
 async fn members_of(url: &str) -> Result<bramble_api::bramblepb::MembersReply, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5));
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2));
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
     PeerClient::new(channel)
         .members(MembersRequest {})
