@@ -7,6 +7,7 @@
 pub mod config;
 mod identity_file;
 pub mod node;
+mod publish;
 pub mod server;
 
 pub use bramble_api as api;

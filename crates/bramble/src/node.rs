@@ -135,6 +135,8 @@ pub struct Node {
     /// Stops the peer listeners.
     stop_peers: watch::Sender<bool>,
     peer_servers: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Becomes true once the cluster removed this member.
+    removed: watch::Receiver<bool>,
 }
 
 impl Node {
@@ -215,13 +217,29 @@ impl Node {
             ),
         });
         Lessor::start(&ctx);
+        let (removed_tx, removed) = watch::channel(false);
+        tokio::spawn(crate::publish::publish_and_watch(
+            ctx.node.clone(),
+            opts.name.clone(),
+            opts.client_urls.clone(),
+            stop_rx,
+            removed_tx,
+        ));
         let kv = KvService::new(ctx.clone());
         Ok(Node {
             ctx,
             kv,
             stop_peers,
             peer_servers: std::sync::Mutex::new(peer_servers),
+            removed,
         })
+    }
+
+    /// Resolves once the cluster removed this member (etcd's member then
+    /// stops: it may not serve or vote any more).
+    pub async fn removed(&self) {
+        let mut rx = self.removed.clone();
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     /// The shared server state, for serving gRPC clients too.

@@ -136,8 +136,14 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         );
     }
 
-    wait_for_signal().await?;
-    tracing::info!("received stop signal, shutting down");
+    // etcd stops a member the cluster removed, as if it had been signalled.
+    tokio::select! {
+        r = wait_for_signal() => {
+            r?;
+            tracing::info!("received stop signal, shutting down");
+        }
+        _ = node.removed() => tracing::warn!("removed from the cluster, shutting down"),
+    }
     let _ = stop_tx.send(true);
     // A graceful drain lets in-flight requests finish, but an idle client that
     // never answers HTTP/2's GOAWAY would hold it open forever: bound it, as

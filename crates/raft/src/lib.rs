@@ -6,6 +6,7 @@ pub mod codec;
 pub mod forward;
 pub mod identity;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod node;
 pub mod peer_service;
@@ -14,5 +15,6 @@ pub mod state_machine;
 pub mod types;
 pub mod wire;
 
+pub use membership::{MemberInfo, MembershipError};
 pub use node::{NodeConfig, ProposeError, RaftNode, RaftStatus, StartError};
 pub use types::{Member, TypeConfig};

@@ -244,6 +244,20 @@ impl Peer for PeerService {
             membership: Some(codec::encode_membership(m.membership_config.membership())),
         }))
     }
+
+    async fn change_members(
+        &self,
+        req: Request<pb::ChangeMembersRequest>,
+    ) -> Result<Response<pb::ChangeMembersReply>, Status> {
+        let req = req.into_inner();
+        self.check_cluster(req.cluster_id)?;
+        let change = req
+            .change
+            .ok_or_else(|| bad_message("membership change without a change"))?;
+        crate::membership::serve_change(&self.raft, change)
+            .await
+            .map(Response::new)
+    }
 }
 
 /// A forwarded command must carry the follower's request id.

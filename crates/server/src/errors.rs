@@ -98,3 +98,86 @@ pub fn internal(msg: impl std::fmt::Display) -> Status {
 pub fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!("bramble: {what} is not implemented yet"))
 }
+/// `etcdserver: member ID already exist`
+pub fn member_exists() -> Status {
+    status(
+        Code::FailedPrecondition,
+        "etcdserver: member ID already exist",
+    )
+}
+/// `etcdserver: Peer URLs already exists`
+pub fn peer_urls_exist() -> Status {
+    status(
+        Code::FailedPrecondition,
+        "etcdserver: Peer URLs already exists",
+    )
+}
+/// `etcdserver: re-configuration failed due to not enough started members`
+pub fn member_not_enough_started() -> Status {
+    status(
+        Code::FailedPrecondition,
+        "etcdserver: re-configuration failed due to not enough started members",
+    )
+}
+/// `etcdserver: given member URLs are invalid`
+pub fn member_bad_urls() -> Status {
+    status(
+        Code::InvalidArgument,
+        "etcdserver: given member URLs are invalid",
+    )
+}
+/// `etcdserver: member not found`
+pub fn member_not_found() -> Status {
+    status(Code::NotFound, "etcdserver: member not found")
+}
+/// `etcdserver: can only promote a learner member`
+pub fn member_not_learner() -> Status {
+    status(
+        Code::FailedPrecondition,
+        "etcdserver: can only promote a learner member",
+    )
+}
+/// `etcdserver: can only promote a learner member which is in sync with leader`
+pub fn learner_not_ready() -> Status {
+    status(
+        Code::FailedPrecondition,
+        "etcdserver: can only promote a learner member which is in sync with leader",
+    )
+}
+/// `etcdserver: too many learner members in cluster`
+pub fn too_many_learners() -> Status {
+    status(
+        Code::FailedPrecondition,
+        "etcdserver: too many learner members in cluster",
+    )
+}
+/// `etcdserver: unhealthy cluster`
+pub fn unhealthy() -> Status {
+    status(Code::Unavailable, "etcdserver: unhealthy cluster")
+}
+/// `etcdserver: not leader`
+pub fn not_leader() -> Status {
+    status(Code::FailedPrecondition, "etcdserver: not leader")
+}
+/// `etcdserver: bad leader transferee`
+pub fn bad_leader_transferee() -> Status {
+    status(
+        Code::FailedPrecondition,
+        "etcdserver: bad leader transferee",
+    )
+}
+/// `etcdserver: request timed out, leader transfer took too long` (etcd has
+/// no gRPC mapping for it, so it reaches clients as Unknown)
+pub fn leader_transfer_timeout() -> Status {
+    status(
+        Code::Unknown,
+        "etcdserver: request timed out, leader transfer took too long",
+    )
+}
+/// `etcdserver: rpc not supported for learner`
+pub fn not_supported_for_learner() -> Status {
+    status(
+        Code::Unavailable,
+        "etcdserver: rpc not supported for learner",
+    )
+}

@@ -1,7 +1,8 @@
 //! etcd v3 gRPC services for Bramble: request checks, etcd's error strings,
 //! response headers, and the services themselves (KV, Maintenance, Watch,
-//! Lease, Lock and Election; Cluster and Auth arrive with their issues).
+//! Lease, Lock, Election and Cluster; Auth arrives with its issue).
 
+pub mod cluster;
 pub mod election;
 pub mod errors;
 pub mod grpc_errors;
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bramble_api::etcdserverpb::cluster_server::ClusterServer;
 use bramble_api::etcdserverpb::kv_server::KvServer;
 use bramble_api::etcdserverpb::lease_server::LeaseServer;
 use bramble_api::etcdserverpb::maintenance_server::MaintenanceServer;
@@ -144,6 +146,9 @@ impl ClientServer {
             .add_service(lease)
             .add_service(lock)
             .add_service(election)
+            .add_service(ClusterServer::new(cluster::ClusterService::new(
+                self.ctx.clone(),
+            )))
             .serve_with_incoming_shutdown(incoming(listener), shutdown)
             .await
     }

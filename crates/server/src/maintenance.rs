@@ -102,9 +102,17 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _req: Request<MoveLeaderRequest>,
+        req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(errors::unimplemented("Maintenance.MoveLeader"))
+        // etcd: only the leader moves leadership (etcdctl finds it first);
+        // the answer comes once the target leads, with an empty header as
+        // etcd's own MoveLeaderResponse has.
+        self.ctx
+            .node
+            .move_leader(req.into_inner().target_id)
+            .await
+            .map_err(crate::cluster::membership_status)?;
+        Ok(Response::new(MoveLeaderResponse::default()))
     }
 
     async fn downgrade(
