@@ -137,6 +137,8 @@ pub struct Node {
     peer_servers: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Becomes true once the cluster removed this member.
     removed: watch::Receiver<bool>,
+    /// Becomes true once this member published its name and client URLs.
+    published: watch::Receiver<bool>,
 }
 
 impl Node {
@@ -218,12 +220,16 @@ impl Node {
         });
         Lessor::start(&ctx);
         let (removed_tx, removed) = watch::channel(false);
+        let (published_tx, published) = watch::channel(false);
         tokio::spawn(crate::publish::publish_and_watch(
             ctx.node.clone(),
             opts.name.clone(),
             opts.client_urls.clone(),
             stop_rx,
-            removed_tx,
+            crate::publish::Signals {
+                published: published_tx,
+                removed: removed_tx,
+            },
         ));
         let kv = KvService::new(ctx.clone());
         Ok(Node {
@@ -232,6 +238,7 @@ impl Node {
             stop_peers,
             peer_servers: std::sync::Mutex::new(peer_servers),
             removed,
+            published,
         })
     }
 
@@ -240,6 +247,14 @@ impl Node {
     pub async fn removed(&self) {
         let mut rx = self.removed.clone();
         let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Turns true once this member's name and client URLs are in the
+    /// membership (etcd's publish); the gRPC server serves clients from then
+    /// on, as etcd does. A restarted member that published before is
+    /// published at once.
+    pub fn published(&self) -> watch::Receiver<bool> {
+        self.published.clone()
     }
 
     /// The shared server state, for serving gRPC clients too.

@@ -18,24 +18,33 @@ const REMOVAL_CHECK: Duration = Duration::from_secs(2);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// What the task reports.
+pub(crate) struct Signals {
+    /// Turns true once the membership has this member's name and client
+    /// URLs (etcd serves clients only from then on).
+    pub published: watch::Sender<bool>,
+    /// Turns true once the cluster removed this member.
+    pub removed: watch::Sender<bool>,
+}
+
 /// Publishes `name` and `client_urls` until the membership has them, then
-/// watches for this member's removal (reported on `removed`). Ends when
-/// `stop` turns true.
+/// watches for this member's removal. Ends when `stop` turns true.
 pub(crate) async fn publish_and_watch(
     node: Arc<RaftNode>,
     name: String,
     client_urls: Vec<String>,
     mut stop: watch::Receiver<bool>,
-    removed: watch::Sender<bool>,
+    signals: Signals,
 ) {
     let mut published = false;
-    let mut pause = RETRY_MIN;
+    let mut pause = Duration::ZERO;
     let mut next_removal_check = tokio::time::Instant::now() + REMOVAL_CHECK;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(if published { REMOVAL_CHECK } else { pause }) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        pause = pause.max(RETRY_MIN);
         if !published {
             match node.is_published(&name, &client_urls) {
                 Some(true) => published = true,
@@ -62,9 +71,14 @@ pub(crate) async fn publish_and_watch(
             next_removal_check = tokio::time::Instant::now() + REMOVAL_CHECK;
             if node.is_removed().await {
                 tracing::error!("the member has been permanently removed from the cluster");
-                let _ = removed.send(true);
+                let _ = signals.removed.send(true);
                 return;
             }
+        }
+        if published {
+            signals
+                .published
+                .send_if_modified(|p| !std::mem::replace(p, true));
         }
     }
 }

@@ -105,7 +105,14 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     for l in listeners {
         let mut rx = stop_rx.clone();
         let server = ClientServer::new(node.context().clone());
+        // As etcd, clients are served once this member published itself
+        // (the listener is bound already, so they wait rather than fail).
+        let mut published = node.published();
         servers.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = published.wait_for(|p| *p) => {}
+                _ = rx.wait_for(|stop| *stop) => return Ok(()),
+            }
             server
                 .serve(l, async move {
                     let _ = rx.wait_for(|stop| *stop).await;

@@ -531,13 +531,15 @@ impl View {
             .any(|(_, m)| m.peer_urls.iter().any(|u| urls.contains(u)))
     }
 
-    /// etcd's `IsReadyToAddVotingMember` and the leader's connectivity check.
-    fn may_add_voter(&self) -> Result<(), MembershipError> {
+    /// etcd's `mayAddMember`: enough started voters (for a voter), and the
+    /// leader hears from every voter (for any member).
+    fn may_add(&self, learner: bool) -> Result<(), MembershipError> {
         let members = self.voters.len() + 1;
         let started = self.voters.iter().filter(|v| self.started(**v)).count();
         // Adding a second member to a one-member cluster is allowed (etcd's
         // restore procedure), though the cluster has no quorum until it starts.
-        if !(started == 1 && members == 2) && started < members / 2 + 1 {
+        let restore = started == 1 && members == 2;
+        if !learner && !restore && started < members / 2 + 1 {
             return Err(MembershipError::NotEnoughStarted);
         }
         if !self.voters.iter().all(|v| self.active.contains(v)) {
@@ -642,9 +644,8 @@ fn plan(v: &View, change: &Change) -> Result<Plan, MembershipError> {
                 if learners + 1 > MAX_LEARNERS {
                     return Err(MembershipError::TooManyLearners);
                 }
-            } else {
-                v.may_add_voter()?;
             }
+            v.may_add(a.is_learner)?;
             Plan::Add {
                 id: a.id,
                 member: Member {
