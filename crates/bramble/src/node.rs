@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bramble_api::etcdserverpb::kv_server::Kv;
@@ -19,7 +19,8 @@ use bramble_api::mvccpb::KeyValue;
 use bramble_raft::{Member, NodeConfig, RaftNode};
 use bramble_server::kv::KvService;
 use bramble_server::lease::expiry::min_lease_ttl;
-use bramble_server::lease::Lessor;
+use bramble_server::lease::forward::LeaderLeaseService;
+use bramble_server::lease::{LeaseService, Lessor};
 use bramble_server::{Identity, Limits, ServerContext};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -177,14 +178,18 @@ impl Node {
 
         let (stop_peers, stop_rx) = watch::channel(false);
         let mut peer_servers = Vec::new();
+        // Followers' lease renewals reach the leader's clock through this.
+        let leader_lease = Arc::new(OnceLock::new());
         for l in peer_listeners {
             let service = node.peer_service();
+            let lease_service = LeaderLeaseService::new(leader_lease.clone());
             let mut rx = stop_rx.clone();
             peer_servers.push(tokio::spawn(async move {
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
                 let result = tonic::transport::Server::builder()
                     .tcp_nodelay(true)
                     .add_service(service)
+                    .add_service(lease_service)
                     .serve_with_incoming_shutdown(incoming, async move {
                         let _ = rx.wait_for(|stop| *stop).await;
                     })
@@ -219,6 +224,7 @@ impl Node {
             ),
         });
         Lessor::start(&ctx);
+        let _ = leader_lease.set(LeaseService::new(ctx.clone()));
         let (removed_tx, removed) = watch::channel(false);
         let (published_tx, published) = watch::channel(false);
         tokio::spawn(crate::publish::publish_and_watch(

@@ -92,14 +92,24 @@ impl PeerChannels {
 pub struct PeerNetworkFactory {
     channels: PeerChannels,
     cluster_id: u64,
+    rpc_timeout: Duration,
 }
 
 impl PeerNetworkFactory {
-    /// A factory for members of cluster `cluster_id`.
-    pub fn new(channels: PeerChannels, cluster_id: u64) -> Self {
+    /// A factory for members of cluster `cluster_id` whose Raft RPCs give up
+    /// after `rpc_timeout`.
+    ///
+    /// openraft suggests one heartbeat interval as the deadline of an
+    /// AppendEntries; a follower answers only after its fsync, and one slow
+    /// fsync (an SD card stalls for hundreds of milliseconds) would then count
+    /// as an unreachable peer, which openraft backs off from. So the deadline is
+    /// ours: a peer that cannot answer within an election timeout is as good as
+    /// gone anyway.
+    pub fn new(channels: PeerChannels, cluster_id: u64, rpc_timeout: Duration) -> Self {
         PeerNetworkFactory {
             channels,
             cluster_id,
+            rpc_timeout,
         }
     }
 }
@@ -109,6 +119,7 @@ pub struct PeerNetwork {
     target: u64,
     client: Result<PeerClient<Channel>, String>,
     cluster_id: u64,
+    rpc_timeout: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
@@ -119,6 +130,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             target,
             client: self.channels.client(node),
             cluster_id: self.cluster_id,
+            rpc_timeout: self.rpc_timeout,
         }
     }
 }
@@ -132,9 +144,11 @@ impl PeerNetwork {
         self.client.clone().map_err(|e| unreachable(self.target, e))
     }
 
-    fn request<T>(msg: T, ttl: Duration) -> tonic::Request<T> {
+    /// A request with this client's deadline (see [`PeerNetworkFactory::new`]);
+    /// openraft's suggested one only if it is longer.
+    fn request<T>(&self, msg: T, suggested: Duration) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);
-        req.set_timeout(ttl);
+        req.set_timeout(self.rpc_timeout.max(suggested));
         req
     }
 }
@@ -150,7 +164,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let msg = wire::append_request_to_pb(&rpc, self.cluster_id);
         let reply = self
             .client()?
-            .append_entries(Self::request(msg, option.hard_ttl()))
+            .append_entries(self.request(msg, option.hard_ttl()))
             .await
             .map_err(|s| unreachable(self.target, s.message()))?;
         wire::append_response_from_pb(reply.get_ref())
@@ -165,7 +179,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let msg = wire::vote_request_to_pb(&rpc, self.cluster_id);
         let reply = self
             .client()?
-            .vote(Self::request(msg, option.hard_ttl()))
+            .vote(self.request(msg, option.hard_ttl()))
             .await
             .map_err(|s| unreachable(self.target, s.message()))?;
         wire::vote_response_from_pb(reply.get_ref())
@@ -180,7 +194,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let msg = wire::vote_request_to_pb(&rpc, self.cluster_id);
         let reply = self
             .client()?
-            .pre_vote(Self::request(msg, option.hard_ttl()))
+            .pre_vote(self.request(msg, option.hard_ttl()))
             .await
             .map_err(|s| unreachable(self.target, s.message()))?;
         wire::vote_response_from_pb(reply.get_ref())
@@ -287,7 +301,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         };
         let reply = self
             .client()?
-            .transfer_leader(Self::request(msg, option.hard_ttl()))
+            .transfer_leader(self.request(msg, option.hard_ttl()))
             .await
             .map_err(|s| unreachable(self.target, s.message()))?
             .into_inner();

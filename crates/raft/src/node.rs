@@ -210,6 +210,9 @@ impl RaftNode {
             // A member cut off by a partition asks before it campaigns, so it
             // does not depose a healthy leader with a higher term on return.
             enable_pre_vote: Some(true),
+            // Send new entries to followers as soon as they are handed to the
+            // WAL, so the leader's fsync and the followers' run in parallel.
+            broadcast_submitted_on_append: Some(true),
             // etcd's --snapshot-count: a snapshot every so many applied
             // entries, after which the WAL before it is purged.
             snapshot_policy: if cfg.snapshot_count == 0 {
@@ -234,7 +237,11 @@ impl RaftNode {
         let raft = Raft::new(
             cfg.member_id,
             Arc::new(config),
-            PeerNetworkFactory::new(channels.clone(), cfg.cluster_id),
+            PeerNetworkFactory::new(
+                channels.clone(),
+                cfg.cluster_id,
+                Duration::from_millis(cfg.election_timeout_ms),
+            ),
             log_store,
             StateMachine::new(store.clone(), revision_tx, waiters.clone(), snapshots),
         )

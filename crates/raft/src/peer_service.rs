@@ -282,7 +282,8 @@ async fn receive_file(
     let io = |e: std::io::Error| Status::internal(format!("receiving snapshot: {e}"));
     tokio::fs::create_dir_all(dir).await.map_err(io)?;
     let n = RECEIVED.fetch_add(1, Ordering::Relaxed);
-    let path = dir.join(format!("receiving-{}-{n}.snap", std::process::id()));
+    // A `.tmp` name: a start removes it if a crash interrupted the transfer.
+    let path = dir.join(format!("receiving-{}-{n}.tmp", std::process::id()));
     let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
     let mut written = first.len() as u64;
     let result: Result<(), Status> = async {

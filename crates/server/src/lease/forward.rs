@@ -86,10 +86,10 @@ pub async fn time_to_live(
             .await
             .map_err(crate::propose_status)?;
         let result = match route {
-            None => svc.time_to_live_here(request.clone()).await,
+            None => svc.time_to_live_here(request).await,
             Some(channel) => {
                 let mut req = Request::new(ForwardedTimeToLive {
-                    request: Some(request.clone()),
+                    request: Some(request),
                     cluster_id: svc.ctx.identity.cluster_id,
                 });
                 req.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
