@@ -21,6 +21,7 @@
 //! removes the namespaces; this also runs when a test panics.
 
 pub mod member;
+pub mod ops;
 pub mod status;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -8,19 +8,16 @@
 //! serializable ones, and catches up after the heal), and cleanup of every process and
 //! namespace when a test panics.
 //!
-//! Every scenario has an `etcd` test and a `bramble` test; the `bramble` ones are ignored
-//! until Bramble runs multi-node clusters (issue 4), then `--include-ignored` runs them.
+//! Every scenario has an `etcd` test and a `bramble` test: the same steps on both.
 //! Timeouts are short on purpose (heartbeat 50 ms, election 500 ms).
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use bramble_tests::cluster::ops::{get, put, put_eventually, value, wait_for_value, SETTLE};
 use bramble_tests::cluster::{process_alive, Cluster, ClusterConfig, MemberState};
-use bramble_tests::{Etcdctl, Kind, Output};
-
-/// Bound for anything that needs an election or replication to a member that was away.
-const SETTLE: Duration = Duration::from_secs(15);
+use bramble_tests::Kind;
 
 /// One `#[test]` per kind for each scenario: `<scenario>::etcd` and `<scenario>::bramble`.
 macro_rules! scenarios {
@@ -34,7 +31,6 @@ macro_rules! scenarios {
             }
 
             #[test]
-            #[ignore = "bramble multi-node support lands in issue 4"]
             fn bramble() {
                 super::$scenario(Kind::Bramble)
             }
@@ -52,71 +48,6 @@ scenarios!(
     partitioned_leader_steps_aside,
     drop_after_panic_leaves_nothing,
 );
-
-/// `put key value`, which must succeed.
-#[track_caller]
-fn put(ctl: &Etcdctl, key: &str, value: &str) {
-    ctl.run(&["--command-timeout=5s", "put", key, value])
-        .assert_ok();
-}
-
-/// Retries `put` until it succeeds within `SETTLE`: a client's retry while the cluster
-/// fails over. Panics with the last failure.
-#[track_caller]
-fn put_eventually(ctl: &Etcdctl, key: &str, value: &str) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let out = ctl.run(&["--command-timeout=2s", "put", key, value]);
-        if out.code == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "put {key} via {} failed for {SETTLE:?}:\n{out}",
-            ctl.endpoint()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// `get key --print-value-only` with `--consistency=<consistency>` (`l` or `s`).
-fn get(ctl: &Etcdctl, key: &str, consistency: &str) -> Output {
-    ctl.run(&[
-        "--command-timeout=2s",
-        "get",
-        key,
-        "--print-value-only",
-        &format!("--consistency={consistency}"),
-    ])
-}
-
-/// The value of `key` (empty if absent), which must be readable.
-#[track_caller]
-fn value(ctl: &Etcdctl, key: &str, consistency: &str) -> String {
-    get(ctl, key, consistency)
-        .assert_ok()
-        .stdout_str()
-        .trim_end()
-        .to_string()
-}
-
-/// Waits until a serializable read of `key` on `ctl`'s member returns `expected`.
-#[track_caller]
-fn wait_for_value(ctl: &Etcdctl, key: &str, expected: &str) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let out = get(ctl, key, "s");
-        if out.code == 0 && out.stdout_str().trim_end() == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not see {key}={expected} within {SETTLE:?}; last read:\n{out}",
-            ctl.endpoint()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// A running process's command line, NUL-separated as the kernel keeps it.
 fn cmdline(pid: u32) -> Vec<u8> {
