@@ -185,9 +185,8 @@ impl Node {
             let lease_service = LeaderLeaseService::new(leader_lease.clone());
             let mut rx = stop_rx.clone();
             peer_servers.push(tokio::spawn(async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+                let incoming = bramble_server::incoming(l);
                 let result = tonic::transport::Server::builder()
-                    .tcp_nodelay(true)
                     .add_service(service)
                     .add_service(lease_service)
                     .serve_with_incoming_shutdown(incoming, async move {

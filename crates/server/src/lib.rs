@@ -154,9 +154,11 @@ impl ClientServer {
     }
 }
 
-/// Accepted client connections, with Nagle off: gRPC writes small frames and
-/// waits for answers, so delayed ACKs would add ~40 ms to some requests.
-fn incoming(listener: TcpListener) -> TcpIncoming {
+/// Accepted connections (clients' or peers'), with Nagle off: gRPC writes
+/// small frames and waits for answers, so delayed ACKs would add ~40 ms to
+/// some requests. (tonic's `Server::tcp_nodelay` applies only to listeners it
+/// binds itself.)
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
