@@ -20,6 +20,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+/// An fdatasync slower than this is logged (etcd's `warnSyncDuration`).
+const SLOW_SYNC_WARNING: std::time::Duration = std::time::Duration::from_secs(1);
+
 use super::index::Loc;
 use super::io::{WalDir, WalFile};
 use super::record;
@@ -367,9 +370,21 @@ impl Writer {
     }
 
     fn sync_active(&mut self) -> Result<()> {
+        let started = std::time::Instant::now();
         self.active
             .sync_data()
             .map_err(|e| WalError::io(format!("fdatasync {}", self.active_path.display()), e))?;
+        let took = started.elapsed();
+        // etcd's warning at etcd's threshold: a disk this slow delays every
+        // write this member acknowledges.
+        if took >= SLOW_SYNC_WARNING {
+            tracing::warn!(
+                took = ?took,
+                expected = ?SLOW_SYNC_WARNING,
+                path = %self.active_path.display(),
+                "slow fdatasync"
+            );
+        }
         Counters::add(&self.counters().syncs, 1);
         self.dirty = false;
         Ok(())
