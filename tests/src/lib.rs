@@ -13,6 +13,7 @@
 //! - [`etcdctl`]: run `etcdctl` against an endpoint, capturing output and exit code.
 //! - [`normalize`]: mask the output fields that legitimately differ between two servers.
 //! - [`protobuf`]: a tiny decoder so `-w protobuf` output can be normalized too.
+//! - [`rng`]: a seeded PRNG for randomized tests (seeds are printed, runs replay).
 //! - [`script`]: differential etcdctl scripts, run on each target and compared step by step.
 //! - [`linearizability`]: record concurrent clients' operations and check the history is
 //!   linearizable (Wing & Gong / Lowe search, per key).
@@ -26,6 +27,7 @@ pub mod netns;
 pub mod normalize;
 pub mod ports;
 pub mod protobuf;
+pub mod rng;
 pub mod script;
 pub mod server;
 pub mod target;
@@ -36,3 +38,24 @@ pub use etcdctl::{Etcdctl, Output};
 pub use script::{Script, Step};
 pub use server::{Server, ServerConfig};
 pub use target::Kind;
+
+/// One `#[test]` per server kind for each scenario function `fn scenario(kind: Kind)`:
+/// `<scenario>::etcd` and `<scenario>::bramble`, so the very same steps run on both.
+#[macro_export]
+macro_rules! scenarios {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use $crate::Kind;
+
+            #[test]
+            fn etcd() {
+                super::$scenario(Kind::Etcd)
+            }
+
+            #[test]
+            fn bramble() {
+                super::$scenario(Kind::Bramble)
+            }
+        }
+    )*};
+}

@@ -12,26 +12,8 @@ use std::time::{Duration, Instant};
 
 use bramble_tests::cluster::ops::{put, put_eventually, value, wait_for_value, SETTLE};
 use bramble_tests::cluster::{Cluster, ClusterConfig};
-use bramble_tests::Kind;
+use bramble_tests::{scenarios, Kind};
 use etcd_client::{Client, ConnectOptions, GetOptions};
-
-macro_rules! scenarios {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use bramble_tests::Kind;
-
-            #[test]
-            fn etcd() {
-                super::$scenario(Kind::Etcd)
-            }
-
-            #[test]
-            fn bramble() {
-                super::$scenario(Kind::Bramble)
-            }
-        }
-    )*};
-}
 
 scenarios!(
     leader_killed_under_load_loses_no_acked_write,

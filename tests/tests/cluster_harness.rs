@@ -17,26 +17,7 @@ use std::time::{Duration, Instant};
 
 use bramble_tests::cluster::ops::{get, put, put_eventually, value, wait_for_value, SETTLE};
 use bramble_tests::cluster::{process_alive, Cluster, ClusterConfig, MemberState};
-use bramble_tests::Kind;
-
-/// One `#[test]` per kind for each scenario: `<scenario>::etcd` and `<scenario>::bramble`.
-macro_rules! scenarios {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use bramble_tests::Kind;
-
-            #[test]
-            fn etcd() {
-                super::$scenario(Kind::Etcd)
-            }
-
-            #[test]
-            fn bramble() {
-                super::$scenario(Kind::Bramble)
-            }
-        }
-    )*};
-}
+use bramble_tests::{scenarios, Kind};
 
 scenarios!(
     replicates_between_members,

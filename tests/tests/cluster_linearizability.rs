@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bramble_tests::cluster::{Cluster, ClusterConfig, MemberState};
 use bramble_tests::linearizability::{check, Budget, Input, Key, Outcome, Output, Recorder, Value};
+use bramble_tests::rng::Rng;
 use bramble_tests::Kind;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
 
@@ -675,31 +676,5 @@ fn nemesis_duration() -> Duration {
                 .unwrap_or_else(|e| panic!("BRAMBLE_SOAK_SECS={s:?} is not a number: {e}")),
         ),
         Err(_) => SOAK_DURATION,
-    }
-}
-
-/// xorshift64*: deterministic per seed, so a run's choices replay from its printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform enough in `0..n` for a test.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Uniform enough in `lo..=hi`.
-    fn between(&mut self, (lo, hi): (u64, u64)) -> u64 {
-        lo + self.below(hi - lo + 1)
     }
 }

@@ -16,96 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bramble_tests::cluster::ops::{put, put_eventually, value, wait_for_value, SETTLE};
 use bramble_tests::cluster::{Cluster, MemberState};
 use bramble_tests::etcdctl::{Etcdctl, Output};
 use bramble_tests::normalize;
+use bramble_tests::scenarios;
 use bramble_tests::Kind;
-
-/// Bound for anything that needs an election or a member catching up.
-const SETTLE: Duration = Duration::from_secs(15);
-
-/// `put key value`, which must succeed.
-#[track_caller]
-fn put(ctl: &Etcdctl, key: &str, value: &str) {
-    ctl.run(&["--command-timeout=5s", "put", key, value])
-        .assert_ok();
-}
-
-/// Retries `put` until it succeeds within [`SETTLE`] (a client riding out a failover).
-#[track_caller]
-fn put_eventually(ctl: &Etcdctl, key: &str, value: &str) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let out = ctl.run(&["--command-timeout=2s", "put", key, value]);
-        if out.code == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "put {key} failed for {SETTLE:?}:\n{out}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// `get key --print-value-only --consistency=<consistency>`.
-fn get(ctl: &Etcdctl, key: &str, consistency: &str) -> Output {
-    let consistency = format!("--consistency={consistency}");
-    ctl.run(&[
-        "--command-timeout=2s",
-        "get",
-        key,
-        "--print-value-only",
-        &consistency,
-    ])
-}
-
-/// The value of `key` (empty if absent), which must be readable.
-#[track_caller]
-fn value(ctl: &Etcdctl, key: &str, consistency: &str) -> String {
-    get(ctl, key, consistency)
-        .assert_ok()
-        .stdout_str()
-        .trim_end()
-        .to_string()
-}
-
-/// Waits until a serializable read of `key` on `ctl`'s member returns `expected`.
-#[track_caller]
-fn wait_for_value(ctl: &Etcdctl, key: &str, expected: &str) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let out = get(ctl, key, "s");
-        if out.code == 0 && out.stdout_str().trim_end() == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not see {key}={expected}:\n{out}",
-            ctl.endpoint()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// One `#[test]` per kind for each scenario: `<scenario>::etcd` and `<scenario>::bramble`.
-macro_rules! scenarios {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use bramble_tests::Kind;
-
-            #[test]
-            fn etcd() {
-                super::$scenario(Kind::Etcd)
-            }
-
-            #[test]
-            fn bramble() {
-                super::$scenario(Kind::Bramble)
-            }
-        }
-    )*};
-}
 
 scenarios!(add_promote_remove, reconfigure_under_load);
 

@@ -153,6 +153,35 @@ impl PeerNetwork {
     }
 }
 
+/// A real vote, or Pre-Vote's "would you vote?".
+#[derive(Debug, Clone, Copy)]
+enum VoteKind {
+    Vote,
+    PreVote,
+}
+
+impl PeerNetwork {
+    async fn ask_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+        kind: VoteKind,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let req = self.request(
+            wire::vote_request_to_pb(&rpc, self.cluster_id),
+            option.hard_ttl(),
+        );
+        let mut client = self.client()?;
+        let reply = match kind {
+            VoteKind::Vote => client.vote(req).await,
+            VoteKind::PreVote => client.pre_vote(req).await,
+        }
+        .map_err(|s| unreachable(self.target, s.message()))?;
+        wire::vote_response_from_pb(reply.get_ref())
+            .map_err(|e| RPCError::Unreachable(unreachable(self.target, e)))
+    }
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     type SnapshotData = SnapshotData;
 
@@ -176,14 +205,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let msg = wire::vote_request_to_pb(&rpc, self.cluster_id);
-        let reply = self
-            .client()?
-            .vote(self.request(msg, option.hard_ttl()))
-            .await
-            .map_err(|s| unreachable(self.target, s.message()))?;
-        wire::vote_response_from_pb(reply.get_ref())
-            .map_err(|e| RPCError::Unreachable(unreachable(self.target, e)))
+        self.ask_vote(rpc, option, VoteKind::Vote).await
     }
 
     async fn pre_vote(
@@ -191,14 +213,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let msg = wire::vote_request_to_pb(&rpc, self.cluster_id);
-        let reply = self
-            .client()?
-            .pre_vote(self.request(msg, option.hard_ttl()))
-            .await
-            .map_err(|s| unreachable(self.target, s.message()))?;
-        wire::vote_response_from_pb(reply.get_ref())
-            .map_err(|e| RPCError::Unreachable(unreachable(self.target, e)))
+        self.ask_vote(rpc, option, VoteKind::PreVote).await
     }
 
     async fn full_snapshot(

@@ -64,6 +64,23 @@ impl PeerService {
             .max_encoding_message_size(MAX_PEER_MESSAGE)
     }
 
+    /// A vote request, or with `pre` a Pre-Vote (no vote is stored).
+    async fn answer_vote(
+        &self,
+        req: pb::VoteRequest,
+        pre: bool,
+    ) -> Result<Response<pb::VoteResponse>, Status> {
+        self.check_cluster(req.cluster_id)?;
+        let rpc = wire::vote_request_from_pb(&req).map_err(bad_message)?;
+        let resp = if pre {
+            self.raft.pre_vote(rpc).await
+        } else {
+            self.raft.vote(rpc).await
+        }
+        .map_err(fatal)?;
+        Ok(Response::new(wire::vote_response_to_pb(&resp)))
+    }
+
     fn check_cluster(&self, sender: u64) -> Result<(), Status> {
         if sender != self.cluster_id {
             return Err(Status::failed_precondition(format!(
@@ -81,22 +98,14 @@ impl Peer for PeerService {
         &self,
         req: Request<pb::VoteRequest>,
     ) -> Result<Response<pb::VoteResponse>, Status> {
-        let req = req.into_inner();
-        self.check_cluster(req.cluster_id)?;
-        let rpc = wire::vote_request_from_pb(&req).map_err(bad_message)?;
-        let resp = self.raft.vote(rpc).await.map_err(fatal)?;
-        Ok(Response::new(wire::vote_response_to_pb(&resp)))
+        self.answer_vote(req.into_inner(), false).await
     }
 
     async fn pre_vote(
         &self,
         req: Request<pb::VoteRequest>,
     ) -> Result<Response<pb::VoteResponse>, Status> {
-        let req = req.into_inner();
-        self.check_cluster(req.cluster_id)?;
-        let rpc = wire::vote_request_from_pb(&req).map_err(bad_message)?;
-        let resp = self.raft.pre_vote(rpc).await.map_err(fatal)?;
-        Ok(Response::new(wire::vote_response_to_pb(&resp)))
+        self.answer_vote(req.into_inner(), true).await
     }
 
     async fn append_entries(

@@ -6,6 +6,7 @@
 //! A request refused because the receiver is no longer the leader (it stepped
 //! down in between) is retried with the new leader until the request timeout.
 
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use bramble_api::bramblepb::leader_lease_client::LeaderLeaseClient;
 use bramble_api::bramblepb::leader_lease_server::{LeaderLease, LeaderLeaseServer};
 use bramble_api::bramblepb::{ForwardedTimeToLive, RenewReply, RenewRequest};
 use bramble_api::etcdserverpb::{LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use super::LeaseService;
@@ -40,36 +42,17 @@ fn client_status(status: Status) -> Status {
 
 /// Renews lease `id` on the leader, forwarding if this member does not lead.
 pub async fn renew(svc: &LeaseService, id: i64) -> Result<i64, Status> {
-    let deadline = tokio::time::Instant::now() + svc.ctx.node.request_timeout();
-    loop {
-        let route = svc
-            .ctx
-            .node
-            .leader_route()
-            .await
-            .map_err(crate::propose_status)?;
-        let result = match route {
-            None => svc.renew_here(id).await,
-            Some(channel) => {
-                let mut req = Request::new(RenewRequest {
-                    id,
-                    cluster_id: svc.ctx.identity.cluster_id,
-                });
-                req.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-                LeaderLeaseClient::new(channel)
-                    .renew(req)
-                    .await
-                    .map(|r| r.into_inner().ttl)
-            }
-        };
-        match result {
-            Err(s) if refused(&s) && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
-            Err(s) if refused(&s) => return Err(errors::no_leader()),
-            other => return other.map_err(client_status),
-        }
-    }
+    let cluster_id = svc.ctx.identity.cluster_id;
+    on_leader(
+        svc,
+        || svc.renew_here(id),
+        |mut client, timeout| async move {
+            let mut req = Request::new(RenewRequest { id, cluster_id });
+            req.set_timeout(timeout);
+            client.renew(req).await.map(|r| r.into_inner().ttl)
+        },
+    )
+    .await
 }
 
 /// LeaseTimeToLive on the leader, forwarding if this member does not lead.
@@ -77,6 +60,36 @@ pub async fn time_to_live(
     svc: &LeaseService,
     request: LeaseTimeToLiveRequest,
 ) -> Result<LeaseTimeToLiveResponse, Status> {
+    let cluster_id = svc.ctx.identity.cluster_id;
+    on_leader(
+        svc,
+        || svc.time_to_live_here(request),
+        |mut client, timeout| async move {
+            let mut req = Request::new(ForwardedTimeToLive {
+                request: Some(request),
+                cluster_id,
+            });
+            req.set_timeout(timeout);
+            client.time_to_live(req).await.map(Response::into_inner)
+        },
+    )
+    .await
+}
+
+/// Runs a lease request where the lease clock is: `here` when this member
+/// leads, else `remote` against the leader (given the time left). A refusal
+/// by a member that no longer leads is retried until the request timeout.
+async fn on_leader<T, Here, HereFut, Remote, RemoteFut>(
+    svc: &LeaseService,
+    here: Here,
+    remote: Remote,
+) -> Result<T, Status>
+where
+    Here: Fn() -> HereFut,
+    HereFut: Future<Output = Result<T, Status>>,
+    Remote: Fn(LeaderLeaseClient<Channel>, Duration) -> RemoteFut,
+    RemoteFut: Future<Output = Result<T, Status>>,
+{
     let deadline = tokio::time::Instant::now() + svc.ctx.node.request_timeout();
     loop {
         let route = svc
@@ -86,17 +99,10 @@ pub async fn time_to_live(
             .await
             .map_err(crate::propose_status)?;
         let result = match route {
-            None => svc.time_to_live_here(request).await,
+            None => here().await,
             Some(channel) => {
-                let mut req = Request::new(ForwardedTimeToLive {
-                    request: Some(request),
-                    cluster_id: svc.ctx.identity.cluster_id,
-                });
-                req.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-                LeaderLeaseClient::new(channel)
-                    .time_to_live(req)
-                    .await
-                    .map(Response::into_inner)
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                remote(LeaderLeaseClient::new(channel), left).await
             }
         };
         match result {
