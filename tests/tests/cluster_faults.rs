@@ -1,6 +1,7 @@
-//! Faults on running clusters, on etcd and on Bramble alike: the leader killed while
-//! clients write (no acknowledged write lost, on any member), five members losing two and
-//! then three, and a member so far behind that the leader must send it a snapshot.
+//! Clusters at work and under faults, on etcd and on Bramble alike: watches and lease
+//! keep-alives through a follower, the leader killed while clients write (no acknowledged
+//! write lost, on any member), five members losing two and then three, and a member so far
+//! behind that the leader must send it a snapshot.
 //!
 //! Writers use the etcd-client crate over every endpoint, as an application would; every
 //! put they see acknowledged is checked afterwards on every member.
@@ -13,9 +14,10 @@ use std::time::{Duration, Instant};
 use bramble_tests::cluster::ops::{put, put_eventually, value, wait_for_value, SETTLE};
 use bramble_tests::cluster::{Cluster, ClusterConfig};
 use bramble_tests::{scenarios, Kind};
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
 
 scenarios!(
+    follower_watches_and_keeps_leases_alive,
     leader_killed_under_load_loses_no_acked_write,
     five_members_survive_two_failures_not_three,
     lagging_member_catches_up_from_a_snapshot,
@@ -289,4 +291,94 @@ fn lagging_member_catches_up_from_a_snapshot(kind: Kind) {
         cluster.describe()
     );
     assert_all_acked_present(&cluster, "bulk/", &acked);
+}
+
+/// A watch on a follower sees, in order, the writes made through the other members; a lease
+/// kept alive only through a follower outlives its TTL (the renewals reach the leader's
+/// clock), and once the keep-alives stop it expires and its key is deleted, which the watch
+/// sees too.
+fn follower_watches_and_keeps_leases_alive(kind: Kind) {
+    let cluster = Cluster::start(kind, 3);
+    let leader = cluster.leader();
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let endpoint = |i: usize| cluster.member(i).endpoint();
+    let (on_follower, on_leader, on_other) =
+        (endpoint(follower), endpoint(leader), endpoint(other));
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    rt.block_on(async {
+        let mut f = Client::connect([on_follower.as_str()], None)
+            .await
+            .expect("connect to the follower");
+        let mut l = Client::connect([on_leader.as_str()], None)
+            .await
+            .expect("connect to the leader");
+        let mut o = Client::connect([on_other.as_str()], None)
+            .await
+            .expect("connect to the other follower");
+        let mut events = f
+            .watch("w/", Some(WatchOptions::new().with_prefix()))
+            .await
+            .expect("watch on the follower");
+        l.put("w/a", "1", None).await.expect("put via the leader");
+        o.put("w/b", "2", None)
+            .await
+            .expect("put via the other follower");
+
+        let lease = f
+            .lease_grant(2, None)
+            .await
+            .expect("grant via the follower");
+        let id = lease.id();
+        f.put("w/leased", "x", Some(PutOptions::new().with_lease(id)))
+            .await
+            .expect("put with the lease via the follower");
+        let (mut keeper, _responses) = f.lease_keep_alive(id).await.expect("keep-alive stream");
+        // Three TTLs of renewals through the follower only.
+        for _ in 0..12 {
+            keeper.keep_alive().await.expect("renew via the follower");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let ttl = o
+            .lease_time_to_live(id, None)
+            .await
+            .expect("time-to-live via the other follower");
+        assert!(
+            ttl.ttl() > 0,
+            "{kind}: the renewed lease has TTL {}",
+            ttl.ttl()
+        );
+        assert_eq!(
+            l.get("w/leased", None).await.expect("get").kvs().len(),
+            1,
+            "{kind}: the leased key went while the lease was kept alive"
+        );
+        drop(keeper);
+
+        // Expected: put a, put b, put leased, then (after the TTL and the leader's
+        // expiry check) the delete of the leased key.
+        let mut seen: Vec<(EventType, String)> = Vec::new();
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        while seen.len() < 4 {
+            let next = tokio::time::timeout_at(deadline, events.message())
+                .await
+                .unwrap_or_else(|_| panic!("{kind}: watch on the follower saw only {seen:?}"))
+                .expect("watch stream")
+                .expect("watch stream open");
+            for e in next.events() {
+                let kv = e.kv().expect("event kv");
+                seen.push((
+                    e.event_type(),
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                ));
+            }
+        }
+        let expected = [
+            (EventType::Put, "w/a".to_string()),
+            (EventType::Put, "w/b".to_string()),
+            (EventType::Put, "w/leased".to_string()),
+            (EventType::Delete, "w/leased".to_string()),
+        ];
+        assert_eq!(seen, expected, "{kind}: events on the follower's watch");
+    });
 }
