@@ -122,7 +122,10 @@ impl LogScale {
         }
         let group_index = (bucket - g_size) / g_size;
         let offset_in_group = (bucket - g_size) % g_size;
-        ((offset_in_group | g_size) << group_index) as u64
+        // Bramble patch: shift in u64. Upstream shifts the usize and converts
+        // after, which overflows on 32-bit targets (armv7 Raspberry Pi OS):
+        // a panic in debug builds, wrong bucket boundaries in release.
+        ((offset_in_group | g_size) as u64) << group_index
     }
 }
 
