@@ -130,9 +130,22 @@ fn sorted_listing(text: &str) -> String {
             &text[end..]
         );
     }
-    let mut lines: Vec<&str> = text.lines().collect();
+    let mut lines: Vec<String> = text.lines().map(table_cells).collect();
     lines.sort_unstable();
     lines.join("\n")
+}
+
+/// A `-w table` line without its padding: etcdctl pads each column to its widest cell,
+/// and the ids (hex, no leading zeros) and ports the masks replace differ in width
+/// between two clusters. Borders become `+-+`; cells are trimmed.
+fn table_cells(line: &str) -> String {
+    if line.starts_with('+') && line.chars().all(|c| c == '+' || c == '-') {
+        return "+-+".to_string();
+    }
+    if line.starts_with('|') {
+        return line.split('|').map(str::trim).collect::<Vec<_>>().join("|");
+    }
+    line.to_string()
 }
 
 /// `ETCD_INITIAL_CLUSTER="a=..,b=.."` lists members in Go map order: sorted here.
