@@ -343,7 +343,14 @@ impl Cluster {
     /// itself once it learns it was removed). Its slot stays, in state `Removed`.
     pub fn member_remove(&mut self, index: usize) {
         let id = self.known_id(index);
-        self.reconfigure(&["member", "remove", &format!("{id:x}")]);
+        // Not through the member being removed: etcd's member stops as soon as it applies
+        // its own removal and answers its client `etcdserver: server stopped`.
+        let others: Vec<String> = self
+            .voter_endpoints()
+            .into_iter()
+            .filter(|e| *e != self.members[index].endpoint())
+            .collect();
+        self.reconfigure_via(&others, &["member", "remove", &format!("{id:x}")]);
         let m = &mut self.members[index];
         m.mark_removed();
     }
@@ -465,7 +472,12 @@ impl Cluster {
     /// Runs a membership etcdctl command against the running members, retrying while the
     /// cluster refuses it only for now; panics if it fails otherwise or keeps failing.
     fn reconfigure(&self, args: &[&str]) -> Output {
-        let ctl = Etcdctl::new(self.voter_endpoints().join(","));
+        self.reconfigure_via(&self.voter_endpoints(), args)
+    }
+
+    /// [`Cluster::reconfigure`] through `endpoints` only.
+    fn reconfigure_via(&self, endpoints: &[String], args: &[&str]) -> Output {
+        let ctl = Etcdctl::new(endpoints.join(","));
         let mut full = vec!["--command-timeout=5s"];
         full.extend_from_slice(args);
         let deadline = Instant::now() + self.config.start_timeout;
