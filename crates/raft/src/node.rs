@@ -213,6 +213,13 @@ impl RaftNode {
             // Send new entries to followers as soon as they are handed to the
             // WAL, so the leader's fsync and the followers' run in parallel.
             broadcast_submitted_on_append: Some(true),
+            // A restarted leader must win an election like any member. openraft
+            // can otherwise resume leadership from its vote alone, which is safe
+            // only if its log held everything it committed; here the followers
+            // may have committed an entry the leader's WAL had not synced yet, and
+            // the state machine is not flushed per apply. (A Jepsen-style test
+            // caught a stale linearizable read after kill -9 of all members.)
+            enable_leader_restore: Some(false),
             // etcd's --snapshot-count: a snapshot every so many applied
             // entries, after which the WAL before it is purged.
             snapshot_policy: if cfg.snapshot_count == 0 {
