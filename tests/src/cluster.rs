@@ -81,11 +81,7 @@ pub struct ClusterConfig {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        let start_timeout = std::env::var("BRAMBLE_E2E_START_TIMEOUT_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map(Duration::from_secs)
-            .unwrap_or(Duration::from_secs(30));
+        let start_timeout = crate::server::start_timeout_from_env();
         ClusterConfig {
             size: 3,
             heartbeat_ms: 50,

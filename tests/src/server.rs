@@ -33,13 +33,19 @@ pub struct ServerConfig {
     pub extra_args: Vec<String>,
 }
 
+/// How long a server (or cluster member) may take to start serving:
+/// `BRAMBLE_E2E_START_TIMEOUT_SECS`, 30 s by default.
+pub fn start_timeout_from_env() -> Duration {
+    std::env::var("BRAMBLE_E2E_START_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(30))
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
-        let start_timeout = std::env::var("BRAMBLE_E2E_START_TIMEOUT_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map(Duration::from_secs)
-            .unwrap_or(Duration::from_secs(30));
+        let start_timeout = start_timeout_from_env();
         ServerConfig {
             max_request_bytes: 1_572_864,
             max_txn_ops: 128,
