@@ -2,6 +2,7 @@
 //! log storage, the MVCC store as its state machine, the peer transport, and
 //! [`RaftNode`], which ties them into one running member.
 
+pub mod check_quorum;
 pub mod codec;
 pub mod forward;
 pub mod identity;
@@ -15,6 +16,7 @@ pub mod state_machine;
 pub mod types;
 pub mod wire;
 
+pub use check_quorum::LeadershipError;
 pub use membership::{MemberInfo, MembershipError};
 pub use node::{NodeConfig, ProposeError, RaftNode, RaftStatus, StartError};
 pub use types::{Member, TypeConfig};

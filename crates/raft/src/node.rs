@@ -273,6 +273,12 @@ impl RaftNode {
             }
         }
 
+        // etcd's CheckQuorum: a leader cut off from its quorum steps down.
+        tokio::spawn(crate::check_quorum::monitor(
+            raft.clone(),
+            Duration::from_millis(cfg.election_timeout_ms),
+        ));
+
         let (stop_checkpoints, stop_rx) = watch::channel(false);
         let checkpointer = tokio::spawn(checkpoint_loop(
             store.clone(),
@@ -635,7 +641,7 @@ async fn checkpoint_loop(
     }
 }
 
-fn write_error(
+pub(crate) fn write_error(
     e: RaftError<crate::types::TypeConfig, ClientWriteError<crate::types::TypeConfig>>,
 ) -> ProposeError {
     match e {

@@ -3,9 +3,17 @@
 //!
 //! Expiry times are not replicated state. Only the leader keeps them, in memory: a lease
 //! the clock has not seen yet (every lease after a restart, or after this member became
-//! leader) gets its full TTL from that moment, which is etcd's "extend on promote", so
-//! clients have a whole TTL to renew after a failover or restart. A member that is not
-//! the leader forgets its clock.
+//! leader) gets its full TTL from that moment plus an election timeout, which is etcd's
+//! "extend on promote", so clients have a whole TTL to renew after a failover or restart.
+//!
+//! The clock belongs to one term: used in another term it starts over, so a member that
+//! leads again never trusts expiries from an earlier term, when another leader may have
+//! renewed the lease since. Starting over only ever moves expiries later.
+//!
+//! Why a new leader never expires a lease its predecessor just renewed: the old leader
+//! renews only within its followers' leader lease of a quorum's acknowledgement (see
+//! `LeaseService::ensure_leadership`), and no other member can be elected before that
+//! lease runs out; the new leader then adds an election timeout to a whole TTL.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,6 +101,8 @@ pub struct Lessor {
 
 #[derive(Debug, Default)]
 struct Clock {
+    /// The term these expiries belong to.
+    term: u64,
     /// Lease id → when it expires (only for leases seen since this member led).
     expiry: HashMap<i64, Instant>,
     /// Leases whose revoke is being proposed by the expiry loop.
@@ -118,28 +128,40 @@ impl Lessor {
         }
     }
 
-    fn clock(&self) -> MutexGuard<'_, Clock> {
+    fn lock(&self) -> MutexGuard<'_, Clock> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Lease `id` (granted `ttl`) expires `ttl` seconds from now (a grant or a renew).
-    pub fn refresh(&self, id: i64, ttl: i64) {
-        self.clock()
+    /// The clock of `term`: started over if it was another term's.
+    fn clock(&self, term: u64) -> MutexGuard<'_, Clock> {
+        let mut clock = self.lock();
+        if clock.term != term {
+            clock.term = term;
+            clock.expiry.clear();
+            clock.revoking.clear();
+        }
+        clock
+    }
+
+    /// Lease `id` (granted `ttl`) expires `ttl` seconds from now (a grant or a renew
+    /// in `term`).
+    pub fn refresh(&self, id: i64, ttl: i64, term: u64) {
+        self.clock(term)
             .expiry
             .insert(id, deadline(Instant::now(), ttl));
     }
 
     /// Forgets lease `id` (revoked).
     pub fn forget(&self, id: i64) {
-        self.clock().expiry.remove(&id);
+        self.lock().expiry.remove(&id);
     }
 
-    /// When lease `id` (granted `ttl`) expires; a lease not seen yet starts its full
-    /// TTL (plus the promote extension) now.
-    pub fn expiry(&self, id: i64, ttl: i64) -> Instant {
+    /// When lease `id` (granted `ttl`) expires by the clock of `term`; a lease not seen
+    /// yet starts its full TTL (plus the promote extension) now.
+    pub fn expiry(&self, id: i64, ttl: i64, term: u64) -> Instant {
         let start = Instant::now() + self.promote_extend;
         *self
-            .clock()
+            .clock(term)
             .expiry
             .entry(id)
             .or_insert_with(|| deadline(start, ttl))
@@ -155,10 +177,10 @@ impl Lessor {
         tokio::spawn(expiry_loop(weak));
     }
 
-    /// The expired leases to revoke now (marked as being revoked), given every lease
-    /// as (id, TTL). Drops clock entries of leases that no longer exist.
-    fn due(&self, leases: &[(i64, i64)], now: Instant) -> Vec<i64> {
-        let mut clock = self.clock();
+    /// The expired leases to revoke now by the clock of `term` (marked as being revoked),
+    /// given every lease as (id, TTL). Drops clock entries of leases that no longer exist.
+    fn due(&self, leases: &[(i64, i64)], now: Instant, term: u64) -> Vec<i64> {
+        let mut clock = self.clock(term);
         let live: HashSet<i64> = leases.iter().map(|(id, _)| *id).collect();
         clock.expiry.retain(|id, _| live.contains(id));
         clock.revoking.retain(|id| live.contains(id));
@@ -183,7 +205,7 @@ impl Lessor {
     }
 
     fn revoked(&self, id: i64, gone: bool) {
-        let mut clock = self.clock();
+        let mut clock = self.lock();
         clock.revoking.remove(&id);
         if gone {
             clock.expiry.remove(&id);
@@ -192,12 +214,14 @@ impl Lessor {
 
     /// Forgets every expiry (this member is not the leader).
     fn clear(&self) {
-        let mut clock = self.clock();
+        let mut clock = self.lock();
         clock.expiry.clear();
     }
 }
 
-/// Every [`CHECK_INTERVAL`], on the leader: proposes a revoke for each expired lease.
+/// Every [`CHECK_INTERVAL`], on the leader: proposes a revoke for each expired lease, as
+/// the leader of the term whose clock expired it (never forwarded: etcd's
+/// `revokeExpiredLeases` refuses to revoke on a member that may no longer lead).
 async fn expiry_loop(ctx: Weak<ServerContext>) {
     loop {
         tokio::time::sleep(CHECK_INTERVAL).await;
@@ -210,6 +234,7 @@ async fn expiry_loop(ctx: Weak<ServerContext>) {
             ctx.lessor.clear();
             continue;
         }
+        let term = status.term;
         let leases = match node.store().leases() {
             Ok(l) => l,
             Err(e) => {
@@ -217,13 +242,13 @@ async fn expiry_loop(ctx: Weak<ServerContext>) {
                 continue;
             }
         };
-        for id in ctx.lessor.due(&leases, Instant::now()) {
+        for id in ctx.lessor.due(&leases, Instant::now(), term) {
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 let cmd = Command {
                     op: Some(Op::LeaseRevoke(LeaseRevokeRequest { id })),
                 };
-                let gone = match ctx.node.propose(cmd).await {
+                let gone = match ctx.node.propose_as_leader(cmd, term).await {
                     Ok(ApplyResult::LeaseRevoke(_)) => {
                         tracing::debug!(lease = id, "expired lease revoked");
                         true
@@ -274,21 +299,36 @@ mod tests {
     fn due_leases() {
         let l = Lessor::new(1, 2, Duration::from_secs(1));
         let now = Instant::now();
-        l.refresh(1, 5);
+        l.refresh(1, 5, 7);
         // Lease 2 was never seen: it gets its full TTL from now, plus 1 s.
-        assert!(l.due(&[(1, 5), (2, 1)], now).is_empty());
+        assert!(l.due(&[(1, 5), (2, 1)], now, 7).is_empty());
         assert!(l
-            .due(&[(1, 5), (2, 1)], now + Duration::from_millis(1500))
+            .due(&[(1, 5), (2, 1)], now + Duration::from_millis(1500), 7)
             .is_empty());
         let later = now + Duration::from_secs(2);
-        assert_eq!(l.due(&[(1, 5), (2, 1)], later), vec![2]);
+        assert_eq!(l.due(&[(1, 5), (2, 1)], later, 7), vec![2]);
         // Being revoked: not due again until the revoke is over.
-        assert!(l.due(&[(1, 5), (2, 1)], later).is_empty());
+        assert!(l.due(&[(1, 5), (2, 1)], later, 7).is_empty());
         l.revoked(2, false);
-        assert_eq!(l.due(&[(1, 5), (2, 1)], later), vec![2]);
+        assert_eq!(l.due(&[(1, 5), (2, 1)], later, 7), vec![2]);
         // Gone from the store: forgotten.
         let much_later = now + Duration::from_secs(6);
-        assert_eq!(l.due(&[(1, 5)], much_later), vec![1]);
-        assert_eq!(l.clock().expiry.len(), 1);
+        assert_eq!(l.due(&[(1, 5)], much_later, 7), vec![1]);
+        assert_eq!(l.lock().expiry.len(), 1);
+    }
+
+    #[test]
+    fn another_term_starts_the_clock_over() {
+        let l = Lessor::new(1, 2, Duration::from_secs(1));
+        let now = Instant::now();
+        l.refresh(1, 5, 3);
+        assert_eq!(l.due(&[(1, 5)], now + Duration::from_secs(6), 3), vec![1]);
+        // Leading again in term 5: another leader may have renewed lease 1 in term 4, so
+        // it gets a whole TTL plus the promote extension from now, not the old expiry.
+        assert!(l.due(&[(1, 5)], now + Duration::from_secs(6), 5).is_empty());
+        assert!(l.expiry(1, 5, 5) >= now + Duration::from_secs(6));
+        // A renewal from a term that is over does not shorten anything either.
+        l.refresh(1, 5, 4);
+        assert!(l.expiry(1, 5, 5) >= now + Duration::from_secs(6));
     }
 }

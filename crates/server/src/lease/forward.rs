@@ -4,7 +4,11 @@
 //! them to the leader's peer port.
 //!
 //! A request refused because the receiver is no longer the leader (it stepped
-//! down in between) is retried with the new leader until the request timeout.
+//! down in between), or cannot confirm that it still is (`not a primary lessor`: it
+//! may be cut off from its quorum), is retried with the leader known then until the
+//! request timeout, as etcd's followers retry.
+//! On the leader itself, `not a primary lessor` goes back to the client at once, as
+//! etcd does, so that the client tries another member.
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -23,12 +27,26 @@ use crate::errors;
 /// The message of a lease request refused by a member that does not lead.
 pub const NOT_LEADER: &str = "bramble: not the leader for leases";
 
+/// etcd's `lease.ErrNotPrimary`: a leader that cannot confirm its leadership with a
+/// quorum refuses to renew (etcd's gRPC layer passes it on with code Unknown).
+pub const NOT_PRIMARY: &str = "not a primary lessor";
+
+/// etcd's answer from a leader that cannot confirm its leadership.
+pub fn not_primary() -> Status {
+    Status::unknown(NOT_PRIMARY)
+}
+
 /// How long a refused forward waits before it asks the (new) leader again.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Whether a forward was refused because the receiver does not lead.
 fn refused(status: &Status) -> bool {
     status.code() == Code::FailedPrecondition && status.message() == NOT_LEADER
+}
+
+/// Whether a forward was refused because the receiver could not confirm that it leads.
+fn unconfirmed(status: &Status) -> bool {
+    status.code() == Code::Unknown && status.message() == NOT_PRIMARY
 }
 
 /// Maps a failed forward to what the client sees.
@@ -98,18 +116,20 @@ where
             .leader_route()
             .await
             .map_err(crate::propose_status)?;
-        let result = match route {
-            None => here().await,
+        let (result, forwarded) = match route {
+            None => (here().await, false),
             Some(channel) => {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                remote(LeaderLeaseClient::new(channel), left).await
+                (remote(LeaderLeaseClient::new(channel), left).await, true)
             }
         };
+        let retry = |s: &Status| refused(s) || (forwarded && unconfirmed(s));
         match result {
-            Err(s) if refused(&s) && tokio::time::Instant::now() < deadline => {
+            Err(s) if retry(&s) && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
             Err(s) if refused(&s) => return Err(errors::no_leader()),
+            Err(s) if retry(&s) => return Err(errors::timeout()),
             other => return other.map_err(client_status),
         }
     }

@@ -6,7 +6,9 @@
 //!   id from etcd's id generator, chosen here, before proposing, so every replica
 //!   applies the same grant; TTLs below etcd's minimum are raised to it here too.
 //! - Renewals and remaining TTLs are the leader's clock ([`expiry::Lessor`]), which
-//!   also revokes expired leases through Raft.
+//!   also revokes expired leases through Raft. The leader answers them only once a quorum
+//!   has confirmed its leadership recently (etcd's `ensureLeadership`): a leader cut off
+//!   from its peers must not renew a lease that the majority's new leader will expire.
 
 pub mod expiry;
 pub mod forward;
@@ -22,6 +24,7 @@ use bramble_api::etcdserverpb::{
     LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
 };
+use bramble_raft::{LeadershipError, ProposeError};
 use bramble_storage::mvcc::{ApplyResult, MvccError};
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
@@ -81,14 +84,37 @@ impl LeaseService {
     }
 
     /// Leases are timed by the leader only: the `*_here` operations run on
-    /// it, and a follower forwards to it (see [`forward`]).
-    fn check_leader(&self) -> Result<(), Status> {
+    /// it, and a follower forwards to it (see [`forward`]). The term it leads in.
+    fn check_leader(&self) -> Result<u64, Status> {
         let node = &self.ctx.node;
-        if node.status().leader == node.member_id() {
-            Ok(())
+        let status = node.status();
+        if status.leader == node.member_id() {
+            Ok(status.term)
         } else {
             Err(Status::failed_precondition(forward::NOT_LEADER))
         }
+    }
+
+    /// etcd's `ensureLeadership`: a quorum acknowledged this member as the leader of
+    /// `term` recently, and everything committed before is applied here. Returns until
+    /// when acting on the lease clock is safe: until then no other member can have been
+    /// elected (the followers' leader lease, counted from that acknowledgement), and a
+    /// later leader adds an election timeout to every lease it inherits, which covers the
+    /// answer's way to the client. Refuses with etcd's `not a primary lessor` otherwise.
+    async fn ensure_leadership(&self, term: u64) -> Result<Instant, Status> {
+        let node = &self.ctx.node;
+        // Half the lease may pass before the acknowledgement is too old; the other half
+        // is for the apply wait and the answer.
+        let margin = node.follower_lease() / 2;
+        node.confirm_leadership(term, margin).await.map_err(|e| {
+            tracing::warn!(term, error = %e, "lease request refused: leadership not confirmed");
+            match e {
+                LeadershipError::Stopped(why) => crate::propose_status(ProposeError::Stopped(why)),
+                LeadershipError::NotLeader | LeadershipError::NotConfirmed => {
+                    forward::not_primary()
+                }
+            }
+        })
     }
 
     fn header(&self) -> Option<ResponseHeader> {
@@ -105,13 +131,14 @@ impl LeaseService {
     /// etcd's lessor `Renew`, on the leader: the new TTL, or 0 when the lease does not
     /// exist (or expired and was revoked meanwhile).
     pub(crate) async fn renew_here(&self, id: i64) -> Result<i64, Status> {
-        self.check_leader()?;
+        let term = self.check_leader()?;
+        let confirmed_until = self.ensure_leadership(term).await?;
         let store = self.ctx.node.store();
         let Some(info) = store.lease(id).map_err(|e| mvcc_status(&e))? else {
             return Ok(0);
         };
         let lessor = &self.ctx.lessor;
-        if lessor.expiry(id, info.ttl) <= Instant::now() {
+        if lessor.expiry(id, info.ttl, term) <= Instant::now() {
             // Expired: its revoke is on its way; answer once it is through.
             let give_up = Instant::now() + EXPIRED_RENEW_WAIT;
             while store.lease_exists(id) && Instant::now() < give_up {
@@ -122,7 +149,11 @@ impl LeaseService {
             }
             return Ok(0);
         }
-        lessor.refresh(id, info.ttl);
+        if Instant::now() >= confirmed_until {
+            // The apply wait or the store took so long that another member may lead by now.
+            return Err(forward::not_primary());
+        }
+        lessor.refresh(id, info.ttl, term);
         Ok(info.ttl)
     }
 }
@@ -155,7 +186,9 @@ impl Lease for LeaseService {
                 Err(s) => return Err(s),
             }
         };
-        self.ctx.lessor.refresh(resp.id, resp.ttl);
+        self.ctx
+            .lessor
+            .refresh(resp.id, resp.ttl, self.ctx.node.term());
         self.ctx.identity.fill(&mut resp.header, &self.ctx.node);
         Ok(Response::new(resp))
     }
@@ -255,7 +288,8 @@ impl LeaseService {
         &self,
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, Status> {
-        self.check_leader()?;
+        let term = self.check_leader()?;
+        self.ensure_leadership(term).await?;
         let info = self
             .ctx
             .node
@@ -272,7 +306,7 @@ impl LeaseService {
                 keys: Vec::new(),
             },
             Some(info) => {
-                let expiry = self.ctx.lessor.expiry(info.id, info.ttl);
+                let expiry = self.ctx.lessor.expiry(info.id, info.ttl, term);
                 let now = Instant::now();
                 // Go's int64(d.Seconds()): truncated toward zero.
                 let remaining = if expiry >= now {
@@ -306,7 +340,8 @@ impl LeaseService {
             .map_err(|e| mvcc_status(&e))?;
         // etcd lists them soonest expiry first.
         let lessor = &self.ctx.lessor;
-        leases.sort_by_cached_key(|&(id, ttl)| (lessor.expiry(id, ttl), id));
+        let term = self.ctx.node.term();
+        leases.sort_by_cached_key(|&(id, ttl)| (lessor.expiry(id, ttl, term), id));
         Ok(Response::new(LeaseLeasesResponse {
             header: self.header(),
             leases: leases
