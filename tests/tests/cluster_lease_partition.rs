@@ -17,6 +17,11 @@
 //!   leads);
 //! - the old leader stops reporting itself as leader in Maintenance.Status within a bound.
 //!
+//! And across a leader change (etcd extends every lease by an election timeout when a member
+//! becomes leader): the leader is SIGKILLed right after it renewed a lease; the new leader
+//! must not expire the lease before that renewal's TTL has run out, and must expire it
+//! once nobody renews it.
+//!
 //! Timeouts are the harness's: heartbeat 50 ms, election 500 ms.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +33,10 @@ use bramble_tests::cluster::{Cluster, ClusterConfig};
 use bramble_tests::{scenarios, Kind};
 use etcd_client::{Client, Error, LockOptions, PutOptions};
 
-scenarios!(isolated_leader_stops_renewing_leases);
+scenarios!(
+    isolated_leader_stops_renewing_leases,
+    new_leader_honours_the_last_renewal,
+);
 
 /// The lease's TTL, seconds: short, but above the minimum TTL for a 500 ms election timeout.
 const TTL: i64 = 3;
@@ -338,5 +346,59 @@ fn isolated_leader_stops_renewing_leases(kind: Kind) {
         stepped_down <= partitioned + STEP_DOWN_BOUND,
         "the old leader stepped down only after {} ms: {report}",
         since(stepped_down)
+    );
+}
+
+/// Renew a lease through the leader, SIGKILL the leader at once: the key on the lease stays
+/// until the renewal's TTL has run out (the new leader's lease clock starts over with a whole
+/// TTL plus an election timeout), then goes (nobody renews it).
+fn new_leader_honours_the_last_renewal(kind: Kind) {
+    let mut cluster = Cluster::start(kind, 3);
+    let leader = cluster.leader();
+    let follower_ep = cluster.member((leader + 1) % 3).endpoint();
+    let leader_ep = cluster.member(leader).endpoint();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let renewed = rt.block_on(async {
+        let mut c = try_connect_endpoint(&leader_ep)
+            .await
+            .expect("connect to the leader");
+        let lease = c.lease_grant(TTL, None).await.expect("grant").id();
+        c.put(HELD, "yes", Some(PutOptions::new().with_lease(lease)))
+            .await
+            .expect("put with the lease");
+        // Let the lease age, then renew it: the renewal, not the grant, must count.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (mut keeper, mut stream) = c.lease_keep_alive(lease).await.expect("keep-alive");
+        keeper.keep_alive().await.expect("send keep-alive");
+        let resp = stream
+            .message()
+            .await
+            .expect("keep-alive answer")
+            .expect("a keep-alive response");
+        assert_eq!(resp.ttl(), TTL, "renewed through the leader");
+        Instant::now()
+    });
+    cluster.member_mut(leader).kill9();
+    let killed = Instant::now();
+
+    let (last_present, first_absent) = rt.block_on(wait_key_deleted(follower_ep, renewed + SETTLE));
+    let since = |t: Option<Instant>| t.map(|t| ms(t.duration_since(renewed)));
+    let report = format!(
+        "{kind}: renewed at 0, leader killed at +{} ms; key last seen at {:?} ms, gone at \
+         {:?} ms",
+        ms(killed.duration_since(renewed)),
+        since(last_present),
+        since(first_absent)
+    );
+    eprintln!("{report}");
+    let gone = first_absent
+        .unwrap_or_else(|| panic!("the lease never expired after the failover: {report}"));
+    assert!(
+        gone >= renewed + Duration::from_secs(TTL as u64),
+        "the new leader expired the lease before the last renewal's TTL ran out: {report}"
     );
 }

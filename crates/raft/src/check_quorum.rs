@@ -108,7 +108,7 @@ pub(crate) async fn monitor(raft: Raft, election_timeout: Duration) {
 async fn step_down(raft: &Raft, term: u64) -> Result<bool, RaftError<crate::types::TypeConfig>> {
     // The vote is granted only to a log at least as new as this member's own; this one is
     // exactly as new, and since no candidate exists, no log is ever judged by it.
-    let last_log_id = raft.data_metrics().borrow_watched().last_log.clone();
+    let last_log_id = raft.data_metrics().borrow_watched().last_log;
     let req = VoteRequest::new(Vote::new(term + 1, NO_CANDIDATE), last_log_id);
     let resp = raft.vote(req).await?;
     Ok(resp.vote_granted)
