@@ -140,22 +140,23 @@ impl From<LeadershipError> for ProposeError {
 
 impl RaftNode {
     /// Confirms that this member leads in `term` and that a quorum of voters acknowledged
-    /// it as leader no earlier than `margin` before the call, waiting (at most `margin`)
-    /// for a heartbeat round if the last acknowledgement is older (etcd's
-    /// `ensureLeadership`, a read-index style confirmation). Also waits until the state
-    /// machine has applied everything committed before the call (etcd's
-    /// `waitAppliedIndex`), so the caller acts on current state.
+    /// it as leader with a heartbeat or append sent no earlier than `max_age` before the
+    /// call (etcd's `ensureLeadership`, a read-index style confirmation): if the last
+    /// acknowledgement is older, a heartbeat round goes out and is waited for at most
+    /// `wait`. Also waits until the state machine has applied everything committed
+    /// before the confirmation (etcd's `waitAppliedIndex`), so the caller acts on current
+    /// state. `max_age` is capped at [`Self::follower_lease`].
     ///
-    /// Returns until when the confirmation holds: no other member can be elected before
-    /// the followers' leader lease ([`Self::follower_lease`]), counted from the quorum's
-    /// acknowledgement, runs out.
+    /// What a caller may conclude: no other member can be elected before the followers'
+    /// leader lease, counted from that acknowledgement, runs out, that is before
+    /// `call start - max_age + follower_lease`.
     pub async fn confirm_leadership(
         &self,
         term: u64,
-        margin: Duration,
-    ) -> Result<Instant, LeadershipError> {
-        let start = Instant::now();
-        let option = LinearizerOption::new(Some(margin), true).with_wait_timeout(margin);
+        max_age: Duration,
+        wait: Duration,
+    ) -> Result<(), LeadershipError> {
+        let option = LinearizerOption::new(Some(max_age), true).with_wait_timeout(wait);
         let confirmed = self.raft().ensure_linearizable(option);
         let read = match tokio::time::timeout(self.request_timeout(), confirmed).await {
             Err(_) => return Err(LeadershipError::NotConfirmed),
@@ -172,9 +173,7 @@ impl RaftNode {
         if codec::log_term(read.log_id()) != term {
             return Err(LeadershipError::NotLeader);
         }
-        // openraft checked the acknowledgement at an instant after `start`, when it was at
-        // most `margin` old.
-        Ok(start + self.follower_lease().saturating_sub(margin))
+        Ok(())
     }
 
     /// Proposes `cmd` only as the leader of `term` (never forwarded) and returns its result

@@ -11,9 +11,10 @@
 //! renewed the lease since. Starting over only ever moves expiries later.
 //!
 //! Why a new leader never expires a lease its predecessor just renewed: the old leader
-//! renews only within its followers' leader lease of a quorum's acknowledgement (see
-//! `LeaseService::ensure_leadership`), and no other member can be elected before that
-//! lease runs out; the new leader then adds an election timeout to a whole TTL.
+//! renews only shortly after a quorum acknowledged it (see
+//! `LeaseService::ensure_leadership`), and no other member can be elected before the
+//! followers' leader lease from that acknowledgement runs out; the new leader then adds
+//! an election timeout to a whole TTL.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,6 +127,11 @@ impl Lessor {
             state: Mutex::new(Clock::default()),
             started: OnceLock::new(),
         }
+    }
+
+    /// What a lease first seen by this leader gets on top of its TTL.
+    pub fn promote_extend(&self) -> Duration {
+        self.promote_extend
     }
 
     fn lock(&self) -> MutexGuard<'_, Clock> {

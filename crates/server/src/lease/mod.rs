@@ -43,6 +43,9 @@ const OUT_BUFFER: usize = 16;
 /// then answers TTL 0).
 const EXPIRED_RENEW_WAIT: Duration = Duration::from_secs(5);
 
+/// Leadership confirmations tried for one lease request (see `ensure_leadership`).
+const CONFIRM_ATTEMPTS: usize = 2;
+
 /// Auto-assigned ids tried before giving up on `lease already exists`.
 const ID_ATTEMPTS: usize = 8;
 
@@ -95,26 +98,45 @@ impl LeaseService {
         }
     }
 
-    /// etcd's `ensureLeadership`: a quorum acknowledged this member as the leader of
-    /// `term` recently, and everything committed before is applied here. Returns until
-    /// when acting on the lease clock is safe: until then no other member can have been
-    /// elected (the followers' leader lease, counted from that acknowledgement), and a
-    /// later leader adds an election timeout to every lease it inherits, which covers the
-    /// answer's way to the client. Refuses with etcd's `not a primary lessor` otherwise.
+    /// etcd's `ensureLeadership` (and `waitAppliedIndex`): a quorum acknowledged this
+    /// member as the leader of `term` recently, and everything committed before is applied
+    /// here. Returns until when renewing on the lease clock is safe; refuses with etcd's
+    /// `not a primary lessor` when leadership cannot be confirmed.
+    ///
+    /// Why the bound is safe. Let `L` be the followers' leader lease and `X` the promote
+    /// extension (an election timeout). The quorum's acknowledgement was sent no earlier
+    /// than `start - L`, and no follower votes for another member within `L` of it, so no
+    /// other member is elected before `start`; a new leader then gives every lease a
+    /// whole TTL plus `X` from its election on (its clock starts over in its term). A
+    /// renewal answered before `start + X/2` ends for its client (TTL counted from when the
+    /// answer arrives) before the new leader may expire the lease, as long as the answer
+    /// takes less than `X/2` to arrive.
     async fn ensure_leadership(&self, term: u64) -> Result<Instant, Status> {
         let node = &self.ctx.node;
-        // Half the lease may pass before the acknowledgement is too old; the other half
-        // is for the apply wait and the answer.
-        let margin = node.follower_lease() / 2;
-        node.confirm_leadership(term, margin).await.map_err(|e| {
-            tracing::warn!(term, error = %e, "lease request refused: leadership not confirmed");
-            match e {
-                LeadershipError::Stopped(why) => crate::propose_status(ProposeError::Stopped(why)),
-                LeadershipError::NotLeader | LeadershipError::NotConfirmed => {
-                    forward::not_primary()
-                }
+        let window = self.ctx.lessor.promote_extend() / 2;
+        // A lagging state machine can make the apply wait outlast the window: then confirm
+        // again, with the state applied by now.
+        for _ in 0..CONFIRM_ATTEMPTS {
+            let start = Instant::now();
+            node.confirm_leadership(term, node.follower_lease(), window)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(term, error = %e, "lease request refused: leadership not confirmed");
+                    match e {
+                        LeadershipError::Stopped(why) => {
+                            crate::propose_status(ProposeError::Stopped(why))
+                        }
+                        LeadershipError::NotLeader | LeadershipError::NotConfirmed => {
+                            forward::not_primary()
+                        }
+                    }
+                })?;
+            let until = start + window;
+            if Instant::now() < until {
+                return Ok(until);
             }
-        })
+        }
+        Err(forward::not_primary())
     }
 
     fn header(&self) -> Option<ResponseHeader> {
