@@ -6,7 +6,9 @@
 //!   serving what only a leader may serve.
 //! - [`RaftNode::confirm_leadership`]: a quorum acknowledged this member as leader
 //!   recently (etcd's `ensureLeadership`), for work that is only safe on a leader no other
-//!   member can have replaced yet: lease renewals and lease expiry.
+//!   member can have replaced yet (lease renewals), and
+//!   [`RaftNode::propose_as_leader`] for decisions only the leader of a given term may
+//!   take (lease expiry).
 //!
 //! openraft alone keeps a leader that lost its quorum in the Leader state: it refuses new
 //! proposals once its quorum lease (`election_timeout_max`, the time followers refuse to
@@ -105,7 +107,7 @@ pub(crate) async fn monitor(raft: Raft, election_timeout: Duration) {
 /// Has this leader of `term` give its vote for `term + 1` to no candidate, which makes it
 /// a follower. Returns whether openraft granted the vote (it refuses while a quorum has
 /// acknowledged the leader within its lease, or if the term moved on).
-async fn step_down(raft: &Raft, term: u64) -> Result<bool, RaftError<crate::types::TypeConfig>> {
+async fn step_down(raft: &Raft, term: u64) -> Result<bool, RaftError<TypeConfig>> {
     // The vote is granted only to a log at least as new as this member's own; this one is
     // exactly as new, and since no candidate exists, no log is ever judged by it.
     let last_log_id = raft.data_metrics().borrow_watched().last_log;
@@ -126,16 +128,6 @@ pub enum LeadershipError {
     /// Raft stopped.
     #[error("server stopped: {0}")]
     Stopped(String),
-}
-
-impl From<LeadershipError> for ProposeError {
-    fn from(e: LeadershipError) -> Self {
-        match e {
-            LeadershipError::NotLeader => ProposeError::NoLeader,
-            LeadershipError::NotConfirmed => ProposeError::Timeout,
-            LeadershipError::Stopped(why) => ProposeError::Stopped(why),
-        }
-    }
 }
 
 impl RaftNode {
