@@ -17,6 +17,10 @@
 //!   leads);
 //! - the old leader stops reporting itself as leader in Maintenance.Status within a bound.
 //!
+//! The same with five members, the leader and one follower cut off from the other three,
+//! and the client on that follower: its renewals are forwarded to the old leader, which must
+//! refuse them (the follower then retries until the request timeout, as etcd's does).
+//!
 //! And across a leader change (etcd extends every lease by an election timeout when a member
 //! becomes leader): the leader is SIGKILLed right after it renewed a lease; the new leader
 //! must not expire the lease before that renewal's TTL has run out, and must expire it
@@ -35,6 +39,7 @@ use etcd_client::{Client, Error, LockOptions, PutOptions};
 
 scenarios!(
     isolated_leader_stops_renewing_leases,
+    minority_follower_stops_renewing_leases,
     new_leader_honours_the_last_renewal,
 );
 
@@ -181,18 +186,38 @@ fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
+/// Three members; the client talks to the leader itself.
 fn isolated_leader_stops_renewing_leases(kind: Kind) {
+    lease_across_partition(kind, 3, false);
+}
+
+/// Five members; the leader and one follower are cut off from the other three, and the
+/// client talks to that follower, which forwards its renewals to the old leader (etcd's
+/// followers forward them over the peer port too).
+fn minority_follower_stops_renewing_leases(kind: Kind) {
+    lease_across_partition(kind, 5, true);
+}
+
+/// The partition scenario: `size` members, the leader in a minority (alone, or with one
+/// follower when `via_follower`, which is then the member the client talks to).
+fn lease_across_partition(kind: Kind, size: usize, via_follower: bool) {
     let mut cluster = Cluster::start_with(
         kind,
         ClusterConfig {
+            size,
             netns: true,
             ..ClusterConfig::default()
         },
     );
     let old = cluster.leader();
     let old_id = cluster.member(old).id().expect("leader's id");
-    let majority: Vec<usize> = (0..3).filter(|&i| i != old).collect();
-    let old_ep = cluster.member(old).endpoint();
+    let mut minority = vec![old];
+    if via_follower {
+        minority.push((old + 1) % size);
+    }
+    let majority: Vec<usize> = (0..size).filter(|i| !minority.contains(i)).collect();
+    let client_at = *minority.last().expect("the minority has the old leader");
+    let old_ep = cluster.member(client_at).endpoint();
     let majority_ep = cluster.member(majority[0]).endpoint();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -201,11 +226,11 @@ fn isolated_leader_stops_renewing_leases(kind: Kind) {
         .build()
         .expect("tokio runtime");
 
-    // Through the leader: a lease, a key on it, and the Lock held with it.
+    // On the old leader's side: a lease, a key on it, and the Lock held with it.
     let (client, lease) = rt.block_on(async {
         let mut c = try_connect_endpoint(&old_ep)
             .await
-            .expect("connect to the leader");
+            .expect("connect to the old leader's side");
         let lease = c.lease_grant(TTL, None).await.expect("grant").id();
         c.put(HELD, "yes", Some(PutOptions::new().with_lease(lease)))
             .await
@@ -229,15 +254,15 @@ fn isolated_leader_stops_renewing_leases(kind: Kind) {
             .filter(|r| matches!(r, Renewal::Ok(_)))
             .count()
             >= 3,
-        "keep-alives through the healthy leader: {before:?}"
+        "keep-alives before the partition: {before:?}"
     );
     assert!(
         before.iter().all(|r| matches!(r, Renewal::Ok(_))),
-        "a keep-alive through the healthy leader failed: {before:?}"
+        "a keep-alive before the partition failed: {before:?}"
     );
 
     let partitioned = Instant::now();
-    cluster.partition(&[&[old], &majority]);
+    cluster.partition(&[&minority, &majority]);
     let deadline = partitioned + SETTLE;
     let deleted = rt.spawn(wait_key_deleted(majority_ep.clone(), deadline));
     let locked = rt.spawn(second_locker(majority_ep, deadline));
