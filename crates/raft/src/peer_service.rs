@@ -21,6 +21,7 @@ use openraft::ReadPolicy;
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::admission::{self, Limits};
 use crate::codec;
 use crate::network::MAX_PEER_MESSAGE;
 use crate::snapshot::SnapshotData;
@@ -34,6 +35,8 @@ pub struct PeerService {
     cluster_id: u64,
     /// Where received snapshots are written before they are installed.
     snap_dir: PathBuf,
+    /// This member's request limits, which forwarded commands must meet too.
+    limits: Limits,
 }
 
 fn bad_message(e: impl std::fmt::Display) -> Status {
@@ -49,11 +52,12 @@ pub const NOT_LEADER: &str = "bramble: not the leader";
 
 impl PeerService {
     /// The service for `raft`, a member of cluster `cluster_id`.
-    pub fn new(raft: Raft, cluster_id: u64, snap_dir: PathBuf) -> Self {
+    pub fn new(raft: Raft, cluster_id: u64, snap_dir: PathBuf, limits: Limits) -> Self {
         PeerService {
             raft,
             cluster_id,
             snap_dir,
+            limits,
         }
     }
 
@@ -198,10 +202,19 @@ impl Peer for PeerService {
     ) -> Result<Response<pb::ForwardReply>, Status> {
         let req = req.into_inner();
         self.check_cluster(req.cluster_id)?;
-        let command = req
+        let record = req
             .command
             .ok_or_else(|| bad_message("forward without a command"))?;
+        let command = codec::command_from_record(record).map_err(bad_message)?;
         let request_id = command_request_id(&req.request_id)?;
+        // The leader's own checks and limits, as for its own clients.
+        if let Err(refusal) = admission::check_command(&command, &self.limits) {
+            tracing::debug!("refused a forwarded command: {refusal}");
+            return Ok(Response::new(pb::ForwardReply {
+                log_id: None,
+                refused: refusal.to_pb() as i32,
+            }));
+        }
         let resp = self
             .raft
             .client_write(RaftRequest {
@@ -212,6 +225,7 @@ impl Peer for PeerService {
         match resp {
             Ok(r) => Ok(Response::new(pb::ForwardReply {
                 log_id: Some(wire::log_id_to_pb(&r.log_id)),
+                refused: pb::forward_reply::Refused::None as i32,
             })),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 Err(Status::failed_precondition(NOT_LEADER))
