@@ -168,6 +168,10 @@ impl Node {
         cfg.cluster_id = ids.cluster_id;
         cfg.snapshot_count = opts.snapshot_count;
         cfg.snapshot_catchup_entries = opts.snapshot_catchup_entries;
+        cfg.limits = bramble_raft::admission::Limits {
+            max_request_bytes: opts.limits.max_request_bytes,
+            max_txn_ops: opts.limits.max_txn_ops,
+        };
         cfg.bootstrap = match opts.initial_cluster_state {
             ClusterState::New => Some(crate::identity_file::initial_members(&opts)?),
             ClusterState::Existing => None,

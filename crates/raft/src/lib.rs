@@ -2,6 +2,7 @@
 //! log storage, the MVCC store as its state machine, the peer transport, and
 //! [`RaftNode`], which ties them into one running member.
 
+pub mod admission;
 pub mod check_quorum;
 pub mod codec;
 pub mod forward;

@@ -16,6 +16,7 @@ use openraft::{Config, ReadPolicy, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admission::{self, Limits, Refusal};
 use crate::forward::Waiters;
 use crate::log_store::LogStore;
 use crate::network::{PeerChannels, PeerNetworkFactory};
@@ -59,6 +60,9 @@ pub struct NodeConfig {
     /// time it starts. `None` for a member joining an existing cluster (it
     /// waits for the leader to replicate to it).
     pub bootstrap: Option<BTreeMap<u64, Member>>,
+    /// etcd's request limits (`--max-request-bytes`, `--max-txn-ops`), checked
+    /// on every proposal, forwarded ones included.
+    pub limits: Limits,
 }
 
 impl NodeConfig {
@@ -79,6 +83,7 @@ impl NodeConfig {
             snapshot_catchup_entries: 5_000,
             cluster_id: crate::identity::cluster_id(&[member_id]),
             bootstrap: Some([(member_id, member.clone())].into()),
+            limits: Limits::default(),
             member,
         }
     }
@@ -128,6 +133,10 @@ pub enum ProposeError {
     /// The member is shutting down or hit a fatal storage error.
     #[error("server stopped: {0}")]
     Stopped(String),
+    /// The command failed this member's or the leader's request checks;
+    /// nothing was proposed.
+    #[error("refused: {0}")]
+    Refused(Refusal),
 }
 
 /// What the Maintenance.Status RPC reports about Raft.
@@ -159,6 +168,8 @@ pub struct RaftNode {
     waiters: Arc<Waiters>,
     /// Where received snapshots land.
     snap_dir: PathBuf,
+    /// The request limits every proposal must meet.
+    limits: Limits,
     stop_checkpoints: watch::Sender<bool>,
     /// The store's current revision, published after each applied run.
     revisions: watch::Receiver<i64>,
@@ -300,6 +311,7 @@ impl RaftNode {
             channels,
             waiters,
             snap_dir,
+            limits: cfg.limits,
             stop_checkpoints,
             revisions,
             checkpointer: std::sync::Mutex::new(Some(checkpointer)),
@@ -308,7 +320,13 @@ impl RaftNode {
 
     /// The gRPC service other members talk to; serve it on the peer URLs.
     pub fn peer_service(&self) -> PeerServer<PeerService> {
-        PeerService::new(self.raft.clone(), self.cluster_id, self.snap_dir.clone()).into_server()
+        PeerService::new(
+            self.raft.clone(),
+            self.cluster_id,
+            self.snap_dir.clone(),
+            self.limits,
+        )
+        .into_server()
     }
 
     /// Waits (at most `timeout`) until this member has applied everything it
@@ -381,6 +399,7 @@ impl RaftNode {
     /// on a quorum) and applied on this member. A follower forwards the
     /// command to the leader (see [`crate::forward`]).
     pub async fn propose(&self, cmd: Command) -> Result<ApplyResult, ProposeError> {
+        admission::check_command(&cmd, &self.limits).map_err(ProposeError::Refused)?;
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         loop {
             let leader = self.wait_for_leader(deadline).await?;
@@ -428,16 +447,31 @@ impl RaftNode {
         let mut client = self.leader_client(leader)?;
         let (request_id, applied) = self.waiters.register();
         let mut req = tonic::Request::new(pb::ForwardRequest {
-            command: Some(cmd),
+            command: Some(crate::codec::command_record(&cmd)),
             cluster_id: self.cluster_id,
             request_id,
         });
         req.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-        let sent = client.forward(req).await;
-        if let Err(status) = sent {
-            self.waiters.cancel(request_id);
-            tracing::debug!(leader = %format!("{leader:x}"), "forward failed: {status:?}");
-            return Err(forward_status(&status));
+        let reply = match client.forward(req).await {
+            Ok(reply) => reply.into_inner(),
+            Err(status) => {
+                self.waiters.cancel(request_id);
+                tracing::debug!(leader = %format!("{leader:x}"), "forward failed: {status:?}");
+                return Err(forward_status(&status));
+            }
+        };
+        match Refusal::from_pb(reply.refused) {
+            Ok(None) => {}
+            Ok(Some(refusal)) => {
+                self.waiters.cancel(request_id);
+                return Err(ForwardError::Failed(ProposeError::Refused(refusal)));
+            }
+            Err(unknown) => {
+                self.waiters.cancel(request_id);
+                return Err(ForwardError::Failed(ProposeError::Stopped(format!(
+                    "the leader refused the command for a reason this member does not know ({unknown})"
+                ))));
+            }
         }
         match tokio::time::timeout_at(deadline, applied).await {
             Ok(Ok(result)) => Ok(result),

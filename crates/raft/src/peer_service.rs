@@ -21,6 +21,7 @@ use openraft::ReadPolicy;
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::admission::{self, Limits};
 use crate::codec;
 use crate::network::MAX_PEER_MESSAGE;
 use crate::snapshot::SnapshotData;
@@ -34,6 +35,8 @@ pub struct PeerService {
     cluster_id: u64,
     /// Where received snapshots are written before they are installed.
     snap_dir: PathBuf,
+    /// This member's request limits, which forwarded commands must meet too.
+    limits: Limits,
 }
 
 fn bad_message(e: impl std::fmt::Display) -> Status {
@@ -49,11 +52,12 @@ pub const NOT_LEADER: &str = "bramble: not the leader";
 
 impl PeerService {
     /// The service for `raft`, a member of cluster `cluster_id`.
-    pub fn new(raft: Raft, cluster_id: u64, snap_dir: PathBuf) -> Self {
+    pub fn new(raft: Raft, cluster_id: u64, snap_dir: PathBuf, limits: Limits) -> Self {
         PeerService {
             raft,
             cluster_id,
             snap_dir,
+            limits,
         }
     }
 
@@ -133,23 +137,17 @@ impl Peer for PeerService {
             .clone()
             .ok_or_else(|| bad_message("snapshot stream without a header"))?;
         self.check_cluster(header.cluster_id)?;
-        let vote = wire::vote_from_pb(header.vote.as_ref()).map_err(bad_message)?;
-        let membership = match &header.last_membership {
-            Some(m) => {
-                use prost::Message;
-                codec::decode_stored_membership(&m.encode_to_vec()).map_err(bad_message)?
-            }
-            None => return Err(bad_message("snapshot header without a membership")),
-        };
-        let path = receive_file(&self.snap_dir, first.data, &mut stream, header.size).await?;
+        // The whole header is checked before a byte is written.
+        let offer = wire::snapshot_header_from_pb(&header).map_err(bad_message)?;
+        let path = receive_file(&self.snap_dir, first.data, &mut stream, offer.size).await?;
         let snapshot = openraft::storage::Snapshot {
             meta: openraft::storage::SnapshotMeta {
-                last_log_id: header.last_log_id.as_ref().map(wire::log_id_from_pb),
-                last_membership: membership,
+                last_log_id: Some(offer.last_log_id),
+                last_membership: offer.membership,
             },
             snapshot: SnapshotData { path: path.clone() },
         };
-        let result = self.raft.install_full_snapshot(vote, snapshot).await;
+        let result = self.raft.install_full_snapshot(offer.vote, snapshot).await;
         // The state machine moved the file into place if it installed it;
         // whatever is left here was refused (an outdated snapshot).
         let _ = tokio::fs::remove_file(&path).await;
@@ -168,7 +166,7 @@ impl Peer for PeerService {
         let rpc = TransferLeaderRequest::new(
             wire::vote_from_pb(req.from_leader.as_ref()).map_err(bad_message)?,
             req.to_node_id,
-            req.last_log_id.as_ref().map(wire::log_id_from_pb),
+            wire::opt_log_id_from_pb(req.last_log_id.as_ref()).map_err(bad_message)?,
         );
         let resp = self.raft.handle_transfer_leader(rpc).await.map_err(fatal)?;
         use pb::transfer_leader_reply::Rejected;
@@ -198,10 +196,19 @@ impl Peer for PeerService {
     ) -> Result<Response<pb::ForwardReply>, Status> {
         let req = req.into_inner();
         self.check_cluster(req.cluster_id)?;
-        let command = req
+        let record = req
             .command
             .ok_or_else(|| bad_message("forward without a command"))?;
+        let command = codec::command_from_record(record).map_err(bad_message)?;
         let request_id = command_request_id(&req.request_id)?;
+        // The leader's own checks and limits, as for its own clients.
+        if let Err(refusal) = admission::check_command(&command, &self.limits) {
+            tracing::debug!("refused a forwarded command: {refusal}");
+            return Ok(Response::new(pb::ForwardReply {
+                log_id: None,
+                refused: refusal.to_pb() as i32,
+            }));
+        }
         let resp = self
             .raft
             .client_write(RaftRequest {
@@ -212,6 +219,7 @@ impl Peer for PeerService {
         match resp {
             Ok(r) => Ok(Response::new(pb::ForwardReply {
                 log_id: Some(wire::log_id_to_pb(&r.log_id)),
+                refused: pb::forward_reply::Refused::None as i32,
             })),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                 Err(Status::failed_precondition(NOT_LEADER))
@@ -288,21 +296,24 @@ async fn receive_file(
     rest: &mut (impl Stream<Item = Result<pb::SnapshotChunk, Status>> + Unpin),
     size: u64,
 ) -> Result<PathBuf, Status> {
+    let mut written = first.len() as u64;
+    if written > size {
+        return Err(bad_message("snapshot longer than its header says"));
+    }
     let io = |e: std::io::Error| Status::internal(format!("receiving snapshot: {e}"));
     tokio::fs::create_dir_all(dir).await.map_err(io)?;
     let n = RECEIVED.fetch_add(1, Ordering::Relaxed);
     // A `.tmp` name: a start removes it if a crash interrupted the transfer.
     let path = dir.join(format!("receiving-{}-{n}.tmp", std::process::id()));
     let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
-    let mut written = first.len() as u64;
     let result: Result<(), Status> = async {
         file.write_all(&first).await.map_err(io)?;
         while let Some(chunk) = rest.next().await {
             let chunk = chunk?;
-            written += chunk.data.len() as u64;
-            if written > size {
-                return Err(bad_message("snapshot longer than its header says"));
-            }
+            written = written
+                .checked_add(chunk.data.len() as u64)
+                .filter(|w| *w <= size)
+                .ok_or_else(|| bad_message("snapshot longer than its header says"))?;
             file.write_all(&chunk.data).await.map_err(io)?;
         }
         if written != size {

@@ -166,9 +166,17 @@ fn encode_meta(meta: &SnapshotFileMeta) -> Vec<u8> {
 fn decode_meta(bytes: &[u8]) -> io::Result<SnapshotFileMeta> {
     let h = pb::SnapshotHeader::decode(bytes)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("snapshot meta: {e}")))?;
+    // Every meta file is written with its membership: one without is damaged,
+    // and an empty membership in its place would leave this member without a
+    // cluster.
     let membership = match &h.last_membership {
         Some(m) => codec::decode_stored_membership(&m.encode_to_vec())?,
-        None => StoredMembership::default(),
+        None => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "snapshot meta without a membership",
+            ))
+        }
     };
     Ok(SnapshotFileMeta {
         last_log_id: h.last_log_id.as_ref().map(wire::log_id_from_pb),
@@ -228,5 +236,14 @@ mod tests {
         .expect("write");
         assert!(snaps.current().expect("read").is_none());
         assert!(decode_meta(&[0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn meta_without_membership_is_an_error() {
+        let good = encode_meta(&meta(2, 300));
+        assert!(decode_meta(&good).is_ok());
+        let mut h = pb::SnapshotHeader::decode(good.as_slice()).expect("header");
+        h.last_membership = None;
+        assert!(decode_meta(&h.encode_to_vec()).is_err());
     }
 }

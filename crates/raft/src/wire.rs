@@ -11,7 +11,7 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, V
 use openraft::vote::RaftLeaderId;
 
 use crate::codec;
-use crate::types::{LogId, TypeConfig, Vote};
+use crate::types::{LogId, StoredMembership, TypeConfig, Vote};
 
 fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("peer message: {what}"))
@@ -33,6 +33,30 @@ pub fn opt_log_id_to_pb(id: Option<&LogId>) -> Option<pb::LogId> {
 /// A log id from the wire.
 pub fn log_id_from_pb(id: &pb::LogId) -> LogId {
     codec::log_id(id.term, id.index)
+}
+
+/// The largest log index a peer may send. The index after an entry must
+/// exist (the next entry, openraft's next index) and the state machine stores
+/// an applied index + 1, so u64::MAX is refused where it arrives rather than
+/// overflowing in either.
+pub const MAX_LOG_INDEX: u64 = u64::MAX - 1;
+
+/// A log id from a peer, refused if its index is beyond [`MAX_LOG_INDEX`].
+pub fn checked_log_id_from_pb(id: &pb::LogId) -> io::Result<LogId> {
+    check_index(id.index)?;
+    Ok(log_id_from_pb(id))
+}
+
+/// An optional log id from a peer (see [`checked_log_id_from_pb`]).
+pub fn opt_log_id_from_pb(id: Option<&pb::LogId>) -> io::Result<Option<LogId>> {
+    id.map(checked_log_id_from_pb).transpose()
+}
+
+fn check_index(index: u64) -> io::Result<()> {
+    if index > MAX_LOG_INDEX {
+        return Err(invalid("log index out of range"));
+    }
+    Ok(())
 }
 
 /// A vote on the wire.
@@ -69,7 +93,7 @@ pub fn vote_request_to_pb(r: &VoteRequest<TypeConfig>, cluster_id: u64) -> pb::V
 pub fn vote_request_from_pb(r: &pb::VoteRequest) -> io::Result<VoteRequest<TypeConfig>> {
     let mut req = VoteRequest::new(
         vote_from_pb(r.vote.as_ref())?,
-        r.last_log_id.as_ref().map(log_id_from_pb),
+        opt_log_id_from_pb(r.last_log_id.as_ref())?,
     );
     req.leadership_transfer = r.leadership_transfer;
     Ok(req)
@@ -88,9 +112,73 @@ pub fn vote_response_to_pb(r: &VoteResponse<TypeConfig>) -> pb::VoteResponse {
 pub fn vote_response_from_pb(r: &pb::VoteResponse) -> io::Result<VoteResponse<TypeConfig>> {
     Ok(VoteResponse::new(
         vote_from_pb(r.vote.as_ref())?,
-        r.last_log_id.as_ref().map(log_id_from_pb),
+        opt_log_id_from_pb(r.last_log_id.as_ref())?,
         r.vote_granted,
     ))
+}
+
+/// A snapshot a leader offers, from its stream's header: checked whole before
+/// anything is received, written or installed.
+#[derive(Debug)]
+pub struct SnapshotOffer {
+    /// The sender's vote (a leader's: committed).
+    pub vote: Vote,
+    /// The last log entry the snapshot covers.
+    pub last_log_id: LogId,
+    /// The membership its state machine had applied.
+    pub membership: StoredMembership,
+    /// The length of its data in bytes (not 0).
+    pub size: u64,
+}
+
+/// The header of an InstallSnapshot stream, refused unless it is a leader's
+/// snapshot that covers a well-formed position and membership: a vote that is
+/// committed, a last log id within [`MAX_LOG_INDEX`] and not from a term after
+/// the leader's, a membership of at least one voter whose log id is at or
+/// before the last log id, and a non-empty size.
+pub fn snapshot_header_from_pb(h: &pb::SnapshotHeader) -> io::Result<SnapshotOffer> {
+    use prost::Message;
+    let vote = vote_from_pb(h.vote.as_ref())?;
+    if !vote.is_committed() {
+        return Err(invalid("snapshot from a sender that is not a leader"));
+    }
+    let last = h
+        .last_log_id
+        .as_ref()
+        .ok_or_else(|| invalid("snapshot without a last log id"))?;
+    let last = checked_log_id_from_pb(last)?;
+    if codec::log_term(&last) > vote.leader_id().term {
+        return Err(invalid(
+            "snapshot's last log id is from a later term than its leader's",
+        ));
+    }
+    let stored = h
+        .last_membership
+        .as_ref()
+        .ok_or_else(|| invalid("snapshot without a membership"))?;
+    if stored.has_log_id {
+        check_index(stored.log_index)?;
+    }
+    let membership = codec::decode_stored_membership(&stored.encode_to_vec())?;
+    match membership.log_id() {
+        None => return Err(invalid("snapshot membership without a log id")),
+        Some(id) if id.index > last.index || codec::log_term(id) > codec::log_term(&last) => {
+            return Err(invalid("snapshot membership is after its last log id"));
+        }
+        Some(_) => {}
+    }
+    if membership.membership().voter_ids().next().is_none() {
+        return Err(invalid("snapshot membership without voters"));
+    }
+    if h.size == 0 {
+        return Err(invalid("empty snapshot"));
+    }
+    Ok(SnapshotOffer {
+        vote,
+        last_log_id: last,
+        membership,
+        size: h.size,
+    })
 }
 
 /// AppendEntries on the wire.
@@ -121,20 +209,25 @@ pub fn append_request_from_pb(
     let vote = vote_from_pb(r.vote.as_ref())?;
     let mut entries = Vec::with_capacity(r.entries.len());
     for w in r.entries {
+        check_index(w.index)?;
         let e = w.entry.ok_or_else(|| invalid("entry without a record"))?;
         entries.push(codec::entry_from_message(w.index, e)?);
     }
     // openraft asserts consecutive entries; check it here so a bad peer gets
-    // an error instead of crashing this member.
+    // an error instead of crashing this member. Indexes are at most
+    // MAX_LOG_INDEX, so the next one exists; checked all the same.
     for pair in entries.windows(2) {
-        if pair[1].log_id.index != pair[0].log_id.index + 1 {
+        if pair[0].log_id.index.checked_add(1) != Some(pair[1].log_id.index) {
             return Err(invalid("entries are not consecutive"));
         }
     }
-    let prev_log_id = r.prev_log_id.as_ref().map(log_id_from_pb);
+    let prev_log_id = opt_log_id_from_pb(r.prev_log_id.as_ref())?;
     if let Some(first) = entries.first() {
-        let expected = prev_log_id.map(|p| p.index + 1).unwrap_or(0);
-        if first.log_id.index != expected {
+        let expected = match prev_log_id {
+            Some(p) => p.index.checked_add(1),
+            None => Some(0),
+        };
+        if expected != Some(first.log_id.index) {
             return Err(invalid("first entry does not follow prev_log_id"));
         }
     }
@@ -142,7 +235,7 @@ pub fn append_request_from_pb(
         vote,
         prev_log_id,
         entries,
-        leader_commit: r.leader_commit.as_ref().map(log_id_from_pb),
+        leader_commit: opt_log_id_from_pb(r.leader_commit.as_ref())?,
     })
 }
 
@@ -170,7 +263,7 @@ pub fn append_response_from_pb(
     Ok(match &r.result {
         Some(R::Success(_)) => AppendEntriesResponse::Success,
         Some(R::PartialSuccess(p)) => {
-            AppendEntriesResponse::PartialSuccess(p.matching.as_ref().map(log_id_from_pb))
+            AppendEntriesResponse::PartialSuccess(opt_log_id_from_pb(p.matching.as_ref())?)
         }
         Some(R::Conflict(_)) => AppendEntriesResponse::Conflict,
         Some(R::HigherVote(v)) => AppendEntriesResponse::HigherVote(vote_from_pb(Some(v))?),
@@ -256,5 +349,161 @@ mod tests {
             append_request_from_pb(bad).is_err(),
             "index 5 after no entry"
         );
+    }
+
+    /// Indexes at u64::MAX from a peer are refused, never overflowed: in an
+    /// entry, in prev_log_id (whose next index would overflow), in
+    /// leader_commit, in a vote and in a reply.
+    #[test]
+    fn u64_max_indexes_are_errors() {
+        let max = MAX_LOG_INDEX;
+        let req = |prev: Option<u64>, entries: Vec<u64>, commit: Option<u64>| {
+            let mut r = append_request_to_pb(
+                &AppendEntriesRequest::<TypeConfig> {
+                    vote: openraft::Vote::new_committed(3, 1),
+                    prev_log_id: prev.map(|i| codec::log_id(3, i)),
+                    entries: vec![],
+                    leader_commit: commit.map(|i| codec::log_id(3, i)),
+                },
+                0,
+            );
+            r.entries = entries
+                .into_iter()
+                .map(|i| {
+                    let mut w = append_request_to_pb(
+                        &AppendEntriesRequest::<TypeConfig> {
+                            vote: openraft::Vote::new_committed(3, 1),
+                            prev_log_id: None,
+                            entries: vec![entry(1)],
+                            leader_commit: None,
+                        },
+                        0,
+                    )
+                    .entries
+                    .remove(0);
+                    w.index = i;
+                    w
+                })
+                .collect();
+            append_request_from_pb(r)
+        };
+        // The largest allowed indexes work.
+        assert!(req(Some(max - 2), vec![max - 1, max], Some(max)).is_ok());
+        // u64::MAX anywhere is refused.
+        assert!(req(Some(max - 1), vec![u64::MAX], None).is_err());
+        assert!(req(Some(max), vec![u64::MAX], None).is_err());
+        assert!(
+            req(Some(u64::MAX), vec![0], None).is_err(),
+            "prev + 1 overflows"
+        );
+        assert!(req(Some(u64::MAX), vec![], None).is_err());
+        assert!(req(None, vec![max, 0], None).is_err());
+        assert!(req(None, vec![], Some(u64::MAX)).is_err());
+        let huge = Some(pb::LogId {
+            term: u64::MAX,
+            index: u64::MAX,
+        });
+        let vote = pb::VoteRequest {
+            vote: Some(vote_to_pb(&openraft::Vote::new(1, 1))),
+            last_log_id: huge,
+            ..Default::default()
+        };
+        assert!(vote_request_from_pb(&vote).is_err());
+        let reply = pb::VoteResponse {
+            vote: Some(vote_to_pb(&openraft::Vote::new(1, 1))),
+            vote_granted: true,
+            last_log_id: huge,
+        };
+        assert!(vote_response_from_pb(&reply).is_err());
+        let partial = pb::AppendResponse {
+            result: Some(pb::append_response::Result::PartialSuccess(
+                pb::append_response::PartialSuccess { matching: huge },
+            )),
+        };
+        assert!(append_response_from_pb(&partial).is_err());
+    }
+
+    fn snapshot_header() -> pb::SnapshotHeader {
+        use prost::Message;
+        let nodes: std::collections::BTreeMap<u64, crate::types::Member> =
+            [(1, crate::types::Member::default())].into();
+        let m = openraft::Membership::new(vec![[1u64].into()], nodes).expect("membership");
+        let stored = openraft::StoredMembership::new(Some(codec::log_id(2, 7)), m);
+        pb::SnapshotHeader {
+            vote: Some(vote_to_pb(&openraft::Vote::new_committed(3, 1))),
+            last_log_id: Some(pb::LogId { term: 3, index: 90 }),
+            last_membership: Some(
+                pb::StoredMembership::decode(codec::encode_stored_membership(&stored).as_slice())
+                    .expect("stored membership"),
+            ),
+            cluster_id: 5,
+            size: 1000,
+        }
+    }
+
+    /// A snapshot header is checked whole before anything is received: each
+    /// malformed field alone is refused.
+    #[test]
+    fn malformed_snapshot_headers_are_refused() {
+        let ok = snapshot_header_from_pb(&snapshot_header()).expect("a valid header");
+        assert_eq!(ok.last_log_id, codec::log_id(3, 90));
+        assert_eq!(ok.size, 1000);
+        type Breaker = fn(&mut pb::SnapshotHeader);
+        let cases: &[(&str, Breaker)] = &[
+            ("no vote", |h| h.vote = None),
+            ("uncommitted vote", |h| {
+                h.vote = Some(vote_to_pb(&openraft::Vote::new(3, 1)))
+            }),
+            ("no last log id", |h| h.last_log_id = None),
+            ("last log id at u64::MAX", |h| {
+                h.last_log_id = Some(pb::LogId {
+                    term: 3,
+                    index: u64::MAX,
+                })
+            }),
+            ("last log term after the vote's", |h| {
+                h.last_log_id = Some(pb::LogId { term: 4, index: 90 })
+            }),
+            ("no membership", |h| h.last_membership = None),
+            ("membership without a log id", |h| {
+                if let Some(m) = h.last_membership.as_mut() {
+                    m.has_log_id = false;
+                }
+            }),
+            ("membership after the last log id", |h| {
+                if let Some(m) = h.last_membership.as_mut() {
+                    m.log_index = 91;
+                }
+            }),
+            ("membership log index u64::MAX", |h| {
+                if let Some(m) = h.last_membership.as_mut() {
+                    m.log_index = u64::MAX;
+                }
+            }),
+            ("membership without voters", |h| {
+                if let Some(m) = h
+                    .last_membership
+                    .as_mut()
+                    .and_then(|m| m.membership.as_mut())
+                {
+                    m.configs = vec![pb::VoterSet { ids: vec![] }];
+                }
+            }),
+            ("voter without an address", |h| {
+                if let Some(m) = h
+                    .last_membership
+                    .as_mut()
+                    .and_then(|m| m.membership.as_mut())
+                {
+                    m.configs = vec![pb::VoterSet { ids: vec![1, 2] }];
+                }
+            }),
+            ("empty", |h| h.size = 0),
+        ];
+        for (what, break_it) in cases {
+            let mut h = snapshot_header();
+            break_it(&mut h);
+            assert!(snapshot_header_from_pb(&h).is_err(), "{what}: {h:?}");
+        }
     }
 }

@@ -40,6 +40,18 @@ pub fn duplicate_key() -> Status {
         "etcdserver: duplicate key given in txn request",
     )
 }
+/// Bramble's own (etcd has no nesting limit): a txn nested deeper than a
+/// Raft log entry can be decoded. Only an embedding program can build one; the
+/// gRPC layer does not decode such a request (docs/compatibility.md).
+pub fn txn_too_deep() -> Status {
+    Status::new(
+        Code::InvalidArgument,
+        format!(
+            "etcdserver: txn request nested deeper than {} protobuf messages",
+            bramble_raft::codec::MAX_DECODED_DEPTH
+        ),
+    )
+}
 /// `etcdserver: mvcc: required revision has been compacted`
 pub fn compacted() -> Status {
     status(

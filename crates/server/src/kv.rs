@@ -17,7 +17,6 @@ use bramble_api::etcdserverpb::{
 };
 use bramble_storage::mvcc::{is_read_only, ApplyResult, MvccError, MvccStore};
 use futures::Stream;
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::errors;
@@ -41,13 +40,11 @@ impl KvService {
         self.ctx.identity
     }
 
-    /// Proposes a write and waits for its result.
+    /// Proposes a write and waits for its result. The request's checks and
+    /// the size limit are the proposal's (`bramble_raft::admission`, which a
+    /// leader applies to forwarded commands too).
     async fn propose(&self, op: Op) -> Result<ApplyResult, Status> {
         let cmd = Command { op: Some(op) };
-        // etcd limits the size of what it proposes, not of the gRPC message.
-        if cmd.encoded_len() > self.ctx.limits.max_request_bytes {
-            return Err(errors::request_too_large());
-        }
         let result = self
             .ctx
             .node
@@ -149,7 +146,6 @@ impl Kv for KvService {
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = req.into_inner();
-        validate::check_put(&req)?;
         match self.propose(Op::Put(req)).await? {
             ApplyResult::Put(mut r) => {
                 self.identity().fill(&mut r.header, &self.ctx.node);
@@ -164,7 +160,6 @@ impl Kv for KvService {
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let req = req.into_inner();
-        validate::check_delete(&req)?;
         match self.propose(Op::DeleteRange(req)).await? {
             ApplyResult::DeleteRange(mut r) => {
                 self.identity().fill(&mut r.header, &self.ctx.node);
@@ -176,6 +171,8 @@ impl Kv for KvService {
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = req.into_inner();
+        // Checked before the read-only test walks it (its nesting is bounded
+        // here); a write is checked again as a proposal, which is cheap.
         validate::check_txn(&req, self.ctx.limits.max_txn_ops)?;
         if is_read_only(&req) {
             return self.txn_read_only(req).await.map(Response::new);

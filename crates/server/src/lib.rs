@@ -48,8 +48,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_request_bytes: 1536 * 1024,
-            max_txn_ops: 128,
+            max_request_bytes: bramble_raft::admission::DEFAULT_MAX_REQUEST_BYTES,
+            max_txn_ops: bramble_raft::admission::DEFAULT_MAX_TXN_OPS,
             watch_progress_notify_interval: watch::DEFAULT_PROGRESS_NOTIFY_INTERVAL,
         }
     }
@@ -80,6 +80,7 @@ pub fn propose_status(e: ProposeError) -> Status {
         ProposeError::NoLeader => errors::no_leader(),
         ProposeError::LeaderChanged => errors::leader_changed(),
         ProposeError::Timeout => errors::timeout(),
+        ProposeError::Refused(r) => validate::refusal_status(r),
         ProposeError::Stopped(why) => {
             tracing::error!("request failed: server stopped: {why}");
             errors::stopped()

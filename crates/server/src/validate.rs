@@ -1,178 +1,63 @@
 //! Request checks done before a request is proposed, as etcd's
-//! `v3rpc/key.go` does them: the same order, the same errors.
+//! `v3rpc/key.go` does them: the same order, the same errors. The checks
+//! themselves are `bramble_raft::admission`'s, which a leader also applies to
+//! the commands its followers forward; this module gives them etcd's errors.
 
-use std::collections::HashSet;
-
-use bramble_api::etcdserverpb::{
-    request_op::Request as Op, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-};
+use bramble_api::bramblepb::Command;
+use bramble_api::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest};
+use bramble_raft::admission::{self, Limits, Refusal};
 use tonic::Status;
 
 use crate::errors;
 
+/// etcd's error for a refused request.
+pub fn refusal_status(r: Refusal) -> Status {
+    match r {
+        Refusal::EmptyKey => errors::empty_key(),
+        Refusal::EmptyOp => errors::key_not_found(),
+        Refusal::ValueProvided => errors::value_provided(),
+        Refusal::LeaseProvided => errors::lease_provided(),
+        Refusal::TooManyOps => errors::too_many_ops(),
+        Refusal::DuplicateKey => errors::duplicate_key(),
+        Refusal::TooDeep => errors::txn_too_deep(),
+        Refusal::TooLarge => errors::request_too_large(),
+        Refusal::EmptyCommand => errors::internal(r),
+    }
+}
+
 /// Range: a key is required.
 pub fn check_range(r: &RangeRequest) -> Result<(), Status> {
-    if r.key.is_empty() {
-        return Err(errors::empty_key());
-    }
-    Ok(())
+    admission::check_range(r).map_err(refusal_status)
 }
 
 /// Put: a key is required; `ignore_value`/`ignore_lease` exclude a value/lease.
 pub fn check_put(r: &PutRequest) -> Result<(), Status> {
-    if r.key.is_empty() {
-        return Err(errors::empty_key());
-    }
-    if r.ignore_value && !r.value.is_empty() {
-        return Err(errors::value_provided());
-    }
-    if r.ignore_lease && r.lease != 0 {
-        return Err(errors::lease_provided());
-    }
-    Ok(())
+    admission::check_put(r).map_err(refusal_status)
 }
 
 /// DeleteRange: a key is required.
 pub fn check_delete(r: &DeleteRangeRequest) -> Result<(), Status> {
-    if r.key.is_empty() {
-        return Err(errors::empty_key());
-    }
-    Ok(())
+    admission::check_delete(r).map_err(refusal_status)
 }
 
-/// Txn: the op count limit, keys present, and no key written twice.
+/// Txn: a nesting the log can store (see `bramble_raft::codec::MAX_DECODED_DEPTH`),
+/// the op count limit, keys present, and no key written twice.
 pub fn check_txn(r: &TxnRequest, max_txn_ops: usize) -> Result<(), Status> {
-    check_txn_ops(r, max_txn_ops)?;
-    // Overlaps are checked after the cheap checks, as etcd does, so a huge
-    // request cannot make this quadratic before it is rejected.
-    check_intervals(&r.success)?;
-    check_intervals(&r.failure)?;
-    Ok(())
+    admission::check_txn(r, max_txn_ops).map_err(refusal_status)
 }
 
-fn check_txn_ops(r: &TxnRequest, max_txn_ops: usize) -> Result<(), Status> {
-    let opc = r.compare.len().max(r.success.len()).max(r.failure.len());
-    if opc > max_txn_ops {
-        return Err(errors::too_many_ops());
-    }
-    if r.compare.iter().any(|c| c.key.is_empty()) {
-        return Err(errors::empty_key());
-    }
-    for op in r.success.iter().chain(r.failure.iter()) {
-        check_request_op(op, max_txn_ops - opc)?;
-    }
-    Ok(())
-}
-
-fn check_request_op(op: &RequestOp, max_txn_ops: usize) -> Result<(), Status> {
-    match &op.request {
-        Some(Op::RequestRange(r)) => check_range(r),
-        Some(Op::RequestPut(r)) => check_put(r),
-        Some(Op::RequestDeleteRange(r)) => check_delete(r),
-        Some(Op::RequestTxn(t)) => check_txn_ops(t, max_txn_ops),
-        // etcd answers an empty op with "key not found".
-        None => Err(errors::key_not_found()),
-    }
-}
-
-/// A key interval as etcd's `adt` affine intervals see it: `[begin, end)`
-/// where an empty `end` is +infinity.
-#[derive(Clone, Debug)]
-struct Interval {
-    begin: Vec<u8>,
-    end: Vec<u8>,
-}
-
-impl Interval {
-    /// The interval a DeleteRange covers, as etcd's checkIntervals builds it.
-    fn of_delete(r: &DeleteRangeRequest) -> Interval {
-        if r.range_end.is_empty() {
-            Interval::point(&r.key)
-        } else {
-            Interval {
-                begin: r.key.clone(),
-                end: r.range_end.clone(),
-            }
-        }
-    }
-
-    fn point(key: &[u8]) -> Interval {
-        let mut end = key.to_vec();
-        end.push(0);
-        Interval {
-            begin: key.to_vec(),
-            end,
-        }
-    }
-
-    fn contains(&self, key: &[u8]) -> bool {
-        self.begin.as_slice() <= key && (self.end.is_empty() || key < self.end.as_slice())
-    }
-}
-
-/// Deleted intervals of one txn level (with its nested txns).
-#[derive(Default)]
-struct Deletes(Vec<Interval>);
-
-impl Deletes {
-    fn intersects_point(&self, key: &[u8]) -> bool {
-        self.0.iter().any(|iv| iv.contains(key))
-    }
-}
-
-/// etcd's checkIntervals: puts and deletes of one branch must not overlap,
-/// also across nested txns (then/else of one nested txn may put the same key,
-/// since only one of them runs). Returns the puts and deletes for the caller.
-fn check_intervals(reqs: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Deletes), Status> {
-    let mut dels = Deletes::default();
-    for req in reqs {
-        if let Some(Op::RequestDeleteRange(d)) = &req.request {
-            dels.0.push(Interval::of_delete(d));
-        }
-    }
-
-    let mut puts: HashSet<Vec<u8>> = HashSet::new();
-    for req in reqs {
-        let Some(Op::RequestTxn(t)) = &req.request else {
-            continue;
-        };
-        let (puts_then, dels_then) = check_intervals(&t.success)?;
-        let (puts_else, dels_else) = check_intervals(&t.failure)?;
-        for k in &puts_then {
-            if puts.contains(k) || dels.intersects_point(k) {
-                return Err(errors::duplicate_key());
-            }
-            puts.insert(k.clone());
-        }
-        for k in &puts_else {
-            if puts.contains(k) && !puts_then.contains(k) {
-                return Err(errors::duplicate_key());
-            }
-            if dels.intersects_point(k) {
-                return Err(errors::duplicate_key());
-            }
-            puts.insert(k.clone());
-        }
-        dels.0.extend(dels_then.0);
-        dels.0.extend(dels_else.0);
-    }
-
-    for req in reqs {
-        let Some(Op::RequestPut(p)) = &req.request else {
-            continue;
-        };
-        if puts.contains(&p.key) || dels.intersects_point(&p.key) {
-            return Err(errors::duplicate_key());
-        }
-        puts.insert(p.key.clone());
-    }
-    Ok((puts, dels))
+/// A whole command: its request's checks, then its size against
+/// `--max-request-bytes`.
+pub fn check_command(cmd: &Command, limits: &Limits) -> Result<(), Status> {
+    admission::check_command(cmd, limits).map_err(refusal_status)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bramble_api::etcdserverpb::Compare;
+    use bramble_api::etcdserverpb::{request_op::Request as Op, Compare, RequestOp};
+    use bramble_raft::codec::MAX_DECODED_DEPTH;
+    use prost::Message;
 
     fn put(k: &str) -> RequestOp {
         RequestOp {
@@ -270,5 +155,60 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(msg(check_put(&p)), "etcdserver: lease is provided");
+    }
+
+    /// The nesting bound: the deepest txn prost decodes (51 levels with the
+    /// innermost empty, here the put one level up) passes, one level more is
+    /// refused with a clear InvalidArgument. A client cannot send the deeper
+    /// one through gRPC (it does not decode); an embedding program could.
+    #[test]
+    fn txn_nesting_bound() {
+        let mut deepest = txn(vec![put("k"), nested(txn(vec![], vec![]))], vec![]);
+        for _ in 2..51 {
+            deepest = txn(vec![nested(deepest)], vec![]);
+        }
+        assert!(TxnRequest::decode(deepest.encode_to_vec().as_slice()).is_ok());
+        assert!(check_txn(&deepest, 128).is_ok());
+        let deeper = txn(vec![nested(deepest)], vec![]);
+        assert!(TxnRequest::decode(deeper.encode_to_vec().as_slice()).is_err());
+        let err = check_txn(&deeper, 128).expect_err("too deep");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            err.message(),
+            format!(
+                "etcdserver: txn request nested deeper than {MAX_DECODED_DEPTH} protobuf messages"
+            )
+        );
+    }
+
+    #[test]
+    fn commands_are_checked_for_size_after_their_request() {
+        use bramble_api::bramblepb::command::Op as CommandOp;
+        let limits = Limits {
+            max_request_bytes: 100,
+            max_txn_ops: 128,
+        };
+        let big = |key: &str| Command {
+            op: Some(CommandOp::Put(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: vec![b'x'; 200],
+                ..Default::default()
+            })),
+        };
+        assert_eq!(
+            msg(check_command(&big("k"), &limits)),
+            "etcdserver: request is too large"
+        );
+        assert_eq!(
+            msg(check_command(&big(""), &limits)),
+            "etcdserver: key is not provided"
+        );
+        let small = Command {
+            op: Some(CommandOp::Put(PutRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            })),
+        };
+        assert!(check_command(&small, &limits).is_ok());
     }
 }

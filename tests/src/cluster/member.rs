@@ -210,6 +210,14 @@ impl Member {
         &self.args
     }
 
+    /// Adds `--name=value` to the command line for the next starts, replacing an earlier
+    /// `--name=...` (a member started with its own limits, say).
+    pub fn set_flag(&mut self, name: &str, value: &str) {
+        let prefix = format!("--{name}=");
+        self.args.retain(|a| !a.starts_with(&prefix));
+        self.args.push(format!("{prefix}{value}"));
+    }
+
     /// `--data-dir`.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
