@@ -48,12 +48,7 @@ impl KvService {
         if cmd.encoded_len() > self.ctx.limits.max_request_bytes {
             return Err(errors::request_too_large());
         }
-        let result = self
-            .ctx
-            .node
-            .propose(cmd)
-            .await
-            .map_err(crate::propose_status)?;
+        let result = self.ctx.propose(cmd).await?;
         match result {
             ApplyResult::Error(e) => Err(mvcc_status(&e)),
             ok => Ok(ok),

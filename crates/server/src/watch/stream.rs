@@ -472,7 +472,9 @@ mod tests {
     fn fragments_match_etcd_for_mixed_sizes() {
         // Sizes around the limit and around varint length boundaries (127,
         // 128, 16383, 16384 bytes), in an order that is not monotonic.
-        let sizes = [0, 1, 100, 127, 128, 129, 900, 1000, 2000, 16383, 16384, 20000];
+        let sizes = [
+            0, 1, 100, 127, 128, 129, 900, 1000, 2000, 16383, 16384, 20000,
+        ];
         let events: Vec<Event> = (0..200)
             .map(|i| ev(i as i64 + 1, sizes[(i * 7) % sizes.len()]))
             .collect();
