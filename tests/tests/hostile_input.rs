@@ -198,6 +198,7 @@ fn giant_keys_and_values() {
             // differ there, the code is the same.
             match c.put("v", vec![b'v'; 3 << 20], None).await {
                 Err(Error::GRpcStatus(s)) => {
+                    println!("3 MiB put [{kind}]: {:?}: {}", s.code(), s.message());
                     assert_eq!(format!("{:?}", s.code()), "ResourceExhausted", "{s:?}")
                 }
                 other => panic!("3 MiB put: {other:?}"),

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bramble_raft::{ProposeError, RaftNode};
+use bramble_raft::{ProposeError, RaftNode, RaftStatus};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
@@ -63,7 +63,11 @@ impl Admission {
     /// Lets a proposal of `encoded_len` bytes in, or refuses it with etcd's
     /// `too many requests`.
     pub fn admit(&self, node: &RaftNode, encoded_len: usize) -> Result<Ticket, Status> {
-        let s = node.status();
+        self.admit_at(&node.status(), encoded_len)
+    }
+
+    /// [`Admission::admit`] for a member whose Raft state is `s`.
+    fn admit_at(&self, s: &RaftStatus, encoded_len: usize) -> Result<Ticket, Status> {
         if s.commit_index > s.applied_index + MAX_GAP_BETWEEN_APPLY_AND_COMMIT_INDEX {
             return Err(errors::too_many_requests());
         }
@@ -103,5 +107,55 @@ impl Admission {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raft(commit_index: u64, applied_index: u64) -> RaftStatus {
+        RaftStatus {
+            leader: 1,
+            term: 2,
+            commit_index,
+            applied_index,
+            last_log_index: commit_index,
+            is_learner: false,
+        }
+    }
+
+    fn refused(r: Result<Ticket, Status>) -> bool {
+        matches!(r, Err(s) if s.code() == tonic::Code::ResourceExhausted
+            && s.message() == "etcdserver: too many requests")
+    }
+
+    #[test]
+    fn refuses_when_apply_lags_commit_by_more_than_etcds_gap() {
+        let a = Admission::new(1536 * 1024);
+        assert!(a.admit_at(&raft(5000, 0), 100).is_ok());
+        assert!(a.admit_at(&raft(15_000, 10_000), 100).is_ok());
+        assert!(refused(a.admit_at(&raft(5001, 0), 100)));
+        assert!(refused(a.admit_at(&raft(15_001, 10_000), 100)));
+    }
+
+    #[test]
+    fn bounds_the_bytes_in_flight() {
+        let a = Admission::new(1536 * 1024);
+        let s = raft(10, 10);
+        let mb = 1024 * 1024;
+        let held: Vec<Ticket> = (0..63).map(|_| a.admit_at(&s, mb).expect("fits")).collect();
+        // 63 MiB and 63 KiB of rounding are taken: one more MiB does not fit.
+        assert!(refused(a.admit_at(&s, mb)));
+        let small = a.admit_at(&s, 100).expect("a small one still fits");
+        drop(held);
+        assert!(
+            a.admit_at(&s, 32 * mb).is_ok(),
+            "answered ones give it back"
+        );
+        drop(small);
+        // A request of any allowed size fits in an idle member's budget.
+        let big = Admission::new(100 * mb);
+        assert!(big.admit_at(&s, 100 * mb).is_ok());
     }
 }
