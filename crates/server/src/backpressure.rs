@@ -36,7 +36,7 @@ const INFLIGHT_MAX_REQUESTS: usize = 4;
 const UNIT_BYTES: usize = 1024;
 /// How often a proposal that ended without an answer checks whether the
 /// member applied past its log's end.
-const RETIRE_POLL: Duration = Duration::from_millis(100);
+const RETIRE_POLL: Duration = Duration::from_millis(200);
 
 /// The admission gate for proposals (one per member).
 pub struct Admission {
@@ -88,25 +88,23 @@ impl Admission {
         ticket: Ticket,
         outcome: Result<(), &ProposeError>,
     ) {
-        match outcome {
+        if outcome.is_ok() {
             // Answered: its entry was applied.
-            Ok(()) => drop(ticket),
-            // Refused before anything was proposed.
-            Err(ProposeError::NoLeader) => drop(ticket),
-            // Maybe still queued: wait until everything the log holds now is
-            // applied (or replaced by a new leader's entries, which are
-            // applied in its place).
-            Err(ProposeError::Timeout | ProposeError::LeaderChanged | ProposeError::Stopped(_)) => {
-                let until = node.status().last_log_index;
-                let node = node.clone();
-                tokio::spawn(async move {
-                    while node.status().applied_index < until {
-                        tokio::time::sleep(RETIRE_POLL).await;
-                    }
-                    drop(ticket);
-                });
-            }
+            drop(ticket);
+            return;
         }
+        // Maybe still queued (even "no leader" can come after a forward
+        // that reached a leader): wait until everything the log holds now
+        // is applied, or replaced by a new leader's entries, which are
+        // applied in its place.
+        let until = node.status().last_log_index;
+        let node = node.clone();
+        tokio::spawn(async move {
+            while node.status().applied_index < until {
+                tokio::time::sleep(RETIRE_POLL).await;
+            }
+            drop(ticket);
+        });
     }
 }
 
