@@ -138,6 +138,35 @@ pub struct Flags {
         value_parser = parse_go_duration
     )]
     pub experimental_watch_progress_notify_interval: std::time::Duration,
+
+    /// Minimum interval duration that a client should wait before pinging server.
+    /// Accepted for compatibility but not enforced: the HTTP/2 server answers
+    /// every ping (see docs/robustness.md).
+    #[arg(
+        long = "grpc-keepalive-min-time",
+        env = "ETCD_GRPC_KEEPALIVE_MIN_TIME",
+        default_value = "5s",
+        value_parser = parse_go_duration
+    )]
+    pub grpc_keepalive_min_time: std::time::Duration,
+
+    /// Frequency duration of server-to-client ping to check if a connection is alive (0 to disable).
+    #[arg(
+        long = "grpc-keepalive-interval",
+        env = "ETCD_GRPC_KEEPALIVE_INTERVAL",
+        default_value = "2h",
+        value_parser = parse_go_duration
+    )]
+    pub grpc_keepalive_interval: std::time::Duration,
+
+    /// Additional duration of wait before closing a non-responsive connection (0 to disable).
+    #[arg(
+        long = "grpc-keepalive-timeout",
+        env = "ETCD_GRPC_KEEPALIVE_TIMEOUT",
+        default_value = "20s",
+        value_parser = parse_go_duration
+    )]
+    pub grpc_keepalive_timeout: std::time::Duration,
 }
 
 /// etcd flags Bramble accepts and ignores for now, with whether they take a
@@ -175,9 +204,6 @@ const IGNORED_ETCD_FLAGS: &[(&str, bool)] = &[
     ("experimental-enable-distributed-tracing", false),
     ("experimental-backend-bbolt-freelist-type", true),
     ("backend-bbolt-freelist-type", true),
-    ("grpc-keepalive-min-time", true),
-    ("grpc-keepalive-interval", true),
-    ("grpc-keepalive-timeout", true),
     ("socket-reuse-port", false),
     ("socket-reuse-address", false),
     ("force-new-cluster", false),
@@ -366,6 +392,27 @@ mod tests {
         ]));
         assert_eq!(out, args(&["bramble", "--name", "x"]));
         assert_eq!(warn.len(), 3);
+    }
+
+    #[test]
+    fn grpc_keepalive_flags() {
+        use std::time::Duration;
+        let f = Flags::try_parse_from(["bramble"]).expect("parses");
+        assert_eq!(f.grpc_keepalive_min_time, Duration::from_secs(5));
+        assert_eq!(f.grpc_keepalive_interval, Duration::from_secs(7200));
+        assert_eq!(f.grpc_keepalive_timeout, Duration::from_secs(20));
+        let (out, warn) = preprocess_args(args(&[
+            "bramble",
+            "--grpc-keepalive-interval=1s",
+            "-grpc-keepalive-timeout",
+            "500ms",
+            "--grpc-keepalive-min-time=0",
+        ]));
+        assert!(warn.is_empty());
+        let f = Flags::try_parse_from(out).expect("parses");
+        assert_eq!(f.grpc_keepalive_interval, Duration::from_secs(1));
+        assert_eq!(f.grpc_keepalive_timeout, Duration::from_millis(500));
+        assert_eq!(f.grpc_keepalive_min_time, Duration::ZERO);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use bramble_api::etcdserverpb::{
 };
 use bramble_api::mvccpb::KeyValue;
 use bramble_raft::{Member, NodeConfig, RaftNode};
+use bramble_server::backpressure::ProposalGate;
 use bramble_server::kv::KvService;
 use bramble_server::lease::expiry::min_lease_ttl;
 use bramble_server::lease::forward::LeaderLeaseService;
@@ -219,6 +220,7 @@ impl Node {
                 member_id: ids.member_id,
             },
             limits: opts.limits,
+            gate: ProposalGate::new(opts.limits.max_request_bytes),
             db_path,
             lessor: Lessor::new(
                 ids.member_id,

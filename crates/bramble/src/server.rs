@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bramble_server::{ClientServer, Limits};
+use bramble_server::{ClientServer, Keepalive, Limits};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -104,7 +104,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let mut servers = Vec::new();
     for l in listeners {
         let mut rx = stop_rx.clone();
-        let server = ClientServer::new(node.context().clone());
+        let server = ClientServer::new(node.context().clone()).with_keepalive(keepalive(&flags));
         // As etcd, clients are served once this member published itself
         // (the listener is bound already, so they wait rather than fail).
         let mut published = node.published();
@@ -176,6 +176,15 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     node.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// etcd's `--grpc-keepalive-*` flags.
+fn keepalive(flags: &Flags) -> Keepalive {
+    Keepalive {
+        min_time: flags.grpc_keepalive_min_time,
+        interval: flags.grpc_keepalive_interval,
+        timeout: flags.grpc_keepalive_timeout,
+    }
 }
 
 /// Binds a listener on every address.

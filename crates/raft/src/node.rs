@@ -150,6 +150,9 @@ pub struct RaftStatus {
     pub commit_index: u64,
     /// The last applied log index.
     pub applied_index: u64,
+    /// The last index in this member's log (appended, maybe not yet durable
+    /// or committed).
+    pub last_log_index: u64,
     /// Whether this member is a learner.
     pub is_learner: bool,
 }
@@ -611,6 +614,7 @@ impl RaftNode {
             term: m.current_term,
             commit_index: m.cluster_committed.map(|l| l.index).unwrap_or(0),
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            last_log_index: m.last_log_index.unwrap_or(0),
             is_learner: m.state == ServerState::Learner,
         }
     }

@@ -82,6 +82,10 @@ pub fn lease_ttl_too_large() -> Status {
 pub fn invalid_sort_option() -> Status {
     status(Code::InvalidArgument, "etcdserver: invalid sort option")
 }
+/// `etcdserver: too many requests` (etcd's ErrTooManyRequests)
+pub fn too_many_requests() -> Status {
+    status(Code::ResourceExhausted, "etcdserver: too many requests")
+}
 /// `etcdserver: request is too large`
 pub fn request_too_large() -> Status {
     status(Code::InvalidArgument, "etcdserver: request is too large")

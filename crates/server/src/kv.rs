@@ -45,12 +45,7 @@ impl KvService {
     /// leader applies to forwarded commands too).
     async fn propose(&self, op: Op) -> Result<ApplyResult, Status> {
         let cmd = Command { op: Some(op) };
-        let result = self
-            .ctx
-            .node
-            .propose(cmd)
-            .await
-            .map_err(crate::propose_status)?;
+        let result = self.ctx.propose(cmd).await?;
         match result {
             ApplyResult::Error(e) => Err(mvcc_status(&e)),
             ok => Ok(ok),

@@ -2,6 +2,7 @@
 //! response headers, and the services themselves (KV, Maintenance, Watch,
 //! Lease, Lock, Election and Cluster; Auth arrives with its issue).
 
+pub mod backpressure;
 pub mod cluster;
 pub mod election;
 pub mod errors;
@@ -18,7 +19,9 @@ pub mod watch;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use bramble_api::bramblepb::Command;
 use bramble_api::etcdserverpb::cluster_server::ClusterServer;
 use bramble_api::etcdserverpb::kv_server::KvServer;
 use bramble_api::etcdserverpb::lease_server::LeaseServer;
@@ -27,6 +30,8 @@ use bramble_api::etcdserverpb::watch_server::WatchServer;
 use bramble_api::v3electionpb::election_server::ElectionServer;
 use bramble_api::v3lockpb::lock_server::LockServer;
 use bramble_raft::{ProposeError, RaftNode};
+use bramble_storage::mvcc::ApplyResult;
+use prost::Message;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::Status;
@@ -55,6 +60,55 @@ impl Default for Limits {
     }
 }
 
+/// etcd's gRPC keepalive flags for client connections, and the TCP
+/// keepalive Go gives every accepted connection. Together they let the
+/// server notice a client whose host vanished (a half-open connection) and
+/// free its streams and watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// etcd's `--grpc-keepalive-min-time` (default 5 s): etcd answers client
+    /// pings more frequent than this with GOAWAY `too_many_pings`. Not
+    /// enforced: hyper's HTTP/2 server has no ping rate limit and answers
+    /// every ping. A client pinging too often costs a small frame each time,
+    /// nothing a client could not cost with requests.
+    pub min_time: Duration,
+    /// etcd's `--grpc-keepalive-interval` (default 2 h): the server pings a
+    /// connection it has heard nothing from for this long. Zero disables
+    /// HTTP/2 pings, as in etcd.
+    pub interval: Duration,
+    /// etcd's `--grpc-keepalive-timeout` (default 20 s): a connection whose
+    /// ping is not answered within this is closed. Zero disables HTTP/2
+    /// pings, as in etcd.
+    pub timeout: Duration,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive {
+            min_time: Duration::from_secs(5),
+            interval: Duration::from_secs(2 * 60 * 60),
+            timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Keepalive {
+    /// The HTTP/2 ping interval and timeout, or `None` when disabled (etcd
+    /// pings only when both are positive).
+    fn http2(&self) -> Option<(Duration, Duration)> {
+        (!self.interval.is_zero() && !self.timeout.is_zero())
+            .then_some((self.interval, self.timeout))
+    }
+}
+
+/// TCP keepalive on accepted client connections, as Go's listeners set it
+/// (etcd's too): probes after 15 s idle, every 15 s, 9 unanswered probes
+/// close the connection. It catches a vanished peer of an idle connection
+/// even when HTTP/2 pings are disabled or far apart.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+/// Unanswered TCP keepalive probes before the kernel drops the connection.
+const TCP_KEEPALIVE_RETRIES: u32 = 9;
+
 /// gRPC's own message limit sits above the request limit by etcd's margin,
 /// so that a slightly too large request gets etcd's "request is too large"
 /// error rather than a transport error.
@@ -72,6 +126,21 @@ pub struct ServerContext {
     pub db_path: PathBuf,
     /// The leader's lease clock and expiry loop (one per member).
     pub lessor: lease::Lessor,
+    /// The gate every client write passes before Raft (build it with
+    /// `ProposalGate::new(limits.max_request_bytes)`).
+    pub gate: backpressure::ProposalGate,
+}
+
+impl ServerContext {
+    /// Proposes a client's command through Raft and waits for its result,
+    /// after the backpressure checks (etcd's `too many requests`).
+    pub async fn propose(self: &Arc<Self>, cmd: Command) -> Result<ApplyResult, Status> {
+        let ticket = self.gate.admit(&self.node, cmd.encoded_len())?;
+        let result = self.node.propose(cmd).await;
+        self.gate
+            .release(&self.node, ticket, result.as_ref().map(|_| ()));
+        result.map_err(propose_status)
+    }
 }
 
 /// Maps a Raft proposal failure to etcd's error.
@@ -91,12 +160,22 @@ pub fn propose_status(e: ProposeError) -> Status {
 /// The client-facing gRPC server on one listener.
 pub struct ClientServer {
     ctx: Arc<ServerContext>,
+    keepalive: Keepalive,
 }
 
 impl ClientServer {
-    /// A server for `ctx`.
+    /// A server for `ctx`, with etcd's default keepalives.
     pub fn new(ctx: Arc<ServerContext>) -> Self {
-        ClientServer { ctx }
+        ClientServer {
+            ctx,
+            keepalive: Keepalive::default(),
+        }
+    }
+
+    /// Uses `keepalive` instead of etcd's defaults.
+    pub fn with_keepalive(mut self, keepalive: Keepalive) -> Self {
+        self.keepalive = keepalive;
+        self
     }
 
     /// Serves clients on `listener` until `shutdown` resolves.
@@ -139,7 +218,10 @@ impl ClientServer {
         let lease = LeaseServer::new(lease_service)
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX);
+        let (ping_interval, ping_timeout) = self.keepalive.http2().unzip();
         tonic::transport::Server::builder()
+            .http2_keepalive_interval(ping_interval)
+            .http2_keepalive_timeout(ping_timeout)
             .layer(grpc_errors::EtcdGrpcErrorsLayer)
             .add_service(kv)
             .add_service(maintenance)
@@ -150,7 +232,7 @@ impl ClientServer {
             .add_service(ClusterServer::new(cluster::ClusterService::new(
                 self.ctx.clone(),
             )))
-            .serve_with_incoming_shutdown(incoming(listener), shutdown)
+            .serve_with_incoming_shutdown(client_incoming(listener), shutdown)
             .await
     }
 }
@@ -161,6 +243,14 @@ impl ClientServer {
 /// binds itself.)
 pub fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// Accepted client connections: [`incoming`] with Go's TCP keepalive.
+fn client_incoming(listener: TcpListener) -> TcpIncoming {
+    incoming(listener)
+        .with_keepalive(Some(TCP_KEEPALIVE))
+        .with_keepalive_interval(Some(TCP_KEEPALIVE))
+        .with_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES))
 }
 
 /// Binds a client listener for an etcd URL's host:port.

@@ -74,12 +74,7 @@ impl LeaseService {
     }
 
     async fn propose(&self, op: Op) -> Result<ApplyResult, Status> {
-        let result = self
-            .ctx
-            .node
-            .propose(Command { op: Some(op) })
-            .await
-            .map_err(crate::propose_status)?;
+        let result = self.ctx.propose(Command { op: Some(op) }).await?;
         match result {
             ApplyResult::Error(e) => Err(mvcc_status(&e)),
             ok => Ok(ok),
