@@ -35,6 +35,7 @@ fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error {
         code: tonic::Code::Unavailable,
         message: format!("{}: {e}", path.display()),
+        fatal: None,
     }
 }
 
@@ -42,6 +43,7 @@ fn config_error(message: String) -> Error {
     Error {
         code: tonic::Code::InvalidArgument,
         message,
+        fatal: None,
     }
 }
 
@@ -200,6 +202,7 @@ async fn fetch_from_peers(opts: &NodeOptions) -> Result<Ids, Error> {
     Err(Error {
         code: tonic::Code::Unavailable,
         message: format!("cannot fetch cluster info from peer urls: {last_error}"),
+        fatal: None,
     })
 }
 

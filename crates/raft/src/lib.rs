@@ -3,6 +3,7 @@
 //! [`RaftNode`], which ties them into one running member.
 
 pub mod codec;
+pub mod fatal;
 pub mod forward;
 pub mod identity;
 pub mod log_store;
@@ -15,6 +16,7 @@ pub mod state_machine;
 pub mod types;
 pub mod wire;
 
+pub use fatal::{FatalCause, FatalError, FatalSignal};
 pub use membership::{MemberInfo, MembershipError};
 pub use node::{NodeConfig, ProposeError, RaftNode, RaftStatus, StartError};
 pub use types::{Member, TypeConfig};
