@@ -8,6 +8,8 @@
 //! - The same fault on one follower of three: that follower exits, the cluster keeps serving.
 //! - A full disk under the state machine (its directory on a small tmpfs): the redb commit of
 //!   an apply fails, the member exits the same way, acknowledged writes survive.
+//! - fsync of the database file failing (strace attached with `-P`): the checkpoint of a
+//!   stop fails, and the member exits non-zero instead of reporting a clean stop.
 //! - `member/wal` deleted: the member refuses to start instead of starting afresh at term 1
 //!   with its vote forgotten (it could vote twice in one term), alone and in a cluster.
 //!
@@ -503,6 +505,79 @@ fn a_full_disk_under_the_state_machine_ends_the_member() {
     let mut p = Proc::spawn(&s.args(), None, &s.log("restart.log"));
     p.wait_serving(&s.endpoint());
     assert_all_present(&ctl, &acked, &value);
+}
+
+/// strace attached to a running process (all its threads), failing every fdatasync and
+/// fsync of one file from now on.
+struct Tracer {
+    child: Child,
+}
+
+impl Tracer {
+    fn attach(pid: u32, file: &Path, log: &Path) -> Tracer {
+        let out = File::create(log).expect("create strace log");
+        let child = Command::new("strace")
+            .args(["-f", "-o", "/dev/null", "-p", &pid.to_string(), "-P"])
+            .arg(file)
+            .args(["-e", "trace=fdatasync,fsync"])
+            .args(["-e", "inject=fdatasync,fsync:error=EIO"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("spawn strace");
+        // strace says "Process N attached" once it traces the process.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("attached")
+        {
+            assert!(Instant::now() < deadline, "strace did not attach to {pid}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Tracer { child }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_failing_checkpoint_commit_exits_non_zero() {
+    let s = Single::new();
+    let mut p = Proc::spawn(&s.args(), None, &s.log("server.log"));
+    p.wait_serving(&s.endpoint());
+    let ctl = Etcdctl::new(s.endpoint());
+    let keys: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        assert!(put(&ctl, k, "v"), "put {k}");
+    }
+    // Every sync of the database file fails from now on. The stop's last checkpoint (a
+    // durable redb commit) hits it: a member must not report a clean stop then.
+    let db = s.data_dir().join("member").join("snap").join("db");
+    let tracer = Tracer::attach(p.child.id(), &db, &s.log("strace.log"));
+    let status = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    assert_fatal_exit(
+        &mut p,
+        Instant::now(),
+        &["state machine checkpoint failed"],
+        "Input/output error",
+    );
+    drop(tracer);
+    drop(p);
+
+    // The WAL has every acknowledged write: a restart replays them.
+    let mut p = Proc::spawn(&s.args(), None, &s.log("restart.log"));
+    p.wait_serving(&s.endpoint());
+    assert_all_present(&ctl, &keys, "v");
 }
 
 /// Deletes a member's `member/wal`.
