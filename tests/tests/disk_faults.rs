@@ -637,3 +637,35 @@ fn a_cluster_member_without_its_wal_refuses_to_start_and_the_cluster_goes_on() {
     );
     assert!(put(&ctl, "k2", "v2"), "the other two go on serving");
 }
+
+#[test]
+fn a_cluster_member_that_lost_its_wal_and_database_refuses_to_bootstrap_again() {
+    let mut cluster = Cluster::start(Kind::Bramble, 3);
+    let leader = cluster.leader();
+    let f = (leader + 1) % 3;
+    let ctl = cluster.member(leader).etcdctl();
+    assert!(put(&ctl, "k", "v"));
+    cluster.member_mut(f).sigterm();
+    // Its identity file survives, its raft state does not: as etcd, it asks its peers and
+    // learns it was bootstrapped before.
+    let data = cluster.member(f).data_dir();
+    delete_wal(&data);
+    std::fs::remove_dir_all(data.join("member").join("snap")).expect("delete member/snap");
+    cluster.member_mut(f).respawn();
+    let status = cluster
+        .member_mut(f)
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| {
+            panic!(
+                "bootstrapped again without its WAL:\n{}",
+                tail(&cluster.member(f).log(), 20)
+            )
+        });
+    assert!(!status.success(), "exit status {status}");
+    let log = cluster.member(f).log();
+    assert!(
+        log.contains("has already been bootstrapped"),
+        "the refusal should be etcd's:\n{log}"
+    );
+    assert!(put(&ctl, "k2", "v2"), "the other two go on serving");
+}

@@ -140,8 +140,11 @@ pub(crate) async fn watch_raft_core(
         if *stop.borrow_and_update() {
             return;
         }
-        if let Some(detail) = core_failure(&metrics.borrow_watched().running_state) {
-            fatal.trip(FatalCause::RaftCore, detail);
+        let state = metrics.borrow_watched().running_state.clone();
+        if let Err(e) = state {
+            // Even a plain stop is a failure here: only `shutdown` may stop
+            // the core, and it sets `stop` first.
+            fatal.trip(FatalCause::RaftCore, e);
             return;
         }
         tokio::select! {
@@ -159,11 +162,11 @@ pub(crate) async fn watch_raft_core(
     }
 }
 
-/// Why openraft's core stopped, if it did: every stop counts, since the only
-/// requested one (shutdown) is filtered out by the caller.
-pub(crate) fn core_failure(state: &Result<(), Fatal<TypeConfig>>) -> Option<String> {
+/// Why openraft's core stopped, after a requested shutdown: `Stopped` is the
+/// answer to the request, anything else a failure before or during it.
+pub(crate) fn failure_after_shutdown(state: &Result<(), Fatal<TypeConfig>>) -> Option<String> {
     match state {
-        Ok(()) => None,
+        Ok(()) | Err(Fatal::Stopped) => None,
         Err(e) => Some(e.to_string()),
     }
 }

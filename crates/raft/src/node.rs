@@ -646,12 +646,12 @@ impl RaftNode {
         if let Some(h) = handle {
             let _ = h.await;
         }
-        let before = self.raft.metrics().borrow_watched().running_state.clone();
-        if let Some(why) = crate::fatal::core_failure(&before) {
-            self.fatal.trip(FatalCause::RaftCore, why);
-        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
+        }
+        let state = self.raft.metrics().borrow_watched().running_state.clone();
+        if let Some(why) = crate::fatal::failure_after_shutdown(&state) {
+            self.fatal.trip(FatalCause::RaftCore, why);
         }
         if self.fatal.get().is_some() {
             // The state on disk is in doubt: do not touch it again.
