@@ -13,24 +13,17 @@
 //! - `member/wal` deleted: the member refuses to start instead of starting afresh at term 1
 //!   with its vote forgotten (it could vote twice in one term), alone and in a cluster.
 //!
-//! strace counts syscalls per thread ("per syscall and per tracee"), and the WAL's writer is
-//! one thread, so `when=N+` fails its N-th fdatasync and every later one, whatever the other
-//! threads do. The tmpfs test needs root (mount), as the netns tests do.
+//! The faults come from `bramble_tests::faults` (strace injection, a small tmpfs, a
+//! background liveness probe); the tmpfs test needs root (mount), as the netns tests do.
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bramble_tests::ports::free_port;
-use bramble_tests::server::{start_timeout_from_env, tail};
-use bramble_tests::{tools, Cluster, Etcdctl, Kind};
+use bramble_tests::faults::{HealthProbe, Proc, Single, SmallDisk, Tracer};
+use bramble_tests::server::tail;
+use bramble_tests::{Cluster, Etcdctl, Kind};
 
 /// How long a member may take to exit after its disk failed. The member exits in
 /// milliseconds; the margin is for a loaded CI box.
@@ -39,158 +32,6 @@ const EXIT_BOUND: Duration = Duration::from_secs(10);
 const FATAL_LINE: &str = "fatal error, this member stops: ";
 /// What a member with a database but no WAL says (crates/raft/src/node.rs).
 const WAL_MISSING: &str = "no write-ahead log, but";
-
-/// One `bramble` process, optionally under strace, in its own process group so that the
-/// tracer and the traced server are killed together.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    /// Starts `bramble args`, under `strace -e inject=<inject>` if given, logging to `log`.
-    fn spawn(args: &[String], inject: Option<&str>, log: &Path) -> Proc {
-        let out = File::create(log).expect("create log file");
-        let bin = tools::bramble_bin();
-        let mut cmd = match inject {
-            Some(inject) => {
-                let mut c = Command::new("strace");
-                c.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync"])
-                    .args(["-e", &format!("inject={inject}")])
-                    .arg(&bin);
-                c
-            }
-            None => Command::new(&bin),
-        };
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup log file"))
-            .stderr(out)
-            .process_group(0);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ETCD_") {
-                cmd.env_remove(name);
-            }
-        }
-        let child = cmd.spawn().expect("spawn bramble (and strace)");
-        Proc {
-            child,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    }
-
-    /// The exit status, if the process ended within `bound`.
-    fn wait_exit(&mut self, bound: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + bound;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits until `endpoint` serves a read (serializable: a follower needs no quorum).
-    fn wait_serving(&mut self, endpoint: &str) {
-        let deadline = Instant::now() + start_timeout_from_env();
-        let ctl = Etcdctl::new(endpoint);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!(
-                    "bramble exited with {status} before serving:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "bramble did not serve in time:\n{}",
-                tail(&self.log(), 40)
-            );
-            let probe = ctl.run(&[
-                "--dial-timeout=1s",
-                "--command-timeout=2s",
-                "get",
-                "--consistency=s",
-                "probe",
-            ]);
-            if probe.code == 0 {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // The whole group: strace and the server it traces.
-        let pgid = self.child.id();
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pgid}")])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-/// The ports and data dir of a one-member cluster, and its etcd command line.
-struct Single {
-    dir: tempfile::TempDir,
-    client: u16,
-    peer: u16,
-    metrics: u16,
-}
-
-impl Single {
-    fn new() -> Single {
-        Single {
-            dir: tempfile::Builder::new()
-                .prefix("bramble-disk-faults-")
-                .tempdir()
-                .expect("temp dir"),
-            client: free_port(),
-            peer: free_port(),
-            metrics: free_port(),
-        }
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client)
-    }
-
-    fn log(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn args(&self) -> Vec<String> {
-        let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer);
-        vec![
-            "--name=default".into(),
-            format!("--data-dir={}", self.data_dir().display()),
-            format!("--listen-client-urls={client}"),
-            format!("--advertise-client-urls={client}"),
-            format!("--listen-peer-urls={peer}"),
-            format!("--initial-advertise-peer-urls={peer}"),
-            format!("--initial-cluster=default={peer}"),
-            "--initial-cluster-state=new".into(),
-            format!("--listen-metrics-urls=http://127.0.0.1:{}", self.metrics),
-        ]
-    }
-}
 
 /// Puts `key` (the value through stdin, as big values do not fit on a command line).
 fn put(ctl: &Etcdctl, key: &str, value: &str) -> bool {
@@ -210,64 +51,6 @@ fn assert_all_present(ctl: &Etcdctl, keys: &[String], value: &str) {
             "acknowledged key {key} is missing or wrong after the restart"
         );
     }
-}
-
-/// One answer of the liveness probe: when it was asked, and whether it said healthy
-/// (`None`: no answer, e.g. the process is gone).
-type ProbeRecord = (Instant, Option<bool>);
-
-/// Polls `/health?serializable=true` (kubeadm's liveness probe) in the background.
-struct HealthProbe {
-    stop: Arc<AtomicBool>,
-    records: Arc<Mutex<Vec<ProbeRecord>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl HealthProbe {
-    fn start(port: u16) -> HealthProbe {
-        let stop = Arc::new(AtomicBool::new(false));
-        let records = Arc::new(Mutex::new(Vec::new()));
-        let thread = {
-            let (stop, records) = (stop.clone(), records.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let asked = Instant::now();
-                    let answer = serializable_health(port);
-                    records.lock().expect("records").push((asked, answer));
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            })
-        };
-        HealthProbe {
-            stop,
-            records,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> Vec<ProbeRecord> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("probe thread");
-        }
-        std::mem::take(&mut *self.records.lock().expect("records"))
-    }
-}
-
-/// `GET /health?serializable=true`: `Some(healthy)`, or `None` without an answer.
-fn serializable_health(port: u16) -> Option<bool> {
-    let addr = ([127, 0, 0, 1], port).into();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    write!(
-        s,
-        "GET /health?serializable=true HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let body = raw.split_once("\r\n\r\n")?.1;
-    Some(body.contains("\"health\":\"true\""))
 }
 
 /// Writes `k0, k1, ...` until a put fails; returns the acknowledged keys and when the
@@ -330,10 +113,10 @@ fn fdatasync_failure_ends_the_member_and_loses_no_acknowledged_write() {
     let mut p = Proc::spawn(
         &s.args(),
         Some("fdatasync:error=EIO:when=16+"),
-        &s.log("faulty.log"),
+        &s.file("faulty.log"),
     );
     p.wait_serving(&s.endpoint());
-    let probe = HealthProbe::start(s.metrics);
+    let probe = HealthProbe::start(s.metrics_port());
     let ctl = Etcdctl::new(s.endpoint());
     let (acked, failed_at) = write_until_failure(&ctl, "k", "v", 100);
     assert!(!acked.is_empty(), "no write succeeded before the fault");
@@ -359,7 +142,7 @@ fn fdatasync_failure_ends_the_member_and_loses_no_acknowledged_write() {
     drop(p);
 
     // Without the fault: everything acknowledged is there.
-    let mut p = Proc::spawn(&s.args(), None, &s.log("restart.log"));
+    let mut p = Proc::spawn(&s.args(), None, &s.file("restart.log"));
     p.wait_serving(&s.endpoint());
     assert_all_present(&ctl, &acked, "v");
 }
@@ -391,7 +174,7 @@ fn a_follower_whose_disk_fails_exits_and_the_cluster_keeps_serving() {
             "write {key} failed with one follower down"
         );
         i += 1;
-        if p.child.try_wait().expect("try_wait").is_some() {
+        if p.try_exit().is_some() {
             break Instant::now();
         }
         assert!(
@@ -412,60 +195,14 @@ fn a_follower_whose_disk_fails_exits_and_the_cluster_keeps_serving() {
     assert_eq!(out.stdout_str().trim_end(), "v");
 }
 
-/// A tmpfs mounted over a directory for the life of the value.
-struct SmallDisk {
-    path: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(path: &Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(path).expect("create mount point");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mounting a tmpfs on {} failed: this test needs root (as the netns tests)",
-            path.display()
-        );
-        SmallDisk {
-            path: path.to_path_buf(),
-        }
-    }
-
-    /// Moves the contents to the disk underneath, as an operator freeing space would.
-    fn unmount_keeping_files(self, scratch: &Path) {
-        copy_dir(&self.path, scratch);
-        let path = self.path.clone();
-        drop(self);
-        copy_dir(scratch, &path);
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create copy target");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("dir entry");
-        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy file");
-    }
-}
-
 #[test]
 fn a_full_disk_under_the_state_machine_ends_the_member() {
     let s = Single::new();
     // The WAL stays on the real disk; the state machine (member/snap) gets 6 MiB.
     let disk = SmallDisk::mount(&s.data_dir().join("member").join("snap"), "6m");
-    let mut p = Proc::spawn(&s.args(), None, &s.log("full.log"));
+    let mut p = Proc::spawn(&s.args(), None, &s.file("full.log"));
     p.wait_serving(&s.endpoint());
-    let probe = HealthProbe::start(s.metrics);
+    let probe = HealthProbe::start(s.metrics_port());
     let ctl = Etcdctl::new(s.endpoint());
     let value = "x".repeat(700_000);
     let (acked, failed_at) = write_until_failure(&ctl, "big", &value, 40);
@@ -501,55 +238,16 @@ fn a_full_disk_under_the_state_machine_ends_the_member() {
     drop(p);
 
     // Space freed: the acknowledged writes are all there (replayed from the WAL).
-    disk.unmount_keeping_files(&s.dir.path().join("snap-copy"));
-    let mut p = Proc::spawn(&s.args(), None, &s.log("restart.log"));
+    disk.unmount_keeping_files(&s.file("snap-copy"));
+    let mut p = Proc::spawn(&s.args(), None, &s.file("restart.log"));
     p.wait_serving(&s.endpoint());
     assert_all_present(&ctl, &acked, &value);
-}
-
-/// strace attached to a running process (all its threads), failing every fdatasync and
-/// fsync of one file from now on.
-struct Tracer {
-    child: Child,
-}
-
-impl Tracer {
-    fn attach(pid: u32, file: &Path, log: &Path) -> Tracer {
-        let out = File::create(log).expect("create strace log");
-        let child = Command::new("strace")
-            .args(["-f", "-o", "/dev/null", "-p", &pid.to_string(), "-P"])
-            .arg(file)
-            .args(["-e", "trace=fdatasync,fsync"])
-            .args(["-e", "inject=fdatasync,fsync:error=EIO"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("spawn strace");
-        // strace says "Process N attached" once it traces the process.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .contains("attached")
-        {
-            assert!(Instant::now() < deadline, "strace did not attach to {pid}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Tracer { child }
-    }
-}
-
-impl Drop for Tracer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
 fn a_failing_checkpoint_commit_exits_non_zero() {
     let s = Single::new();
-    let mut p = Proc::spawn(&s.args(), None, &s.log("server.log"));
+    let mut p = Proc::spawn(&s.args(), None, &s.file("server.log"));
     p.wait_serving(&s.endpoint());
     let ctl = Etcdctl::new(s.endpoint());
     let keys: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
@@ -559,9 +257,9 @@ fn a_failing_checkpoint_commit_exits_non_zero() {
     // Every sync of the database file fails from now on. The stop's last checkpoint (a
     // durable redb commit) hits it: a member must not report a clean stop then.
     let db = s.data_dir().join("member").join("snap").join("db");
-    let tracer = Tracer::attach(p.child.id(), &db, &s.log("strace.log"));
+    let tracer = Tracer::attach(p.pid(), &db, &s.file("strace.log"));
     let status = Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
+        .args(["-TERM", &p.pid().to_string()])
         .status()
         .expect("run kill");
     assert!(status.success());
@@ -575,7 +273,7 @@ fn a_failing_checkpoint_commit_exits_non_zero() {
     drop(p);
 
     // The WAL has every acknowledged write: a restart replays them.
-    let mut p = Proc::spawn(&s.args(), None, &s.log("restart.log"));
+    let mut p = Proc::spawn(&s.args(), None, &s.file("restart.log"));
     p.wait_serving(&s.endpoint());
     assert_all_present(&ctl, &keys, "v");
 }
@@ -590,13 +288,13 @@ fn delete_wal(data_dir: &Path) {
 #[test]
 fn a_member_without_its_wal_refuses_to_start() {
     let s = Single::new();
-    let mut p = Proc::spawn(&s.args(), None, &s.log("first.log"));
+    let mut p = Proc::spawn(&s.args(), None, &s.file("first.log"));
     p.wait_serving(&s.endpoint());
     assert!(put(&Etcdctl::new(s.endpoint()), "k", "v"));
     drop(p);
     delete_wal(&s.data_dir());
 
-    let mut p = Proc::spawn(&s.args(), None, &s.log("no-wal.log"));
+    let mut p = Proc::spawn(&s.args(), None, &s.file("no-wal.log"));
     let status = p
         .wait_exit(Duration::from_secs(30))
         .unwrap_or_else(|| panic!("started without its WAL:\n{}", tail(&p.log(), 20)));
