@@ -15,9 +15,14 @@ use std::sync::Arc;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::Fatal;
+use openraft::type_config::alias::WatchReceiverOf;
+use openraft::RaftMetrics;
 use tokio::sync::watch;
 
-use crate::types::{Raft, TypeConfig};
+use crate::types::TypeConfig;
+
+/// openraft's metrics channel (what `Raft::metrics` returns).
+pub(crate) type Metrics = WatchReceiverOf<TypeConfig, RaftMetrics<TypeConfig>>;
 
 /// Which part of the member failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,13 +134,13 @@ impl FatalSignal {
 }
 
 /// Reports openraft's core stopping on its own: watches its metrics until
-/// `stop` turns true (a requested shutdown).
+/// `stop` turns true (a requested shutdown). Holds no `Raft` handle, so it
+/// does not keep the core alive.
 pub(crate) async fn watch_raft_core(
-    raft: Raft,
+    mut metrics: Metrics,
     fatal: FatalSignal,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut metrics = raft.metrics();
     loop {
         if *stop.borrow_and_update() {
             return;
@@ -194,5 +199,53 @@ mod tests {
         );
         // A late waiter sees it at once.
         assert_eq!(fatal.wait().await, seen);
+    }
+
+    fn metrics_channel() -> (
+        openraft::type_config::alias::WatchSenderOf<TypeConfig, RaftMetrics<TypeConfig>>,
+        Metrics,
+    ) {
+        use openraft::async_runtime::watch::Watch;
+        openraft::type_config::alias::WatchOf::<TypeConfig>::channel(RaftMetrics::new_initial(1))
+    }
+
+    fn stopped_with(state: Fatal<TypeConfig>) -> RaftMetrics<TypeConfig> {
+        let mut m = RaftMetrics::new_initial(1);
+        m.running_state = Err(state);
+        m
+    }
+
+    #[tokio::test]
+    async fn a_core_that_stops_on_its_own_is_fatal() {
+        use openraft::async_runtime::WatchSender;
+        let (tx, rx) = metrics_channel();
+        let (_stop_tx, stop) = watch::channel(false);
+        let fatal = FatalSignal::new();
+        let task = tokio::spawn(watch_raft_core(rx, fatal.clone(), stop));
+        assert!(tx.send(stopped_with(Fatal::Panicked)).is_ok());
+        task.await.expect("watcher");
+        let e = fatal.get().expect("tripped");
+        assert_eq!(e.cause, FatalCause::RaftCore);
+        assert_eq!(e.detail, "panicked");
+    }
+
+    #[tokio::test]
+    async fn a_requested_shutdown_is_not_fatal() {
+        use openraft::async_runtime::WatchSender;
+        let (tx, rx) = metrics_channel();
+        let (stop_tx, stop) = watch::channel(false);
+        let fatal = FatalSignal::new();
+        let task = tokio::spawn(watch_raft_core(rx, fatal.clone(), stop));
+        stop_tx.send(true).expect("stop");
+        task.await.expect("watcher");
+        // The watcher is gone: the stop that follows is not reported (the
+        // send fails for want of a receiver, which is the point).
+        let _ = tx.send(stopped_with(Fatal::Stopped));
+        assert_eq!(fatal.get(), None);
+        assert_eq!(failure_after_shutdown(&Err(Fatal::Stopped)), None);
+        assert_eq!(
+            failure_after_shutdown(&Err(Fatal::Panicked)).as_deref(),
+            Some("panicked")
+        );
     }
 }

@@ -314,7 +314,7 @@ impl RaftNode {
 
         let (stop_checkpoints, stop_rx) = watch::channel(false);
         tokio::spawn(crate::fatal::watch_raft_core(
-            raft.clone(),
+            raft.metrics(),
             fatal.clone(),
             stop_rx.clone(),
         ));
