@@ -11,6 +11,7 @@
 //! - [`netns`]: a network namespace per cluster member, so tests can partition them.
 //! - [`client`]: the same idea over gRPC with the etcd-client crate, compared call by call.
 //! - [`etcdctl`]: run `etcdctl` against an endpoint, capturing output and exit code.
+//! - [`faults`]: disk faults: strace injection, a full tmpfs, a background liveness probe.
 //! - [`normalize`]: mask the output fields that legitimately differ between two servers.
 //! - [`protobuf`]: a tiny decoder so `-w protobuf` output can be normalized too.
 //! - [`rng`]: a seeded PRNG for randomized tests (seeds are printed, runs replay).
@@ -22,6 +23,7 @@ pub mod background;
 pub mod client;
 pub mod cluster;
 pub mod etcdctl;
+pub mod faults;
 pub mod linearizability;
 pub mod netns;
 pub mod normalize;

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use bramble_api::bramblepb::peer_client::PeerClient;
 use bramble_api::bramblepb::MembersRequest;
-use bramble_raft::{identity, Member};
+use bramble_raft::{identity, Member, NodeConfig};
+use bramble_storage::wal::Wal;
 
 use crate::node::{ClusterState, Error, NodeOptions};
 
@@ -35,6 +36,7 @@ fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error {
         code: tonic::Code::Unavailable,
         message: format!("{}: {e}", path.display()),
+        fatal: None,
     }
 }
 
@@ -42,6 +44,7 @@ fn config_error(message: String) -> Error {
     Error {
         code: tonic::Code::InvalidArgument,
         message,
+        fatal: None,
     }
 }
 
@@ -51,7 +54,17 @@ pub async fn load_or_create(opts: &NodeOptions) -> Result<Ids, Error> {
     let dir = opts.data_dir.join("member");
     let path = dir.join(FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => parse(&text).ok_or_else(|| io_error(&path, "malformed identity file")),
+        Ok(text) => {
+            let ids = parse(&text).ok_or_else(|| io_error(&path, "malformed identity file"))?;
+            // etcd asks the peers whenever a new-cluster member has no WAL
+            // (isMemberBootstrapped): one whose WAL and database were both lost
+            // must not bootstrap again either, or it could vote twice in a term.
+            // (With its database left, the raft layer refuses with a clearer error.)
+            if opts.initial_cluster_state == ClusterState::New && lost_raft_state(opts)? {
+                refuse_if_bootstrapped(opts, ids.member_id).await?;
+            }
+            Ok(ids)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let ids = match opts.initial_cluster_state {
                 ClusterState::New => {
@@ -68,6 +81,15 @@ pub async fn load_or_create(opts: &NodeOptions) -> Result<Ids, Error> {
         }
         Err(e) => Err(io_error(&path, e)),
     }
+}
+
+/// Whether the data dir has neither a WAL nor a state machine database, as a
+/// fresh one (or one that lost both).
+fn lost_raft_state(opts: &NodeOptions) -> Result<bool, Error> {
+    let layout = NodeConfig::new(&opts.data_dir, 0, Member::default());
+    let wal_dir = layout.wal_dir();
+    let has_wal = Wal::exists(&wal_dir).map_err(|e| io_error(&wal_dir, e))?;
+    Ok(!has_wal && !layout.db_path().exists())
 }
 
 /// This member's and the cluster's ids in a new cluster, derived from the
@@ -200,6 +222,7 @@ async fn fetch_from_peers(opts: &NodeOptions) -> Result<Ids, Error> {
     Err(Error {
         code: tonic::Code::Unavailable,
         message: format!("cannot fetch cluster info from peer urls: {last_error}"),
+        fatal: None,
     })
 }
 

@@ -4,6 +4,10 @@ use clap::Parser;
 
 use bramble::config::{ignored_env_warnings, preprocess_args, Flags};
 
+/// The exit status after a fatal failure of the member (etcd's `lg.Fatal`
+/// exits with 1 too), for systemd or the kubelet to restart it.
+const FATAL_EXIT_CODE: i32 = 1;
+
 fn main() -> std::process::ExitCode {
     let (args, mut warnings) = preprocess_args(std::env::args());
     if args.iter().skip(1).any(|a| a == "--version") {
@@ -57,6 +61,13 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(bramble::server::run(flags)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if bramble::server::fatal_cause(&e).is_some() => {
+            // The cause was logged when it happened. Exit now rather than
+            // drop the runtime: dropping waits for its threads, and one may
+            // be stuck on the failed disk. Nothing is left to flush: every
+            // acknowledged write is already durable.
+            std::process::exit(FATAL_EXIT_CODE)
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             std::process::ExitCode::FAILURE

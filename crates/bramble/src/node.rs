@@ -4,6 +4,12 @@
 //! Calls go through the same checks, Raft proposals and error mapping as the
 //! gRPC KV service (they *are* the KV service, called in process), so an
 //! embedded store behaves exactly like a `bramble` server, errors included.
+//!
+//! A member whose disk or Raft core fails for good (see
+//! [`bramble_raft::fatal`]) does not exit the embedding process: every later
+//! call fails with an [`Error`] whose `fatal` says why, and [`Node::fatal`]
+//! resolves, so the program can stop or restart the member (the `bramble`
+//! binary exits with a non-zero status).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +22,7 @@ use bramble_api::etcdserverpb::{
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use bramble_api::mvccpb::KeyValue;
-use bramble_raft::{Member, NodeConfig, RaftNode};
+use bramble_raft::{FatalError, Member, NodeConfig, RaftNode};
 use bramble_server::backpressure::ProposalGate;
 use bramble_server::kv::KvService;
 use bramble_server::lease::expiry::min_lease_ttl;
@@ -31,6 +37,7 @@ fn unavailable(e: impl std::fmt::Display) -> Error {
     Error {
         code: tonic::Code::Unavailable,
         message: e.to_string(),
+        fatal: None,
     }
 }
 
@@ -119,6 +126,9 @@ pub struct Error {
     pub code: tonic::Code,
     /// etcd's error text.
     pub message: String,
+    /// Set when the member failed for good (its disk or Raft core): it
+    /// serves nothing more and must be closed (and may be reopened).
+    pub fatal: Option<FatalError>,
 }
 
 impl From<tonic::Status> for Error {
@@ -126,6 +136,19 @@ impl From<tonic::Status> for Error {
         Error {
             code: s.code(),
             message: s.message().to_string(),
+            fatal: None,
+        }
+    }
+}
+
+impl From<FatalError> for Error {
+    /// etcd's answer from a stopped server, with the cause attached.
+    fn from(e: FatalError) -> Self {
+        let status = bramble_server::errors::stopped();
+        Error {
+            code: status.code(),
+            message: status.message().to_string(),
+            fatal: Some(e),
         }
     }
 }
@@ -154,6 +177,7 @@ impl Node {
             let l = TcpListener::bind(addr).await.map_err(|e| Error {
                 code: tonic::Code::Unavailable,
                 message: format!("listen on {addr} (peers): {e}"),
+                fatal: None,
             })?;
             peer_listeners.push(l);
         }
@@ -273,6 +297,36 @@ impl Node {
         &self.ctx
     }
 
+    /// Resolves once this member failed for good: a WAL write or fdatasync,
+    /// a state machine apply or checkpoint, a snapshot, or the Raft core
+    /// itself. From then on every call fails with this error; close the node.
+    pub async fn fatal(&self) -> FatalError {
+        self.ctx.node.fatal().wait().await
+    }
+
+    /// The member's fatal failure, if it had one.
+    pub fn fatal_error(&self) -> Option<FatalError> {
+        self.ctx.node.fatal().get()
+    }
+
+    /// Runs one KV call, unless the member failed for good; a call that
+    /// fails because of such a failure reports it.
+    async fn call<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, Error> {
+        if let Some(e) = self.fatal_error() {
+            return Err(e.into());
+        }
+        match call.await {
+            Ok(resp) => Ok(resp.into_inner()),
+            Err(status) => Err(match self.fatal_error() {
+                Some(e) => e.into(),
+                None => status.into(),
+            }),
+        }
+    }
+
     /// A linearizable get of one key.
     pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<KeyValue>, Error> {
         let resp = self
@@ -286,7 +340,7 @@ impl Node {
 
     /// etcd's Range, with every field.
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Error> {
-        Ok(self.kv.range(tonic::Request::new(req)).await?.into_inner())
+        self.call(self.kv.range(tonic::Request::new(req))).await
     }
 
     /// Puts `value` at `key`.
@@ -305,7 +359,7 @@ impl Node {
 
     /// etcd's Put, with every field.
     pub async fn put_request(&self, req: PutRequest) -> Result<PutResponse, Error> {
-        Ok(self.kv.put(tonic::Request::new(req)).await?.into_inner())
+        self.call(self.kv.put(tonic::Request::new(req))).await
     }
 
     /// Deletes one key.
@@ -322,16 +376,13 @@ impl Node {
         &self,
         req: DeleteRangeRequest,
     ) -> Result<DeleteRangeResponse, Error> {
-        Ok(self
-            .kv
-            .delete_range(tonic::Request::new(req))
-            .await?
-            .into_inner())
+        self.call(self.kv.delete_range(tonic::Request::new(req)))
+            .await
     }
 
     /// etcd's Txn: compares, then the success or failure ops, atomically.
     pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, Error> {
-        Ok(self.kv.txn(tonic::Request::new(req)).await?.into_inner())
+        self.call(self.kv.txn(tonic::Request::new(req))).await
     }
 
     /// Compacts history before `revision`.
@@ -341,14 +392,12 @@ impl Node {
         physical: bool,
     ) -> Result<CompactionResponse, Error> {
         let req = CompactionRequest { revision, physical };
-        Ok(self
-            .kv
-            .compact(tonic::Request::new(req))
-            .await?
-            .into_inner())
+        self.call(self.kv.compact(tonic::Request::new(req))).await
     }
 
-    /// Stops Raft and the peer listeners and makes the state machine durable.
+    /// Stops Raft and the peer listeners and makes the state machine durable
+    /// (unless the member failed for good: then its disk is left alone). A
+    /// failure of that last checkpoint makes [`Self::fatal_error`] report it.
     pub async fn close(&self) {
         self.ctx.node.shutdown().await;
         let _ = self.stop_peers.send(true);

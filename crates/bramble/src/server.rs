@@ -1,11 +1,14 @@
 //! Running `bramble` as a server: flags to [`NodeOptions`], client listeners,
-//! and a clean stop on SIGTERM/SIGINT.
+//! and a clean stop on SIGTERM/SIGINT. A fatal failure of the member (its
+//! disk or Raft core, see [`bramble_raft::fatal`]) ends [`run`] at once with
+//! that [`FatalError`]; `main` turns it into a non-zero exit.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use bramble_raft::FatalError;
 use bramble_server::{ClientServer, Keepalive, Limits};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -76,7 +79,9 @@ fn bind_addrs(urls: &str) -> anyhow::Result<Vec<SocketAddr>> {
     Ok(out)
 }
 
-/// Runs the server until SIGTERM or SIGINT.
+/// Runs the server until SIGTERM or SIGINT. Fails with a [`FatalError`]
+/// (downcast the `anyhow::Error`) if the member failed for good, at once
+/// when it happens or from the final checkpoint of a stop.
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let opts = node_options(&flags)?;
     let addrs = bind_addrs(&flags.listen_client_urls)?;
@@ -150,6 +155,9 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             tracing::info!("received stop signal, shutting down");
         }
         _ = node.removed() => tracing::warn!("removed from the cluster, shutting down"),
+        // No drain, no final checkpoint: the state on disk is in doubt and
+        // the member must stop serving now (etcd panics).
+        e = node.fatal() => return Err(e.into()),
     }
     let _ = stop_tx.send(true);
     // A graceful drain lets in-flight requests finish, but an idle client that
@@ -174,6 +182,9 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         }
     }
     node.close().await;
+    if let Some(e) = node.fatal_error() {
+        return Err(e.into());
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -185,6 +196,11 @@ fn keepalive(flags: &Flags) -> Keepalive {
         interval: flags.grpc_keepalive_interval,
         timeout: flags.grpc_keepalive_timeout,
     }
+}
+
+/// Whether `run` ended on the member's fatal failure.
+pub fn fatal_cause(e: &anyhow::Error) -> Option<&FatalError> {
+    e.downcast_ref::<FatalError>()
 }
 
 /// Binds a listener on every address.

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod check_quorum;
 pub mod codec;
+pub mod fatal;
 pub mod forward;
 pub mod identity;
 pub mod log_store;
@@ -18,6 +19,7 @@ pub mod types;
 pub mod wire;
 
 pub use check_quorum::LeadershipError;
+pub use fatal::{FatalCause, FatalError, FatalSignal};
 pub use membership::{MemberInfo, MembershipError};
 pub use node::{NodeConfig, ProposeError, RaftNode, RaftStatus, StartError};
 pub use types::{Member, TypeConfig};

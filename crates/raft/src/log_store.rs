@@ -17,6 +17,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
 use crate::codec;
+use crate::fatal::{FatalCause, FatalSignal};
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 /// Meta key for the last purged log id (its term is needed after a purge).
@@ -27,9 +28,14 @@ fn io_error(e: WalError) -> io::Error {
 }
 
 /// The Raft log, stored in the WAL. Cheap to clone: clones share the WAL.
+///
+/// Every error it returns stops openraft's core, so each is also reported
+/// to the member's [`FatalSignal`] with its WAL cause, before openraft's
+/// more generic report of the same failure.
 #[derive(Clone)]
 pub struct LogStore {
     wal: Wal,
+    fatal: FatalSignal,
 }
 
 impl LogStore {
@@ -41,7 +47,22 @@ impl LogStore {
     /// Opens the WAL in `dir` with explicit options.
     pub fn open_with(dir: &Path, options: WalOptions) -> io::Result<LogStore> {
         let wal = Wal::open(dir, options).map_err(io_error)?;
-        Ok(LogStore { wal })
+        Ok(LogStore {
+            wal,
+            fatal: FatalSignal::new(),
+        })
+    }
+
+    /// Reports this log's failures to `fatal` (the member's signal).
+    pub fn with_fatal(mut self, fatal: FatalSignal) -> Self {
+        self.fatal = fatal;
+        self
+    }
+
+    /// Reports `e` as fatal and hands it back for openraft.
+    fn fail(&self, e: io::Error) -> io::Error {
+        self.fatal.trip(FatalCause::Wal, &e);
+        e
     }
 
     /// The WAL underneath (for statistics).
@@ -66,6 +87,7 @@ impl LogStore {
             .await
             .map_err(io::Error::other)?
             .map_err(io_error)
+            .map_err(|e| self.fail(e))
     }
 }
 
@@ -97,15 +119,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, io::Error> {
         let start = range.start_bound().cloned();
         let end = range.end_bound().cloned();
-        let raw = self.wal.read((start, end)).map_err(io_error)?;
+        let raw = self
+            .wal
+            .read((start, end))
+            .map_err(|e| self.fail(io_error(e)))?;
         raw.iter()
             .map(|(index, bytes)| codec::decode_entry(*index, bytes))
-            .collect()
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.fail(e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
         match self.wal.meta(META_VOTE) {
-            Some(bytes) => Ok(Some(codec::decode_vote(&bytes)?)),
+            Some(bytes) => Ok(Some(codec::decode_vote(&bytes).map_err(|e| self.fail(e))?)),
             None => Ok(None),
         }
     }
@@ -115,26 +141,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged_log_id = self.purged_log_id()?;
-        let last_log_id = match self.wal.last_index() {
-            Some(last) => {
-                let entries = self.wal.read(last..=last).map_err(io_error)?;
-                match entries.first() {
-                    Some((index, bytes)) => Some(codec::decode_entry(*index, bytes)?.log_id),
-                    None => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("wal reports last index {last} but cannot read it"),
-                        ))
-                    }
-                }
-            }
-            None => last_purged_log_id,
-        };
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
-        })
+        self.log_state().map_err(|e| self.fail(e))
     }
 
     async fn get_log_reader(&mut self) -> LogStore {
@@ -166,28 +173,37 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             })
             .collect();
         // Submit and return: the WAL's writer thread groups this with other
-        // appends into one fdatasync and then completes the callback.
+        // appends into one fdatasync and then completes the callback. A failed
+        // sync is fatal before openraft hears of it, so nothing after it is
+        // acknowledged or served.
+        let fatal = self.fatal.clone();
         self.wal
             .submit(
                 records,
-                Box::new(move |result| callback.io_completed(result.map_err(io_error))),
+                Box::new(move |result| {
+                    let result = result.map_err(io_error);
+                    if let Err(e) = &result {
+                        fatal.trip(FatalCause::Wal, e);
+                    }
+                    callback.io_completed(result)
+                }),
             )
-            .map_err(io_error)
+            .map_err(|e| self.fail(io_error(e)))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let keep = match last_log_id {
             Some(id) => id.index,
-            None => match self.purged_log_id()? {
+            None => match self.purged_log_id().map_err(|e| self.fail(e))? {
                 Some(p) => p.index,
                 // The WAL can drop entries after an index, not entry 0 itself.
                 // openraft's entry 0 is the initial membership, the same on
                 // every member that has it, so Raft never asks to replace it;
                 // refuse loudly rather than keep it silently.
                 None if self.wal.first_index() == Some(0) => {
-                    return Err(io::Error::other(
+                    return Err(self.fail(io::Error::other(
                         "truncating the whole log (entry 0 included) is not supported",
-                    ))
+                    )))
                 }
                 None => 0,
             },
@@ -208,6 +224,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             ])
         })
         .await
+    }
+}
+
+impl LogStore {
+    /// The log's extent, for [`RaftLogStorage::get_log_state`].
+    fn log_state(&self) -> io::Result<LogState<TypeConfig>> {
+        let last_purged_log_id = self.purged_log_id()?;
+        let last_log_id = match self.wal.last_index() {
+            Some(last) => {
+                let entries = self.wal.read(last..=last).map_err(io_error)?;
+                match entries.first() {
+                    Some((index, bytes)) => Some(codec::decode_entry(*index, bytes)?.log_id),
+                    None => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("wal reports last index {last} but cannot read it"),
+                        ))
+                    }
+                }
+            }
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use bramble_api::bramblepb::peer_server::PeerServer;
 use bramble_api::bramblepb::{self as pb, Command};
 use bramble_storage::mvcc::{ApplyResult, MvccOptions, MvccStore};
+use bramble_storage::wal::Wal;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::{Config, ReadPolicy, ServerState, SnapshotPolicy};
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admission::{self, Limits, Refusal};
+use crate::fatal::{FatalCause, FatalError, FatalSignal};
 use crate::forward::Waiters;
 use crate::log_store::LogStore;
 use crate::network::{PeerChannels, PeerNetworkFactory};
@@ -116,6 +118,21 @@ pub enum StartError {
     /// openraft refused to start.
     #[error("raft: {0}")]
     Raft(String),
+    /// The state machine exists but the WAL (the Raft log and vote) is gone:
+    /// starting afresh could vote twice in one term, so the member refuses.
+    #[error(
+        "{wal_dir}: no write-ahead log, but {db} exists: this member's raft log and vote are \
+         lost, and starting afresh could vote twice in one term; refusing to start \
+         (restore member/wal, or remove the member, wipe its data dir and add it again)",
+        wal_dir = .wal_dir.display(),
+        db = .db.display()
+    )]
+    WalMissing {
+        /// etcd's `member/wal`.
+        wal_dir: PathBuf,
+        /// The state machine's database, `member/snap/db`.
+        db: PathBuf,
+    },
 }
 
 /// Why a proposal or a read barrier failed; the server maps these to etcd's errors.
@@ -130,13 +147,16 @@ pub enum ProposeError {
     /// The request did not complete in time.
     #[error("request timed out")]
     Timeout,
-    /// The member is shutting down or hit a fatal storage error.
+    /// The member is shutting down.
     #[error("server stopped: {0}")]
     Stopped(String),
     /// The command failed this member's or the leader's request checks;
     /// nothing was proposed.
     #[error("refused: {0}")]
     Refused(Refusal),
+    /// The member hit a fatal failure and is stopping (see [`crate::fatal`]).
+    #[error("server stopped: {0}")]
+    Fatal(FatalError),
 }
 
 /// What the Maintenance.Status RPC reports about Raft.
@@ -177,6 +197,8 @@ pub struct RaftNode {
     /// The store's current revision, published after each applied run.
     revisions: watch::Receiver<i64>,
     checkpointer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Set once by the first fatal failure; then nothing more is served.
+    fatal: FatalSignal,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
@@ -194,12 +216,23 @@ impl RaftNode {
     pub async fn start(cfg: NodeConfig) -> Result<RaftNode, StartError> {
         let wal_dir = cfg.wal_dir();
         let db_path = cfg.db_path();
+        // The WAL is created before the database, so a database without a
+        // WAL means the WAL was lost, not a first start (etcd: wal.Exist).
+        if !Wal::exists(&wal_dir).map_err(io_err(&wal_dir))? && db_path.exists() {
+            return Err(StartError::WalMissing {
+                wal_dir,
+                db: db_path,
+            });
+        }
         std::fs::create_dir_all(&wal_dir).map_err(io_err(&wal_dir))?;
         if let Some(parent) = db_path.parent() {
             std::fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
 
-        let log_store = LogStore::open(&wal_dir).map_err(io_err(&wal_dir))?;
+        let fatal = FatalSignal::new();
+        let log_store = LogStore::open(&wal_dir)
+            .map_err(io_err(&wal_dir))?
+            .with_fatal(fatal.clone());
         let store = Arc::new(
             MvccStore::open(
                 &db_path,
@@ -264,7 +297,13 @@ impl RaftNode {
                 Duration::from_millis(cfg.election_timeout_ms),
             ),
             log_store,
-            StateMachine::new(store.clone(), revision_tx, waiters.clone(), snapshots),
+            StateMachine::new(
+                store.clone(),
+                revision_tx,
+                waiters.clone(),
+                snapshots,
+                fatal.clone(),
+            ),
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -294,6 +333,11 @@ impl RaftNode {
         ));
 
         let (stop_checkpoints, stop_rx) = watch::channel(false);
+        tokio::spawn(crate::fatal::watch_raft_core(
+            raft.metrics(),
+            fatal.clone(),
+            stop_rx.clone(),
+        ));
         let checkpointer = tokio::spawn(checkpoint_loop(
             store.clone(),
             CheckpointPolicy {
@@ -301,6 +345,7 @@ impl RaftNode {
                 entries: cfg.checkpoint_entries,
             },
             stop_rx,
+            fatal.clone(),
         ));
         // etcd's request timeout: 5 s plus two election timeouts.
         let request_timeout =
@@ -318,7 +363,22 @@ impl RaftNode {
             stop_checkpoints,
             revisions,
             checkpointer: std::sync::Mutex::new(Some(checkpointer)),
+            fatal,
         })
+    }
+
+    /// This member's fatal failure signal (see [`crate::fatal`]).
+    pub fn fatal(&self) -> &FatalSignal {
+        &self.fatal
+    }
+
+    /// Fails once the member hit a fatal failure: nothing may be served from
+    /// a store that no longer moves.
+    pub fn check_alive(&self) -> Result<(), ProposeError> {
+        match self.fatal.get() {
+            Some(e) => Err(ProposeError::Fatal(e)),
+            None => Ok(()),
+        }
     }
 
     /// The gRPC service other members talk to; serve it on the peer URLs.
@@ -403,6 +463,7 @@ impl RaftNode {
     /// command to the leader (see [`crate::forward`]).
     pub async fn propose(&self, cmd: Command) -> Result<ApplyResult, ProposeError> {
         admission::check_command(&cmd, &self.limits).map_err(ProposeError::Refused)?;
+        self.check_alive()?;
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         loop {
             let leader = self.wait_for_leader(deadline).await?;
@@ -557,6 +618,7 @@ impl RaftNode {
     /// before the call (Raft read index), so a following local read is
     /// linearizable. A follower asks the leader for the read index.
     pub async fn read_barrier(&self) -> Result<(), ProposeError> {
+        self.check_alive()?;
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         loop {
             let leader = self.wait_for_leader(deadline).await?;
@@ -619,7 +681,9 @@ impl RaftNode {
         }
     }
 
-    /// Stops Raft and makes the state machine durable. Idempotent.
+    /// Stops Raft and makes the state machine durable. Idempotent. A
+    /// failure on the way (the last checkpoint's commit, or a core that had
+    /// failed before it was stopped) is reported to [`Self::fatal`].
     pub async fn shutdown(&self) {
         let _ = self.stop_checkpoints.send(true);
         let handle = self.checkpointer.lock().ok().and_then(|mut h| h.take());
@@ -629,11 +693,19 @@ impl RaftNode {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
+        let state = self.raft.metrics().borrow_watched().running_state.clone();
+        if let Some(why) = crate::fatal::failure_after_shutdown(&state) {
+            self.fatal.trip(FatalCause::RaftCore, why);
+        }
+        if self.fatal.get().is_some() {
+            // The state on disk is in doubt: do not touch it again.
+            return;
+        }
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.checkpoint()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("final checkpoint failed: {e}"),
-            Err(e) => tracing::error!("final checkpoint task failed: {e}"),
+            Ok(Err(e)) => self.fatal.trip(FatalCause::Checkpoint, e),
+            Err(e) => self.fatal.trip(FatalCause::Checkpoint, e),
         }
     }
 }
@@ -653,6 +725,7 @@ async fn checkpoint_loop(
     store: Arc<MvccStore>,
     policy: CheckpointPolicy,
     mut stop: watch::Receiver<bool>,
+    fatal: FatalSignal,
 ) {
     let poll = policy.every.min(Duration::from_secs(1));
     let mut last = store.applied();
@@ -673,8 +746,10 @@ async fn checkpoint_loop(
                 last = now;
                 last_at = tokio::time::Instant::now();
             }
-            Ok(Err(e)) => tracing::error!("checkpoint failed: {e}"),
-            Err(e) => tracing::error!("checkpoint task failed: {e}"),
+            // A failed redb commit leaves the database in doubt (etcd
+            // panics on a failed backend commit).
+            Ok(Err(e)) => return fatal.trip(FatalCause::Checkpoint, e),
+            Err(e) => return fatal.trip(FatalCause::Checkpoint, e),
         }
     }
 }

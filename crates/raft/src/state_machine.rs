@@ -16,6 +16,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder};
 use tokio::sync::watch;
 
 use crate::codec;
+use crate::fatal::{FatalCause, FatalSignal};
 use crate::forward::Waiters;
 use crate::snapshot::{SnapshotData, SnapshotDir, SnapshotFileMeta};
 use crate::types::{LogId, Response, StoredMembership, TypeConfig};
@@ -45,6 +46,9 @@ pub struct StateMachine {
     /// Publishes the store's current revision after each applied run, so the
     /// watch hub learns about new events without polling.
     revisions: watch::Sender<i64>,
+    /// Every error returned to openraft stops its core: each is reported
+    /// here first, with its cause.
+    fatal: FatalSignal,
 }
 
 impl StateMachine {
@@ -55,13 +59,21 @@ impl StateMachine {
         revisions: watch::Sender<i64>,
         waiters: Arc<Waiters>,
         snapshots: SnapshotDir,
+        fatal: FatalSignal,
     ) -> Self {
         StateMachine {
             store,
             revisions,
             waiters,
             snapshots,
+            fatal,
         }
+    }
+
+    /// Reports `e` as fatal (`cause`) and hands it back for openraft.
+    fn fail(&self, cause: FatalCause, e: io::Error) -> io::Error {
+        self.fatal.trip(cause, &e);
+        e
     }
 
     /// Tells watchers about the store's current revision if it moved on.
@@ -126,10 +138,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let (index, term) = self.store.applied();
         let applied = (index > 0).then(|| codec::log_id(term, index - 1));
-        let membership = match self.store.raft_membership().map_err(storage_err)? {
-            Some(blob) => codec::decode_stored_membership(&blob)?,
-            None => StoredMembership::default(),
-        };
+        let membership = self
+            .store
+            .raft_membership()
+            .map_err(storage_err)
+            .and_then(|blob| match blob {
+                Some(blob) => codec::decode_stored_membership(&blob),
+                None => Ok(StoredMembership::default()),
+            })
+            .map_err(|e| self.fail(FatalCause::Apply, e))?;
         Ok((applied, membership))
     }
 
@@ -141,7 +158,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // run costs one store commit instead of one per entry.
         let mut batch = Vec::new();
         let mut responders = Vec::new();
-        while let Some((entry, responder)) = entries.try_next().await? {
+        while let Some((entry, responder)) = entries
+            .try_next()
+            .await
+            .map_err(|e| self.fail(FatalCause::Apply, e))?
+        {
             batch.push(entry);
             responders.push(responder);
         }
@@ -155,7 +176,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if batch.is_empty() {
             return Ok(());
         }
-        let results = self.apply_run(&batch)?;
+        let results = self
+            .apply_run(&batch)
+            .map_err(|e| self.fail(FatalCause::Apply, e))?;
         // Watchers first learn about the new revisions, then the clients whose
         // writes made them: a client that watches after its put sees no gap.
         self.publish_revision();
@@ -184,9 +207,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             store: self.store.clone(),
             snapshots: self.snapshots.clone(),
+            fatal: self.fatal.clone(),
         }
     }
 
+    // A failed install or snapshot read needs no report here: openraft's
+    // core stops on it and `crate::fatal` reports that, with this error.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
@@ -257,12 +283,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 pub struct SnapshotBuilder {
     store: Arc<MvccStore>,
     snapshots: SnapshotDir,
+    fatal: FatalSignal,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let built = self.build().await;
+        if let Err(e) = &built {
+            // openraft stops on a failed build too; say why first.
+            self.fatal.trip(FatalCause::Snapshot, e);
+        }
+        built
+    }
+}
+
+impl SnapshotBuilder {
+    /// Writes the store's checkpoint to a new snapshot file.
+    async fn build(&mut self) -> Result<Snapshot, io::Error> {
         let store = self.store.clone();
         let snapshots = self.snapshots.clone();
         tokio::task::spawn_blocking(move || {

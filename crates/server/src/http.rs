@@ -124,7 +124,11 @@ async fn route(ctx: &ServerContext, req: &RequestLine) -> (u16, &'static str, St
             let body = format!("{{\"health\":\"{ok}\",\"reason\":\"{reason}\"}}");
             (if ok { 200 } else { 503 }, "application/json", body)
         }
-        "/livez" => (200, "text/plain", "ok".to_string()),
+        // Alive unless the member failed for good (it is about to exit).
+        "/livez" => match ctx.node.fatal().get() {
+            None => (200, "text/plain", "ok".to_string()),
+            Some(_) => (503, "text/plain", format!("not alive: {FATAL_REASON}")),
+        },
         "/readyz" => {
             let (ok, reason) = health(ctx, query_flag(&req.query, "serializable")).await;
             if ok {
@@ -138,9 +142,17 @@ async fn route(ctx: &ServerContext, req: &RequestLine) -> (u16, &'static str, St
     }
 }
 
+/// The health reason of a member that hit a fatal failure: its store no
+/// longer moves, whatever its last known leader.
+const FATAL_REASON: &str = "FATAL ERROR";
+
 /// etcd's checkHealth: a leader must be known, and unless `serializable`,
-/// a linearizable read must complete within a second.
+/// a linearizable read must complete within a second. A member that hit a
+/// fatal failure is never healthy, serializable or not.
 async fn health(ctx: &ServerContext, serializable: bool) -> (bool, &'static str) {
+    if ctx.node.fatal().get().is_some() {
+        return (false, FATAL_REASON);
+    }
     if ctx.node.status().leader == 0 {
         return (false, "RAFT NO LEADER");
     }
@@ -149,6 +161,10 @@ async fn health(ctx: &ServerContext, serializable: bool) -> (bool, &'static str)
             Ok(Ok(())) => {}
             _ => return (false, "QGET ERROR"),
         }
+    }
+    // The failure may have come while the read above waited.
+    if ctx.node.fatal().get().is_some() {
+        return (false, FATAL_REASON);
     }
     (true, "")
 }

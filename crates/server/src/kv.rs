@@ -60,6 +60,9 @@ impl KvService {
         serializable: bool,
         read: impl FnOnce(&MvccStore) -> Result<T, MvccError> + Send + 'static,
     ) -> Result<T, Status> {
+        // A member that failed for good serves no reads, serializable ones
+        // included: its store no longer moves.
+        self.ctx.node.check_alive().map_err(crate::propose_status)?;
         if !serializable {
             self.ctx
                 .node

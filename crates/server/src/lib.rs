@@ -154,6 +154,8 @@ pub fn propose_status(e: ProposeError) -> Status {
             tracing::error!("request failed: server stopped: {why}");
             errors::stopped()
         }
+        // Logged once, when it happened (bramble_raft::fatal).
+        ProposeError::Fatal(_) => errors::stopped(),
     }
 }
 

@@ -185,6 +185,24 @@ struct Inner {
 }
 
 impl Wal {
+    /// Whether `dir` holds a WAL (at least one segment file), as etcd's
+    /// `wal.Exist`: a missing directory holds none. A member that had one and
+    /// lost it must not start afresh (it would forget its vote).
+    pub fn exists(dir: impl AsRef<Path>) -> std::io::Result<bool> {
+        let entries = match std::fs::read_dir(dir.as_ref()) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let name = entry?.file_name();
+            if segment::SegmentId::is_segment_name(&name.to_string_lossy()) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Opens (creating if needed) the WAL in directory `dir`, replaying it.
     /// Fails on corruption other than a torn tail, and if another `Wal`
     /// holds the directory.
