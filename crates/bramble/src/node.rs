@@ -147,6 +147,12 @@ impl Node {
     /// the first time, as `initial_cluster_state` says), serves the peer
     /// protocol and starts Raft. Returns when it is ready to serve clients.
     pub async fn open(opts: NodeOptions) -> Result<Node, Error> {
+        bramble_raft::network::check_max_request_bytes(opts.limits.max_request_bytes).map_err(
+            |e| Error {
+                code: tonic::Code::InvalidArgument,
+                message: format!("max request bytes: {e}"),
+            },
+        )?;
         // Bind first: a port in use should fail before any data is touched.
         let mut peer_listeners = Vec::new();
         for addr in &opts.listen_peer_addrs {
@@ -168,6 +174,7 @@ impl Node {
         cfg.cluster_id = ids.cluster_id;
         cfg.snapshot_count = opts.snapshot_count;
         cfg.snapshot_catchup_entries = opts.snapshot_catchup_entries;
+        cfg.max_request_bytes = opts.limits.max_request_bytes;
         cfg.bootstrap = match opts.initial_cluster_state {
             ClusterState::New => Some(crate::identity_file::initial_members(&opts)?),
             ClusterState::Existing => None,

@@ -27,6 +27,9 @@ pub fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         Some(spec) => parse_initial_cluster(spec).map_err(anyhow::Error::msg)?,
         None => Vec::new(),
     };
+    // Every request the server accepts must be storable as one log entry.
+    bramble_raft::network::check_max_request_bytes(flags.max_request_bytes)
+        .map_err(|e| anyhow::anyhow!("--max-request-bytes: {e}"))?;
     let initial_cluster_state = match flags.initial_cluster_state.as_str() {
         "new" => ClusterState::New,
         "existing" => ClusterState::Existing,

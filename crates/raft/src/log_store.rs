@@ -17,6 +17,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
 use crate::codec;
+use crate::network::REPLICATION_BATCH_BYTES;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 /// Meta key for the last purged log id (its term is needed after a purge).
@@ -98,6 +99,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let start = range.start_bound().cloned();
         let end = range.end_bound().cloned();
         let raw = self.wal.read((start, end)).map_err(io_error)?;
+        raw.iter()
+            .map(|(index, bytes)| codec::decode_entry(*index, bytes))
+            .collect()
+    }
+
+    /// What replication sends in one AppendEntries: at most
+    /// [`REPLICATION_BATCH_BYTES`] of entries, or one larger entry alone.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let raw = self
+            .wal
+            .read_limited(start..end, REPLICATION_BATCH_BYTES)
+            .map_err(io_error)?;
         raw.iter()
             .map(|(index, bytes)| codec::decode_entry(*index, bytes))
             .collect()

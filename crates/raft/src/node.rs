@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::forward::Waiters;
 use crate::log_store::LogStore;
-use crate::network::{PeerChannels, PeerNetworkFactory};
+use crate::network::{peer_message_limit, PeerChannels, PeerNetworkFactory};
 use crate::peer_service::{PeerService, NOT_LEADER};
 use crate::snapshot::SnapshotDir;
 use crate::state_machine::StateMachine;
@@ -52,6 +52,9 @@ pub struct NodeConfig {
     pub snapshot_count: u64,
     /// Entries kept in the log behind a snapshot (etcd: 5,000).
     pub snapshot_catchup_entries: u64,
+    /// etcd's `--max-request-bytes`: sizes the peer messages so that the
+    /// largest entry a client may cause always fits in one.
+    pub max_request_bytes: usize,
     /// The cluster this member belongs to; peers of other clusters are refused.
     pub cluster_id: u64,
     /// For a member of a new cluster (etcd's `--initial-cluster-state new`):
@@ -77,6 +80,7 @@ impl NodeConfig {
             checkpoint_entries: 10_000,
             snapshot_count: 100_000,
             snapshot_catchup_entries: 5_000,
+            max_request_bytes: crate::network::DEFAULT_MAX_REQUEST_BYTES,
             cluster_id: crate::identity::cluster_id(&[member_id]),
             bootstrap: Some([(member_id, member.clone())].into()),
             member,
@@ -238,7 +242,10 @@ impl RaftNode {
         let snap_dir = cfg.data_dir.join("member").join("snap");
         let snapshots = SnapshotDir::new(&snap_dir).map_err(io_err(&snap_dir))?;
         snapshots.remove_temporaries();
-        let channels = PeerChannels::new(Duration::from_millis(cfg.election_timeout_ms.max(100)));
+        let channels = PeerChannels::new(
+            Duration::from_millis(cfg.election_timeout_ms.max(100)),
+            peer_message_limit(cfg.max_request_bytes),
+        );
         let waiters = Arc::new(Waiters::new(cfg.member_id));
         let (revision_tx, revisions) = watch::channel(store.current_revision());
         let raft = Raft::new(
@@ -302,7 +309,8 @@ impl RaftNode {
 
     /// The gRPC service other members talk to; serve it on the peer URLs.
     pub fn peer_service(&self) -> PeerServer<PeerService> {
-        PeerService::new(self.raft.clone(), self.cluster_id, self.snap_dir.clone()).into_server()
+        PeerService::new(self.raft.clone(), self.cluster_id, self.snap_dir.clone())
+            .into_server(self.channels.max_message())
     }
 
     /// Waits (at most `timeout`) until this member has applied everything it

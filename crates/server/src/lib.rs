@@ -48,7 +48,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_request_bytes: 1536 * 1024,
+            max_request_bytes: bramble_raft::network::DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: 128,
             watch_progress_notify_interval: watch::DEFAULT_PROGRESS_NOTIFY_INTERVAL,
         }
