@@ -79,12 +79,12 @@ async fn local_value(endpoint: &str, key: &str) -> Option<Vec<u8>> {
 }
 
 /// Waits until `endpoint`'s member holds `key` = `value` locally (serializable read).
-fn wait_for(endpoint: &str, key: &str, value: &[u8], within: Duration) -> Duration {
+fn wait_for(endpoint: &str, key: &str, value: &[u8], within: Duration) {
     let started = Instant::now();
     runtime().block_on(async {
         loop {
             if local_value(endpoint, key).await.as_deref() == Some(value) {
-                return started.elapsed();
+                return;
             }
             assert!(
                 started.elapsed() < within,
@@ -178,10 +178,14 @@ fn follower_catches_up_after_100_puts_of_1mb(kind: Kind) {
 
     let leader_pid = cluster.member(leader).pid().expect("leader runs");
     reset_peak_rss(leader_pid);
+    let restarted = Instant::now();
     cluster.member_mut(lagging).restart();
     let follower = cluster.member(lagging).endpoint();
-    let took = wait_for(&follower, "last", b"x", CATCH_UP);
-    eprintln!("{kind}: caught up with 100 MB of log in {took:?}");
+    wait_for(&follower, "last", b"x", CATCH_UP);
+    eprintln!(
+        "{kind}: restarted and caught up with 100 MB of log in {:?}",
+        restarted.elapsed()
+    );
     let follower_pid = cluster.member(lagging).pid().expect("follower runs");
     check_memory(kind, "100 x 1 MB", leader_pid, follower_pid);
     assert_has_all(&follower, &puts);
@@ -221,10 +225,14 @@ fn follower_catches_up_from_a_snapshot_with_entries_of_every_size(kind: Kind) {
 
     let leader_pid = cluster.member(leader).pid().expect("leader runs");
     reset_peak_rss(leader_pid);
+    let restarted = Instant::now();
     cluster.member_mut(lagging).restart();
     let follower = cluster.member(lagging).endpoint();
-    let took = wait_for(&follower, "last", b"y", CATCH_UP);
-    eprintln!("{kind}: caught up with mixed sizes in {took:?}");
+    wait_for(&follower, "last", b"y", CATCH_UP);
+    eprintln!(
+        "{kind}: restarted and caught up with mixed sizes in {:?}",
+        restarted.elapsed()
+    );
     let follower_pid = cluster.member(lagging).pid().expect("follower runs");
     check_memory(kind, "mixed sizes", leader_pid, follower_pid);
     assert_has_all(&follower, &puts);
@@ -242,15 +250,20 @@ fn follower_catches_up_from_a_snapshot_with_entries_of_every_size(kind: Kind) {
 /// every member, survives a restart of all of them (replayed from each WAL), and Raft keeps
 /// going afterwards.
 ///
-/// etcd's timing (election 1 s, so a request times out after 5 s + 2 election timeouts):
-/// a debug build spends seconds per member on a 17 MB value (redb zero-fills its pages
-/// through an unoptimised iterator), and the test box is shared.
+/// The reference etcd here, 3.4.23, fails this one: it acknowledges the put, but a member
+/// restarted after it exits with `wal: max entry size limit exceeded` (its WAL decoder
+/// refuses records over 10 MB; etcd 3.5 bounds them by the file size instead). So the
+/// restart is checked on Bramble only.
+///
+/// Slow timing (a request times out after 5 s + 2 election timeouts): a debug build spends
+/// seconds per member on a 17 MB value (redb zero-fills the value's pages through an
+/// unoptimised iterator), and the test box is shared.
 fn put_of_17mb_with_a_32mib_request_limit_survives_restarts(kind: Kind) {
     let mut cluster = Cluster::start_with(
         kind,
         ClusterConfig {
-            heartbeat_ms: 100,
-            election_ms: 1000,
+            heartbeat_ms: 250,
+            election_ms: 2500,
             extra_args: vec!["--max-request-bytes=33554432".to_string()],
             ..ClusterConfig::default()
         },
@@ -262,6 +275,9 @@ fn put_of_17mb_with_a_32mib_request_limit_survives_restarts(kind: Kind) {
         wait_for(&cluster.member(i).endpoint(), &big.0, &big.1, CATCH_UP);
     }
 
+    if kind == Kind::Etcd {
+        return;
+    }
     let leader = cluster.restart_all();
     for i in 0..cluster.len() {
         wait_for(&cluster.member(i).endpoint(), &big.0, &big.1, CATCH_UP);

@@ -75,48 +75,53 @@ impl StateMachine {
             newer
         });
     }
+}
 
-    /// Applies a run of committed entries in one store transaction (one redb
-    /// commit for the whole run), returning each entry's result (`None` for
-    /// blank and membership entries).
-    fn apply_run(&self, entries: &[crate::types::Entry]) -> io::Result<Vec<Option<ApplyResult>>> {
-        // Membership entries are stored encoded; encode them before borrowing.
-        let blobs: Vec<Option<Vec<u8>>> = entries
-            .iter()
-            .map(|e| match &e.payload {
-                EntryPayload::Membership(m) => {
-                    let stored = openraft::StoredMembership::new(Some(e.log_id), m.clone());
-                    Some(codec::encode_stored_membership(&stored))
-                }
-                _ => None,
-            })
-            .collect();
-        let run: Vec<(u64, u64, RaftEntry<'_>)> = entries
-            .iter()
-            .zip(&blobs)
-            .map(|(e, blob)| {
-                let what = match (&e.payload, blob) {
-                    (EntryPayload::Normal(req), _) => RaftEntry::Command(&req.command),
-                    (EntryPayload::Membership(_), Some(b)) => RaftEntry::Membership(b),
-                    _ => RaftEntry::Blank,
-                };
-                (
-                    store_index(e.log_id.index),
-                    codec::log_term(&e.log_id),
-                    what,
-                )
-            })
-            .collect();
-        let results = self.store.apply_entries(&run).map_err(storage_err)?;
-        if results.len() != entries.len() {
-            return Err(io::Error::other(format!(
-                "store applied {} results for {} entries",
-                results.len(),
-                entries.len()
-            )));
-        }
-        Ok(results)
+/// Applies a run of committed entries to `store` in one transaction (one redb
+/// commit for the whole run), returning each entry's result (`None` for blank
+/// and membership entries). Blocking: a run may hold values of up to
+/// `--max-request-bytes` each, which take redb long enough to stall a runtime
+/// worker (and the peer RPCs queued on it) if done there.
+fn apply_run(
+    store: &MvccStore,
+    entries: &[crate::types::Entry],
+) -> io::Result<Vec<Option<ApplyResult>>> {
+    // Membership entries are stored encoded; encode them before borrowing.
+    let blobs: Vec<Option<Vec<u8>>> = entries
+        .iter()
+        .map(|e| match &e.payload {
+            EntryPayload::Membership(m) => {
+                let stored = openraft::StoredMembership::new(Some(e.log_id), m.clone());
+                Some(codec::encode_stored_membership(&stored))
+            }
+            _ => None,
+        })
+        .collect();
+    let run: Vec<(u64, u64, RaftEntry<'_>)> = entries
+        .iter()
+        .zip(&blobs)
+        .map(|(e, blob)| {
+            let what = match (&e.payload, blob) {
+                (EntryPayload::Normal(req), _) => RaftEntry::Command(&req.command),
+                (EntryPayload::Membership(_), Some(b)) => RaftEntry::Membership(b),
+                _ => RaftEntry::Blank,
+            };
+            (
+                store_index(e.log_id.index),
+                codec::log_term(&e.log_id),
+                what,
+            )
+        })
+        .collect();
+    let results = store.apply_entries(&run).map_err(storage_err)?;
+    if results.len() != entries.len() {
+        return Err(io::Error::other(format!(
+            "store applied {} results for {} entries",
+            results.len(),
+            entries.len()
+        )));
     }
+    Ok(results)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -155,7 +160,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if batch.is_empty() {
             return Ok(());
         }
-        let results = self.apply_run(&batch)?;
+        let store = self.store.clone();
+        let results = tokio::task::spawn_blocking(move || apply_run(&store, &batch))
+            .await
+            .map_err(storage_err)??;
         // Watchers first learn about the new revisions, then the clients whose
         // writes made them: a client that watches after its put sees no gap.
         self.publish_revision();
