@@ -171,6 +171,13 @@ impl Node {
     /// the first time, as `initial_cluster_state` says), serves the peer
     /// protocol and starts Raft. Returns when it is ready to serve clients.
     pub async fn open(opts: NodeOptions) -> Result<Node, Error> {
+        bramble_raft::network::check_max_request_bytes(opts.limits.max_request_bytes).map_err(
+            |e| Error {
+                code: tonic::Code::InvalidArgument,
+                message: format!("max request bytes: {e}"),
+                fatal: None,
+            },
+        )?;
         // Bind first: a port in use should fail before any data is touched.
         let mut peer_listeners = Vec::new();
         for addr in &opts.listen_peer_addrs {

@@ -30,6 +30,9 @@ pub fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         Some(spec) => parse_initial_cluster(spec).map_err(anyhow::Error::msg)?,
         None => Vec::new(),
     };
+    // Every request the server accepts must be storable as one log entry.
+    bramble_raft::network::check_max_request_bytes(flags.max_request_bytes)
+        .map_err(|e| anyhow::anyhow!("--max-request-bytes: {e}"))?;
     let initial_cluster_state = match flags.initial_cluster_state.as_str() {
         "new" => ClusterState::New,
         "existing" => ClusterState::Existing,
@@ -224,4 +227,31 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn flags(max_request_bytes: &str) -> Flags {
+        Flags::try_parse_from([
+            "bramble",
+            &format!("--max-request-bytes={max_request_bytes}"),
+        ])
+        .expect("parses")
+    }
+
+    #[test]
+    fn a_max_request_bytes_the_log_cannot_store_is_refused_at_start() {
+        let opts = node_options(&flags("33554432")).expect("etcd allows 32 MiB; so do we");
+        assert_eq!(opts.limits.max_request_bytes, 33_554_432);
+        let err = node_options(&flags("2147483648"))
+            .expect_err("2 GiB does not fit in a log entry")
+            .to_string();
+        assert!(
+            err.starts_with("--max-request-bytes: 2147483648 is above"),
+            "{err}"
+        );
+    }
 }

@@ -8,17 +8,22 @@
 
 use std::fmt::Debug;
 use std::io;
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 
 use bramble_storage::wal::{Record, Wal, WalError, WalOptions, META_VOTE};
 use bytes::Bytes;
+use futures::{stream, Stream, StreamExt};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
 use crate::codec;
 use crate::fatal::{FatalCause, FatalSignal};
+use crate::network::REPLICATION_BATCH_BYTES;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
+
+/// Bytes of entries the state machine's stream reads from the WAL at a time.
+const APPLY_CHUNK_BYTES: u64 = 4 << 20;
 
 /// Meta key for the last purged log id (its term is needed after a purge).
 const META_PURGED: u8 = 3;
@@ -127,6 +132,70 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .map(|(index, bytes)| codec::decode_entry(*index, bytes))
             .collect::<Result<_, _>>()
             .map_err(|e| self.fail(e))
+    }
+
+    /// What replication sends in one AppendEntries: at most
+    /// [`REPLICATION_BATCH_BYTES`] of entries, or one larger entry alone.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let raw = self
+            .wal
+            .read_limited(start..end, REPLICATION_BATCH_BYTES)
+            .map_err(|e| self.fail(io_error(e)))?;
+        raw.iter()
+            .map(|(index, bytes)| codec::decode_entry(*index, bytes))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.fail(e))
+    }
+
+    /// The entries the state machine applies, read lazily
+    /// [`APPLY_CHUNK_BYTES`] at a time: after a restart everything committed
+    /// since the last checkpoint is applied in one go, and openraft's default
+    /// reads it all into memory first.
+    async fn entries_stream<RB>(
+        &mut self,
+        range: RB,
+    ) -> impl Stream<Item = Result<Entry, io::Error>> + OptionalSend
+    where
+        RB: RangeBounds<u64> + Clone + Debug + OptionalSend,
+    {
+        let from = match range.start_bound() {
+            Bound::Included(&s) => Some(s),
+            Bound::Excluded(&s) => s.checked_add(1),
+            Bound::Unbounded => Some(0),
+        };
+        let end = range.end_bound().cloned();
+        let wal = self.wal.clone();
+        let fatal = self.fatal.clone();
+        stream::unfold(from, move |next| {
+            let wal = wal.clone();
+            let fatal = fatal.clone();
+            async move {
+                let from = next?;
+                let raw = match wal.read_limited((Bound::Included(from), end), APPLY_CHUNK_BYTES) {
+                    Ok(raw) => raw,
+                    Err(e) => {
+                        let e = io_error(e);
+                        fatal.trip(FatalCause::Wal, &e);
+                        return Some((vec![Err(e)], None));
+                    }
+                };
+                let (last, _) = raw.last()?;
+                let after = last.checked_add(1);
+                let entries: Vec<_> = raw
+                    .iter()
+                    .map(|(index, bytes)| {
+                        codec::decode_entry(*index, bytes)
+                            .inspect_err(|e| fatal.trip(FatalCause::Wal, e))
+                    })
+                    .collect();
+                Some((entries, after))
+            }
+        })
+        .flat_map(stream::iter)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {

@@ -21,6 +21,7 @@ use openraft::raft::{
     TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+use prost::Message;
 use tokio::io::AsyncReadExt;
 use tonic::transport::{Channel, Endpoint};
 
@@ -35,23 +36,79 @@ type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotDat
 /// much of it in memory on a Pi.
 const SNAPSHOT_CHUNK: usize = 256 * 1024;
 
-/// The largest peer message: an AppendEntries batch of large entries.
-pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
+/// The largest `--max-request-bytes` a member accepts. A log entry must fit
+/// in one WAL record (at most 4 GiB) and one peer message, and every size
+/// computed from it must stay far from overflowing a 32-bit `usize` (armv7).
+/// etcd has no ceiling but warns above 10 MiB; a 1 GiB request would not fit
+/// in a 1 GiB Pi anyway.
+pub const MAX_REQUEST_BYTES_LIMIT: usize = 1 << 30;
+
+/// Payload bytes of log entries one AppendEntries carries (etcd's
+/// `maxSizePerMsg`, 1 MiB), except that an entry larger than this goes
+/// alone: what the log reader hands replication (`LogStore`'s
+/// `limited_get_log_entries`). It bounds the leader's memory per lagging
+/// follower and a follower's per message; openraft bounds batches only in
+/// entries (300), which with 1 MB values made batches of 300 MB that no peer
+/// accepted, so a lagging follower never caught up.
+pub const REPLICATION_BATCH_BYTES: u64 = 1 << 20;
+
+/// What a log entry adds around the client's request (log id, request id,
+/// protobuf framing), generously: tens of bytes in fact.
+const ENTRY_OVERHEAD: usize = 64 * 1024;
+
+/// Peer messages up to this size are always accepted, whatever this member's
+/// `--max-request-bytes`: a member with a larger limit (the flag may differ
+/// between members) must still be able to replicate to this one.
+const MIN_PEER_MESSAGE: usize = 64 << 20;
+
+/// Refuses a `--max-request-bytes` the log could not store; the error says why.
+pub fn check_max_request_bytes(max_request_bytes: usize) -> Result<(), String> {
+    if max_request_bytes > MAX_REQUEST_BYTES_LIMIT {
+        return Err(format!(
+            "{max_request_bytes} is above the largest supported request size, \
+             {MAX_REQUEST_BYTES_LIMIT} bytes (a request must fit in one log entry)"
+        ));
+    }
+    Ok(())
+}
+
+/// The largest peer message a member with `max_request_bytes` sends or
+/// accepts: one entry of the largest allowed request (an AppendEntries
+/// carries at least one; a forwarded proposal carries one request) plus
+/// room for the rest of the message, and never less than
+/// [`MIN_PEER_MESSAGE`] (which also holds any [`REPLICATION_BATCH_BYTES`]
+/// batch).
+pub fn peer_message_limit(max_request_bytes: usize) -> usize {
+    max_request_bytes
+        .min(MAX_REQUEST_BYTES_LIMIT)
+        .saturating_add(2 * ENTRY_OVERHEAD)
+        .max(MIN_PEER_MESSAGE)
+}
 
 /// Opens (and caches) gRPC channels to peers.
 #[derive(Clone)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
+    /// The largest message sent or received ([`peer_message_limit`]).
+    max_message: usize,
 }
 
 impl PeerChannels {
-    /// A cache whose connections give up connecting after `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> Self {
+    /// A cache whose connections give up connecting after `connect_timeout`
+    /// and carry messages of up to `max_message` bytes.
+    pub fn new(connect_timeout: Duration, max_message: usize) -> Self {
         PeerChannels {
             channels: Arc::default(),
             connect_timeout,
+            max_message,
         }
+    }
+
+    /// The largest message these connections carry (the server side of the
+    /// peer protocol accepts the same).
+    pub fn max_message(&self) -> usize {
+        self.max_message
     }
 
     /// The channel to `url` (connected lazily, reconnected by tonic on failure).
@@ -82,8 +139,8 @@ impl PeerChannels {
             .first()
             .ok_or_else(|| format!("member {} has no peer URL", member.name))?;
         Ok(PeerClient::new(self.channel(url)?)
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE))
+            .max_decoding_message_size(self.max_message)
+            .max_encoding_message_size(self.max_message))
     }
 }
 
@@ -120,6 +177,8 @@ pub struct PeerNetwork {
     client: Result<PeerClient<Channel>, String>,
     cluster_id: u64,
     rpc_timeout: Duration,
+    /// The largest message the peer accepts.
+    max_message: usize,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
@@ -131,6 +190,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             client: self.channels.client(node),
             cluster_id: self.cluster_id,
             rpc_timeout: self.rpc_timeout,
+            max_message: self.channels.max_message(),
         }
     }
 }
@@ -144,12 +204,66 @@ impl PeerNetwork {
         self.client.clone().map_err(|e| unreachable(self.target, e))
     }
 
-    /// A request with this client's deadline (see [`PeerNetworkFactory::new`]);
-    /// openraft's suggested one only if it is longer.
-    fn request<T>(&self, msg: T, suggested: Duration) -> tonic::Request<T> {
+    /// A request with this client's deadline (see [`PeerNetworkFactory::new`]),
+    /// openraft's suggested one only if it is longer, plus the time to move
+    /// the message's bytes ([`transfer_time`]).
+    fn request<T: Message>(&self, msg: T, suggested: Duration) -> tonic::Request<T> {
+        let transfer = transfer_time(msg.encoded_len());
         let mut req = tonic::Request::new(msg);
-        req.set_timeout(self.rpc_timeout.max(suggested));
+        req.set_timeout(self.rpc_timeout.max(suggested) + transfer);
         req
+    }
+}
+
+/// The slowest rate at which a healthy peer takes in a message and writes it
+/// to its WAL: a Pi on 100 Mbit Ethernet with an SD card does 10 MB/s or
+/// more; a quarter of that leaves room for a loaded member.
+const MIN_PEER_BYTES_PER_SEC: u64 = 4 << 20;
+
+/// Extra time a message of `bytes` may take on top of the RPC deadline.
+///
+/// The deadline (an election timeout) is sized for the round trip of a small
+/// message; one entry of a 32 MiB `--max-request-bytes` takes seconds to send
+/// and fsync on a Pi. Without this, every attempt to replicate such an entry
+/// timed out and was retried forever: Raft stopped for good on that follower
+/// (and on the cluster, without a quorum of fast followers).
+fn transfer_time(bytes: usize) -> Duration {
+    Duration::from_millis((bytes as u64).saturating_mul(1000) / MIN_PEER_BYTES_PER_SEC)
+}
+
+/// Drops entries from the end of `msg` until it encodes within `max` bytes,
+/// keeping at least one; returns how many entries it kept.
+///
+/// Replication batches are already bounded in bytes when read
+/// ([`REPLICATION_BATCH_BYTES`]); this guarantees the peer's message limit
+/// whatever the batch, so no AppendEntries can fail on size and be retried
+/// forever. Recomputing the length per dropped entry is quadratic in at most
+/// openraft's 300 entries per batch, and only runs for an oversized batch.
+fn fit_entries(msg: &mut pb::AppendRequest, max: usize) -> usize {
+    while msg.entries.len() > 1 && msg.encoded_len() > max {
+        msg.entries.pop();
+    }
+    msg.entries.len()
+}
+
+/// The answer to give openraft for `rpc` when only its first `sent` entries
+/// went out: a follower's success covers just those, which openraft's
+/// `PartialSuccess` reports (it then continues after the last one sent).
+fn partial(
+    resp: AppendEntriesResponse<TypeConfig>,
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    sent: usize,
+) -> AppendEntriesResponse<TypeConfig> {
+    match resp {
+        AppendEntriesResponse::Success if sent < rpc.entries.len() => {
+            // `sent >= 1` whenever it is below a non-zero length.
+            let last = sent
+                .checked_sub(1)
+                .and_then(|i| rpc.entries.get(i))
+                .map(|e| e.log_id);
+            AppendEntriesResponse::PartialSuccess(last.or(rpc.prev_log_id))
+        }
+        other => other,
     }
 }
 
@@ -190,14 +304,31 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let msg = wire::append_request_to_pb(&rpc, self.cluster_id);
+        let mut msg = wire::append_request_to_pb(&rpc, self.cluster_id);
+        let sent = fit_entries(&mut msg, self.max_message);
+        if msg.encoded_len() > self.max_message {
+            // One entry above the limit: written under a larger
+            // --max-request-bytes than this member now has. Retrying cannot
+            // help; say so loudly (openraft backs off and retries).
+            tracing::error!(
+                peer = %format!("{:x}", self.target),
+                bytes = msg.encoded_len(),
+                limit = self.max_message,
+                "log entry larger than the peer message limit: raise --max-request-bytes"
+            );
+            return Err(RPCError::Unreachable(unreachable(
+                self.target,
+                "log entry larger than the peer message limit",
+            )));
+        }
         let reply = self
             .client()?
             .append_entries(self.request(msg, option.hard_ttl()))
             .await
             .map_err(|s| unreachable(self.target, s.message()))?;
-        wire::append_response_from_pb(reply.get_ref())
-            .map_err(|e| RPCError::Unreachable(unreachable(self.target, e)))
+        let resp = wire::append_response_from_pb(reply.get_ref())
+            .map_err(|e| RPCError::Unreachable(unreachable(self.target, e)))?;
+        Ok(partial(resp, &rpc, sent))
     }
 
     async fn vote(
@@ -339,5 +470,123 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 )))
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Entry, Request};
+    use bramble_api::etcdserverpb::PutRequest;
+    use openraft::EntryPayload;
+
+    /// Entry `index` putting a value of `len` bytes.
+    fn entry(index: u64, len: usize) -> Entry {
+        openraft::Entry {
+            log_id: codec::log_id(2, index),
+            payload: EntryPayload::Normal(Request {
+                command: pb::Command {
+                    op: Some(pb::command::Op::Put(PutRequest {
+                        key: b"k".to_vec(),
+                        value: vec![7; len],
+                        ..Default::default()
+                    })),
+                },
+                request_id: index,
+            }),
+        }
+    }
+
+    fn batch(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(2, 1),
+            prev_log_id: Some(codec::log_id(2, 9)),
+            entries: sizes
+                .iter()
+                .enumerate()
+                .map(|(k, &len)| entry(10 + k as u64, len))
+                .collect(),
+            leader_commit: None,
+        }
+    }
+
+    #[test]
+    fn oversized_batches_are_cut_to_the_message_limit() {
+        let rpc = batch(&[1000, 1000, 1000, 1000]);
+        let mut msg = wire::append_request_to_pb(&rpc, 1);
+        assert_eq!(fit_entries(&mut msg, usize::MAX), 4);
+        assert_eq!(fit_entries(&mut msg, 2500), 2);
+        assert!(msg.encoded_len() <= 2500);
+        // At least one entry goes, even one over the limit (the caller
+        // refuses to send that).
+        assert_eq!(fit_entries(&mut msg, 10), 1);
+        let back = wire::append_request_from_pb(msg).expect("a valid request");
+        assert_eq!(back.entries.len(), 1);
+        assert_eq!(back.entries[0].log_id, codec::log_id(2, 10));
+    }
+
+    #[test]
+    fn a_cut_batch_reports_partial_success_up_to_the_last_entry_sent() {
+        let rpc = batch(&[10, 10, 10]);
+        assert_eq!(
+            partial(AppendEntriesResponse::Success, &rpc, 2),
+            AppendEntriesResponse::PartialSuccess(Some(codec::log_id(2, 11)))
+        );
+        assert_eq!(
+            partial(AppendEntriesResponse::Success, &rpc, 3),
+            AppendEntriesResponse::Success
+        );
+        // A refusal is the follower's answer to the whole batch.
+        assert_eq!(
+            partial(AppendEntriesResponse::Conflict, &rpc, 1),
+            AppendEntriesResponse::Conflict
+        );
+        let higher = openraft::Vote::new(5, 3);
+        assert_eq!(
+            partial(AppendEntriesResponse::HigherVote(higher), &rpc, 1),
+            AppendEntriesResponse::HigherVote(higher)
+        );
+        let heartbeat = batch(&[]);
+        assert_eq!(
+            partial(AppendEntriesResponse::Success, &heartbeat, 0),
+            AppendEntriesResponse::Success
+        );
+    }
+
+    #[test]
+    fn large_messages_get_time_to_travel() {
+        assert_eq!(transfer_time(0), Duration::ZERO);
+        assert!(transfer_time(1000) < Duration::from_millis(1));
+        let big = transfer_time(17_000_000);
+        assert!(
+            big > Duration::from_secs(3) && big < Duration::from_secs(5),
+            "{big:?}"
+        );
+    }
+
+    #[test]
+    fn the_largest_request_always_fits_in_a_peer_message() {
+        for max_request in [
+            0,
+            crate::admission::DEFAULT_MAX_REQUEST_BYTES,
+            33_554_432,
+            MAX_REQUEST_BYTES_LIMIT,
+        ] {
+            let limit = peer_message_limit(max_request);
+            assert!(limit >= max_request + ENTRY_OVERHEAD, "{max_request}");
+            assert!(limit as u64 >= REPLICATION_BATCH_BYTES + ENTRY_OVERHEAD as u64);
+            assert!(check_max_request_bytes(max_request).is_ok());
+        }
+        // Members with the default limit still take what a member with a
+        // larger one (up to 64 MiB) sends.
+        assert_eq!(
+            peer_message_limit(crate::admission::DEFAULT_MAX_REQUEST_BYTES),
+            MIN_PEER_MESSAGE
+        );
+        assert!(check_max_request_bytes(MAX_REQUEST_BYTES_LIMIT + 1).is_err());
+        assert_eq!(
+            peer_message_limit(usize::MAX),
+            peer_message_limit(MAX_REQUEST_BYTES_LIMIT)
+        );
     }
 }

@@ -21,7 +21,7 @@ use crate::admission::{self, Limits, Refusal};
 use crate::fatal::{FatalCause, FatalError, FatalSignal};
 use crate::forward::Waiters;
 use crate::log_store::LogStore;
-use crate::network::{PeerChannels, PeerNetworkFactory};
+use crate::network::{peer_message_limit, PeerChannels, PeerNetworkFactory};
 use crate::peer_service::{PeerService, NOT_LEADER};
 use crate::snapshot::SnapshotDir;
 use crate::state_machine::StateMachine;
@@ -285,7 +285,10 @@ impl RaftNode {
         let snap_dir = cfg.data_dir.join("member").join("snap");
         let snapshots = SnapshotDir::new(&snap_dir).map_err(io_err(&snap_dir))?;
         snapshots.remove_temporaries();
-        let channels = PeerChannels::new(Duration::from_millis(cfg.election_timeout_ms.max(100)));
+        let channels = PeerChannels::new(
+            Duration::from_millis(cfg.election_timeout_ms.max(100)),
+            peer_message_limit(cfg.limits.max_request_bytes),
+        );
         let waiters = Arc::new(Waiters::new(cfg.member_id));
         let (revision_tx, revisions) = watch::channel(store.current_revision());
         let raft = Raft::new(
@@ -389,7 +392,7 @@ impl RaftNode {
             self.snap_dir.clone(),
             self.limits,
         )
-        .into_server()
+        .into_server(self.channels.max_message())
     }
 
     /// Waits (at most `timeout`) until this member has applied everything it

@@ -23,7 +23,6 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::admission::{self, Limits};
 use crate::codec;
-use crate::network::MAX_PEER_MESSAGE;
 use crate::snapshot::SnapshotData;
 use crate::types::{Raft, Request as RaftRequest};
 use crate::wire;
@@ -61,11 +60,12 @@ impl PeerService {
         }
     }
 
-    /// The tonic server wrapper, with room for large AppendEntries batches.
-    pub fn into_server(self) -> PeerServer<PeerService> {
+    /// The tonic server wrapper, taking messages of up to `max_message` bytes
+    /// ([`crate::network::peer_message_limit`]).
+    pub fn into_server(self, max_message: usize) -> PeerServer<PeerService> {
         PeerServer::new(self)
-            .max_decoding_message_size(MAX_PEER_MESSAGE)
-            .max_encoding_message_size(MAX_PEER_MESSAGE)
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message)
     }
 
     /// A vote request, or with `pre` a Pre-Vote (no vote is stored).

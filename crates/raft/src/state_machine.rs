@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bramble_storage::mvcc::{ApplyResult, MvccStore, RaftEntry};
 use futures::{Stream, TryStreamExt};
-use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
 use tokio::sync::watch;
 
@@ -23,6 +23,18 @@ use crate::types::{LogId, Response, StoredMembership, TypeConfig};
 
 type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+
+/// Payload bytes the state machine applies in one run (one redb transaction)
+/// at most, beyond its first entry.
+const APPLY_RUN_BYTES: usize = 8 << 20;
+
+/// The bytes `entry` brings into a run: its command's encoded size.
+fn payload_bytes(entry: &crate::types::Entry) -> usize {
+    match &entry.payload {
+        EntryPayload::Normal(req) => prost::Message::encoded_len(&req.command),
+        _ => 0,
+    }
+}
 
 fn storage_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -88,47 +100,97 @@ impl StateMachine {
         });
     }
 
-    /// Applies a run of committed entries in one store transaction (one redb
-    /// commit for the whole run), returning each entry's result (`None` for
-    /// blank and membership entries).
-    fn apply_run(&self, entries: &[crate::types::Entry]) -> io::Result<Vec<Option<ApplyResult>>> {
-        // Membership entries are stored encoded; encode them before borrowing.
-        let blobs: Vec<Option<Vec<u8>>> = entries
+    /// Applies one run of entries (see [`apply_run`]) and answers their
+    /// clients.
+    async fn apply_batch(
+        &self,
+        batch: Vec<crate::types::Entry>,
+        responders: Vec<Option<ApplyResponder<TypeConfig>>>,
+    ) -> io::Result<()> {
+        let request_ids: Vec<u64> = batch
             .iter()
             .map(|e| match &e.payload {
-                EntryPayload::Membership(m) => {
-                    let stored = openraft::StoredMembership::new(Some(e.log_id), m.clone());
-                    Some(codec::encode_stored_membership(&stored))
-                }
-                _ => None,
+                EntryPayload::Normal(req) => req.request_id,
+                _ => 0,
             })
             .collect();
-        let run: Vec<(u64, u64, RaftEntry<'_>)> = entries
-            .iter()
-            .zip(&blobs)
-            .map(|(e, blob)| {
-                let what = match (&e.payload, blob) {
-                    (EntryPayload::Normal(req), _) => RaftEntry::Command(&req.command),
-                    (EntryPayload::Membership(_), Some(b)) => RaftEntry::Membership(b),
-                    _ => RaftEntry::Blank,
-                };
-                (
-                    store_index(e.log_id.index),
-                    codec::log_term(&e.log_id),
-                    what,
-                )
-            })
-            .collect();
-        let results = self.store.apply_entries(&run).map_err(storage_err)?;
-        if results.len() != entries.len() {
-            return Err(io::Error::other(format!(
-                "store applied {} results for {} entries",
-                results.len(),
-                entries.len()
-            )));
+        if batch.is_empty() {
+            return Ok(());
         }
-        Ok(results)
+        let store = self.store.clone();
+        let results = tokio::task::spawn_blocking(move || apply_run(&store, &batch))
+            .await
+            .map_err(storage_err)??;
+        // Watchers first learn about the new revisions, then the clients whose
+        // writes made them: a client that watches after its put sees no gap.
+        self.publish_revision();
+        for ((result, responder), request_id) in
+            results.into_iter().zip(responders).zip(request_ids)
+        {
+            // A command a client of this member forwarded to the leader: the
+            // client gets this member's own result (see crate::forward).
+            let result = match result {
+                Some(r) => self.waiters.complete(request_id, r),
+                None => None,
+            };
+            if let Some(responder) = responder {
+                // Blank and membership entries answer with an empty success:
+                // only client commands carry a result.
+                responder.send(match result {
+                    Some(r) => Response::Command(r),
+                    None => Response::Empty,
+                });
+            }
+        }
+        Ok(())
     }
+}
+
+/// Applies a run of committed entries to `store` in one transaction (one redb
+/// commit for the whole run), returning each entry's result (`None` for blank
+/// and membership entries). Blocking: a run may hold values of up to
+/// `--max-request-bytes` each, which take redb long enough to stall a runtime
+/// worker (and the peer RPCs queued on it) if done there.
+fn apply_run(
+    store: &MvccStore,
+    entries: &[crate::types::Entry],
+) -> io::Result<Vec<Option<ApplyResult>>> {
+    // Membership entries are stored encoded; encode them before borrowing.
+    let blobs: Vec<Option<Vec<u8>>> = entries
+        .iter()
+        .map(|e| match &e.payload {
+            EntryPayload::Membership(m) => {
+                let stored = openraft::StoredMembership::new(Some(e.log_id), m.clone());
+                Some(codec::encode_stored_membership(&stored))
+            }
+            _ => None,
+        })
+        .collect();
+    let run: Vec<(u64, u64, RaftEntry<'_>)> = entries
+        .iter()
+        .zip(&blobs)
+        .map(|(e, blob)| {
+            let what = match (&e.payload, blob) {
+                (EntryPayload::Normal(req), _) => RaftEntry::Command(&req.command),
+                (EntryPayload::Membership(_), Some(b)) => RaftEntry::Membership(b),
+                _ => RaftEntry::Blank,
+            };
+            (
+                store_index(e.log_id.index),
+                codec::log_term(&e.log_id),
+                what,
+            )
+        })
+        .collect();
+    let results = store.apply_entries(&run).map_err(storage_err)?;
+    if results.len() != entries.len() {
+        return Err(io::Error::other(format!(
+            "store applied {} results for {} entries",
+            results.len(),
+            entries.len()
+        )));
+    }
+    Ok(results)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -154,53 +216,41 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
-        // openraft hands over everything committed so far; applying it as one
-        // run costs one store commit instead of one per entry.
-        let mut batch = Vec::new();
-        let mut responders = Vec::new();
-        while let Some((entry, responder)) = entries
-            .try_next()
-            .await
-            .map_err(|e| self.fail(FatalCause::Apply, e))?
-        {
-            batch.push(entry);
-            responders.push(responder);
-        }
-        let request_ids: Vec<u64> = batch
-            .iter()
-            .map(|e| match &e.payload {
-                EntryPayload::Normal(req) => req.request_id,
-                _ => 0,
-            })
-            .collect();
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let results = self
-            .apply_run(&batch)
-            .map_err(|e| self.fail(FatalCause::Apply, e))?;
-        // Watchers first learn about the new revisions, then the clients whose
-        // writes made them: a client that watches after its put sees no gap.
-        self.publish_revision();
-        for ((result, responder), request_id) in
-            results.into_iter().zip(responders).zip(request_ids)
-        {
-            // A command a client of this member forwarded to the leader: the
-            // client gets this member's own result (see crate::forward).
-            let result = match result {
-                Some(r) => self.waiters.complete(request_id, r),
-                None => None,
-            };
-            if let Some(responder) = responder {
-                // Blank and membership entries answer with an empty success:
-                // only client commands carry a result.
-                responder.send(match result {
-                    Some(r) => Response::Command(r),
-                    None => Response::Empty,
-                });
+        // openraft hands over everything committed so far; applying it in
+        // runs costs one store commit per run instead of one per entry. Runs
+        // are bounded in bytes: after a restart everything committed since the
+        // last checkpoint comes at once (100 MB of it took 250 MB of memory
+        // when applied as one run), and the entries are read lazily
+        // (`LogStore::entries_stream`).
+        loop {
+            let mut batch = Vec::new();
+            let mut responders = Vec::new();
+            let mut bytes = 0usize;
+            let mut more = true;
+            while bytes < APPLY_RUN_BYTES {
+                let next = entries
+                    .try_next()
+                    .await
+                    .map_err(|e| self.fail(FatalCause::Apply, e))?;
+                match next {
+                    Some((entry, responder)) => {
+                        bytes = bytes.saturating_add(payload_bytes(&entry));
+                        batch.push(entry);
+                        responders.push(responder);
+                    }
+                    None => {
+                        more = false;
+                        break;
+                    }
+                }
+            }
+            self.apply_batch(batch, responders)
+                .await
+                .map_err(|e| self.fail(FatalCause::Apply, e))?;
+            if !more {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {

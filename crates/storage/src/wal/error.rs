@@ -47,12 +47,12 @@ pub enum WalError {
         /// The highest purged index.
         purged: u64,
     },
-    /// A record does not fit in one segment.
+    /// A record larger than any segment may be ([`super::MAX_RECORD_LEN`]).
     #[error("wal record of {len} bytes exceeds the maximum of {max} bytes")]
     RecordTooLarge {
         /// Encoded size of the record.
         len: u64,
-        /// Largest encoded record a segment can hold.
+        /// Largest encoded record.
         max: u64,
     },
     /// A record that can never be valid (e.g. index `u64::MAX`).

@@ -24,7 +24,8 @@
 //! # On disk
 //!
 //! A directory of segment files `<seq:016x>-<base:016x>.wal`, each
-//! preallocated to [`WalOptions::segment_size`], starting with a 32-byte
+//! preallocated to [`WalOptions::segment_size`] (or, for a record larger
+//! than that, to the record's size: see `writer.rs`), starting with a 32-byte
 //! header (`segment.rs`), then records framed as `len u32 | crc32 u32 |
 //! kind u8 | body` (`record.rs`); zeros mark the end of data. Recovery
 //! (`recover.rs`) cuts a torn tail off the last segment and refuses to
@@ -53,6 +54,8 @@ mod writer;
 mod crash_tests;
 #[cfg(test)]
 mod fault;
+#[cfg(test)]
+mod large_tests;
 #[cfg(test)]
 mod tests;
 
@@ -117,8 +120,10 @@ pub enum Record {
 /// How to open a WAL.
 #[derive(Debug, Clone)]
 pub struct WalOptions {
-    /// Size each segment is preallocated to: 4 KiB to 4 GiB. A record must
-    /// fit in one segment. Default 16 MiB.
+    /// Size each segment is preallocated to: 4 KiB to 4 GiB. Default 16 MiB.
+    /// A record too large for a fresh segment gets a segment of its own,
+    /// sized for it: every entry the server accepts (up to etcd's
+    /// `--max-request-bytes`, which may exceed this) can be stored.
     pub segment_size: u64,
     /// fdatasync before acknowledging. Default `true`; turn off in tests only.
     pub sync: bool,
@@ -180,9 +185,12 @@ struct Inner {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// Largest encoded record a fresh segment holds.
-    max_record: u64,
 }
+
+/// The largest encoded record: a record's length field is a u32, and a
+/// segment (which a record never spans) is at most 4 GiB, the size recovery
+/// accepts and [`index::Loc`]'s u32 offsets address.
+pub const MAX_RECORD_LEN: u64 = u32::MAX as u64 - SEGMENT_HEADER_LEN;
 
 impl Wal {
     /// Whether `dir` holds a WAL (at least one segment file), as etcd's
@@ -260,7 +268,6 @@ impl Wal {
                 shared,
                 tx,
                 thread: Mutex::new(Some(thread)),
-                max_record: options.segment_size - SEGMENT_HEADER_LEN,
             }),
         })
     }
@@ -279,10 +286,10 @@ impl Wal {
         let mut bounds = st.bounds;
         for r in &records {
             let len = record::encoded_len(r);
-            if len > self.inner.max_record {
+            if len > MAX_RECORD_LEN {
                 return Err(WalError::RecordTooLarge {
                     len,
-                    max: self.inner.max_record,
+                    max: MAX_RECORD_LEN,
                 });
             }
             match r {
@@ -366,7 +373,19 @@ impl Wal {
     /// with `pread` (recent entries come from memory) and checks each
     /// record's crc.
     pub fn read(&self, range: impl RangeBounds<u64>) -> Result<Vec<(u64, Bytes)>> {
-        reader::read(&self.inner.shared, range)
+        reader::read(&self.inner.shared, range, u64::MAX)
+    }
+
+    /// Like [`Wal::read`], but only the longest prefix of the range whose
+    /// payloads add up to at most `max_bytes`, and always the first entry
+    /// (an entry larger than `max_bytes` comes alone). Bounds the memory
+    /// and message size of one replication batch however large entries are.
+    pub fn read_limited(
+        &self,
+        range: impl RangeBounds<u64>,
+        max_bytes: u64,
+    ) -> Result<Vec<(u64, Bytes)>> {
+        reader::read(&self.inner.shared, range, max_bytes)
     }
 
     /// Index of the first live entry, `None` if the log is empty.

@@ -42,8 +42,14 @@ fn resolve(range: &impl RangeBounds<u64>) -> Option<(u64, u64)> {
     (lo <= hi).then_some((lo, hi))
 }
 
-/// Reads the live entries in `range` (clipped to the log's extent).
-pub(crate) fn read(shared: &Shared, range: impl RangeBounds<u64>) -> Result<Vec<(u64, Bytes)>> {
+/// Reads the live entries in `range` (clipped to the log's extent): the
+/// longest prefix whose payloads (as stored) add up to at most `max_bytes`,
+/// and always at least the first entry, whatever its size.
+pub(crate) fn read(
+    shared: &Shared,
+    range: impl RangeBounds<u64>,
+    max_bytes: u64,
+) -> Result<Vec<(u64, Bytes)>> {
     let Some((lo, hi)) = resolve(&range) else {
         return Ok(Vec::new());
     };
@@ -58,8 +64,13 @@ pub(crate) fn read(shared: &Shared, range: impl RangeBounds<u64>) -> Result<Vec<
             return Ok(Vec::new());
         }
         let mut plan = Vec::with_capacity(usize::try_from(hi - lo + 1).unwrap_or(0).min(1 << 16));
+        let mut bytes: u64 = 0;
         for i in lo..=hi {
             if let Some(data) = st.cache.get(i) {
+                bytes = bytes.saturating_add(data.len() as u64);
+                if bytes > max_bytes && !plan.is_empty() {
+                    break;
+                }
                 plan.push(Slot::Mem(i, data));
                 continue;
             }
@@ -68,6 +79,11 @@ pub(crate) fn read(shared: &Shared, range: impl RangeBounds<u64>) -> Result<Vec<
                 debug_assert!(false, "entry {i} neither cached nor on disk");
                 WalError::Internal(format!("entry {i} is neither cached nor on disk"))
             })?;
+            let framing = (record::HEADER_LEN + 1 + record::varint_len(i)) as u64;
+            bytes = bytes.saturating_add(u64::from(loc.len).saturating_sub(framing));
+            if bytes > max_bytes && !plan.is_empty() {
+                break;
+            }
             if let std::collections::btree_map::Entry::Vacant(v) = files.entry(loc.seq) {
                 let h = st.files.get(&loc.seq).ok_or_else(|| {
                     WalError::Internal(format!("entry {i} is in unknown segment {}", loc.seq))

@@ -10,6 +10,15 @@
 //! It also rolls segments over (syncing the full one first, which is what
 //! lets recovery treat an invalid record in any non-last segment as
 //! corruption) and deletes purged segments once the purge record is durable.
+//!
+//! A record larger than a fresh segment of the configured size gets a
+//! segment of its own, preallocated to exactly the record's size, and the
+//! next record rolls to a normal segment. The alternative, refusing such
+//! records, would leave a `--max-request-bytes` above the segment size (etcd
+//! allows 32 MiB and more) accepting a request the log cannot store, which
+//! stops Raft on the leader; splitting records across segments would
+//! complicate recovery. Recovery already takes each segment's size from its
+//! file, so oversized segments need nothing there.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
@@ -32,10 +41,15 @@ use super::state::{Counters, SegHandle, Shared};
 use super::{Callback, Record, Result, WalError};
 
 /// Stop pulling queued batches into a group beyond this many bytes, to bound
-/// memory and the latency of the first batch in the group.
+/// memory and the latency of the first batch in the group. A group always
+/// takes its first batch, so a batch larger than this (one entry of a 32 MiB
+/// `--max-request-bytes`) is committed alone, never refused.
 const MAX_GROUP_BYTES: u64 = 8 << 20;
 /// Hand buffered bytes to the kernel once this many accumulate.
 const FLUSH_BYTES: usize = 1 << 20;
+/// Capacity kept by the write buffer between groups: one huge record grows
+/// it, and it is given back afterwards rather than held for good.
+const BUF_KEEP: usize = 4 * FLUSH_BYTES;
 
 thread_local! {
     static ON_WRITER: Cell<bool> = const { Cell::new(false) };
@@ -314,7 +328,8 @@ impl Writer {
         }
     }
 
-    /// Encodes `r` at the write position, rolling over when it does not fit.
+    /// Encodes `r` at the write position, rolling over when it does not fit
+    /// (to a segment sized for it if it is larger than a normal one).
     fn put(&mut self, r: &Record) -> Result<Loc> {
         let len = record::encoded_len(r);
         if self.pos + len > self.capacity {
@@ -322,15 +337,20 @@ impl Writer {
                 Record::Entry { index, .. } => *index,
                 _ => self.next_hint,
             };
-            self.roll(base)?;
-            if self.pos + len > self.capacity {
-                // Submission checks sizes against the segment size.
+            let size = self.segment_size.max(SEGMENT_HEADER_LEN + len);
+            if size > u64::from(u32::MAX) {
+                // Submission refuses records above MAX_RECORD_LEN.
                 return Err(WalError::RecordTooLarge {
                     len,
-                    max: self.capacity - self.pos,
+                    max: super::MAX_RECORD_LEN,
                 });
             }
+            self.roll(base, size)?;
         }
+        assert!(
+            self.pos + len <= self.capacity,
+            "a fresh segment is sized for the record"
+        );
         let offset = self.pos;
         let n = record::encode(r, &mut self.buf) as u64;
         debug_assert_eq!(n, len);
@@ -365,6 +385,7 @@ impl Writer {
         Counters::add(&self.counters().bytes_written, self.buf.len() as u64);
         self.buf_off += self.buf.len() as u64;
         self.buf.clear();
+        self.buf.shrink_to(BUF_KEEP);
         debug_assert_eq!(self.buf_off, self.pos);
         Ok(())
     }
@@ -391,8 +412,8 @@ impl Writer {
     }
 
     /// Seals the active segment (durable before anything lands in the next
-    /// one) and starts a new one.
-    fn roll(&mut self, base: u64) -> Result<()> {
+    /// one) and starts a new one of `size` bytes.
+    fn roll(&mut self, base: u64, size: u64) -> Result<()> {
         self.flush()?;
         if self.dirty && self.sync {
             self.sync_active()?;
@@ -401,7 +422,7 @@ impl Writer {
             seq: self.active_seq() + 1,
             base,
         };
-        let (file, bytes) = segment::create(&*self.dir, id, self.segment_size)?;
+        let (file, bytes) = segment::create(&*self.dir, id, size)?;
         Counters::add(&self.counters().bytes_written, bytes);
         Counters::add(&self.counters().segments_created, 1);
         let path = self.dir.path_of(&id.file_name());
@@ -415,7 +436,7 @@ impl Writer {
         self.segments.push_back(id);
         self.active = file;
         self.active_path = path;
-        self.capacity = self.segment_size;
+        self.capacity = size;
         self.pos = SEGMENT_HEADER_LEN;
         self.buf_off = SEGMENT_HEADER_LEN;
         Ok(())
