@@ -166,7 +166,9 @@ pub fn run(data: &[u8]) {
 
 async fn run_ops(ops: Vec<Request>) {
     let dir = crate::scratch_dir();
-    let node = Node::open(options(dir.path())).await.expect("opening a fresh node");
+    let node = Node::open(options(dir.path()))
+        .await
+        .expect("opening a fresh node");
     let lease = LeaseService::new(node.context().clone());
     let mut written: Vec<Written> = Vec::new();
     let mut compacted = 0;
@@ -223,7 +225,9 @@ async fn run_ops(ops: Vec<Request>) {
         node.close().await;
         drop(lease);
         drop(node);
-        let node = Node::open(options(dir.path())).await.expect("reopening the node");
+        let node = Node::open(options(dir.path()))
+            .await
+            .expect("reopening the node");
         let again = everything(&node).await;
         assert_eq!(again.kvs, all.kvs, "keys changed across a reopen");
         assert_eq!(
@@ -267,7 +271,10 @@ pub fn seeds() -> Vec<Vec<u8>> {
             ..Default::default()
         }],
         success: vec![RequestOp {
-            request: Some(request_op::Request::RequestPut(put("/registry/pods/a", "pod"))),
+            request: Some(request_op::Request::RequestPut(put(
+                "/registry/pods/a",
+                "pod",
+            ))),
         }],
         failure: vec![RequestOp {
             request: Some(request_op::Request::RequestRange(get("/registry/pods/a"))),

@@ -185,9 +185,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         leader_commit: log_id(2, 4),
         cluster_id: 9,
     };
-    let entry_input = |e: &pb::LogEntry| {
-        [5u64.to_le_bytes().to_vec(), e.encode_to_vec()].concat()
-    };
+    let entry_input = |e: &pb::LogEntry| [5u64.to_le_bytes().to_vec(), e.encode_to_vec()].concat();
     vec![
         input(Kind::Entry, &entry_input(&put)),
         input(Kind::Entry, &entry_input(&member_entry)),

@@ -99,7 +99,9 @@ fn everything(store: &MvccStore) -> RangeResponse {
         range_end: vec![0],
         ..Default::default()
     };
-    store.range(&all).expect("a full range of an installed store")
+    store
+        .range(&all)
+        .expect("a full range of an installed store")
 }
 
 /// (revision, compact revision, applied) of a store.
@@ -131,7 +133,11 @@ pub fn run(data: &[u8]) {
                 matches!(e, MvccError::BadSnapshot(_) | MvccError::Corrupt(_)),
                 "install refused a snapshot with an unexpected error: {e:?}"
             );
-            assert_eq!(position(&store), before, "a refused install changed the store");
+            assert_eq!(
+                position(&store),
+                before,
+                "a refused install changed the store"
+            );
             everything(&store);
         }
         Ok(info) => {

@@ -95,7 +95,9 @@ type Contents = (Vec<(u64, Bytes)>, Vec<(u8, Bytes)>);
 fn contents(wal: &Wal) -> Contents {
     let entries = match (wal.first_index(), wal.last_index()) {
         (Some(first), Some(last)) => {
-            let got = wal.read(first..=last).expect("reading entries recovery accepted");
+            let got = wal
+                .read(first..=last)
+                .expect("reading entries recovery accepted");
             assert_eq!(
                 got.len() as u64,
                 last - first + 1,
@@ -167,7 +169,10 @@ fn check(dir: &Path, valid: &HashSet<(u8, Vec<u8>)>) {
     for (key, value) in &before.1 {
         let mut body = vec![*key];
         body.extend_from_slice(value);
-        assert!(valid.contains(&(2, body)), "meta {key} is not a valid record of the input");
+        assert!(
+            valid.contains(&(2, body)),
+            "meta {key} is not a valid record of the input"
+        );
     }
 
     // A log recovery accepted must go on working: append, then reopen.
@@ -202,7 +207,9 @@ fn decodes_to(b: &[u8], v: u64) -> bool {
         if i >= 10 {
             return false;
         }
-        x |= u64::from(byte & 0x7f).checked_shl(7 * i as u32).unwrap_or(0);
+        x |= u64::from(byte & 0x7f)
+            .checked_shl(7 * i as u32)
+            .unwrap_or(0);
         if byte & 0x80 == 0 {
             return i + 1 == b.len() && x == v;
         }
