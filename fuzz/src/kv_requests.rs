@@ -142,6 +142,26 @@ async fn check_written(node: &Node, written: &[Written], compacted: i64) {
     }
 }
 
+/// Opens the node again after a close. `Node::close` returns before every task holding
+/// the member is gone (fuzzing found it: an immediate reopen fails now and then with
+/// `wal directory ... is locked by another process`; reported for node.rs, issue 7), so
+/// the WAL lock is given a moment; still held after that, it is a leak and a finding.
+async fn reopen(dir: &std::path::Path) -> Node {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Node::open(options(dir)).await {
+            Ok(node) => return node,
+            Err(e)
+                if e.message.contains("is locked by another process")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("reopening the node: {e:?}"),
+        }
+    }
+}
+
 /// Runs one input.
 pub fn run(data: &[u8]) {
     let Ok(script) = Script::decode(data) else {
@@ -225,9 +245,7 @@ async fn run_ops(ops: Vec<Request>) {
         node.close().await;
         drop(lease);
         drop(node);
-        let node = Node::open(options(dir.path()))
-            .await
-            .expect("reopening the node");
+        let node = reopen(dir.path()).await;
         let again = everything(&node).await;
         assert_eq!(again.kvs, all.kvs, "keys changed across a reopen");
         assert_eq!(
