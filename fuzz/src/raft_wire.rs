@@ -1,0 +1,240 @@
+//! Raft's storage codec and peer wire decoding (`crates/raft/src/codec.rs`, `wire.rs`).
+//!
+//! Input: a selector byte, then the bytes of one message: a stored log entry (with its
+//! index in the next 8 bytes), vote or membership as the WAL and state machine keep them,
+//! or a peer protobuf (prost-decoded, as tonic does) turned into openraft's types.
+//! Kept thin on purpose: it calls the crate's public decode entry points by name.
+//!
+//! Invariants: decoding never panics, and what decodes re-encodes to something that
+//! decodes to the same value.
+
+use bramble_api::bramblepb as pb;
+use bramble_raft::{codec, wire};
+use prost::Message;
+
+/// Which decoder an input goes to (its first byte, modulo the count).
+#[derive(Clone, Copy, Debug)]
+#[repr(u8)]
+pub enum Kind {
+    /// `codec::decode_entry` (index from the next 8 bytes, little-endian).
+    Entry = 0,
+    /// `codec::decode_vote`.
+    Vote = 1,
+    /// `codec::decode_stored_membership`.
+    StoredMembership = 2,
+    /// `pb::VoteRequest` → `wire::vote_request_from_pb`.
+    VoteRequest = 3,
+    /// `pb::VoteResponse` → `wire::vote_response_from_pb`.
+    VoteResponse = 4,
+    /// `pb::AppendRequest` → `wire::append_request_from_pb`.
+    AppendRequest = 5,
+    /// `pb::AppendResponse` → `wire::append_response_from_pb`.
+    AppendResponse = 6,
+    /// `pb::SnapshotChunk` header → vote, last log id and membership, as the peer
+    /// service decodes the first chunk of an InstallSnapshot stream.
+    SnapshotHeader = 7,
+}
+
+const KINDS: u8 = 8;
+
+/// Runs one input.
+pub fn run(data: &[u8]) {
+    let Some((&sel, bytes)) = data.split_first() else {
+        return;
+    };
+    match sel % KINDS {
+        0 => {
+            let Some((index, bytes)) = bytes.split_at_checked(8) else {
+                return;
+            };
+            let index = u64::from_le_bytes(index.try_into().expect("8 bytes"));
+            if let Ok(e) = codec::decode_entry(index, bytes) {
+                let back = codec::decode_entry(index, &codec::encode_entry(&e))
+                    .expect("a decoded entry re-encodes");
+                assert_eq!(format!("{back:?}"), format!("{e:?}"));
+            }
+        }
+        1 => {
+            if let Ok(v) = codec::decode_vote(bytes) {
+                assert_eq!(codec::decode_vote(&codec::encode_vote(&v)).ok(), Some(v));
+            }
+        }
+        2 => {
+            if let Ok(m) = codec::decode_stored_membership(bytes) {
+                let back = codec::decode_stored_membership(&codec::encode_stored_membership(&m))
+                    .expect("a decoded membership re-encodes");
+                assert_eq!(back, m);
+            }
+        }
+        3 => {
+            let Ok(m) = pb::VoteRequest::decode(bytes) else {
+                return;
+            };
+            if let Ok(r) = wire::vote_request_from_pb(&m) {
+                let back = wire::vote_request_from_pb(&wire::vote_request_to_pb(&r, 1))
+                    .expect("a decoded vote request re-encodes");
+                assert_eq!(back, r);
+            }
+        }
+        4 => {
+            let Ok(m) = pb::VoteResponse::decode(bytes) else {
+                return;
+            };
+            if let Ok(r) = wire::vote_response_from_pb(&m) {
+                let back = wire::vote_response_from_pb(&wire::vote_response_to_pb(&r))
+                    .expect("a decoded vote response re-encodes");
+                assert_eq!(back, r);
+            }
+        }
+        5 => {
+            let Ok(m) = pb::AppendRequest::decode(bytes) else {
+                return;
+            };
+            if let Ok(r) = wire::append_request_from_pb(m) {
+                let back = wire::append_request_from_pb(wire::append_request_to_pb(&r, 1))
+                    .expect("a decoded append request re-encodes");
+                assert_eq!(format!("{back:?}"), format!("{r:?}"));
+            }
+        }
+        6 => {
+            let Ok(m) = pb::AppendResponse::decode(bytes) else {
+                return;
+            };
+            if let Ok(r) = wire::append_response_from_pb(&m) {
+                let back = wire::append_response_from_pb(&wire::append_response_to_pb(&r))
+                    .expect("a decoded append response re-encodes");
+                assert_eq!(back, r);
+            }
+        }
+        _ => {
+            let Ok(chunk) = pb::SnapshotChunk::decode(bytes) else {
+                return;
+            };
+            if let Some(h) = chunk.header {
+                let _ = wire::vote_from_pb(h.vote.as_ref());
+                let _ = h.last_log_id.as_ref().map(wire::log_id_from_pb);
+                if let Some(m) = h.last_membership {
+                    let _ = codec::decode_stored_membership(&m.encode_to_vec());
+                }
+            }
+        }
+    }
+}
+
+/// `kind`'s selector byte followed by `body`.
+pub fn input(kind: Kind, body: &[u8]) -> Vec<u8> {
+    [vec![kind as u8], body.to_vec()].concat()
+}
+
+/// Valid inputs to start from: one well-formed message of each kind.
+pub fn seeds() -> Vec<Vec<u8>> {
+    let vote = pb::Vote {
+        term: 3,
+        voted_for: 1,
+        committed: true,
+    };
+    let membership = pb::Membership {
+        configs: vec![pb::VoterSet { ids: vec![1, 2, 3] }],
+        members: (1..=3)
+            .map(|id| pb::Member {
+                id,
+                name: format!("m{id}"),
+                peer_urls: vec![format!("http://m{id}:2380")],
+                client_urls: vec![format!("http://m{id}:2379")],
+            })
+            .collect(),
+    };
+    let stored = pb::StoredMembership {
+        log_term: 1,
+        log_index: 1,
+        has_log_id: true,
+        membership: Some(membership.clone()),
+    };
+    let put = pb::LogEntry {
+        term: 3,
+        payload: Some(pb::log_entry::Payload::Command(pb::Command {
+            op: Some(pb::command::Op::Put(
+                bramble_api::etcdserverpb::PutRequest {
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                },
+            )),
+        })),
+        request_id: 7,
+    };
+    let member_entry = pb::LogEntry {
+        term: 2,
+        payload: Some(pb::log_entry::Payload::Membership(membership)),
+        request_id: 0,
+    };
+    let log_id = |term, index| Some(pb::LogId { term, index });
+    let append = pb::AppendRequest {
+        vote: Some(vote),
+        prev_log_id: log_id(2, 4),
+        entries: vec![
+            pb::WireEntry {
+                index: 5,
+                entry: Some(member_entry.clone()),
+            },
+            pb::WireEntry {
+                index: 6,
+                entry: Some(put.clone()),
+            },
+        ],
+        leader_commit: log_id(2, 4),
+        cluster_id: 9,
+    };
+    let entry_input = |e: &pb::LogEntry| [5u64.to_le_bytes().to_vec(), e.encode_to_vec()].concat();
+    vec![
+        input(Kind::Entry, &entry_input(&put)),
+        input(Kind::Entry, &entry_input(&member_entry)),
+        input(Kind::Vote, &vote.encode_to_vec()),
+        input(Kind::StoredMembership, &stored.encode_to_vec()),
+        input(
+            Kind::VoteRequest,
+            &pb::VoteRequest {
+                vote: Some(vote),
+                last_log_id: log_id(3, 17),
+                leadership_transfer: true,
+                cluster_id: 9,
+            }
+            .encode_to_vec(),
+        ),
+        input(
+            Kind::VoteResponse,
+            &pb::VoteResponse {
+                vote: Some(vote),
+                vote_granted: true,
+                last_log_id: log_id(3, 17),
+            }
+            .encode_to_vec(),
+        ),
+        input(Kind::AppendRequest, &append.encode_to_vec()),
+        input(
+            Kind::AppendResponse,
+            &pb::AppendResponse {
+                result: Some(pb::append_response::Result::PartialSuccess(
+                    pb::append_response::PartialSuccess {
+                        matching: log_id(2, 3),
+                    },
+                )),
+            }
+            .encode_to_vec(),
+        ),
+        input(
+            Kind::SnapshotHeader,
+            &pb::SnapshotChunk {
+                header: Some(pb::SnapshotHeader {
+                    vote: Some(vote),
+                    last_log_id: log_id(3, 100),
+                    last_membership: Some(stored),
+                    cluster_id: 9,
+                    size: 1000,
+                }),
+                data: b"BRAMSNAP".to_vec(),
+            }
+            .encode_to_vec(),
+        ),
+    ]
+}
