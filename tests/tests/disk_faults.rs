@@ -308,6 +308,19 @@ fn a_member_without_its_wal_refuses_to_start() {
     assert!(!s.data_dir().join("member").join("wal").exists());
 }
 
+/// Restarts cluster member `f` and checks it refuses to start: a non-zero exit whose log
+/// contains `needle` (`why` says what the refusal should say).
+fn expect_refusal(cluster: &mut Cluster, f: usize, needle: &str, why: &str) {
+    cluster.member_mut(f).respawn();
+    let status = cluster
+        .member_mut(f)
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("started anyway:\n{}", tail(&cluster.member(f).log(), 20)));
+    assert!(!status.success(), "exit status {status}");
+    let log = cluster.member(f).log();
+    assert!(log.contains(needle), "{why}:\n{log}");
+}
+
 #[test]
 fn a_cluster_member_without_its_wal_refuses_to_start_and_the_cluster_goes_on() {
     let mut cluster = Cluster::start(Kind::Bramble, 3);
@@ -317,21 +330,11 @@ fn a_cluster_member_without_its_wal_refuses_to_start_and_the_cluster_goes_on() {
     assert!(put(&ctl, "k", "v"));
     cluster.member_mut(f).sigterm();
     delete_wal(&cluster.member(f).data_dir());
-    cluster.member_mut(f).respawn();
-    let status = cluster
-        .member_mut(f)
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| {
-            panic!(
-                "started without its WAL:\n{}",
-                tail(&cluster.member(f).log(), 20)
-            )
-        });
-    assert!(!status.success(), "exit status {status}");
-    let log = cluster.member(f).log();
-    assert!(
-        log.contains(WAL_MISSING),
-        "the refusal should say the WAL is missing:\n{log}"
+    expect_refusal(
+        &mut cluster,
+        f,
+        WAL_MISSING,
+        "the refusal should say the WAL is missing",
     );
     assert!(put(&ctl, "k2", "v2"), "the other two go on serving");
 }
@@ -349,21 +352,11 @@ fn a_cluster_member_that_lost_its_wal_and_database_refuses_to_bootstrap_again() 
     let data = cluster.member(f).data_dir();
     delete_wal(&data);
     std::fs::remove_dir_all(data.join("member").join("snap")).expect("delete member/snap");
-    cluster.member_mut(f).respawn();
-    let status = cluster
-        .member_mut(f)
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| {
-            panic!(
-                "bootstrapped again without its WAL:\n{}",
-                tail(&cluster.member(f).log(), 20)
-            )
-        });
-    assert!(!status.success(), "exit status {status}");
-    let log = cluster.member(f).log();
-    assert!(
-        log.contains("has already been bootstrapped"),
-        "the refusal should be etcd's:\n{log}"
+    expect_refusal(
+        &mut cluster,
+        f,
+        "has already been bootstrapped",
+        "the refusal should be etcd's",
     );
     assert!(put(&ctl, "k2", "v2"), "the other two go on serving");
 }
