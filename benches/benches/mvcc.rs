@@ -7,10 +7,9 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-use bramble_api::bramblepb::command::Op;
 use bramble_api::bramblepb::Command;
-use bramble_api::etcdserverpb::{PutRequest, RangeRequest};
-use bramble_storage::mvcc::{MvccOptions, MvccStore};
+use bramble_api::etcdserverpb::RangeRequest;
+use bramble_testkit::store::{self, TempStore};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 const VALUE: [u8; 256] = [0x5a; 256];
@@ -19,26 +18,13 @@ const VALUE: [u8; 256] = [0x5a; 256];
 const KEYS: u64 = 10_000;
 
 fn put(i: u64) -> Command {
-    Command {
-        op: Some(Op::Put(PutRequest {
-            key: format!("/registry/pods/default/pod-{:05}", i % KEYS).into_bytes(),
-            value: VALUE.to_vec(),
-            ..Default::default()
-        })),
-    }
-}
-
-fn open() -> (tempfile::TempDir, MvccStore) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = MvccStore::open(&dir.path().join("bench.redb"), MvccOptions::default())
-        .expect("open store");
-    (dir, store)
+    store::put(format!("/registry/pods/default/pod-{:05}", i % KEYS), VALUE)
 }
 
 fn bench_put(c: &mut Criterion) {
     let mut g = c.benchmark_group("mvcc_put_256b");
     g.throughput(Throughput::Elements(1));
-    let (_dir, store) = open();
+    let TempStore { store, .. } = &TempStore::open();
     let next = Cell::new(1u64);
     g.bench_function("apply", |b| {
         b.iter_batched(
@@ -80,29 +66,16 @@ fn bench_put(c: &mut Criterion) {
 }
 
 fn bench_range(c: &mut Criterion) {
-    let (_dir, store) = open();
+    let fixture = TempStore::open();
     // 1000 keys under the prefix, 4000 around it.
     let cmds: Vec<Command> = (0..5000u64)
-        .map(|i| Command {
-            op: Some(Op::Put(PutRequest {
-                key: format!(
-                    "/registry/{}/item-{:04}",
-                    ["a", "pods", "z", "x", "y"][(i % 5) as usize],
-                    i / 5
-                )
-                .into_bytes(),
-                value: VALUE.to_vec(),
-                ..Default::default()
-            })),
+        .map(|i| {
+            let dir = ["a", "pods", "z", "x", "y"][(i % 5) as usize];
+            store::put(format!("/registry/{dir}/item-{:04}", i / 5), VALUE)
         })
         .collect();
-    let entries: Vec<(u64, u64, &Command)> = cmds
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (i as u64 + 1, 1, c))
-        .collect();
-    store.apply_batch(&entries).expect("load");
-    store.checkpoint().expect("checkpoint");
+    fixture.load(&cmds);
+    let store = &fixture.store;
 
     let mut g = c.benchmark_group("mvcc_range");
     let one = RangeRequest {

@@ -6,50 +6,26 @@
 
 use std::time::Duration;
 
-use bramble_api::bramblepb::command::Op;
 use bramble_api::bramblepb::Command;
-use bramble_api::etcdserverpb::PutRequest;
-use bramble_storage::mvcc::{MvccOptions, MvccStore};
+use bramble_testkit::store::{self, TempStore};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const VALUE: [u8; 256] = [0x5a; 256];
 const KEYS: u64 = 10_000;
 const REVISIONS: u64 = 20_000;
 
-fn open() -> (tempfile::TempDir, MvccStore) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = MvccStore::open(&dir.path().join("bench.redb"), MvccOptions::default())
-        .expect("open store");
-    (dir, store)
-}
-
 /// A store holding `REVISIONS` puts over `KEYS` keys.
-fn filled() -> (tempfile::TempDir, MvccStore) {
-    let (dir, store) = open();
+fn filled() -> TempStore {
+    let fixture = TempStore::open();
     let cmds: Vec<Command> = (1..=REVISIONS)
-        .map(|i| Command {
-            op: Some(Op::Put(PutRequest {
-                key: format!("/registry/pods/default/pod-{:05}", i % KEYS).into_bytes(),
-                value: VALUE.to_vec(),
-                ..Default::default()
-            })),
-        })
+        .map(|i| store::put(format!("/registry/pods/default/pod-{:05}", i % KEYS), VALUE))
         .collect();
-    for (n, chunk) in cmds.chunks(1000).enumerate() {
-        let first = n as u64 * 1000 + 1;
-        let entries: Vec<(u64, u64, &Command)> = chunk
-            .iter()
-            .enumerate()
-            .map(|(j, c)| (first + j as u64, 1, c))
-            .collect();
-        store.apply_batch(&entries).expect("apply");
-    }
-    store.checkpoint().expect("checkpoint");
-    (dir, store)
+    fixture.load(&cmds);
+    fixture
 }
 
 fn bench_snapshot(c: &mut Criterion) {
-    let (_src_dir, src) = filled();
+    let TempStore { store: src, .. } = &filled();
     let mut bytes = Vec::new();
     let info = src.write_snapshot(&mut bytes).expect("snapshot");
     let mut g = c.benchmark_group("mvcc_snapshot_20k_revs_256b");
@@ -63,7 +39,7 @@ fn bench_snapshot(c: &mut Criterion) {
             src.write_snapshot(&mut out).expect("snapshot")
         })
     });
-    let (_dst_dir, dst) = open();
+    let TempStore { store: dst, .. } = &TempStore::open();
     g.bench_function("install", |b| {
         b.iter(|| {
             dst.install_snapshot(&mut bytes.as_slice())

@@ -58,7 +58,7 @@ fn wal_append(c: &mut Criterion) {
         .throughput(Throughput::Elements(1));
 
     {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = bramble_testkit::temp::dir("bramble-wal-bench-");
         let wal = Wal::open(tmp.path(), WalOptions::default()).unwrap();
         let next = Mutex::new(1);
         g.bench_function("single_writer_256B_sync", |b| {
@@ -69,7 +69,7 @@ fn wal_append(c: &mut Criterion) {
 
     {
         const SUBMITTERS: u64 = 64;
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = bramble_testkit::temp::dir("bramble-wal-bench-");
         let wal = Wal::open(tmp.path(), WalOptions::default()).unwrap();
         let next = Mutex::new(1);
         g.bench_function("64_submitters_256B_group_commit", |b| {

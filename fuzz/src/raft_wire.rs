@@ -1,4 +1,4 @@
-//! Raft's storage codec and peer wire decoding (`crates/raft/src/codec.rs`, `wire.rs`).
+//! Raft's disk encoding and peer message decoding (`crates/raft/src/log_codec.rs`, `peer_codec.rs`).
 //!
 //! Input: a selector byte, then the bytes of one message: a stored log entry (with its
 //! index in the next 8 bytes), vote or membership as the WAL and state machine keep them,
@@ -9,26 +9,26 @@
 //! decodes to the same value.
 
 use bramble_api::bramblepb as pb;
-use bramble_raft::{codec, wire};
+use bramble_raft::{log_codec, peer_codec};
 use prost::Message;
 
 /// Which decoder an input goes to (its first byte, modulo the count).
 #[derive(Clone, Copy, Debug)]
 #[repr(u8)]
 pub enum Kind {
-    /// `codec::decode_entry` (index from the next 8 bytes, little-endian).
+    /// `log_codec::decode_entry` (index from the next 8 bytes, little-endian).
     Entry = 0,
-    /// `codec::decode_vote`.
+    /// `log_codec::decode_vote`.
     Vote = 1,
-    /// `codec::decode_stored_membership`.
+    /// `log_codec::decode_stored_membership`.
     StoredMembership = 2,
-    /// `pb::VoteRequest` → `wire::vote_request_from_pb`.
+    /// `pb::VoteRequest` → `peer_codec::vote_request_from_pb`.
     VoteRequest = 3,
-    /// `pb::VoteResponse` → `wire::vote_response_from_pb`.
+    /// `pb::VoteResponse` → `peer_codec::vote_response_from_pb`.
     VoteResponse = 4,
-    /// `pb::AppendRequest` → `wire::append_request_from_pb`.
+    /// `pb::AppendRequest` → `peer_codec::append_request_from_pb`.
     AppendRequest = 5,
-    /// `pb::AppendResponse` → `wire::append_response_from_pb`.
+    /// `pb::AppendResponse` → `peer_codec::append_response_from_pb`.
     AppendResponse = 6,
     /// `pb::SnapshotChunk` header → vote, last log id and membership, as the peer
     /// service decodes the first chunk of an InstallSnapshot stream.
@@ -48,20 +48,20 @@ pub fn run(data: &[u8]) {
                 return;
             };
             let index = u64::from_le_bytes(index.try_into().expect("8 bytes"));
-            if let Ok(e) = codec::decode_entry(index, bytes) {
-                let back = codec::decode_entry(index, &codec::encode_entry(&e))
+            if let Ok(e) = log_codec::decode_entry(index, bytes) {
+                let back = log_codec::decode_entry(index, &log_codec::encode_entry(&e))
                     .expect("a decoded entry re-encodes");
                 assert_eq!(format!("{back:?}"), format!("{e:?}"));
             }
         }
         1 => {
-            if let Ok(v) = codec::decode_vote(bytes) {
-                assert_eq!(codec::decode_vote(&codec::encode_vote(&v)).ok(), Some(v));
+            if let Ok(v) = log_codec::decode_vote(bytes) {
+                assert_eq!(log_codec::decode_vote(&log_codec::encode_vote(&v)).ok(), Some(v));
             }
         }
         2 => {
-            if let Ok(m) = codec::decode_stored_membership(bytes) {
-                let back = codec::decode_stored_membership(&codec::encode_stored_membership(&m))
+            if let Ok(m) = log_codec::decode_stored_membership(bytes) {
+                let back = log_codec::decode_stored_membership(&log_codec::encode_stored_membership(&m))
                     .expect("a decoded membership re-encodes");
                 assert_eq!(back, m);
             }
@@ -70,8 +70,8 @@ pub fn run(data: &[u8]) {
             let Ok(m) = pb::VoteRequest::decode(bytes) else {
                 return;
             };
-            if let Ok(r) = wire::vote_request_from_pb(&m) {
-                let back = wire::vote_request_from_pb(&wire::vote_request_to_pb(&r, 1))
+            if let Ok(r) = peer_codec::vote_request_from_pb(&m) {
+                let back = peer_codec::vote_request_from_pb(&peer_codec::vote_request_to_pb(&r, 1))
                     .expect("a decoded vote request re-encodes");
                 assert_eq!(back, r);
             }
@@ -80,8 +80,8 @@ pub fn run(data: &[u8]) {
             let Ok(m) = pb::VoteResponse::decode(bytes) else {
                 return;
             };
-            if let Ok(r) = wire::vote_response_from_pb(&m) {
-                let back = wire::vote_response_from_pb(&wire::vote_response_to_pb(&r))
+            if let Ok(r) = peer_codec::vote_response_from_pb(&m) {
+                let back = peer_codec::vote_response_from_pb(&peer_codec::vote_response_to_pb(&r))
                     .expect("a decoded vote response re-encodes");
                 assert_eq!(back, r);
             }
@@ -90,8 +90,8 @@ pub fn run(data: &[u8]) {
             let Ok(m) = pb::AppendRequest::decode(bytes) else {
                 return;
             };
-            if let Ok(r) = wire::append_request_from_pb(m) {
-                let back = wire::append_request_from_pb(wire::append_request_to_pb(&r, 1))
+            if let Ok(r) = peer_codec::append_request_from_pb(m) {
+                let back = peer_codec::append_request_from_pb(peer_codec::append_request_to_pb(&r, 1))
                     .expect("a decoded append request re-encodes");
                 assert_eq!(format!("{back:?}"), format!("{r:?}"));
             }
@@ -100,8 +100,8 @@ pub fn run(data: &[u8]) {
             let Ok(m) = pb::AppendResponse::decode(bytes) else {
                 return;
             };
-            if let Ok(r) = wire::append_response_from_pb(&m) {
-                let back = wire::append_response_from_pb(&wire::append_response_to_pb(&r))
+            if let Ok(r) = peer_codec::append_response_from_pb(&m) {
+                let back = peer_codec::append_response_from_pb(&peer_codec::append_response_to_pb(&r))
                     .expect("a decoded append response re-encodes");
                 assert_eq!(back, r);
             }
@@ -111,10 +111,10 @@ pub fn run(data: &[u8]) {
                 return;
             };
             if let Some(h) = chunk.header {
-                let _ = wire::vote_from_pb(h.vote.as_ref());
-                let _ = h.last_log_id.as_ref().map(wire::log_id_from_pb);
+                let _ = peer_codec::vote_from_pb(h.vote.as_ref());
+                let _ = h.last_log_id.as_ref().map(peer_codec::log_id_from_pb);
                 if let Some(m) = h.last_membership {
-                    let _ = codec::decode_stored_membership(&m.encode_to_vec());
+                    let _ = log_codec::decode_stored_membership(&m.encode_to_vec());
                 }
             }
         }
@@ -152,15 +152,17 @@ pub fn seeds() -> Vec<Vec<u8>> {
     };
     let put = pb::LogEntry {
         term: 3,
-        payload: Some(pb::log_entry::Payload::Command(pb::Command {
-            op: Some(pb::command::Op::Put(
-                bramble_api::etcdserverpb::PutRequest {
-                    key: b"k".to_vec(),
-                    value: b"v".to_vec(),
-                    ..Default::default()
-                },
-            )),
-        })),
+        payload: Some(pb::log_entry::Payload::Command(log_codec::command_record(
+            &pb::Command {
+                op: Some(pb::command::Op::Put(
+                    bramble_api::etcdserverpb::PutRequest {
+                        key: b"k".to_vec(),
+                        value: b"v".to_vec(),
+                        ..Default::default()
+                    },
+                )),
+            },
+        ))),
         request_id: 7,
     };
     let member_entry = pb::LogEntry {

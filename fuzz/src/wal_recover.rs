@@ -86,6 +86,7 @@ fn options() -> WalOptions {
         segment_size: PAD_TO as u64,
         sync: false,
         cache_bytes: 1 << 16,
+        ..WalOptions::default()
     }
 }
 

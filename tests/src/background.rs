@@ -3,6 +3,8 @@
 
 use std::io::Write;
 use std::process::{Child, ChildStdin, Command, Stdio};
+
+use bramble_testkit::{process, temp};
 use std::time::{Duration, Instant};
 
 use crate::etcdctl::Output;
@@ -18,15 +20,11 @@ pub struct Background {
 impl Background {
     /// Starts `etcdctl --endpoints=<endpoint> <args>` with a piped stdin.
     pub fn start(endpoint: &str, args: &[&str]) -> Background {
-        let dir = tempfile::tempdir().expect("temp dir for etcdctl output");
+        let dir = temp::dir("bramble-etcdctl-");
         let out = std::fs::File::create(dir.path().join("stdout")).expect("stdout file");
         let err = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
         let mut cmd = Command::new(tools::etcdctl_bin());
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ETCDCTL_") {
-                cmd.env_remove(name);
-            }
-        }
+        process::remove_env_prefixed(&mut cmd, process::ETCDCTL_ENV_PREFIX);
         let mut child = cmd
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoint}"))

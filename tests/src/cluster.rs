@@ -34,7 +34,7 @@ use crate::target::Kind;
 use member::{Addresses, Bootstrap};
 use status::{query_member_list, query_status};
 
-pub use member::{process_alive, Member, MemberState};
+pub use member::{process_alive, MemberProcess, MemberState};
 pub use status::{ListedMember, MemberStatus};
 
 /// Clusters created by this process, for unique cluster tokens.
@@ -109,7 +109,7 @@ pub struct Cluster {
     kind: Kind,
     config: ClusterConfig,
     token: String,
-    members: Vec<Member>,
+    members: Vec<MemberProcess>,
     /// The members' namespaces (netns mode); host `i` is member `i`. Dropped after the
     /// members (see `Drop`), since a namespace lives on while a process runs in it.
     network: Option<Network>,
@@ -178,7 +178,7 @@ impl Cluster {
             .enumerate()
             .map(|(i, a)| {
                 let ns = network.as_ref().map(|n| n.netns(i).to_string());
-                Member::new(kind, &format!("n{i}"), a, ns, &bootstrap, &config)
+                MemberProcess::new(kind, &format!("n{i}"), a, ns, &bootstrap, &config)
             })
             .collect();
         let mut cluster = Cluster {
@@ -221,17 +221,17 @@ impl Cluster {
     }
 
     /// Member `index`.
-    pub fn member(&self, index: usize) -> &Member {
+    pub fn member(&self, index: usize) -> &MemberProcess {
         &self.members[index]
     }
 
     /// Member `index`, to crash, pause or restart it.
-    pub fn member_mut(&mut self, index: usize) -> &mut Member {
+    pub fn member_mut(&mut self, index: usize) -> &mut MemberProcess {
         &mut self.members[index]
     }
 
     /// Every member slot, removed ones included.
-    pub fn members(&self) -> &[Member] {
+    pub fn members(&self) -> &[MemberProcess] {
         &self.members
     }
 
@@ -241,7 +241,7 @@ impl Cluster {
         self.members
             .iter()
             .filter(|m| m.state() != MemberState::Removed)
-            .map(Member::endpoint)
+            .map(MemberProcess::endpoint)
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -379,11 +379,6 @@ impl Cluster {
         self.network_mut().partition(groups);
     }
 
-    /// Cuts member `index` off from all other members.
-    pub fn isolate(&mut self, index: usize) {
-        self.network_mut().isolate(index);
-    }
-
     /// Restores every link between members.
     pub fn heal(&mut self) {
         self.network_mut().heal();
@@ -448,7 +443,8 @@ impl Cluster {
             state: "existing",
             token: self.token.clone(),
         };
-        let mut member = Member::new(self.kind, name, addresses, ns, &bootstrap, &self.config);
+        let mut member =
+            MemberProcess::new(self.kind, name, addresses, ns, &bootstrap, &self.config);
         member.set_id(id);
         member.set_learner(learner);
         self.members.push(member);
@@ -515,11 +511,11 @@ impl Cluster {
         self.members
             .iter()
             .filter(|m| m.state() == MemberState::Running && !m.is_learner())
-            .map(Member::endpoint)
+            .map(MemberProcess::endpoint)
             .collect()
     }
 
-    fn live_members_mut(&mut self) -> impl Iterator<Item = &mut Member> {
+    fn live_members_mut(&mut self) -> impl Iterator<Item = &mut MemberProcess> {
         self.members
             .iter_mut()
             .filter(|m| m.state() != MemberState::Removed)
@@ -625,7 +621,7 @@ impl Drop for Cluster {
 }
 
 /// The leader rule of [`Cluster::try_leader`], over statuses gathered in member order.
-fn leader_of(members: &[Member], statuses: &[Option<MemberStatus>]) -> Option<usize> {
+fn leader_of(members: &[MemberProcess], statuses: &[Option<MemberStatus>]) -> Option<usize> {
     let voters = members
         .iter()
         .filter(|m| m.state() != MemberState::Removed && !m.is_learner())

@@ -8,6 +8,8 @@ use std::fmt;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use bramble_testkit::process;
+
 use crate::tools;
 
 /// What one etcdctl invocation produced.
@@ -72,11 +74,7 @@ impl Etcdctl {
         let bin = tools::etcdctl_bin();
         let mut cmd = Command::new(&bin);
         // etcdctl reads ETCDCTL_* as flags; only the API version is ours to set.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ETCDCTL_") {
-                cmd.env_remove(name);
-            }
-        }
+        process::remove_env_prefixed(&mut cmd, process::ETCDCTL_ENV_PREFIX);
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoint))
             .args(args)

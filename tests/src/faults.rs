@@ -1,11 +1,11 @@
 //! Disk faults for end-to-end tests: a `bramble` process under strace fault injection,
-//! strace attached to a running one, a small tmpfs for a full disk, and a background
-//! liveness probe.
+//! strace attached to a running one, and a background liveness probe. (A small tmpfs for a
+//! full disk is `bramble_testkit::disk::SmallDisk`.)
 //!
 //! strace counts syscalls per thread ("per syscall and per tracee"), and the WAL's writer is
 //! one thread, so `inject=fdatasync:error=EIO:when=N+` fails its N-th fdatasync and every
 //! later one, whatever the other threads do. Attaching (`strace -p`) starts failing at once;
-//! `-P <file>` limits it to one file. Mounting a tmpfs needs root, as [`crate::netns`] does.
+//! `-P <file>` limits it to one file.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -18,9 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bramble_testkit::{process, temp};
+
 use crate::etcdctl::Etcdctl;
 use crate::ports::free_port;
-use crate::server::{start_timeout_from_env, tail};
+use crate::server::{single_member_args, start_timeout_from_env, tail};
 use crate::tools;
 
 /// One `bramble` process, optionally under strace, in its own process group so that the
@@ -33,7 +35,6 @@ pub struct Proc {
 impl Proc {
     /// Starts `bramble args`, under `strace -e inject=<inject>` if given, logging to `log`.
     pub fn spawn(args: &[String], inject: Option<&str>, log: &Path) -> Proc {
-        let out = File::create(log).expect("create log file");
         let bin = tools::bramble_bin();
         let mut cmd = match inject {
             Some(inject) => {
@@ -45,16 +46,7 @@ impl Proc {
             }
             None => Command::new(&bin),
         };
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup log file"))
-            .stderr(out)
-            .process_group(0);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ETCD_") {
-                cmd.env_remove(name);
-            }
-        }
+        process::server_command(cmd.args(args), log).process_group(0);
         let child = cmd.spawn().expect("spawn bramble (and strace)");
         Proc {
             child,
@@ -149,10 +141,7 @@ impl Single {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Single {
         Single {
-            dir: tempfile::Builder::new()
-                .prefix("bramble-disk-faults-")
-                .tempdir()
-                .expect("temp dir"),
+            dir: temp::dir("bramble-disk-faults-"),
             client: free_port(),
             peer: free_port(),
             metrics: free_port(),
@@ -181,19 +170,12 @@ impl Single {
 
     /// etcd's command line for this member.
     pub fn args(&self) -> Vec<String> {
-        let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer);
-        vec![
-            "--name=default".into(),
-            format!("--data-dir={}", self.data_dir().display()),
-            format!("--listen-client-urls={client}"),
-            format!("--advertise-client-urls={client}"),
-            format!("--listen-peer-urls={peer}"),
-            format!("--initial-advertise-peer-urls={peer}"),
-            format!("--initial-cluster=default={peer}"),
-            "--initial-cluster-state=new".into(),
-            format!("--listen-metrics-urls=http://127.0.0.1:{}", self.metrics),
-        ]
+        let mut args = single_member_args(&self.data_dir(), self.client, self.peer);
+        args.push(format!(
+            "--listen-metrics-urls=http://127.0.0.1:{}",
+            self.metrics
+        ));
+        args
     }
 }
 
@@ -242,7 +224,7 @@ impl HealthProbe {
 }
 
 /// `GET /health?serializable=true`: `Some(healthy)`, or `None` without an answer.
-pub fn serializable_health(port: u16) -> Option<bool> {
+pub(crate) fn serializable_health(port: u16) -> Option<bool> {
     let addr = ([127, 0, 0, 1], port).into();
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
@@ -255,54 +237,6 @@ pub fn serializable_health(port: u16) -> Option<bool> {
     s.read_to_string(&mut raw).ok()?;
     let body = raw.split_once("\r\n\r\n")?.1;
     Some(body.contains("\"health\":\"true\""))
-}
-
-/// A tmpfs mounted over a directory for the life of the value.
-pub struct SmallDisk {
-    path: PathBuf,
-}
-
-impl SmallDisk {
-    /// Mounts a tmpfs of `size` (mount's syntax, e.g. `6m`) on `path`; panics without root.
-    pub fn mount(path: &Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(path).expect("create mount point");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mounting a tmpfs on {} failed: this test needs root (as the netns tests)",
-            path.display()
-        );
-        SmallDisk {
-            path: path.to_path_buf(),
-        }
-    }
-
-    /// Moves the contents to the disk underneath, as an operator freeing space would.
-    pub fn unmount_keeping_files(self, scratch: &Path) {
-        copy_dir(&self.path, scratch);
-        let path = self.path.clone();
-        drop(self);
-        copy_dir(scratch, &path);
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
-}
-
-/// Copies the files of `from` (not recursive) into `to`.
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create copy target");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("dir entry");
-        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy file");
-    }
 }
 
 /// strace attached to a running process (all its threads), failing every fdatasync and

@@ -11,13 +11,18 @@
 //! - [`netns`]: a network namespace per cluster member, so tests can partition them.
 //! - [`client`]: the same idea over gRPC with the etcd-client crate, compared call by call.
 //! - [`etcdctl`]: run `etcdctl` against an endpoint, capturing output and exit code.
-//! - [`faults`]: disk faults: strace injection, a full tmpfs, a background liveness probe.
+//! - [`faults`]: disk faults: strace injection, a background liveness probe (the small
+//!   tmpfs is `bramble_testkit::disk`).
+//!
+//! Seeded randomness, temp dirs and process spawning shared with unit tests and benchmarks
+//! are in `bramble_testkit` (crates/testkit).
 //! - [`normalize`]: mask the output fields that legitimately differ between two servers.
 //! - [`protobuf`]: a tiny decoder so `-w protobuf` output can be normalized too.
-//! - [`rng`]: a seeded PRNG for randomized tests (seeds are printed, runs replay).
 //! - [`script`]: differential etcdctl scripts, run on each target and compared step by step.
 //! - [`linearizability`]: record concurrent clients' operations and check the history is
 //!   linearizable (Wing & Gong / Lowe search, per key).
+
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod background;
 pub mod client;
@@ -29,7 +34,6 @@ pub mod netns;
 pub mod normalize;
 pub mod ports;
 pub mod protobuf;
-pub mod rng;
 pub mod script;
 pub mod server;
 pub mod target;

@@ -73,7 +73,7 @@ impl Network {
     }
 
     /// Adds one more host (for a member joining later) and returns its index.
-    pub fn add_host(&mut self) -> usize {
+    pub(crate) fn add_host(&mut self) -> usize {
         let index = self.hosts.len();
         assert!(
             index < MAX_HOSTS,
@@ -124,7 +124,7 @@ impl Network {
     }
 
     /// The test process's own address on the bridge, the source of every client connection.
-    pub fn gateway(&self) -> Ipv4Addr {
+    pub(crate) fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::new(PREFIX[0], PREFIX[1], self.slot, 1)
     }
 
@@ -171,12 +171,6 @@ impl Network {
         }
     }
 
-    /// Cuts host `host` off from every other host (clients still reach it).
-    pub fn isolate(&mut self, host: usize) {
-        let others: Vec<usize> = (0..self.hosts.len()).filter(|&h| h != host).collect();
-        self.partition(&[&[host], &others]);
-    }
-
     /// Restores every link.
     pub fn heal(&mut self) {
         for (a, b) in std::mem::take(&mut self.cuts) {
@@ -192,11 +186,6 @@ impl Network {
                 ]);
             }
         }
-    }
-
-    /// True if hosts `a` and `b` are currently cut apart.
-    pub fn is_cut(&self, a: usize, b: usize) -> bool {
-        self.cuts.contains(&(a.min(b), a.max(b)))
     }
 
     /// Blackholes `a`'s route to `b` and `b`'s to `a`.

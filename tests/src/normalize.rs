@@ -52,7 +52,7 @@ pub fn mask_number_after(text: &str, prefix: &str) -> String {
 
 /// Replaces the rest of a JSON string after `prefix` (which ends with the opening quote) up to
 /// its closing quote with `<masked>`.
-pub fn mask_string_after(text: &str, prefix: &str) -> String {
+pub(crate) fn mask_string_after(text: &str, prefix: &str) -> String {
     mask_after(text, prefix, |rest| rest.find('"').unwrap_or(rest.len()))
 }
 

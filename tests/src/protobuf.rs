@@ -10,7 +10,7 @@ use std::fmt::Write;
 /// Renders an etcd response message as text with `header.cluster_id`, `header.member_id` and
 /// `header.raft_term` masked. Bytes that do not parse as protobuf are rendered as an error
 /// plus hex, so a malformed answer still shows up as a difference rather than a panic.
-pub fn render_response(bytes: &[u8]) -> String {
+pub(crate) fn render_response(bytes: &[u8]) -> String {
     match fields(bytes) {
         Ok(fields) => {
             let mut out = String::new();

@@ -10,8 +10,10 @@ use std::fs::File;
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
+
+use bramble_testkit::{process, temp};
 
 use crate::etcdctl::Etcdctl;
 use crate::ports::free_port;
@@ -35,7 +37,7 @@ pub struct ServerConfig {
 
 /// How long a server (or cluster member) may take to start serving:
 /// `BRAMBLE_E2E_START_TIMEOUT_SECS`, 30 s by default.
-pub fn start_timeout_from_env() -> Duration {
+pub(crate) fn start_timeout_from_env() -> Duration {
     std::env::var("BRAMBLE_E2E_START_TIMEOUT_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -77,6 +79,24 @@ enum StartError {
     Timeout(String),
 }
 
+/// The flags that make a new one-member cluster named `default` in `data_dir`, serving
+/// clients on 127.0.0.1:`client_port` and peers on 127.0.0.1:`peer_port`: the core of every
+/// single-server command line in the tests (the same for etcd and bramble).
+pub fn single_member_args(data_dir: &Path, client_port: u16, peer_port: u16) -> Vec<String> {
+    let client = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    vec![
+        "--name=default".to_string(),
+        format!("--data-dir={}", data_dir.display()),
+        format!("--listen-client-urls={client}"),
+        format!("--advertise-client-urls={client}"),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster=default={peer}"),
+        "--initial-cluster-state=new".to_string(),
+    ]
+}
+
 impl Server {
     /// Starts a server of `kind` with the default flags; panics with its log if it does not
     /// come up.
@@ -86,10 +106,7 @@ impl Server {
 
     /// Starts a server of `kind` with `config`.
     pub fn start_with(kind: Kind, config: ServerConfig) -> Server {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("bramble-e2e-{kind}-"))
-            .tempdir()
-            .expect("create temp dir for server data");
+        let dir = temp::dir(&format!("bramble-e2e-{kind}-"));
         let mut server = Server {
             kind,
             config,
@@ -219,22 +236,13 @@ impl Server {
 
     /// The etcd command line, identical for both kinds.
     fn args(&self) -> Vec<String> {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let mut args = vec![
-            "--name=default".to_string(),
-            format!("--data-dir={}", self.data_dir().display()),
-            format!("--listen-client-urls={client}"),
-            format!("--advertise-client-urls={client}"),
-            format!("--listen-peer-urls={peer}"),
-            format!("--initial-advertise-peer-urls={peer}"),
-            format!("--initial-cluster=default={peer}"),
-            "--initial-cluster-state=new".to_string(),
+        let mut args = single_member_args(&self.data_dir(), self.client_port, self.peer_port);
+        args.extend([
             "--initial-cluster-token=bramble-e2e".to_string(),
             format!("--max-request-bytes={}", self.config.max_request_bytes),
             format!("--max-txn-ops={}", self.config.max_txn_ops),
             format!("--log-level={}", self.config.log_level),
-        ];
+        ]);
         args.extend(self.config.extra_args.iter().cloned());
         args
     }
@@ -253,19 +261,8 @@ impl Server {
     /// Spawns the process and polls until it serves, it exits, or the timeout passes.
     fn spawn_and_wait(&mut self) -> Result<(), StartError> {
         self.starts += 1;
-        let log = File::create(self.log_path()).expect("create server log file");
         let mut cmd = Command::new(self.binary());
-        cmd.args(self.args())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup server log file"))
-            .stderr(log);
-        // Both read ETCD_* variables as flags (kubeadm relies on it); ours, such as ETCD_BIN,
-        // must not leak into them.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ETCD_") {
-                cmd.env_remove(name);
-            }
-        }
+        process::server_command(cmd.args(self.args()), &self.log_path());
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", self.binary().display()));

@@ -25,10 +25,10 @@ impl fmt::Display for Kind {
 }
 
 /// Environment variable that restricts every test to etcd.
-pub const ONLY_ETCD_ENV: &str = "BRAMBLE_E2E_ONLY_ETCD";
+pub(crate) const ONLY_ETCD_ENV: &str = "BRAMBLE_E2E_ONLY_ETCD";
 
 /// True when `BRAMBLE_E2E_ONLY_ETCD` is set to something other than empty or `0`.
-pub fn only_etcd() -> bool {
+pub(crate) fn only_etcd() -> bool {
     flag(ONLY_ETCD_ENV)
 }
 

@@ -34,7 +34,7 @@ pub fn etcdctl_bin() -> PathBuf {
 }
 
 /// The workspace root: this package lives in `<root>/tests`.
-pub fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent directory")

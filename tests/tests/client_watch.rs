@@ -15,8 +15,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use bramble_testkit::{process, temp};
 use bramble_tests::client::{self, bytes, Transcript};
 use bramble_tests::ports::free_port;
+use bramble_tests::server::single_member_args;
 use bramble_tests::target::{self, Kind};
 use bramble_tests::{tools, Server, ServerConfig};
 use etcd_client::{
@@ -791,31 +793,17 @@ struct FlaggedServer {
 
 impl FlaggedServer {
     fn start(kind: Kind, extra: &[&str]) -> FlaggedServer {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = temp::dir("bramble-e2e-flagged-");
         let (client, peer) = (free_port(), free_port());
         let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
         let bin = match kind {
             Kind::Bramble => tools::bramble_bin(),
             Kind::Etcd => tools::etcd_bin(),
         };
-        let log = std::fs::File::create(dir.path().join("log")).expect("log file");
         let mut cmd = std::process::Command::new(bin);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ETCD_") {
-                cmd.env_remove(name);
-            }
-        }
-        let child = cmd
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={endpoint}"))
-            .arg(format!("--advertise-client-urls={endpoint}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=default={peer_url}"))
+        let child = process::server_command(&mut cmd, &dir.path().join("log"))
+            .args(single_member_args(&dir.path().join("data"), client, peer))
             .args(extra)
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
             .spawn()
             .expect("spawn server");
         FlaggedServer {

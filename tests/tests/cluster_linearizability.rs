@@ -31,9 +31,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bramble_testkit::rng::Rng;
 use bramble_tests::cluster::{Cluster, ClusterConfig, MemberState};
 use bramble_tests::linearizability::{check, Budget, Input, Key, Outcome, Output, Recorder, Value};
-use bramble_tests::rng::Rng;
 use bramble_tests::Kind;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
 

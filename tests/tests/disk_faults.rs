@@ -21,7 +21,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bramble_tests::faults::{HealthProbe, Proc, Single, SmallDisk, Tracer};
+use bramble_testkit::disk::SmallDisk;
+use bramble_tests::faults::{HealthProbe, Proc, Single, Tracer};
 use bramble_tests::server::tail;
 use bramble_tests::{Cluster, Etcdctl, Kind};
 

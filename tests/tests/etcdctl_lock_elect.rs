@@ -8,6 +8,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bramble_testkit::{process, temp};
 use bramble_tests::background::Background;
 use bramble_tests::target::{self, Kind};
 use bramble_tests::{tools, Server};
@@ -48,9 +49,10 @@ struct Interruptible {
 
 impl Interruptible {
     fn start(endpoint: &str, args: &[&str]) -> Interruptible {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = temp::dir("bramble-etcdctl-");
         let out = std::fs::File::create(dir.path().join("stdout")).expect("stdout file");
-        let child = Command::new(tools::etcdctl_bin())
+        let mut cmd = Command::new(tools::etcdctl_bin());
+        let child = process::remove_env_prefixed(&mut cmd, process::ETCDCTL_ENV_PREFIX)
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoint}"))
             .args(args)

@@ -1,14 +1,23 @@
 //! The command line: etcd's flags and `ETCD_*` environment variables, so a
 //! kubeadm static-pod manifest or a k3s/systemd unit starts Bramble unchanged.
 //!
-//! Flags that Bramble does not implement yet are accepted with a warning
-//! (etcd has many knobs that do not change behaviour a client can see);
-//! anything that would change the data path refuses to start instead.
+//! etcd flags that Bramble does not implement are accepted with a warning
+//! and ignored (`IGNORED_ETCD_FLAGS`), so an etcd command line starts
+//! unchanged. Some of them change where or how etcd keeps its data
+//! (`--wal-dir`, `--unsafe-no-fsync`, `--force-new-cluster`): Bramble keeps
+//! its own behaviour (the WAL under the data dir, every write fsynced) and
+//! only warns. Any other unknown flag is an error, and TLS listener URLs
+//! refuse to start (`listen_addrs`).
+//!
+//! Defaults are etcd's, from `crate::defaults`. The Go-duration flags keep
+//! their default as text for `--help`; a test checks it is the same value.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use clap::Parser;
+
+use crate::defaults;
 
 /// Bramble: an etcd v3 compatible key-value store for Raspberry Pi clusters.
 #[derive(Debug, Clone, Parser)]
@@ -19,7 +28,7 @@ pub struct Flags {
     pub version: Option<bool>,
 
     /// Human-readable name for this member.
-    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    #[arg(long, env = "ETCD_NAME", default_value = defaults::NAME)]
     pub name: String,
 
     /// Path to the data directory.
@@ -30,7 +39,7 @@ pub struct Flags {
     #[arg(
         long = "listen-client-urls",
         env = "ETCD_LISTEN_CLIENT_URLS",
-        default_value = "http://localhost:2379"
+        default_value = defaults::CLIENT_URL
     )]
     pub listen_client_urls: String,
 
@@ -42,7 +51,7 @@ pub struct Flags {
     #[arg(
         long = "advertise-client-urls",
         env = "ETCD_ADVERTISE_CLIENT_URLS",
-        default_value = "http://localhost:2379"
+        default_value = defaults::CLIENT_URL
     )]
     pub advertise_client_urls: String,
 
@@ -50,7 +59,7 @@ pub struct Flags {
     #[arg(
         long = "listen-peer-urls",
         env = "ETCD_LISTEN_PEER_URLS",
-        default_value = "http://localhost:2380"
+        default_value = defaults::PEER_URL
     )]
     pub listen_peer_urls: String,
 
@@ -58,7 +67,7 @@ pub struct Flags {
     #[arg(
         long = "initial-advertise-peer-urls",
         env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
-        default_value = "http://localhost:2380"
+        default_value = defaults::PEER_URL
     )]
     pub initial_advertise_peer_urls: String,
 
@@ -70,7 +79,7 @@ pub struct Flags {
     #[arg(
         long = "initial-cluster-state",
         env = "ETCD_INITIAL_CLUSTER_STATE",
-        default_value = "new"
+        default_value = defaults::INITIAL_CLUSTER_STATE
     )]
     pub initial_cluster_state: String,
 
@@ -78,7 +87,7 @@ pub struct Flags {
     #[arg(
         long = "initial-cluster-token",
         env = "ETCD_INITIAL_CLUSTER_TOKEN",
-        default_value = "etcd-cluster"
+        default_value = defaults::INITIAL_CLUSTER_TOKEN
     )]
     pub initial_cluster_token: String,
 
@@ -86,23 +95,23 @@ pub struct Flags {
     #[arg(
         long = "max-request-bytes",
         env = "ETCD_MAX_REQUEST_BYTES",
-        default_value_t = 1_572_864
+        default_value_t = defaults::MAX_REQUEST_BYTES
     )]
     pub max_request_bytes: usize,
 
     /// Maximum number of operations permitted in a transaction.
-    #[arg(long = "max-txn-ops", env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    #[arg(long = "max-txn-ops", env = "ETCD_MAX_TXN_OPS", default_value_t = defaults::MAX_TXN_OPS)]
     pub max_txn_ops: usize,
 
     /// Configures log level: debug, info, warn, error, panic, or fatal.
-    #[arg(long = "log-level", env = "ETCD_LOG_LEVEL", default_value = "info")]
+    #[arg(long = "log-level", env = "ETCD_LOG_LEVEL", default_value = defaults::LOG_LEVEL)]
     pub log_level: String,
 
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(
         long = "heartbeat-interval",
         env = "ETCD_HEARTBEAT_INTERVAL",
-        default_value_t = 100
+        default_value_t = defaults::HEARTBEAT_INTERVAL_MS
     )]
     pub heartbeat_interval: u64,
 
@@ -110,7 +119,7 @@ pub struct Flags {
     #[arg(
         long = "election-timeout",
         env = "ETCD_ELECTION_TIMEOUT",
-        default_value_t = 1000
+        default_value_t = defaults::ELECTION_TIMEOUT_MS
     )]
     pub election_timeout: u64,
 
@@ -118,7 +127,7 @@ pub struct Flags {
     #[arg(
         long = "snapshot-count",
         env = "ETCD_SNAPSHOT_COUNT",
-        default_value_t = 100_000
+        default_value_t = defaults::SNAPSHOT_COUNT
     )]
     pub snapshot_count: u64,
 
@@ -126,7 +135,7 @@ pub struct Flags {
     #[arg(
         long = "experimental-snapshot-catchup-entries",
         env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
-        default_value_t = 5_000
+        default_value_t = defaults::SNAPSHOT_CATCHUP_ENTRIES
     )]
     pub experimental_snapshot_catchup_entries: u64,
 
@@ -170,8 +179,7 @@ pub struct Flags {
 }
 
 /// etcd flags Bramble accepts and ignores for now, with whether they take a
-/// value. Ignoring them is safe: none changes what a client sees or what is
-/// durable. Listed so a typo in a real flag is still an error.
+/// value. Listed so a typo in a real flag is still an error.
 const IGNORED_ETCD_FLAGS: &[(&str, bool)] = &[
     ("quota-backend-bytes", true),
     ("auto-compaction-retention", true),
@@ -277,7 +285,7 @@ pub fn ignored_env_warnings() -> Vec<String> {
 /// Parses a Go `time.Duration` string as etcd's flags take it: a sequence of
 /// decimal numbers with units `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`, such as
 /// `10m0s`, `1.5s` or `500ms`; `0` alone is zero. Negative durations are refused.
-pub fn parse_go_duration(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_go_duration(text: &str) -> Result<std::time::Duration, String> {
     let bad = || format!("invalid duration {text:?}");
     if text == "0" {
         return Ok(std::time::Duration::ZERO);
@@ -316,7 +324,7 @@ pub fn parse_go_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Splits etcd's comma-separated URL lists.
-pub fn split_urls(list: &str) -> Vec<String> {
+pub(crate) fn split_urls(list: &str) -> Vec<String> {
     list.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -325,7 +333,7 @@ pub fn split_urls(list: &str) -> Vec<String> {
 }
 
 /// Resolves an `http://host:port` listen URL to socket addresses.
-pub fn listen_addrs(url: &str) -> Result<Vec<SocketAddr>, String> {
+pub(crate) fn listen_addrs(url: &str) -> Result<Vec<SocketAddr>, String> {
     let rest = if let Some(r) = url.strip_prefix("http://") {
         r
     } else if url.starts_with("https://") || url.starts_with("unixs://") {
@@ -348,7 +356,7 @@ pub fn listen_addrs(url: &str) -> Result<Vec<SocketAddr>, String> {
 
 /// Parses `--initial-cluster` (`name=url,name=url2,other=url3`) into
 /// members with their peer URLs, in the order given.
-pub fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, String> {
+pub(crate) fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, String> {
     let mut members: Vec<(String, Vec<String>)> = Vec::new();
     for part in split_urls(spec) {
         let (name, url) = part
@@ -401,6 +409,14 @@ mod tests {
         assert_eq!(f.grpc_keepalive_min_time, Duration::from_secs(5));
         assert_eq!(f.grpc_keepalive_interval, Duration::from_secs(7200));
         assert_eq!(f.grpc_keepalive_timeout, Duration::from_secs(20));
+        // The texts in the attributes are the shared defaults.
+        assert_eq!(f.grpc_keepalive_min_time, defaults::GRPC_KEEPALIVE_MIN_TIME);
+        assert_eq!(f.grpc_keepalive_interval, defaults::GRPC_KEEPALIVE_INTERVAL);
+        assert_eq!(f.grpc_keepalive_timeout, defaults::GRPC_KEEPALIVE_TIMEOUT);
+        assert_eq!(
+            f.experimental_watch_progress_notify_interval,
+            defaults::WATCH_PROGRESS_NOTIFY_INTERVAL
+        );
         let (out, warn) = preprocess_args(args(&[
             "bramble",
             "--grpc-keepalive-interval=1s",
@@ -435,6 +451,25 @@ mod tests {
             f.experimental_watch_progress_notify_interval,
             Duration::from_secs(2)
         );
+    }
+
+    #[test]
+    fn flag_defaults_are_etcds() {
+        let f = Flags::try_parse_from(["bramble"]).expect("parses");
+        assert_eq!(f.name, "default");
+        assert_eq!(f.listen_client_urls, "http://localhost:2379");
+        assert_eq!(f.advertise_client_urls, "http://localhost:2379");
+        assert_eq!(f.listen_peer_urls, "http://localhost:2380");
+        assert_eq!(f.initial_advertise_peer_urls, "http://localhost:2380");
+        assert_eq!(f.initial_cluster_state, "new");
+        assert_eq!(f.initial_cluster_token, "etcd-cluster");
+        assert_eq!(f.max_request_bytes, 1_572_864);
+        assert_eq!(f.max_txn_ops, 128);
+        assert_eq!(f.log_level, "info");
+        assert_eq!(f.heartbeat_interval, 100);
+        assert_eq!(f.election_timeout, 1000);
+        assert_eq!(f.snapshot_count, 100_000);
+        assert_eq!(f.experimental_snapshot_catchup_entries, 5_000);
     }
 
     #[test]

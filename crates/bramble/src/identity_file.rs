@@ -10,27 +10,19 @@
 //! peer URLs, as etcd's `GetClusterFromRemotePeers` does.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
 use bramble_api::bramblepb::peer_client::PeerClient;
 use bramble_api::bramblepb::MembersRequest;
-use bramble_raft::{identity, Member, NodeConfig};
+use bramble_raft::{derived_ids, MemberAttributes, NodeConfig};
+use bramble_server::Identity;
+use bramble_storage::atomic_file;
 use bramble_storage::wal::Wal;
 
 use crate::node::{ClusterState, Error, NodeOptions};
 
 const FILE: &str = "identity";
-
-/// A member's ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ids {
-    /// This member's id.
-    pub member_id: u64,
-    /// Its cluster's id.
-    pub cluster_id: u64,
-}
 
 fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error {
@@ -50,22 +42,32 @@ fn config_error(message: String) -> Error {
 
 /// Reads `<data-dir>/member/identity`, or works the ids out (see the module
 /// docs) and writes them durably.
-pub async fn load_or_create(opts: &NodeOptions) -> Result<Ids, Error> {
+///
+/// The file I/O runs on blocking threads (the fsyncs of a first start take
+/// tens of milliseconds on an SD card); the peers are asked on the runtime.
+pub(crate) async fn load_or_create(opts: &NodeOptions) -> Result<Identity, Error> {
     let dir = opts.data_dir.join("member");
     let path = dir.join(FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
+    let read_path = path.clone();
+    let stored = blocking(&path, move || match std::fs::read_to_string(&read_path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    })
+    .await?;
+    match stored {
+        Some(text) => {
             let ids = parse(&text).ok_or_else(|| io_error(&path, "malformed identity file"))?;
             // etcd asks the peers whenever a new-cluster member has no WAL
             // (isMemberBootstrapped): one whose WAL and database were both lost
             // must not bootstrap again either, or it could vote twice in a term.
             // (With its database left, the raft layer refuses with a clearer error.)
-            if opts.initial_cluster_state == ClusterState::New && lost_raft_state(opts)? {
+            if opts.initial_cluster_state == ClusterState::New && lost_raft_state(opts).await? {
                 refuse_if_bootstrapped(opts, ids.member_id).await?;
             }
             Ok(ids)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        None => {
             let ids = match opts.initial_cluster_state {
                 ClusterState::New => {
                     let ids = new_cluster_ids(opts)?;
@@ -74,32 +76,51 @@ pub async fn load_or_create(opts: &NodeOptions) -> Result<Ids, Error> {
                 }
                 ClusterState::Existing => fetch_from_peers(opts).await?,
             };
-            std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
             let text = format!("{:x} {:x}\n", ids.member_id, ids.cluster_id);
-            write_durably(&dir, &path, &text).map_err(|e| io_error(&path, e))?;
+            let write_path = path.clone();
+            blocking(&path, move || {
+                std::fs::create_dir_all(&dir)?;
+                // A crash leaves either no identity or the whole one.
+                atomic_file::write(&write_path, text.as_bytes())
+            })
+            .await?;
             Ok(ids)
         }
-        Err(e) => Err(io_error(&path, e)),
     }
+}
+
+/// Runs file I/O about `path` on a blocking thread; its error names `path`.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    io: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(io)
+        .await
+        .map_err(|e| io_error(path, e))?
+        .map_err(|e| io_error(path, e))
 }
 
 /// Whether the data dir has neither a WAL nor a state machine database, as a
 /// fresh one (or one that lost both).
-fn lost_raft_state(opts: &NodeOptions) -> Result<bool, Error> {
-    let layout = NodeConfig::new(&opts.data_dir, 0, Member::default());
+async fn lost_raft_state(opts: &NodeOptions) -> Result<bool, Error> {
+    let layout = NodeConfig::new(&opts.data_dir, 0, MemberAttributes::default());
     let wal_dir = layout.wal_dir();
-    let has_wal = Wal::exists(&wal_dir).map_err(|e| io_error(&wal_dir, e))?;
-    Ok(!has_wal && !layout.db_path().exists())
+    let db_path = layout.db_path();
+    let dir = wal_dir.clone();
+    blocking(&wal_dir, move || {
+        Ok(!Wal::exists(&dir)? && !db_path.exists())
+    })
+    .await
 }
 
 /// This member's and the cluster's ids in a new cluster, derived from the
 /// flags alone.
-pub fn new_cluster_ids(opts: &NodeOptions) -> Result<Ids, Error> {
+pub(crate) fn new_cluster_ids(opts: &NodeOptions) -> Result<Identity, Error> {
     let members = initial_members(opts)?;
     let all: Vec<u64> = members.keys().copied().collect();
-    Ok(Ids {
+    Ok(Identity {
         member_id: own_id(opts, &members)?,
-        cluster_id: identity::cluster_id(&all),
+        cluster_id: derived_ids::cluster_id(&all),
     })
 }
 
@@ -107,11 +128,13 @@ pub fn new_cluster_ids(opts: &NodeOptions) -> Result<Ids, Error> {
 /// member bootstraps Raft with this same membership (openraft requires the
 /// initial entry to be identical everywhere), so it holds only what all of
 /// them know: names and peer URLs. Client URLs are published after start.
-pub fn initial_members(opts: &NodeOptions) -> Result<BTreeMap<u64, Member>, Error> {
+pub(crate) fn initial_members(
+    opts: &NodeOptions,
+) -> Result<BTreeMap<u64, MemberAttributes>, Error> {
     let mut members = BTreeMap::new();
     for (name, urls) in opts.initial_members() {
-        let id = identity::member_id(&urls, &opts.cluster_token);
-        let member = Member {
+        let id = derived_ids::member_id(&urls, &opts.cluster_token);
+        let member = MemberAttributes {
             name: name.clone(),
             peer_urls: urls,
             client_urls: Vec::new(),
@@ -128,7 +151,7 @@ pub fn initial_members(opts: &NodeOptions) -> Result<BTreeMap<u64, Member>, Erro
 
 /// This member's id among the initial members; its advertised peer URLs must
 /// be the ones `--initial-cluster` gives its name (etcd checks the same).
-fn own_id(opts: &NodeOptions, members: &BTreeMap<u64, Member>) -> Result<u64, Error> {
+fn own_id(opts: &NodeOptions, members: &BTreeMap<u64, MemberAttributes>) -> Result<u64, Error> {
     let (id, me) = members
         .iter()
         .find(|(_, m)| m.name == opts.name)
@@ -187,7 +210,7 @@ async fn refuse_if_bootstrapped(opts: &NodeOptions, member_id: u64) -> Result<()
 
 /// Asks the other listed members for the member list and finds this member
 /// in it by its peer URLs.
-async fn fetch_from_peers(opts: &NodeOptions) -> Result<Ids, Error> {
+async fn fetch_from_peers(opts: &NodeOptions) -> Result<Identity, Error> {
     let mut wanted = opts.peer_urls.clone();
     wanted.sort();
     let mut last_error = String::from("no other member listed in --initial-cluster");
@@ -205,7 +228,7 @@ async fn fetch_from_peers(opts: &NodeOptions) -> Result<Ids, Error> {
                         urls == wanted
                     });
                     return match me {
-                        Some(m) => Ok(Ids {
+                        Some(m) => Ok(Identity {
                             member_id: m.id,
                             cluster_id: reply.cluster_id,
                         }),
@@ -239,25 +262,14 @@ async fn members_of(url: &str) -> Result<bramble_api::bramblepb::MembersReply, S
         .map_err(|s| s.message().to_string())
 }
 
-fn parse(text: &str) -> Option<Ids> {
+fn parse(text: &str) -> Option<Identity> {
     let mut parts = text.split_whitespace();
     let member_id = u64::from_str_radix(parts.next()?, 16).ok()?;
     let cluster_id = u64::from_str_radix(parts.next()?, 16).ok()?;
-    Some(Ids {
+    Some(Identity {
         member_id,
         cluster_id,
     })
-}
-
-/// Writes via a temporary file, fsyncs it and the directory, then renames:
-/// a crash leaves either no identity or the whole one.
-fn write_durably(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -336,7 +348,7 @@ mod tests {
         assert_eq!(parse("zz"), None);
         assert_eq!(
             parse("1 2"),
-            Some(Ids {
+            Some(Identity {
                 member_id: 1,
                 cluster_id: 2
             })

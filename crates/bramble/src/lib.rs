@@ -2,16 +2,21 @@
 //! Raspberry Pi clusters.
 //!
 //! Two ways in: the `bramble` binary (etcd's flags, etcd's gRPC API), and
-//! [`Node`], the same store embedded in your own program.
+//! [`Node`], the same store embedded in your own program. The binary also
+//! carries snapshot tools ([`snapshot_command`]), as etcdutl does for etcd.
+
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
+mod defaults;
 mod identity_file;
-pub mod node;
+mod node;
 mod publish;
 pub mod server;
+pub mod snapshot_command;
 
 pub use bramble_api as api;
 pub use node::{ClusterState, Error, Node, NodeOptions};
 
 /// Bramble's version, as clap shows it.
-pub const VERSION_LINE: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION_LINE: &str = env!("CARGO_PKG_VERSION");

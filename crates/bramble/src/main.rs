@@ -9,7 +9,11 @@ use bramble::config::{ignored_env_warnings, preprocess_args, Flags};
 const FATAL_EXIT_CODE: i32 = 1;
 
 fn main() -> std::process::ExitCode {
-    let (args, mut warnings) = preprocess_args(std::env::args());
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(bramble::snapshot_command::SUBCOMMAND) {
+        return bramble::snapshot_command::run(&argv[2..]);
+    }
+    let (args, mut warnings) = preprocess_args(argv);
     if args.iter().skip(1).any(|a| a == "--version") {
         // write_all rather than println!: a closed pipe (`| head -1`) is not a panic.
         use std::io::Write;

@@ -22,16 +22,26 @@ use bramble_api::etcdserverpb::{
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use bramble_api::mvccpb::KeyValue;
-use bramble_raft::{FatalError, Member, NodeConfig, RaftNode};
+use bramble_raft::{FatalError, MemberAttributes, NodeConfig, RaftNode};
 use bramble_server::backpressure::ProposalGate;
 use bramble_server::kv::KvService;
 use bramble_server::lease::expiry::min_lease_ttl;
 use bramble_server::lease::forward::LeaderLeaseService;
 use bramble_server::lease::{LeaseService, Lessor};
-use bramble_server::{Identity, Limits, ServerContext};
+use bramble_server::{Limits, ServerContext};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+
+use crate::defaults;
+
+/// How long [`Node::close`] lets a peer server drain before cutting it.
+const CLOSE_TASK_GRACE: Duration = Duration::from_millis(500);
+/// How long [`Node::close`] waits for the member's background tasks, which
+/// end on their own once Raft has stopped.
+const CLOSE_TASKS_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
     Error {
@@ -90,16 +100,16 @@ impl NodeOptions {
     /// etcd's defaults for a member named `default`, data in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         NodeOptions {
-            name: "default".into(),
+            name: defaults::NAME.into(),
             data_dir: data_dir.into(),
-            peer_urls: vec!["http://localhost:2380".into()],
-            client_urls: vec!["http://localhost:2379".into()],
-            cluster_token: "etcd-cluster".into(),
+            peer_urls: vec![defaults::PEER_URL.into()],
+            client_urls: vec![defaults::CLIENT_URL.into()],
+            cluster_token: defaults::INITIAL_CLUSTER_TOKEN.into(),
             limits: Limits::default(),
-            heartbeat_interval_ms: 100,
-            election_timeout_ms: 1000,
-            snapshot_count: 100_000,
-            snapshot_catchup_entries: 5_000,
+            heartbeat_interval_ms: defaults::HEARTBEAT_INTERVAL_MS,
+            election_timeout_ms: defaults::ELECTION_TIMEOUT_MS,
+            snapshot_count: defaults::SNAPSHOT_COUNT,
+            snapshot_catchup_entries: defaults::SNAPSHOT_CATCHUP_ENTRIES,
             initial_cluster: Vec::new(),
             initial_cluster_state: ClusterState::New,
             listen_peer_addrs: Vec::new(),
@@ -108,7 +118,7 @@ impl NodeOptions {
 
     /// The initial members (name, peer URLs): `--initial-cluster`, or this
     /// member alone.
-    pub fn initial_members(&self) -> Vec<(String, Vec<String>)> {
+    pub(crate) fn initial_members(&self) -> Vec<(String, Vec<String>)> {
         if self.initial_cluster.is_empty() {
             vec![(self.name.clone(), self.peer_urls.clone())]
         } else {
@@ -157,8 +167,10 @@ impl From<FatalError> for Error {
 pub struct Node {
     ctx: Arc<ServerContext>,
     kv: KvService,
-    /// Stops the peer listeners.
-    stop_peers: watch::Sender<bool>,
+    /// Stops the peer listeners and the publish task: cancelled by
+    /// [`Node::close`], or when the `Node` is dropped (`_stop_on_drop`).
+    stop: CancellationToken,
+    _stop_on_drop: DropGuard,
     peer_servers: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Becomes true once the cluster removed this member.
     removed: watch::Receiver<bool>,
@@ -189,7 +201,7 @@ impl Node {
             peer_listeners.push(l);
         }
         let ids = crate::identity_file::load_or_create(&opts).await?;
-        let member = Member {
+        let member = MemberAttributes {
             name: opts.name.clone(),
             peer_urls: opts.peer_urls.clone(),
             client_urls: opts.client_urls.clone(),
@@ -212,22 +224,22 @@ impl Node {
         let db_path = cfg.db_path();
         let node = RaftNode::start(cfg).await.map_err(unavailable)?;
 
-        let (stop_peers, stop_rx) = watch::channel(false);
+        let stop = CancellationToken::new();
+        // An error below drops it, which stops what was started.
+        let stop_on_drop = stop.clone().drop_guard();
         let mut peer_servers = Vec::new();
         // Followers' lease renewals reach the leader's clock through this.
         let leader_lease = Arc::new(OnceLock::new());
         for l in peer_listeners {
             let service = node.peer_service();
             let lease_service = LeaderLeaseService::new(leader_lease.clone());
-            let mut rx = stop_rx.clone();
+            let stopped = stop.clone().cancelled_owned();
             peer_servers.push(tokio::spawn(async move {
                 let incoming = bramble_server::incoming(l);
                 let result = tonic::transport::Server::builder()
                     .add_service(service)
                     .add_service(lease_service)
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let _ = rx.wait_for(|stop| *stop).await;
-                    })
+                    .serve_with_incoming_shutdown(incoming, stopped)
                     .await;
                 if let Err(e) = result {
                     tracing::error!("peer server: {e}");
@@ -246,12 +258,10 @@ impl Node {
 
         let ctx = Arc::new(ServerContext {
             node: Arc::new(node),
-            identity: Identity {
-                cluster_id: ids.cluster_id,
-                member_id: ids.member_id,
-            },
+            identity: ids,
             limits: opts.limits,
             gate: ProposalGate::new(opts.limits.max_request_bytes),
+            tasks: TaskTracker::new(),
             db_path,
             lessor: Lessor::new(
                 ids.member_id,
@@ -263,11 +273,11 @@ impl Node {
         let _ = leader_lease.set(LeaseService::new(ctx.clone()));
         let (removed_tx, removed) = watch::channel(false);
         let (published_tx, published) = watch::channel(false);
-        tokio::spawn(crate::publish::publish_and_watch(
+        ctx.tasks.spawn(crate::publish::publish_and_watch(
             ctx.node.clone(),
             opts.name.clone(),
             opts.client_urls.clone(),
-            stop_rx,
+            stop.clone(),
             crate::publish::Signals {
                 published: published_tx,
                 removed: removed_tx,
@@ -277,7 +287,8 @@ impl Node {
         Ok(Node {
             ctx,
             kv,
-            stop_peers,
+            stop,
+            _stop_on_drop: stop_on_drop,
             peer_servers: std::sync::Mutex::new(peer_servers),
             removed,
             published,
@@ -405,22 +416,43 @@ impl Node {
     /// Stops Raft and the peer listeners and makes the state machine durable
     /// (unless the member failed for good: then its disk is left alone). A
     /// failure of that last checkpoint makes [`Self::fatal_error`] report it.
+    ///
+    /// Returns once no task of this member holds its Raft node any more, so
+    /// dropping the `Node` releases the data dir (the WAL lock and the
+    /// database) and the peer port: the same dir can be opened again at once.
+    /// Services built on [`Self::context`] hold the member too: stop serving
+    /// and drop them first.
     pub async fn close(&self) {
         self.ctx.node.shutdown().await;
-        let _ = self.stop_peers.send(true);
+        self.stop.cancel();
         let servers: Vec<_> = self
             .peer_servers
             .lock()
             .map(|mut s| s.drain(..).collect())
             .unwrap_or_default();
-        for s in servers {
-            // Peer connections are long-lived streams: do not wait for them.
-            if tokio::time::timeout(Duration::from_millis(500), s)
+        for mut server in servers {
+            // A peer server drains its connections gracefully; a peer that
+            // keeps a stream open must not hold the close up: cut it.
+            if tokio::time::timeout(CLOSE_TASK_GRACE, &mut server)
                 .await
                 .is_err()
             {
-                tracing::debug!("peer server did not stop in time");
+                tracing::debug!("peer server did not stop in time: aborting it");
+                server.abort();
+                let _ = server.await;
             }
+        }
+        // Every background task of the member ends once Raft has stopped.
+        self.ctx.tasks.close();
+        if tokio::time::timeout(CLOSE_TASKS_TIMEOUT, self.ctx.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "close: {} background tasks still hold the member; its data dir stays \
+                 locked until they end",
+                self.ctx.tasks.len()
+            );
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bramble_raft::RaftNode;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// How often the member checks whether it was removed.
 const REMOVAL_CHECK: Duration = Duration::from_secs(2);
@@ -28,12 +29,12 @@ pub(crate) struct Signals {
 }
 
 /// Publishes `name` and `client_urls` until the membership has them, then
-/// watches for this member's removal. Ends when `stop` turns true.
+/// watches for this member's removal. Ends when `stop` is cancelled.
 pub(crate) async fn publish_and_watch(
     node: Arc<RaftNode>,
     name: String,
     client_urls: Vec<String>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     signals: Signals,
 ) {
     let mut published = false;
@@ -42,7 +43,7 @@ pub(crate) async fn publish_and_watch(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(if published { REMOVAL_CHECK } else { pause }) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
         }
         pause = pause.max(RETRY_MIN);
         if !published {

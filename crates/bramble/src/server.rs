@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use bramble_raft::FatalError;
 use bramble_server::{ClientServer, Keepalive, Limits};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{listen_addrs, parse_initial_cluster, split_urls, Flags};
 use crate::node::{ClusterState, Node, NodeOptions};
@@ -20,7 +20,7 @@ use crate::node::{ClusterState, Node, NodeOptions};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Turns the flags into node options, checking what this version supports.
-pub fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
+pub(crate) fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
     let data_dir = flags
         .data_dir
         .clone()
@@ -40,7 +40,7 @@ pub fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
     };
     // etcd ignores a zero interval (tokio's timers would spin on it).
     let progress_interval = match flags.experimental_watch_progress_notify_interval {
-        d if d.is_zero() => bramble_server::watch::DEFAULT_PROGRESS_NOTIFY_INTERVAL,
+        d if d.is_zero() => crate::defaults::WATCH_PROGRESS_NOTIFY_INTERVAL,
         d => d,
     };
     Ok(NodeOptions {
@@ -108,10 +108,12 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
     );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = CancellationToken::new();
+    // Leaving early (an error) stops the servers too.
+    let _stop_on_return = stop.clone().drop_guard();
     let mut servers = Vec::new();
     for l in listeners {
-        let mut rx = stop_rx.clone();
+        let stop = stop.clone();
         let server = ClientServer::new(node.context().clone()).with_keepalive(keepalive(&flags));
         // As etcd, clients are served once this member published itself
         // (the listener is bound already, so they wait rather than fail).
@@ -119,24 +121,17 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         servers.push(tokio::spawn(async move {
             tokio::select! {
                 _ = published.wait_for(|p| *p) => {}
-                _ = rx.wait_for(|stop| *stop) => return Ok(()),
+                _ = stop.cancelled() => return Ok(()),
             }
-            server
-                .serve(l, async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await
+            server.serve(l, stop.cancelled_owned()).await
         }));
     }
 
     for l in metrics_listeners {
-        let mut rx = stop_rx.clone();
+        let stopped = stop.clone().cancelled_owned();
         let ctx = node.context().clone();
         servers.push(tokio::spawn(async move {
-            bramble_server::http::serve(ctx, l, async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
-            .await;
+            bramble_server::http::serve(ctx, l, stopped).await;
             Ok(())
         }));
     }
@@ -162,7 +157,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         // the member must stop serving now (etcd panics).
         e = node.fatal() => return Err(e.into()),
     }
-    let _ = stop_tx.send(true);
+    stop.cancel();
     // A graceful drain lets in-flight requests finish, but an idle client that
     // never answers HTTP/2's GOAWAY would hold it open forever: bound it, as
     // etcd bounds its GracefulStop, then drop the connections.

@@ -4,39 +4,12 @@
 //! The full-disk test mounts a small tmpfs under the state machine's directory (a real
 //! ENOSPC from the kernel), so it needs root, as the end-to-end netns tests do.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use bramble::api::etcdserverpb::RangeRequest;
 use bramble::{Node, NodeOptions};
 use bramble_raft::FatalCause;
-
-/// A tmpfs over a directory, unmounted (lazily: the node may still hold files) on drop.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(path: &Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(path).expect("create mount point");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mounting a tmpfs on {} failed: this test needs root",
-            path.display()
-        );
-        SmallDisk(path.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
+use bramble_testkit::disk::SmallDisk;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_every_later_call_with_the_fatal_error() {

@@ -1,7 +1,7 @@
 //! What a member lets into its Raft log: etcd's checks on a write before it is
 //! proposed (its `v3rpc/key.go` request checks, in the same order, and its
 //! `--max-request-bytes`), plus the one bound that keeps every entry readable
-//! (txn nesting, see [`crate::codec::MAX_DECODED_DEPTH`]).
+//! (txn nesting, see [`crate::log_codec::MAX_DECODED_DEPTH`]).
 //!
 //! One place for both ways a command reaches the log: a client of this member
 //! ([`crate::RaftNode::propose`]) and a follower's forwarded proposal on the
@@ -18,12 +18,7 @@ use bramble_api::etcdserverpb::{
 };
 use prost::Message;
 
-use crate::codec::{txn_nests_deeper_than, MAX_DECODED_DEPTH};
-
-/// etcd's default `--max-request-bytes`: 1.5 MiB.
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
-/// etcd's default `--max-txn-ops`.
-pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+use crate::log_codec::{txn_nests_deeper_than, MAX_DECODED_DEPTH};
 
 /// The request limits a member enforces (etcd's flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +32,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-            max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            max_request_bytes: crate::defaults::MAX_REQUEST_BYTES,
+            max_txn_ops: crate::defaults::MAX_TXN_OPS,
         }
     }
 }
@@ -79,7 +74,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The refusal as the leader's answer to a forwarded proposal.
-    pub fn to_pb(self) -> Refused {
+    pub(crate) fn to_pb(self) -> Refused {
         match self {
             Refusal::EmptyKey => Refused::EmptyKey,
             Refusal::EmptyOp => Refused::EmptyOp,
@@ -95,7 +90,7 @@ impl Refusal {
 
     /// The refusal in a leader's answer: `Ok(None)` when it proposed the
     /// command, `Err` with the raw value for a reason this version does not know.
-    pub fn from_pb(value: i32) -> Result<Option<Refusal>, i32> {
+    pub(crate) fn from_pb(value: i32) -> Result<Option<Refusal>, i32> {
         Ok(Some(match Refused::try_from(value).map_err(|_| value)? {
             Refused::None => return Ok(None),
             Refused::EmptyKey => Refusal::EmptyKey,

@@ -93,7 +93,7 @@ impl FatalSignal {
     /// Reports a fatal failure. The first report is kept and logged; later
     /// ones (usually the same failure seen by another layer) only at debug
     /// level. Never blocks: it runs on the WAL's writer thread too.
-    pub fn trip(&self, cause: FatalCause, detail: impl fmt::Display) {
+    pub(crate) fn trip(&self, cause: FatalCause, detail: impl fmt::Display) {
         let err = FatalError {
             cause,
             detail: detail.to_string(),

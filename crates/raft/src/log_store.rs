@@ -1,24 +1,30 @@
 //! openraft's log storage over the WAL.
 //!
 //! Entries are framed by the WAL with their index; the entry bytes hold the
-//! term and payload ([`crate::codec`]). Appends are submitted without waiting
+//! term and payload ([`crate::log_codec`]). Appends are submitted without waiting
 //! and openraft is told through its callback once the group commit that
 //! carries them has been fdatasync'ed: that is the moment an entry counts
 //! towards a quorum, and nothing is acknowledged to a client before it.
+//! When the WAL's bounded queue is full (the disk is behind), an append
+//! waits for room on a blocking thread.
+//!
+//! Nothing here blocks a runtime worker on the disk: reads of recent entries
+//! come from the WAL's memory, other reads and every synchronous WAL call
+//! run on blocking threads.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 
-use bramble_storage::wal::{Record, Wal, WalError, WalOptions, META_VOTE};
+use bramble_storage::wal::{Record, TrySubmit, Wal, WalError, WalOptions, META_VOTE};
 use bytes::Bytes;
 use futures::{stream, Stream, StreamExt};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 
-use crate::codec;
 use crate::fatal::{FatalCause, FatalSignal};
+use crate::log_codec;
 use crate::network::REPLICATION_BATCH_BYTES;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
@@ -30,6 +36,33 @@ const META_PURGED: u8 = 3;
 
 fn io_error(e: WalError) -> io::Error {
     io::Error::other(e)
+}
+
+/// The entries in `range`, at most `max_bytes` of them (the first always;
+/// see [`Wal::read_limited`]), decoded. Recent entries come from the WAL's
+/// memory on the calling task; anything that needs a pread is read on a
+/// blocking thread, since the disk (an SD card) may take long enough to
+/// stall a runtime worker and the peer RPCs queued on it. The WAL makes
+/// appended entries readable when `submit` returns, so either way a read
+/// sees every entry appended before it.
+async fn read_entries(
+    wal: &Wal,
+    range: (Bound<u64>, Bound<u64>),
+    max_bytes: u64,
+) -> io::Result<Vec<Entry>> {
+    let raw = match wal.read_cached(range, max_bytes).map_err(io_error)? {
+        Some(raw) => raw,
+        None => {
+            let wal = wal.clone();
+            tokio::task::spawn_blocking(move || wal.read_limited(range, max_bytes))
+                .await
+                .map_err(io::Error::other)?
+                .map_err(io_error)?
+        }
+    };
+    raw.iter()
+        .map(|(index, bytes)| log_codec::decode_entry(*index, bytes))
+        .collect()
 }
 
 /// The Raft log, stored in the WAL. Cheap to clone: clones share the WAL.
@@ -45,7 +78,7 @@ pub struct LogStore {
 
 impl LogStore {
     /// Opens (or creates) the WAL in `dir`.
-    pub fn open(dir: &Path) -> io::Result<LogStore> {
+    pub(crate) fn open(dir: &Path) -> io::Result<LogStore> {
         Self::open_with(dir, WalOptions::default())
     }
 
@@ -59,7 +92,7 @@ impl LogStore {
     }
 
     /// Reports this log's failures to `fatal` (the member's signal).
-    pub fn with_fatal(mut self, fatal: FatalSignal) -> Self {
+    pub(crate) fn with_fatal(mut self, fatal: FatalSignal) -> Self {
         self.fatal = fatal;
         self
     }
@@ -71,7 +104,7 @@ impl LogStore {
     }
 
     /// The WAL underneath (for statistics).
-    pub fn wal(&self) -> &Wal {
+    pub(crate) fn wal(&self) -> &Wal {
         &self.wal
     }
 
@@ -98,7 +131,7 @@ impl LogStore {
 
 fn encode_log_id(id: &LogId) -> Bytes {
     let mut b = Vec::with_capacity(16);
-    b.extend_from_slice(&codec::log_term(id).to_le_bytes());
+    b.extend_from_slice(&log_codec::log_term(id).to_le_bytes());
     b.extend_from_slice(&id.index.to_le_bytes());
     Bytes::from(b)
 }
@@ -111,7 +144,7 @@ fn decode_log_id(b: &[u8]) -> io::Result<LogId> {
         .ok_or_else(bad)?
         .try_into()
         .map_err(|_| bad())?;
-    Ok(codec::log_id(
+    Ok(log_codec::log_id(
         u64::from_le_bytes(term),
         u64::from_le_bytes(index),
     ))
@@ -122,37 +155,27 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let start = range.start_bound().cloned();
-        let end = range.end_bound().cloned();
-        let raw = self
-            .wal
-            .read((start, end))
-            .map_err(|e| self.fail(io_error(e)))?;
-        raw.iter()
-            .map(|(index, bytes)| codec::decode_entry(*index, bytes))
-            .collect::<Result<_, _>>()
+        let range = (range.start_bound().cloned(), range.end_bound().cloned());
+        read_entries(&self.wal, range, u64::MAX)
+            .await
             .map_err(|e| self.fail(e))
     }
 
     /// What replication sends in one AppendEntries: at most
-    /// [`REPLICATION_BATCH_BYTES`] of entries, or one larger entry alone.
+    /// `REPLICATION_BATCH_BYTES` of entries, or one larger entry alone.
     async fn limited_get_log_entries(
         &mut self,
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry>, io::Error> {
-        let raw = self
-            .wal
-            .read_limited(start..end, REPLICATION_BATCH_BYTES)
-            .map_err(|e| self.fail(io_error(e)))?;
-        raw.iter()
-            .map(|(index, bytes)| codec::decode_entry(*index, bytes))
-            .collect::<Result<_, _>>()
+        let range = (Bound::Included(start), Bound::Excluded(end));
+        read_entries(&self.wal, range, REPLICATION_BATCH_BYTES)
+            .await
             .map_err(|e| self.fail(e))
     }
 
     /// The entries the state machine applies, read lazily
-    /// [`APPLY_CHUNK_BYTES`] at a time: after a restart everything committed
+    /// `APPLY_CHUNK_BYTES` at a time: after a restart everything committed
     /// since the last checkpoint is applied in one go, and openraft's default
     /// reads it all into memory first.
     async fn entries_stream<RB>(
@@ -175,24 +198,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let fatal = fatal.clone();
             async move {
                 let from = next?;
-                let raw = match wal.read_limited((Bound::Included(from), end), APPLY_CHUNK_BYTES) {
-                    Ok(raw) => raw,
+                let range = (Bound::Included(from), end);
+                let entries = match read_entries(&wal, range, APPLY_CHUNK_BYTES).await {
+                    Ok(entries) => entries,
                     Err(e) => {
-                        let e = io_error(e);
                         fatal.trip(FatalCause::Wal, &e);
                         return Some((vec![Err(e)], None));
                     }
                 };
-                let (last, _) = raw.last()?;
-                let after = last.checked_add(1);
-                let entries: Vec<_> = raw
-                    .iter()
-                    .map(|(index, bytes)| {
-                        codec::decode_entry(*index, bytes)
-                            .inspect_err(|e| fatal.trip(FatalCause::Wal, e))
-                    })
-                    .collect();
-                Some((entries, after))
+                let after = entries.last()?.log_id.index.checked_add(1);
+                Some((entries.into_iter().map(Ok).collect(), after))
             }
         })
         .flat_map(stream::iter)
@@ -200,7 +215,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
         match self.wal.meta(META_VOTE) {
-            Some(bytes) => Ok(Some(codec::decode_vote(&bytes).map_err(|e| self.fail(e))?)),
+            Some(bytes) => Ok(Some(
+                log_codec::decode_vote(&bytes).map_err(|e| self.fail(e))?,
+            )),
             None => Ok(None),
         }
     }
@@ -210,7 +227,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        self.log_state().map_err(|e| self.fail(e))
+        self.log_state().await.map_err(|e| self.fail(e))
     }
 
     async fn get_log_reader(&mut self) -> LogStore {
@@ -220,7 +237,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         // A vote must be durable before it is sent: Raft's safety depends on
         // never voting twice in a term, across crashes.
-        let value = Bytes::from(codec::encode_vote(vote));
+        let value = Bytes::from(log_codec::encode_vote(vote));
         self.blocking(move |wal| wal.set_meta(META_VOTE, value))
             .await
     }
@@ -238,7 +255,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .into_iter()
             .map(|e| Record::Entry {
                 index: e.log_id.index,
-                payload: Bytes::from(codec::encode_entry(&e)),
+                payload: Bytes::from(log_codec::encode_entry(&e)),
             })
             .collect();
         // Submit and return: the WAL's writer thread groups this with other
@@ -246,18 +263,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // sync is fatal before openraft hears of it, so nothing after it is
         // acknowledged or served.
         let fatal = self.fatal.clone();
-        self.wal
-            .submit(
-                records,
-                Box::new(move |result| {
-                    let result = result.map_err(io_error);
-                    if let Err(e) = &result {
-                        fatal.trip(FatalCause::Wal, e);
-                    }
-                    callback.io_completed(result)
-                }),
-            )
-            .map_err(|e| self.fail(io_error(e)))
+        let callback = Box::new(move |result: Result<(), WalError>| {
+            let result = result.map_err(io_error);
+            if let Err(e) = &result {
+                fatal.trip(FatalCause::Wal, e);
+            }
+            callback.io_completed(result)
+        });
+        match self.wal.try_submit(records, callback) {
+            Ok(TrySubmit::Queued) => Ok(()),
+            // The disk is behind and the WAL's queue is full: wait for room on
+            // a blocking thread. openraft awaits each append before the next
+            // one (`&mut self`), so the log order is kept, and while this
+            // waits Raft stops handing over more: a stalled disk holds up
+            // Raft, not memory.
+            Ok(TrySubmit::Full { records, callback }) => {
+                self.blocking(move |wal| wal.submit(records, callback))
+                    .await
+            }
+            Err(e) => Err(self.fail(io_error(e))),
+        }
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
@@ -298,13 +323,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 impl LogStore {
     /// The log's extent, for [`RaftLogStorage::get_log_state`].
-    fn log_state(&self) -> io::Result<LogState<TypeConfig>> {
+    async fn log_state(&self) -> io::Result<LogState<TypeConfig>> {
         let last_purged_log_id = self.purged_log_id()?;
         let last_log_id = match self.wal.last_index() {
             Some(last) => {
-                let entries = self.wal.read(last..=last).map_err(io_error)?;
-                match entries.first() {
-                    Some((index, bytes)) => Some(codec::decode_entry(*index, bytes)?.log_id),
+                let range = (Bound::Included(last), Bound::Included(last));
+                match read_entries(&self.wal, range, u64::MAX).await?.first() {
+                    Some(entry) => Some(entry.log_id),
                     None => {
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
@@ -328,7 +353,7 @@ mod tests {
 
     #[test]
     fn log_id_roundtrip_and_garbage() {
-        let id = codec::log_id(5, 77);
+        let id = log_codec::log_id(5, 77);
         assert_eq!(decode_log_id(&encode_log_id(&id)).expect("decodes"), id);
         assert!(decode_log_id(&[1, 2, 3]).is_err());
     }

@@ -25,10 +25,10 @@ use prost::Message;
 use tokio::io::AsyncReadExt;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::codec;
+use crate::log_codec;
+use crate::peer_codec;
 use crate::snapshot::SnapshotData;
-use crate::types::{Member, TypeConfig, Vote};
-use crate::wire;
+use crate::types::{MemberAttributes, TypeConfig, Vote};
 
 type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 
@@ -41,7 +41,7 @@ const SNAPSHOT_CHUNK: usize = 256 * 1024;
 /// computed from it must stay far from overflowing a 32-bit `usize` (armv7).
 /// etcd has no ceiling but warns above 10 MiB; a 1 GiB request would not fit
 /// in a 1 GiB Pi anyway.
-pub const MAX_REQUEST_BYTES_LIMIT: usize = 1 << 30;
+pub(crate) const MAX_REQUEST_BYTES_LIMIT: usize = 1 << 30;
 
 /// Payload bytes of log entries one AppendEntries carries (etcd's
 /// `maxSizePerMsg`, 1 MiB), except that an entry larger than this goes
@@ -50,7 +50,7 @@ pub const MAX_REQUEST_BYTES_LIMIT: usize = 1 << 30;
 /// follower and a follower's per message; openraft bounds batches only in
 /// entries (300), which with 1 MB values made batches of 300 MB that no peer
 /// accepted, so a lagging follower never caught up.
-pub const REPLICATION_BATCH_BYTES: u64 = 1 << 20;
+pub(crate) const REPLICATION_BATCH_BYTES: u64 = 1 << 20;
 
 /// What a log entry adds around the client's request (log id, request id,
 /// protobuf framing), generously: tens of bytes in fact.
@@ -76,9 +76,9 @@ pub fn check_max_request_bytes(max_request_bytes: usize) -> Result<(), String> {
 /// accepts: one entry of the largest allowed request (an AppendEntries
 /// carries at least one; a forwarded proposal carries one request) plus
 /// room for the rest of the message, and never less than
-/// [`MIN_PEER_MESSAGE`] (which also holds any [`REPLICATION_BATCH_BYTES`]
+/// `MIN_PEER_MESSAGE` (which also holds any [`REPLICATION_BATCH_BYTES`]
 /// batch).
-pub fn peer_message_limit(max_request_bytes: usize) -> usize {
+pub(crate) fn peer_message_limit(max_request_bytes: usize) -> usize {
     max_request_bytes
         .min(MAX_REQUEST_BYTES_LIMIT)
         .saturating_add(2 * ENTRY_OVERHEAD)
@@ -87,7 +87,7 @@ pub fn peer_message_limit(max_request_bytes: usize) -> usize {
 
 /// Opens (and caches) gRPC channels to peers.
 #[derive(Clone)]
-pub struct PeerChannels {
+pub(crate) struct PeerChannels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
     /// The largest message sent or received ([`peer_message_limit`]).
@@ -97,7 +97,7 @@ pub struct PeerChannels {
 impl PeerChannels {
     /// A cache whose connections give up connecting after `connect_timeout`
     /// and carry messages of up to `max_message` bytes.
-    pub fn new(connect_timeout: Duration, max_message: usize) -> Self {
+    pub(crate) fn new(connect_timeout: Duration, max_message: usize) -> Self {
         PeerChannels {
             channels: Arc::default(),
             connect_timeout,
@@ -107,12 +107,12 @@ impl PeerChannels {
 
     /// The largest message these connections carry (the server side of the
     /// peer protocol accepts the same).
-    pub fn max_message(&self) -> usize {
+    pub(crate) fn max_message(&self) -> usize {
         self.max_message
     }
 
     /// The channel to `url` (connected lazily, reconnected by tonic on failure).
-    pub fn channel(&self, url: &str) -> Result<Channel, String> {
+    pub(crate) fn channel(&self, url: &str) -> Result<Channel, String> {
         let mut map = self
             .channels
             .lock()
@@ -133,20 +133,26 @@ impl PeerChannels {
     }
 
     /// A Peer-service client for the first of `member`'s peer URLs.
-    pub fn client(&self, member: &Member) -> Result<PeerClient<Channel>, String> {
+    pub(crate) fn client(&self, member: &MemberAttributes) -> Result<PeerClient<Channel>, String> {
         let url = member
             .peer_urls
             .first()
             .ok_or_else(|| format!("member {} has no peer URL", member.name))?;
-        Ok(PeerClient::new(self.channel(url)?)
+        Ok(self.client_on(self.channel(url)?))
+    }
+
+    /// A Peer-service client on `channel`, carrying messages of up to
+    /// [`Self::max_message`] bytes.
+    pub(crate) fn client_on(&self, channel: Channel) -> PeerClient<Channel> {
+        PeerClient::new(channel)
             .max_decoding_message_size(self.max_message)
-            .max_encoding_message_size(self.max_message))
+            .max_encoding_message_size(self.max_message)
     }
 }
 
 /// Creates [`PeerNetwork`] clients for openraft.
 #[derive(Clone)]
-pub struct PeerNetworkFactory {
+pub(crate) struct PeerNetworkFactory {
     channels: PeerChannels,
     cluster_id: u64,
     rpc_timeout: Duration,
@@ -162,7 +168,7 @@ impl PeerNetworkFactory {
     /// as an unreachable peer, which openraft backs off from. So the deadline is
     /// ours: a peer that cannot answer within an election timeout is as good as
     /// gone anyway.
-    pub fn new(channels: PeerChannels, cluster_id: u64, rpc_timeout: Duration) -> Self {
+    pub(crate) fn new(channels: PeerChannels, cluster_id: u64, rpc_timeout: Duration) -> Self {
         PeerNetworkFactory {
             channels,
             cluster_id,
@@ -172,7 +178,7 @@ impl PeerNetworkFactory {
 }
 
 /// openraft's client for one peer.
-pub struct PeerNetwork {
+pub(crate) struct PeerNetwork {
     target: u64,
     client: Result<PeerClient<Channel>, String>,
     cluster_id: u64,
@@ -184,7 +190,7 @@ pub struct PeerNetwork {
 impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
     type Network = PeerNetwork;
 
-    async fn new_client(&mut self, target: u64, node: &Member) -> PeerNetwork {
+    async fn new_client(&mut self, target: u64, node: &MemberAttributes) -> PeerNetwork {
         PeerNetwork {
             target,
             client: self.channels.client(node),
@@ -282,7 +288,7 @@ impl PeerNetwork {
         kind: VoteKind,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let req = self.request(
-            wire::vote_request_to_pb(&rpc, self.cluster_id),
+            peer_codec::vote_request_to_pb(&rpc, self.cluster_id),
             option.hard_ttl(),
         );
         let mut client = self.client()?;
@@ -291,7 +297,7 @@ impl PeerNetwork {
             VoteKind::PreVote => client.pre_vote(req).await,
         }
         .map_err(|s| unreachable(self.target, s.message()))?;
-        wire::vote_response_from_pb(reply.get_ref())
+        peer_codec::vote_response_from_pb(reply.get_ref())
             .map_err(|e| RPCError::Unreachable(unreachable(self.target, e)))
     }
 }
@@ -304,7 +310,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut msg = wire::append_request_to_pb(&rpc, self.cluster_id);
+        let mut msg = peer_codec::append_request_to_pb(&rpc, self.cluster_id);
         let sent = fit_entries(&mut msg, self.max_message);
         if msg.encoded_len() > self.max_message {
             // One entry above the limit: written under a larger
@@ -326,7 +332,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             .append_entries(self.request(msg, option.hard_ttl()))
             .await
             .map_err(|s| unreachable(self.target, s.message()))?;
-        let resp = wire::append_response_from_pb(reply.get_ref())
+        let resp = peer_codec::append_response_from_pb(reply.get_ref())
             .map_err(|e| RPCError::Unreachable(unreachable(self.target, e)))?;
         Ok(partial(resp, &rpc, sent))
     }
@@ -366,14 +372,14 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             .map_err(|e| unreachable(target, format!("{}: {e}", path.display())))?
             .len();
         let header = pb::SnapshotHeader {
-            vote: Some(wire::vote_to_pb(&vote)),
-            last_log_id: wire::opt_log_id_to_pb(snapshot.meta.last_log_id.as_ref()),
+            vote: Some(peer_codec::vote_to_pb(&vote)),
+            last_log_id: peer_codec::opt_log_id_to_pb(snapshot.meta.last_log_id.as_ref()),
             last_membership: Some(pb::StoredMembership {
                 log_term: snapshot
                     .meta
                     .last_membership
                     .log_id()
-                    .map(|l| codec::log_term(&l))
+                    .map(|l| log_codec::log_term(&l))
                     .unwrap_or(0),
                 log_index: snapshot
                     .meta
@@ -382,7 +388,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                     .map(|l| l.index)
                     .unwrap_or(0),
                 has_log_id: snapshot.meta.last_membership.log_id().is_some(),
-                membership: Some(codec::encode_membership(
+                membership: Some(log_codec::encode_membership(
                     snapshot.meta.last_membership.membership(),
                 )),
             }),
@@ -429,7 +435,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             Err(e) => return Err(unreachable(target, format!("snapshot reader: {e}")).into()),
         }
         let reply = reply.map_err(|s| unreachable(target, s.message()))?;
-        let vote = wire::vote_from_pb(reply.get_ref().vote.as_ref())
+        let vote = peer_codec::vote_from_pb(reply.get_ref().vote.as_ref())
             .map_err(|e| unreachable(target, e))?;
         Ok(SnapshotResponse::new(vote))
     }
@@ -440,9 +446,9 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         let msg = pb::TransferLeaderRequest {
-            from_leader: Some(wire::vote_to_pb(req.from_leader())),
+            from_leader: Some(peer_codec::vote_to_pb(req.from_leader())),
             to_node_id: *req.to_node_id(),
-            last_log_id: wire::opt_log_id_to_pb(req.last_log_id()),
+            last_log_id: peer_codec::opt_log_id_to_pb(req.last_log_id()),
             cluster_id: self.cluster_id,
         };
         let reply = self
@@ -456,12 +462,12 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         Ok(match Rejected::try_from(reply.rejected) {
             Ok(Rejected::None) => Ok(()),
             Ok(Rejected::VoteChanged) => Err(TransferLeaderError::VoteChanged {
-                expected: wire::vote_from_pb(reply.expected_vote.as_ref()).map_err(bad)?,
-                actual: wire::vote_from_pb(reply.actual_vote.as_ref()).map_err(bad)?,
+                expected: peer_codec::vote_from_pb(reply.expected_vote.as_ref()).map_err(bad)?,
+                actual: peer_codec::vote_from_pb(reply.actual_vote.as_ref()).map_err(bad)?,
             }),
             Ok(Rejected::LogNotFlushed) => Err(TransferLeaderError::LogNotFlushed {
-                expected: reply.expected_log.as_ref().map(wire::log_id_from_pb),
-                actual: reply.actual_log.as_ref().map(wire::log_id_from_pb),
+                expected: reply.expected_log.as_ref().map(peer_codec::log_id_from_pb),
+                actual: reply.actual_log.as_ref().map(peer_codec::log_id_from_pb),
             }),
             Err(_) => {
                 return Err(RPCError::Unreachable(unreachable(
@@ -483,7 +489,7 @@ mod tests {
     /// Entry `index` putting a value of `len` bytes.
     fn entry(index: u64, len: usize) -> Entry {
         openraft::Entry {
-            log_id: codec::log_id(2, index),
+            log_id: log_codec::log_id(2, index),
             payload: EntryPayload::Normal(Request {
                 command: pb::Command {
                     op: Some(pb::command::Op::Put(PutRequest {
@@ -500,7 +506,7 @@ mod tests {
     fn batch(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
         AppendEntriesRequest {
             vote: openraft::Vote::new_committed(2, 1),
-            prev_log_id: Some(codec::log_id(2, 9)),
+            prev_log_id: Some(log_codec::log_id(2, 9)),
             entries: sizes
                 .iter()
                 .enumerate()
@@ -513,16 +519,16 @@ mod tests {
     #[test]
     fn oversized_batches_are_cut_to_the_message_limit() {
         let rpc = batch(&[1000, 1000, 1000, 1000]);
-        let mut msg = wire::append_request_to_pb(&rpc, 1);
+        let mut msg = peer_codec::append_request_to_pb(&rpc, 1);
         assert_eq!(fit_entries(&mut msg, usize::MAX), 4);
         assert_eq!(fit_entries(&mut msg, 2500), 2);
         assert!(msg.encoded_len() <= 2500);
         // At least one entry goes, even one over the limit (the caller
         // refuses to send that).
         assert_eq!(fit_entries(&mut msg, 10), 1);
-        let back = wire::append_request_from_pb(msg).expect("a valid request");
+        let back = peer_codec::append_request_from_pb(msg).expect("a valid request");
         assert_eq!(back.entries.len(), 1);
-        assert_eq!(back.entries[0].log_id, codec::log_id(2, 10));
+        assert_eq!(back.entries[0].log_id, log_codec::log_id(2, 10));
     }
 
     #[test]
@@ -530,7 +536,7 @@ mod tests {
         let rpc = batch(&[10, 10, 10]);
         assert_eq!(
             partial(AppendEntriesResponse::Success, &rpc, 2),
-            AppendEntriesResponse::PartialSuccess(Some(codec::log_id(2, 11)))
+            AppendEntriesResponse::PartialSuccess(Some(log_codec::log_id(2, 11)))
         );
         assert_eq!(
             partial(AppendEntriesResponse::Success, &rpc, 3),
@@ -568,7 +574,7 @@ mod tests {
     fn the_largest_request_always_fits_in_a_peer_message() {
         for max_request in [
             0,
-            crate::admission::DEFAULT_MAX_REQUEST_BYTES,
+            crate::defaults::MAX_REQUEST_BYTES,
             33_554_432,
             MAX_REQUEST_BYTES_LIMIT,
         ] {
@@ -580,7 +586,7 @@ mod tests {
         // Members with the default limit still take what a member with a
         // larger one (up to 64 MiB) sends.
         assert_eq!(
-            peer_message_limit(crate::admission::DEFAULT_MAX_REQUEST_BYTES),
+            peer_message_limit(crate::defaults::MAX_REQUEST_BYTES),
             MIN_PEER_MESSAGE
         );
         assert!(check_max_request_bytes(MAX_REQUEST_BYTES_LIMIT + 1).is_err());

@@ -22,10 +22,10 @@ use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::admission::{self, Limits};
-use crate::codec;
+use crate::log_codec;
+use crate::peer_codec;
 use crate::snapshot::SnapshotData;
 use crate::types::{Raft, Request as RaftRequest};
-use crate::wire;
 
 /// The Peer service of one member.
 #[derive(Clone)]
@@ -46,9 +46,6 @@ fn fatal(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("raft stopped: {e}"))
 }
 
-/// The status a follower receives when the receiver is not the leader.
-pub const NOT_LEADER: &str = "bramble: not the leader";
-
 impl PeerService {
     /// The service for `raft`, a member of cluster `cluster_id`.
     pub fn new(raft: Raft, cluster_id: u64, snap_dir: PathBuf, limits: Limits) -> Self {
@@ -62,7 +59,7 @@ impl PeerService {
 
     /// The tonic server wrapper, taking messages of up to `max_message` bytes
     /// ([`crate::network::peer_message_limit`]).
-    pub fn into_server(self, max_message: usize) -> PeerServer<PeerService> {
+    pub(crate) fn into_server(self, max_message: usize) -> PeerServer<PeerService> {
         PeerServer::new(self)
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message)
@@ -75,25 +72,30 @@ impl PeerService {
         pre: bool,
     ) -> Result<Response<pb::VoteResponse>, Status> {
         self.check_cluster(req.cluster_id)?;
-        let rpc = wire::vote_request_from_pb(&req).map_err(bad_message)?;
+        let rpc = peer_codec::vote_request_from_pb(&req).map_err(bad_message)?;
         let resp = if pre {
             self.raft.pre_vote(rpc).await
         } else {
             self.raft.vote(rpc).await
         }
         .map_err(fatal)?;
-        Ok(Response::new(wire::vote_response_to_pb(&resp)))
+        Ok(Response::new(peer_codec::vote_response_to_pb(&resp)))
     }
 
     fn check_cluster(&self, sender: u64) -> Result<(), Status> {
-        if sender != self.cluster_id {
-            return Err(Status::failed_precondition(format!(
-                "cluster id mismatch: this member is in cluster {:x}, the sender in {sender:x}",
-                self.cluster_id
-            )));
-        }
-        Ok(())
+        check_cluster(self.cluster_id, sender)
     }
+}
+
+/// Refuses a peer request from cluster `sender` to a member of cluster
+/// `mine` (every service on the peer listener checks this).
+pub fn check_cluster(mine: u64, sender: u64) -> Result<(), Status> {
+    if sender != mine {
+        return Err(Status::failed_precondition(format!(
+            "cluster id mismatch: this member is in cluster {mine:x}, the sender in {sender:x}"
+        )));
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -118,9 +120,9 @@ impl Peer for PeerService {
     ) -> Result<Response<pb::AppendResponse>, Status> {
         let req = req.into_inner();
         self.check_cluster(req.cluster_id)?;
-        let rpc = wire::append_request_from_pb(req).map_err(bad_message)?;
+        let rpc = peer_codec::append_request_from_pb(req).map_err(bad_message)?;
         let resp = self.raft.append_entries(rpc).await.map_err(fatal)?;
-        Ok(Response::new(wire::append_response_to_pb(&resp)))
+        Ok(Response::new(peer_codec::append_response_to_pb(&resp)))
     }
 
     async fn install_snapshot(
@@ -138,7 +140,7 @@ impl Peer for PeerService {
             .ok_or_else(|| bad_message("snapshot stream without a header"))?;
         self.check_cluster(header.cluster_id)?;
         // The whole header is checked before a byte is written.
-        let offer = wire::snapshot_header_from_pb(&header).map_err(bad_message)?;
+        let offer = peer_codec::snapshot_header_from_pb(&header).map_err(bad_message)?;
         let path = receive_file(&self.snap_dir, first.data, &mut stream, offer.size).await?;
         let snapshot = openraft::storage::Snapshot {
             meta: openraft::storage::SnapshotMeta {
@@ -153,7 +155,7 @@ impl Peer for PeerService {
         let _ = tokio::fs::remove_file(&path).await;
         let resp = result.map_err(fatal)?;
         Ok(Response::new(pb::SnapshotReply {
-            vote: Some(wire::vote_to_pb(&resp.vote)),
+            vote: Some(peer_codec::vote_to_pb(&resp.vote)),
         }))
     }
 
@@ -164,9 +166,9 @@ impl Peer for PeerService {
         let req = req.into_inner();
         self.check_cluster(req.cluster_id)?;
         let rpc = TransferLeaderRequest::new(
-            wire::vote_from_pb(req.from_leader.as_ref()).map_err(bad_message)?,
+            peer_codec::vote_from_pb(req.from_leader.as_ref()).map_err(bad_message)?,
             req.to_node_id,
-            wire::opt_log_id_from_pb(req.last_log_id.as_ref()).map_err(bad_message)?,
+            peer_codec::opt_log_id_from_pb(req.last_log_id.as_ref()).map_err(bad_message)?,
         );
         let resp = self.raft.handle_transfer_leader(rpc).await.map_err(fatal)?;
         use pb::transfer_leader_reply::Rejected;
@@ -174,15 +176,15 @@ impl Peer for PeerService {
             Ok(()) => pb::TransferLeaderReply::default(),
             Err(TransferLeaderError::VoteChanged { expected, actual }) => pb::TransferLeaderReply {
                 rejected: Rejected::VoteChanged as i32,
-                expected_vote: Some(wire::vote_to_pb(&expected)),
-                actual_vote: Some(wire::vote_to_pb(&actual)),
+                expected_vote: Some(peer_codec::vote_to_pb(&expected)),
+                actual_vote: Some(peer_codec::vote_to_pb(&actual)),
                 ..Default::default()
             },
             Err(TransferLeaderError::LogNotFlushed { expected, actual }) => {
                 pb::TransferLeaderReply {
                     rejected: Rejected::LogNotFlushed as i32,
-                    expected_log: wire::opt_log_id_to_pb(expected.as_ref()),
-                    actual_log: wire::opt_log_id_to_pb(actual.as_ref()),
+                    expected_log: peer_codec::opt_log_id_to_pb(expected.as_ref()),
+                    actual_log: peer_codec::opt_log_id_to_pb(actual.as_ref()),
                     ..Default::default()
                 }
             }
@@ -199,7 +201,7 @@ impl Peer for PeerService {
         let record = req
             .command
             .ok_or_else(|| bad_message("forward without a command"))?;
-        let command = codec::command_from_record(record).map_err(bad_message)?;
+        let command = log_codec::command_from_record(record).map_err(bad_message)?;
         let request_id = command_request_id(&req.request_id)?;
         // The leader's own checks and limits, as for its own clients.
         if let Err(refusal) = admission::check_command(&command, &self.limits) {
@@ -218,11 +220,11 @@ impl Peer for PeerService {
             .await;
         match resp {
             Ok(r) => Ok(Response::new(pb::ForwardReply {
-                log_id: Some(wire::log_id_to_pb(&r.log_id)),
+                log_id: Some(peer_codec::log_id_to_pb(&r.log_id)),
                 refused: pb::forward_reply::Refused::None as i32,
             })),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(Status::failed_precondition(NOT_LEADER))
+                Err(crate::error::not_leader())
             }
             Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
                 Err(Status::aborted("leader changed"))
@@ -241,7 +243,7 @@ impl Peer for PeerService {
                 read_index: l.read_log_id().log_id().index,
             })),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => {
-                Err(Status::failed_precondition(NOT_LEADER))
+                Err(crate::error::not_leader())
             }
             Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
                 Err(Status::unavailable(e.to_string()))
@@ -258,7 +260,9 @@ impl Peer for PeerService {
         Ok(Response::new(pb::MembersReply {
             cluster_id: self.cluster_id,
             leader: m.current_leader.unwrap_or(0),
-            membership: Some(codec::encode_membership(m.membership_config.membership())),
+            membership: Some(log_codec::encode_membership(
+                m.membership_config.membership(),
+            )),
         }))
     }
 
@@ -271,7 +275,7 @@ impl Peer for PeerService {
         let change = req
             .change
             .ok_or_else(|| bad_message("membership change without a change"))?;
-        crate::membership::serve_change(&self.raft, change)
+        crate::membership::leader::serve_change(&self.raft, change)
             .await
             .map(Response::new)
     }

@@ -10,15 +10,16 @@
 //! Files are written under a temporary name, fsynced and renamed, so a crash leaves
 //! either a whole snapshot (data and meta) or none.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use bramble_api::bramblepb as pb;
+use bramble_storage::atomic_file;
 use prost::Message;
 
-use crate::codec;
+use crate::log_codec;
+use crate::peer_codec;
 use crate::types::{LogId, StoredMembership};
-use crate::wire;
 
 /// A point-in-time copy of the state machine, stored in a file.
 #[derive(Debug)]
@@ -61,16 +62,12 @@ impl SnapshotDir {
     /// A fresh temporary path in the directory for a snapshot being written
     /// or received.
     pub fn temp_path(&self, what: &str) -> PathBuf {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        self.dir
-            .join(format!("{what}-{}-{n}.tmp", std::process::id()))
+        atomic_file::temp_path(&self.dir, what)
     }
 
     fn name(last: Option<&LogId>) -> String {
         match last {
-            Some(id) => format!("{:016x}-{:016x}", codec::log_term(id), id.index),
+            Some(id) => format!("{:016x}-{:016x}", log_codec::log_term(id), id.index),
             None => "none".to_string(),
         }
     }
@@ -79,16 +76,14 @@ impl SnapshotDir {
     /// with `meta`, and removes older snapshots. Returns the data's new path.
     pub fn commit(&self, data: &Path, meta: &SnapshotFileMeta) -> io::Result<PathBuf> {
         let name = Self::name(meta.last_log_id.as_ref());
-        let meta_tmp = self.temp_path("meta");
-        let mut f = std::fs::File::create(&meta_tmp)?;
-        f.write_all(&encode_meta(meta))?;
-        f.sync_all()?;
-        drop(f);
         let final_data = self.dir.join(format!("{name}{DATA_SUFFIX}"));
         // Data first: a meta file is only ever next to its whole data file.
+        // Writing the meta fsyncs the directory, so both renames are durable.
         std::fs::rename(data, &final_data)?;
-        std::fs::rename(&meta_tmp, self.dir.join(format!("{name}{META_SUFFIX}")))?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
+        atomic_file::write(
+            &self.dir.join(format!("{name}{META_SUFFIX}")),
+            &encode_meta(meta),
+        )?;
         self.remove_all_but(&name);
         Ok(final_data)
     }
@@ -137,12 +132,16 @@ impl SnapshotDir {
     }
 
     /// Removes leftover temporary files (of snapshots a crash interrupted).
-    pub fn remove_temporaries(&self) {
+    pub(crate) fn remove_temporaries(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().ends_with(".tmp") {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .ends_with(atomic_file::TEMP_SUFFIX)
+            {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -150,12 +149,13 @@ impl SnapshotDir {
 }
 
 fn encode_meta(meta: &SnapshotFileMeta) -> Vec<u8> {
-    let membership =
-        pb::StoredMembership::decode(codec::encode_stored_membership(&meta.membership).as_slice())
-            .ok();
+    let membership = pb::StoredMembership::decode(
+        log_codec::encode_stored_membership(&meta.membership).as_slice(),
+    )
+    .ok();
     pb::SnapshotHeader {
         vote: None,
-        last_log_id: wire::opt_log_id_to_pb(meta.last_log_id.as_ref()),
+        last_log_id: peer_codec::opt_log_id_to_pb(meta.last_log_id.as_ref()),
         last_membership: membership,
         cluster_id: 0,
         size: 0,
@@ -170,7 +170,7 @@ fn decode_meta(bytes: &[u8]) -> io::Result<SnapshotFileMeta> {
     // and an empty membership in its place would leave this member without a
     // cluster.
     let membership = match &h.last_membership {
-        Some(m) => codec::decode_stored_membership(&m.encode_to_vec())?,
+        Some(m) => log_codec::decode_stored_membership(&m.encode_to_vec())?,
         None => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -179,7 +179,7 @@ fn decode_meta(bytes: &[u8]) -> io::Result<SnapshotFileMeta> {
         }
     };
     Ok(SnapshotFileMeta {
-        last_log_id: h.last_log_id.as_ref().map(wire::log_id_from_pb),
+        last_log_id: h.last_log_id.as_ref().map(peer_codec::log_id_from_pb),
         membership,
     })
 }
@@ -187,13 +187,13 @@ fn decode_meta(bytes: &[u8]) -> io::Result<SnapshotFileMeta> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Member;
+    use crate::types::MemberAttributes;
     use std::collections::BTreeMap;
 
     fn meta(term: u64, index: u64) -> SnapshotFileMeta {
-        let nodes: BTreeMap<u64, Member> = [(
+        let nodes: BTreeMap<u64, MemberAttributes> = [(
             7,
-            Member {
+            MemberAttributes {
                 name: "a".into(),
                 peer_urls: vec!["http://a:2380".into()],
                 client_urls: vec![],
@@ -202,8 +202,8 @@ mod tests {
         .into();
         let m = openraft::Membership::new(vec![[7u64].into()], nodes).expect("membership");
         SnapshotFileMeta {
-            last_log_id: Some(codec::log_id(term, index)),
-            membership: openraft::StoredMembership::new(Some(codec::log_id(1, 0)), m),
+            last_log_id: Some(log_codec::log_id(term, index)),
+            membership: openraft::StoredMembership::new(Some(log_codec::log_id(1, 0)), m),
         }
     }
 
@@ -219,7 +219,7 @@ mod tests {
         }
         let (path, m) = snaps.current().expect("read").expect("a snapshot");
         assert_eq!(std::fs::read_to_string(&path).expect("data"), "data 300");
-        assert_eq!(m.last_log_id, Some(codec::log_id(2, 300)));
+        assert_eq!(m.last_log_id, Some(log_codec::log_id(2, 300)));
         assert_eq!(m.membership, meta(2, 300).membership);
         let files = std::fs::read_dir(dir.path()).expect("list").count();
         assert_eq!(files, 2, "one data file and its meta");

@@ -2,9 +2,9 @@
 //!
 //! Committed entries are applied to [`MvccStore`] without an fsync each: the
 //! WAL is the durable record. The store is checkpointed (a durable redb
-//! commit that includes the applied index) by [`Checkpointer`] every so often
-//! and on shutdown; after a crash openraft replays the WAL from the
-//! checkpoint's applied index.
+//! commit that includes the applied index) by the checkpoint loop
+//! (`node/checkpoint.rs`) every so often and on shutdown; after a crash
+//! openraft replays the WAL from the checkpoint's applied index.
 
 use std::io;
 use std::sync::Arc;
@@ -15,9 +15,9 @@ use openraft::storage::{ApplyResponder, EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
 use tokio::sync::watch;
 
-use crate::codec;
 use crate::fatal::{FatalCause, FatalSignal};
-use crate::forward::Waiters;
+use crate::forwarded_proposals::Waiters;
+use crate::log_codec;
 use crate::snapshot::{SnapshotData, SnapshotDir, SnapshotFileMeta};
 use crate::types::{LogId, Response, StoredMembership, TypeConfig};
 
@@ -128,7 +128,7 @@ impl StateMachine {
             results.into_iter().zip(responders).zip(request_ids)
         {
             // A command a client of this member forwarded to the leader: the
-            // client gets this member's own result (see crate::forward).
+            // client gets this member's own result (see crate::forwarded_proposals).
             let result = match result {
                 Some(r) => self.waiters.complete(request_id, r),
                 None => None,
@@ -161,7 +161,7 @@ fn apply_run(
         .map(|e| match &e.payload {
             EntryPayload::Membership(m) => {
                 let stored = openraft::StoredMembership::new(Some(e.log_id), m.clone());
-                Some(codec::encode_stored_membership(&stored))
+                Some(log_codec::encode_stored_membership(&stored))
             }
             _ => None,
         })
@@ -177,7 +177,7 @@ fn apply_run(
             };
             (
                 store_index(e.log_id.index),
-                codec::log_term(&e.log_id),
+                log_codec::log_term(&e.log_id),
                 what,
             )
         })
@@ -199,13 +199,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let (index, term) = self.store.applied();
-        let applied = (index > 0).then(|| codec::log_id(term, index - 1));
-        let membership = self
-            .store
-            .raft_membership()
+        let applied = (index > 0).then(|| log_codec::log_id(term, index - 1));
+        // A read of the database: off the runtime, like every store call.
+        let store = self.store.clone();
+        let membership = tokio::task::spawn_blocking(move || store.raft_membership())
+            .await
             .map_err(storage_err)
+            .and_then(|read| read.map_err(storage_err))
             .and_then(|blob| match blob {
-                Some(blob) => codec::decode_stored_membership(&blob),
+                Some(blob) => log_codec::decode_stored_membership(&blob),
                 None => Ok(StoredMembership::default()),
             })
             .map_err(|e| self.fail(FatalCause::Apply, e))?;
@@ -277,7 +279,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let expected = meta
             .last_log_id
             .as_ref()
-            .map(|id| (store_index(id.index), codec::log_term(id)))
+            .map(|id| (store_index(id.index), log_codec::log_term(id)))
             .unwrap_or((0, 0));
         if info.applied != expected {
             // The store now holds the snapshot's state; a mismatch means the
@@ -364,9 +366,9 @@ impl SnapshotBuilder {
                 }
             };
             let (index, term) = info.applied;
-            let last_log_id = (index > 0).then(|| codec::log_id(term, index - 1));
+            let last_log_id = (index > 0).then(|| log_codec::log_id(term, index - 1));
             let membership = match &info.membership {
-                Some(blob) => codec::decode_stored_membership(blob)?,
+                Some(blob) => log_codec::decode_stored_membership(blob)?,
                 None => StoredMembership::default(),
             };
             let meta = SnapshotFileMeta {

@@ -1,16 +1,19 @@
 //! The openraft type configuration: what a log entry carries, what applying
-//! one returns, and what a cluster member is.
+//! one returns, and what the cluster keeps of each member.
 
 use std::fmt;
 
 use bramble_api::bramblepb::Command;
 use bramble_storage::mvcc::ApplyResult;
 
-/// A member of the cluster: the node's etcd identity and its addresses.
+/// What the cluster knows of a member besides its id: its `--name` and its
+/// addresses (etcd's member attributes). Whether it votes is in the voter sets.
 ///
 /// This is openraft's `Node` type, so it travels in membership log entries.
+/// etcd's full member record (id, learner flag) is `membership::MemberInfo`
+/// (the API's `etcdserverpb::Member`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Member {
+pub struct MemberAttributes {
     /// etcd's `--name`.
     pub name: String,
     /// etcd's `--initial-advertise-peer-urls`: where peers reach this node.
@@ -19,7 +22,7 @@ pub struct Member {
     pub client_urls: Vec<String>,
 }
 
-impl fmt::Display for Member {
+impl fmt::Display for MemberAttributes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}({})", self.name, self.peer_urls.join(","))
     }
@@ -32,7 +35,7 @@ pub struct Request {
     pub command: Command,
     /// Non-zero when a follower forwarded the command to the leader: the
     /// follower answers its client once it applied the entry with this id
-    /// (see `crate::forward`).
+    /// (see `crate::forwarded_proposals`).
     pub request_id: u64,
 }
 
@@ -79,20 +82,20 @@ openraft::declare_raft_types!(
         D = Request,
         R = Response,
         NodeId = u64,
-        Node = Member,
+        Node = MemberAttributes,
         Term = u64,
         LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
 );
 
 /// A log id: (term, index).
-pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+pub(crate) type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
 /// A log entry as openraft sees it.
 pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
 /// The Raft hard state.
-pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+pub(crate) type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 /// A cluster configuration.
-pub type Membership = openraft::Membership<u64, Member>;
+pub(crate) type Membership = openraft::Membership<u64, MemberAttributes>;
 /// The membership the state machine last applied, with its log id.
-pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+pub(crate) type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
 /// The Raft handle.
-pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;
+pub(crate) type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;

@@ -5,7 +5,7 @@
 //!
 //! Two bounds, checked when a proposal arrives:
 //! - etcd's own: refuse while the committed index is more than
-//!   [`MAX_GAP_BETWEEN_APPLY_AND_COMMIT_INDEX`] ahead of the applied index
+//!   `MAX_GAP_BETWEEN_APPLY_AND_COMMIT_INDEX` ahead of the applied index
 //!   (etcd's `maxGapBetweenApplyAndCommitIndex`, v3_server.go);
 //! - the bytes of proposals in flight on this member. etcd bounds these by
 //!   blocking proposers on an unbuffered channel while its Raft loop waits for
@@ -20,12 +20,13 @@ use std::time::Duration;
 
 use bramble_raft::{ProposeError, RaftNode, RaftStatus};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
 use tonic::Status;
 
 use crate::errors;
 
 /// etcd's `maxGapBetweenApplyAndCommitIndex`.
-pub const MAX_GAP_BETWEEN_APPLY_AND_COMMIT_INDEX: u64 = 5000;
+pub(crate) const MAX_GAP_BETWEEN_APPLY_AND_COMMIT_INDEX: u64 = 5000;
 
 /// The least a member lets be in flight, in bytes of encoded commands.
 const MIN_INFLIGHT_BYTES: usize = 64 * 1024 * 1024;
@@ -45,7 +46,7 @@ pub struct ProposalGate {
 }
 
 /// A proposal's share of the in-flight budget, held while it is in flight.
-pub struct Ticket {
+pub(crate) struct Ticket {
     _permit: OwnedSemaphorePermit,
 }
 
@@ -62,7 +63,7 @@ impl ProposalGate {
 
     /// Lets a proposal of `encoded_len` bytes in, or refuses it with etcd's
     /// `too many requests`.
-    pub fn admit(&self, node: &RaftNode, encoded_len: usize) -> Result<Ticket, Status> {
+    pub(crate) fn admit(&self, node: &RaftNode, encoded_len: usize) -> Result<Ticket, Status> {
         self.admit_at(&node.status(), encoded_len)
     }
 
@@ -82,9 +83,10 @@ impl ProposalGate {
 
     /// Gives `ticket` back once the proposal's outcome says its entry can no
     /// longer be waiting in Raft's queues.
-    pub fn release(
+    pub(crate) fn release(
         &self,
         node: &Arc<RaftNode>,
+        tasks: &TaskTracker,
         ticket: Ticket,
         outcome: Result<(), &ProposeError>,
     ) {
@@ -97,11 +99,17 @@ impl ProposalGate {
         // that reached a leader): wait until everything the log holds now
         // is applied, or replaced by a new leader's entries, which are
         // applied in its place.
+        // A member shutting down applies nothing more: give the ticket
+        // back then too, and let go of the node.
         let until = node.status().last_log_index;
         let node = node.clone();
-        tokio::spawn(async move {
-            while node.status().applied_index < until {
-                tokio::time::sleep(RETIRE_POLL).await;
+        let mut stopping = node.stopping();
+        tasks.spawn(async move {
+            while node.status().applied_index < until && !*stopping.borrow() {
+                tokio::select! {
+                    _ = tokio::time::sleep(RETIRE_POLL) => {}
+                    _ = stopping.changed() => {}
+                }
             }
             drop(ticket);
         });

@@ -18,13 +18,13 @@ use crate::{errors, propose_status, ServerContext};
 
 /// The Cluster service.
 #[derive(Clone)]
-pub struct ClusterService {
+pub(crate) struct ClusterService {
     ctx: Arc<ServerContext>,
 }
 
 impl ClusterService {
     /// A Cluster service for `ctx`.
-    pub fn new(ctx: Arc<ServerContext>) -> Self {
+    pub(crate) fn new(ctx: Arc<ServerContext>) -> Self {
         ClusterService { ctx }
     }
 
@@ -48,7 +48,7 @@ impl ClusterService {
 }
 
 /// A member as etcd's API shows it.
-pub fn member_to_pb(m: &MemberInfo) -> Member {
+pub(crate) fn member_to_pb(m: &MemberInfo) -> Member {
     Member {
         id: m.id,
         name: m.name.clone(),
@@ -63,7 +63,7 @@ fn members_to_pb(list: &[MemberInfo]) -> Vec<Member> {
 }
 
 /// Maps a membership failure to etcd's error.
-pub fn membership_status(e: MembershipError) -> Status {
+pub(crate) fn membership_status(e: MembershipError) -> Status {
     match e {
         MembershipError::NotFound => errors::member_not_found(),
         MembershipError::PeerUrlsExist => errors::peer_urls_exist(),
@@ -82,7 +82,7 @@ pub fn membership_status(e: MembershipError) -> Status {
 
 /// etcd's `types.NewURLs`: each URL is `scheme://host:port` with scheme
 /// http, https, unix or unixs and no path; returned sorted.
-pub fn parse_urls(urls: &[String]) -> Result<Vec<String>, Status> {
+pub(crate) fn parse_urls(urls: &[String]) -> Result<Vec<String>, Status> {
     let mut out = Vec::with_capacity(urls.len());
     for u in urls {
         let (scheme, rest) = u.split_once("://").ok_or_else(errors::member_bad_urls)?;

@@ -21,7 +21,9 @@ use bramble_api::v3electionpb::{
     ProclaimResponse, ResignRequest, ResignResponse,
 };
 use futures::Stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 
 use crate::lock::{
@@ -34,30 +36,30 @@ use crate::ServerContext;
 const OBSERVE_QUEUE: usize = 16;
 
 /// etcd's `ErrElectionNotLeader` (plain Go error: gRPC code Unknown).
-pub fn not_leader() -> Status {
+pub(crate) fn not_leader() -> Status {
     Status::new(Code::Unknown, "election: not leader")
 }
 
 /// etcd's `ErrElectionNoLeader` (plain Go error: gRPC code Unknown).
-pub fn no_leader() -> Status {
+pub(crate) fn no_leader() -> Status {
     Status::new(Code::Unknown, "election: no leader")
 }
 
 /// etcd's `ErrMissingLeaderKey` (plain Go error: gRPC code Unknown).
-pub fn missing_leader_key() -> Status {
+pub(crate) fn missing_leader_key() -> Status {
     Status::new(Code::Unknown, "\"leader\" field must be provided")
 }
 
 /// The Election service.
 #[derive(Clone)]
-pub struct ElectionService {
+pub(crate) struct ElectionService {
     recipe: Recipe,
 }
 
 impl ElectionService {
     /// An Election service over `ctx`; campaigns and observers end with
-    /// `server stopped` once `stop` turns true.
-    pub fn with_shutdown(ctx: Arc<ServerContext>, stop: watch::Receiver<bool>) -> Self {
+    /// `server stopped` once `stop` is cancelled.
+    pub(crate) fn with_shutdown(ctx: Arc<ServerContext>, stop: CancellationToken) -> Self {
         ElectionService {
             recipe: Recipe::new(ctx, stop),
         }
@@ -243,9 +245,7 @@ impl Election for ElectionService {
                 let _ = errors.send(Err(e)).await;
             }
         });
-        let out = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
+        let out = ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(out)))
     }
 

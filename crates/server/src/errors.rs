@@ -2,39 +2,103 @@
 //!
 //! Go clients (kube-apiserver, etcdctl) compare on the message text, so these
 //! strings are part of the wire protocol: they are copied from etcd's
-//! `rpctypes/error.go` and must not change.
+//! `rpctypes/error.go` and must not change. Each text is written once: the
+//! ones the MVCC store shares with etcd are [`MvccError`]'s (the lowest crate
+//! that needs them), mapped to a status by `mvcc_status`; the rest are here.
 
+use std::sync::Arc;
+
+use bramble_storage::mvcc::MvccError;
 use tonic::{Code, Status};
 
 fn status(code: Code, msg: &'static str) -> Status {
-    Status::new(code, msg)
+    etcd_status(code, msg)
+}
+
+/// The source of every status this module builds with an `etcdserver: `
+/// text, so code that must treat etcd's server errors apart (the lock and
+/// election services, [`is_etcd_server_error`]) goes by type, not text. A
+/// status's source stays in this process: clients see code and text only.
+#[derive(Debug)]
+struct EtcdServerError;
+
+impl std::fmt::Display for EtcdServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an etcd server error")
+    }
+}
+
+impl std::error::Error for EtcdServerError {}
+
+/// One of etcd's server errors: `msg` with `code`, marked as such.
+fn etcd_status(code: Code, msg: impl Into<String>) -> Status {
+    let mut status = Status::new(code, msg);
+    status.set_source(Arc::new(EtcdServerError));
+    status
+}
+
+/// Whether `status` is one of etcd's server errors (the `etcdserver: ...`
+/// statuses this module builds), as opposed to one of Bramble's own or of
+/// gRPC's.
+pub fn is_etcd_server_error(status: &Status) -> bool {
+    std::error::Error::source(status).is_some_and(|e| e.is::<EtcdServerError>())
 }
 
 /// `etcdserver: key is not provided`
-pub fn empty_key() -> Status {
+pub(crate) fn empty_key() -> Status {
     status(Code::InvalidArgument, "etcdserver: key is not provided")
 }
+/// etcd's gRPC error for an error of the MVCC store. The text is the
+/// store's, which is etcd's: etcd's gRPC layer prefixes its `mvcc: ...`
+/// errors with `etcdserver: `, and so does this. Failures of this member
+/// (storage, corruption) are [`internal`].
+pub(crate) fn mvcc_status(e: &MvccError) -> Status {
+    let code = match e {
+        // `etcdserver: mvcc: required revision has been compacted`,
+        // `etcdserver: mvcc: required revision is a future revision`
+        MvccError::Compacted | MvccError::FutureRevision => {
+            return etcd_status(Code::OutOfRange, format!("etcdserver: {e}"))
+        }
+        // `etcdserver: key not found`
+        MvccError::KeyNotFound => Code::InvalidArgument,
+        // `etcdserver: requested lease not found`
+        MvccError::LeaseNotFound => Code::NotFound,
+        // `etcdserver: lease already exists`
+        MvccError::LeaseExists => Code::FailedPrecondition,
+        // `etcdserver: too large lease TTL`
+        MvccError::LeaseTtlTooLarge => Code::OutOfRange,
+        // `etcdserver: invalid sort option`
+        MvccError::InvalidSortOption => Code::InvalidArgument,
+        MvccError::EmptyCommand
+        | MvccError::OutOfOrder { .. }
+        | MvccError::Corrupt(_)
+        | MvccError::Storage(_)
+        | MvccError::BadSnapshot(_)
+        | MvccError::StoreReplaced => return internal(e),
+    };
+    etcd_status(code, e.to_string())
+}
 /// `etcdserver: key not found` (also etcd's answer to an empty txn op)
-pub fn key_not_found() -> Status {
-    status(Code::InvalidArgument, "etcdserver: key not found")
+pub(crate) fn key_not_found() -> Status {
+    mvcc_status(&MvccError::KeyNotFound)
 }
 /// `etcdserver: value is provided`
-pub fn value_provided() -> Status {
+pub(crate) fn value_provided() -> Status {
     status(Code::InvalidArgument, "etcdserver: value is provided")
 }
 /// `etcdserver: lease is provided`
-pub fn lease_provided() -> Status {
+pub(crate) fn lease_provided() -> Status {
     status(Code::InvalidArgument, "etcdserver: lease is provided")
 }
 /// `etcdserver: too many operations in txn request`
-pub fn too_many_ops() -> Status {
+pub(crate) fn too_many_ops() -> Status {
     status(
         Code::InvalidArgument,
         "etcdserver: too many operations in txn request",
     )
 }
 /// `etcdserver: duplicate key given in txn request`
-pub fn duplicate_key() -> Status {
+pub(crate) fn duplicate_key() -> Status {
     status(
         Code::InvalidArgument,
         "etcdserver: duplicate key given in txn request",
@@ -43,63 +107,33 @@ pub fn duplicate_key() -> Status {
 /// Bramble's own (etcd has no nesting limit): a txn nested deeper than a
 /// Raft log entry can be decoded. Only an embedding program can build one; the
 /// gRPC layer does not decode such a request (docs/compatibility.md).
-pub fn txn_too_deep() -> Status {
-    Status::new(
+pub(crate) fn txn_too_deep() -> Status {
+    etcd_status(
         Code::InvalidArgument,
         format!(
             "etcdserver: txn request nested deeper than {} protobuf messages",
-            bramble_raft::codec::MAX_DECODED_DEPTH
+            bramble_raft::log_codec::MAX_DECODED_DEPTH
         ),
     )
 }
-/// `etcdserver: mvcc: required revision has been compacted`
-pub fn compacted() -> Status {
-    status(
-        Code::OutOfRange,
-        "etcdserver: mvcc: required revision has been compacted",
-    )
-}
-/// `etcdserver: mvcc: required revision is a future revision`
-pub fn future_revision() -> Status {
-    status(
-        Code::OutOfRange,
-        "etcdserver: mvcc: required revision is a future revision",
-    )
-}
-/// `etcdserver: requested lease not found`
-pub fn lease_not_found() -> Status {
-    status(Code::NotFound, "etcdserver: requested lease not found")
-}
-/// `etcdserver: lease already exists`
-pub fn lease_exists() -> Status {
-    status(Code::FailedPrecondition, "etcdserver: lease already exists")
-}
-/// `etcdserver: too large lease TTL`
-pub fn lease_ttl_too_large() -> Status {
-    status(Code::OutOfRange, "etcdserver: too large lease TTL")
-}
-/// `etcdserver: invalid sort option`
-pub fn invalid_sort_option() -> Status {
-    status(Code::InvalidArgument, "etcdserver: invalid sort option")
-}
 /// `etcdserver: too many requests` (etcd's ErrTooManyRequests)
-pub fn too_many_requests() -> Status {
+pub(crate) fn too_many_requests() -> Status {
     status(Code::ResourceExhausted, "etcdserver: too many requests")
 }
 /// `etcdserver: request is too large`
-pub fn request_too_large() -> Status {
+pub(crate) fn request_too_large() -> Status {
     status(Code::InvalidArgument, "etcdserver: request is too large")
 }
 /// `etcdserver: no leader`
-pub fn no_leader() -> Status {
+pub(crate) fn no_leader() -> Status {
     status(Code::Unavailable, "etcdserver: no leader")
 }
 /// `etcdserver: leader changed`
-pub fn leader_changed() -> Status {
+pub(crate) fn leader_changed() -> Status {
     status(Code::Unavailable, "etcdserver: leader changed")
 }
 /// `etcdserver: request timed out`
-pub fn timeout() -> Status {
+pub(crate) fn timeout() -> Status {
     status(Code::Unavailable, "etcdserver: request timed out")
 }
 /// `etcdserver: server stopped`
@@ -107,76 +141,76 @@ pub fn stopped() -> Status {
     status(Code::Unavailable, "etcdserver: server stopped")
 }
 /// An internal failure (storage I/O): etcd reports these as Unknown with the cause.
-pub fn internal(msg: impl std::fmt::Display) -> Status {
-    Status::new(Code::Unknown, format!("etcdserver: {msg}"))
+pub(crate) fn internal(msg: impl std::fmt::Display) -> Status {
+    etcd_status(Code::Unknown, format!("etcdserver: {msg}"))
 }
 /// An RPC of a service that a later issue implements.
-pub fn unimplemented(what: &str) -> Status {
+pub(crate) fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!("bramble: {what} is not implemented yet"))
 }
 /// `etcdserver: member ID already exist`
-pub fn member_exists() -> Status {
+pub(crate) fn member_exists() -> Status {
     status(
         Code::FailedPrecondition,
         "etcdserver: member ID already exist",
     )
 }
 /// `etcdserver: Peer URLs already exists`
-pub fn peer_urls_exist() -> Status {
+pub(crate) fn peer_urls_exist() -> Status {
     status(
         Code::FailedPrecondition,
         "etcdserver: Peer URLs already exists",
     )
 }
 /// `etcdserver: re-configuration failed due to not enough started members`
-pub fn member_not_enough_started() -> Status {
+pub(crate) fn member_not_enough_started() -> Status {
     status(
         Code::FailedPrecondition,
         "etcdserver: re-configuration failed due to not enough started members",
     )
 }
 /// `etcdserver: given member URLs are invalid`
-pub fn member_bad_urls() -> Status {
+pub(crate) fn member_bad_urls() -> Status {
     status(
         Code::InvalidArgument,
         "etcdserver: given member URLs are invalid",
     )
 }
 /// `etcdserver: member not found`
-pub fn member_not_found() -> Status {
+pub(crate) fn member_not_found() -> Status {
     status(Code::NotFound, "etcdserver: member not found")
 }
 /// `etcdserver: can only promote a learner member`
-pub fn member_not_learner() -> Status {
+pub(crate) fn member_not_learner() -> Status {
     status(
         Code::FailedPrecondition,
         "etcdserver: can only promote a learner member",
     )
 }
 /// `etcdserver: can only promote a learner member which is in sync with leader`
-pub fn learner_not_ready() -> Status {
+pub(crate) fn learner_not_ready() -> Status {
     status(
         Code::FailedPrecondition,
         "etcdserver: can only promote a learner member which is in sync with leader",
     )
 }
 /// `etcdserver: too many learner members in cluster`
-pub fn too_many_learners() -> Status {
+pub(crate) fn too_many_learners() -> Status {
     status(
         Code::FailedPrecondition,
         "etcdserver: too many learner members in cluster",
     )
 }
 /// `etcdserver: unhealthy cluster`
-pub fn unhealthy() -> Status {
+pub(crate) fn unhealthy() -> Status {
     status(Code::Unavailable, "etcdserver: unhealthy cluster")
 }
 /// `etcdserver: not leader`
-pub fn not_leader() -> Status {
+pub(crate) fn not_leader() -> Status {
     status(Code::FailedPrecondition, "etcdserver: not leader")
 }
 /// `etcdserver: bad leader transferee`
-pub fn bad_leader_transferee() -> Status {
+pub(crate) fn bad_leader_transferee() -> Status {
     status(
         Code::FailedPrecondition,
         "etcdserver: bad leader transferee",
@@ -184,16 +218,117 @@ pub fn bad_leader_transferee() -> Status {
 }
 /// `etcdserver: request timed out, leader transfer took too long` (etcd has
 /// no gRPC mapping for it, so it reaches clients as Unknown)
-pub fn leader_transfer_timeout() -> Status {
+pub(crate) fn leader_transfer_timeout() -> Status {
     status(
         Code::Unknown,
         "etcdserver: request timed out, leader transfer took too long",
     )
 }
 /// `etcdserver: rpc not supported for learner`
-pub fn not_supported_for_learner() -> Status {
+pub(crate) fn not_supported_for_learner() -> Status {
     status(
         Code::Unavailable,
         "etcdserver: rpc not supported for learner",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store's errors reach clients with etcd's exact code and text.
+    #[test]
+    fn mvcc_errors_are_etcds() {
+        let cases = [
+            (
+                MvccError::Compacted,
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted",
+            ),
+            (
+                MvccError::FutureRevision,
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
+            (
+                MvccError::KeyNotFound,
+                Code::InvalidArgument,
+                "etcdserver: key not found",
+            ),
+            (
+                MvccError::LeaseNotFound,
+                Code::NotFound,
+                "etcdserver: requested lease not found",
+            ),
+            (
+                MvccError::LeaseExists,
+                Code::FailedPrecondition,
+                "etcdserver: lease already exists",
+            ),
+            (
+                MvccError::LeaseTtlTooLarge,
+                Code::OutOfRange,
+                "etcdserver: too large lease TTL",
+            ),
+            (
+                MvccError::InvalidSortOption,
+                Code::InvalidArgument,
+                "etcdserver: invalid sort option",
+            ),
+            (
+                MvccError::Storage("disk full".into()),
+                Code::Unknown,
+                "etcdserver: mvcc: storage error: disk full",
+            ),
+        ];
+        for (error, code, text) in cases {
+            let status = mvcc_status(&error);
+            assert_eq!((status.code(), status.message()), (code, text), "{error:?}");
+            assert!(is_etcd_server_error(&status), "{error:?}");
+        }
+    }
+
+    /// Every `etcdserver: ` status built here is typed as etcd's; the same
+    /// text built elsewhere (or received from a peer) and Bramble's own
+    /// statuses are not.
+    #[test]
+    fn etcd_server_errors_are_typed() {
+        let built = [
+            empty_key(),
+            key_not_found(),
+            value_provided(),
+            lease_provided(),
+            too_many_ops(),
+            duplicate_key(),
+            txn_too_deep(),
+            too_many_requests(),
+            request_too_large(),
+            no_leader(),
+            leader_changed(),
+            timeout(),
+            stopped(),
+            internal("disk full"),
+            member_exists(),
+            peer_urls_exist(),
+            member_not_enough_started(),
+            member_bad_urls(),
+            member_not_found(),
+            member_not_learner(),
+            learner_not_ready(),
+            too_many_learners(),
+            unhealthy(),
+            not_leader(),
+            bad_leader_transferee(),
+            leader_transfer_timeout(),
+            not_supported_for_learner(),
+        ];
+        for status in built {
+            assert!(status.message().starts_with("etcdserver: "), "{status:?}");
+            assert!(is_etcd_server_error(&status), "{status:?}");
+        }
+        assert!(!is_etcd_server_error(&unimplemented("x")));
+        assert!(!is_etcd_server_error(&Status::unavailable(
+            "etcdserver: no leader"
+        )));
+    }
 }

@@ -2,22 +2,41 @@
 //! (kubeadm's static-pod liveness probe), `/livez`, `/readyz` and a first
 //! `/metrics`.
 //!
-//! Probes and scrapers send one small GET and read one response, so this is
-//! a deliberately small HTTP/1.1 responder (one request per connection,
-//! bounded request size and time) rather than a web framework.
+//! Probes and scrapers send one small GET and read one response, so each
+//! connection carries one request (as etcd's probes expect, `Connection:
+//! close`), parsed by hyper's HTTP/1.1 server with a bounded request head, a
+//! deadline for slow clients and a bound on open connections: a hostile
+//! client on this port must not cost the member memory, file descriptors or
+//! its answers to the kubelet.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::ServerContext;
 
-/// Largest request head accepted: probes send a few hundred bytes.
-const MAX_REQUEST: usize = 8 * 1024;
-/// How long a client may take to send its request.
+/// Largest request head (request line and headers) accepted: probes send a
+/// few hundred bytes. Larger heads get `431 Request Header Fields Too Large`.
+/// (hyper's smallest read buffer is 8 KiB, so this is also the buffer size.)
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// How long a client may take to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection may last in all: the request head, the health
+/// read and writing the response to a client that reads slowly.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; further clients wait in the listen backlog
+/// until one finishes (each lasts at most `CONNECTION_TIMEOUT`).
+const MAX_CONNECTIONS: usize = 256;
 /// etcd gives the linearizable health read one second.
 const HEALTH_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -27,18 +46,22 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => return,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // Never closed: this function owns the semaphore.
+                Err(_) => return,
+            },
+        };
         tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let ctx = ctx.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = handle(ctx, stream).await {
-                            tracing::debug!("http client: {e}");
-                        }
-                    });
+                    tokio::spawn(serve_connection(ctx.clone(), stream, permit));
                 }
                 Err(e) => {
                     tracing::warn!("http accept: {e}");
@@ -49,28 +72,28 @@ pub async fn serve(
     }
 }
 
-/// A parsed request line.
-#[derive(Debug, PartialEq, Eq)]
-struct RequestLine {
-    method: String,
-    path: String,
-    query: String,
-}
-
-fn parse_request_line(head: &str) -> Option<RequestLine> {
-    let line = head.lines().next()?;
-    let mut parts = line.split(' ');
-    let method = parts.next()?.to_string();
-    let target = parts.next()?;
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
+/// Serves one request on `stream`; `_permit` holds its connection slot.
+async fn serve_connection(
+    ctx: Arc<ServerContext>,
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+) {
+    let service = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(respond(&ctx, &req).await) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .max_header_size(MAX_REQUEST_HEAD)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!("http client: {e}"),
+        Err(_) => tracing::debug!("http client: connection timed out"),
     }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    Some(RequestLine {
-        method,
-        path: path.to_string(),
-        query: query.to_string(),
-    })
 }
 
 /// Whether the query string has `name=true` (etcd's `serializable=true`).
@@ -80,65 +103,69 @@ fn query_flag(query: &str, name: &str) -> bool {
         .any(|kv| kv.split_once('=') == Some((name, "true")))
 }
 
-async fn handle(ctx: Arc<ServerContext>, mut stream: TcpStream) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(512);
-    let read = async {
-        let mut chunk = [0u8; 1024];
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 || buf.len() + n > MAX_REQUEST {
-                return Ok::<bool, std::io::Error>(false);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        Ok(true)
+/// The response to one request: only `GET` is served.
+async fn respond<B>(ctx: &ServerContext, req: &Request<B>) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = if req.method() == Method::GET {
+        route(ctx, req.uri().path(), req.uri().query().unwrap_or("")).await
+    } else {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "Method Not Allowed\n".to_string(),
+        )
     };
-    let complete = tokio::time::timeout(READ_TIMEOUT, read)
-        .await
-        .unwrap_or(Ok(false))?;
-    let head = String::from_utf8_lossy(&buf);
-    let (status, content_type, body) = match (complete, parse_request_line(&head)) {
-        (true, Some(req)) if req.method == "GET" => route(&ctx, &req).await,
-        (true, Some(_)) => (405, "text/plain", "Method Not Allowed\n".to_string()),
-        _ => (400, "text/plain", "Bad Request\n".to_string()),
-    };
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        503 => "Service Unavailable",
-        _ => "Bad Request",
-    };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
-async fn route(ctx: &ServerContext, req: &RequestLine) -> (u16, &'static str, String) {
-    match req.path.as_str() {
+/// The (status, content type, body) of `GET path?query`.
+async fn route(ctx: &ServerContext, path: &str, query: &str) -> (StatusCode, &'static str, String) {
+    match path {
         "/health" => {
-            let (ok, reason) = health(ctx, query_flag(&req.query, "serializable")).await;
+            let (ok, reason) = health(ctx, query_flag(query, "serializable")).await;
             let body = format!("{{\"health\":\"{ok}\",\"reason\":\"{reason}\"}}");
-            (if ok { 200 } else { 503 }, "application/json", body)
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, "application/json", body)
         }
         // Alive unless the member failed for good (it is about to exit).
         "/livez" => match ctx.node.fatal().get() {
-            None => (200, "text/plain", "ok".to_string()),
-            Some(_) => (503, "text/plain", format!("not alive: {FATAL_REASON}")),
+            None => (StatusCode::OK, "text/plain", "ok".to_string()),
+            Some(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not alive: {FATAL_REASON}"),
+            ),
         },
         "/readyz" => {
-            let (ok, reason) = health(ctx, query_flag(&req.query, "serializable")).await;
+            let (ok, reason) = health(ctx, query_flag(query, "serializable")).await;
             if ok {
-                (200, "text/plain", "ok".to_string())
+                (StatusCode::OK, "text/plain", "ok".to_string())
             } else {
-                (503, "text/plain", format!("not ready: {reason}"))
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: {reason}"),
+                )
             }
         }
-        "/metrics" => (200, "text/plain; version=0.0.4", metrics(ctx)),
-        _ => (404, "text/plain", "404 page not found\n".to_string()),
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics(ctx).await,
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "404 page not found\n".to_string(),
+        ),
     }
 }
 
@@ -171,11 +198,9 @@ async fn health(ctx: &ServerContext, serializable: bool) -> (bool, &'static str)
 
 /// A first set of etcd's Prometheus metrics, with etcd's names so existing
 /// dashboards find them. (The full set is future work.)
-fn metrics(ctx: &ServerContext) -> String {
+async fn metrics(ctx: &ServerContext) -> String {
     let s = ctx.node.status();
-    let db_size = std::fs::metadata(&ctx.db_path)
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let db_size = ctx.db_file_size().await;
     let store = ctx.node.store();
     let gauges = [
         (
@@ -233,13 +258,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_lines() {
-        let r = parse_request_line("GET /health?exclude=NOSPACE&serializable=true HTTP/1.1\r\n")
-            .expect("parses");
-        assert_eq!(r.path, "/health");
-        assert!(query_flag(&r.query, "serializable"));
+    fn query_flags() {
+        assert!(query_flag(
+            "exclude=NOSPACE&serializable=true",
+            "serializable"
+        ));
         assert!(!query_flag("serializable=false", "serializable"));
-        assert_eq!(parse_request_line("garbage"), None);
-        assert_eq!(parse_request_line("GET / SMTP\r\n"), None);
+        assert!(!query_flag("", "serializable"));
+        assert!(!query_flag("serializable", "serializable"));
     }
 }

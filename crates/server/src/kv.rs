@@ -19,7 +19,7 @@ use bramble_storage::mvcc::{is_read_only, ApplyResult, MvccError, MvccStore};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::errors;
+use crate::errors::{self, mvcc_status};
 use crate::header::Identity;
 use crate::validate;
 use crate::ServerContext;
@@ -99,20 +99,6 @@ impl KvService {
             .await?;
         self.identity().fill(&mut resp.header, &self.ctx.node);
         Ok(resp)
-    }
-}
-
-/// Maps an MVCC error to etcd's gRPC error.
-pub fn mvcc_status(e: &MvccError) -> Status {
-    match e {
-        MvccError::Compacted => errors::compacted(),
-        MvccError::FutureRevision => errors::future_revision(),
-        MvccError::KeyNotFound => errors::key_not_found(),
-        MvccError::LeaseNotFound => errors::lease_not_found(),
-        MvccError::LeaseExists => errors::lease_exists(),
-        MvccError::LeaseTtlTooLarge => errors::lease_ttl_too_large(),
-        MvccError::InvalidSortOption => errors::invalid_sort_option(),
-        other => errors::internal(other),
     }
 }
 

@@ -2,21 +2,24 @@
 //! response headers, and the services themselves (KV, Maintenance, Watch,
 //! Lease, Lock, Election and Cluster; Auth arrives with its issue).
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod backpressure;
-pub mod cluster;
-pub mod election;
+mod cluster;
+pub mod defaults;
+mod election;
 pub mod errors;
-pub mod grpc_errors;
-pub mod header;
+mod hash;
+mod header;
 pub mod http;
 pub mod kv;
 pub mod lease;
-pub mod lock;
+mod lock;
 pub mod maintenance;
-pub mod validate;
+mod tonic_errors;
+mod validate;
 pub mod watch;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +36,8 @@ use bramble_raft::{ProposeError, RaftNode};
 use bramble_storage::mvcc::ApplyResult;
 use prost::Message;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpIncoming;
 use tonic::Status;
 
@@ -41,21 +46,23 @@ pub use header::Identity;
 /// etcd's request limits (`--max-request-bytes`, `--max-txn-ops`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Largest request proposed through Raft (etcd default 1.5 MiB).
+    /// Largest request proposed through Raft (default
+    /// [`defaults::MAX_REQUEST_BYTES`]).
     pub max_request_bytes: usize,
-    /// Most operations in one txn branch (etcd default 128).
+    /// Most operations in one txn branch (default [`defaults::MAX_TXN_OPS`]).
     pub max_txn_ops: usize,
     /// How often watchers that asked for progress_notify get one (etcd's
-    /// `--experimental-watch-progress-notify-interval`, default 10 min).
+    /// `--experimental-watch-progress-notify-interval`, default
+    /// [`defaults::WATCH_PROGRESS_NOTIFY_INTERVAL`]).
     pub watch_progress_notify_interval: std::time::Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_request_bytes: bramble_raft::admission::DEFAULT_MAX_REQUEST_BYTES,
-            max_txn_ops: bramble_raft::admission::DEFAULT_MAX_TXN_OPS,
-            watch_progress_notify_interval: watch::DEFAULT_PROGRESS_NOTIFY_INTERVAL,
+            max_request_bytes: defaults::MAX_REQUEST_BYTES,
+            max_txn_ops: defaults::MAX_TXN_OPS,
+            watch_progress_notify_interval: defaults::WATCH_PROGRESS_NOTIFY_INTERVAL,
         }
     }
 }
@@ -66,17 +73,17 @@ impl Default for Limits {
 /// free its streams and watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
-    /// etcd's `--grpc-keepalive-min-time` (default 5 s): etcd answers client
+    /// etcd's `--grpc-keepalive-min-time`: etcd answers client
     /// pings more frequent than this with GOAWAY `too_many_pings`. Not
     /// enforced: hyper's HTTP/2 server has no ping rate limit and answers
     /// every ping. A client pinging too often costs a small frame each time,
     /// nothing a client could not cost with requests.
     pub min_time: Duration,
-    /// etcd's `--grpc-keepalive-interval` (default 2 h): the server pings a
+    /// etcd's `--grpc-keepalive-interval`: the server pings a
     /// connection it has heard nothing from for this long. Zero disables
     /// HTTP/2 pings, as in etcd.
     pub interval: Duration,
-    /// etcd's `--grpc-keepalive-timeout` (default 20 s): a connection whose
+    /// etcd's `--grpc-keepalive-timeout`: a connection whose
     /// ping is not answered within this is closed. Zero disables HTTP/2
     /// pings, as in etcd.
     pub timeout: Duration,
@@ -85,9 +92,9 @@ pub struct Keepalive {
 impl Default for Keepalive {
     fn default() -> Self {
         Keepalive {
-            min_time: Duration::from_secs(5),
-            interval: Duration::from_secs(2 * 60 * 60),
-            timeout: Duration::from_secs(20),
+            min_time: defaults::GRPC_KEEPALIVE_MIN_TIME,
+            interval: defaults::GRPC_KEEPALIVE_INTERVAL,
+            timeout: defaults::GRPC_KEEPALIVE_TIMEOUT,
         }
     }
 }
@@ -129,22 +136,36 @@ pub struct ServerContext {
     /// The gate every client write passes before Raft (build it with
     /// `ProposalGate::new(limits.max_request_bytes)`).
     pub gate: backpressure::ProposalGate,
+    /// The member's background tasks that hold this context or its Raft
+    /// node (the lease expiry loop and its revocations, backpressure tickets
+    /// waiting to retire). Each ends once Raft stops; whoever stops the
+    /// member closes the tracker and waits for them, so that the data dir is
+    /// released (`bramble::Node::close`).
+    pub tasks: TaskTracker,
 }
 
 impl ServerContext {
+    /// The size of the MVCC database file, 0 if it cannot be read. The
+    /// `stat` runs on a blocking thread, as all file I/O does.
+    pub async fn db_file_size(&self) -> u64 {
+        tokio::fs::metadata(&self.db_path)
+            .await
+            .map_or(0, |m| m.len())
+    }
+
     /// Proposes a client's command through Raft and waits for its result,
     /// after the backpressure checks (etcd's `too many requests`).
-    pub async fn propose(self: &Arc<Self>, cmd: Command) -> Result<ApplyResult, Status> {
+    pub(crate) async fn propose(self: &Arc<Self>, cmd: Command) -> Result<ApplyResult, Status> {
         let ticket = self.gate.admit(&self.node, cmd.encoded_len())?;
         let result = self.node.propose(cmd).await;
         self.gate
-            .release(&self.node, ticket, result.as_ref().map(|_| ()));
+            .release(&self.node, &self.tasks, ticket, result.as_ref().map(|_| ()));
         result.map_err(propose_status)
     }
 }
 
 /// Maps a Raft proposal failure to etcd's error.
-pub fn propose_status(e: ProposeError) -> Status {
+pub(crate) fn propose_status(e: ProposeError) -> Status {
     match e {
         ProposeError::NoLeader => errors::no_leader(),
         ProposeError::LeaderChanged => errors::leader_changed(),
@@ -196,10 +217,11 @@ impl ClientServer {
                 .max_encoding_message_size(usize::MAX);
         // Open watch streams end (with etcd's "server stopped") when the
         // server stops, instead of holding the graceful shutdown.
-        let (stop_watches, stopped) = tokio::sync::watch::channel(false);
+        let stopped = CancellationToken::new();
+        let stop_streams = stopped.clone();
         let shutdown = async move {
             shutdown.await;
-            let _ = stop_watches.send(true);
+            stop_streams.cancel();
         };
         // Keep-alive streams end the same way.
         let lease_service = lease::LeaseService::with_shutdown(self.ctx.clone(), stopped.clone());
@@ -224,7 +246,7 @@ impl ClientServer {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(ping_interval)
             .http2_keepalive_timeout(ping_timeout)
-            .layer(grpc_errors::EtcdGrpcErrorsLayer)
+            .layer(tonic_errors::RewriteTonicErrorsLayer)
             .add_service(kv)
             .add_service(maintenance)
             .add_service(watch)
@@ -253,9 +275,4 @@ fn client_incoming(listener: TcpListener) -> TcpIncoming {
         .with_keepalive(Some(TCP_KEEPALIVE))
         .with_keepalive_interval(Some(TCP_KEEPALIVE))
         .with_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES))
-}
-
-/// Binds a client listener for an etcd URL's host:port.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }

@@ -25,6 +25,7 @@ use bramble_api::mvccpb::KeyValue;
 use bramble_api::v3lockpb::lock_server::Lock;
 use bramble_api::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::errors;
@@ -42,13 +43,13 @@ const DEFAULT_SESSION_TTL: i64 = 60;
 pub(crate) struct Recipe {
     ctx: Arc<ServerContext>,
     kv: KvService,
-    /// Turns true when the server stops: waits end with `server stopped`.
-    stop: watch::Receiver<bool>,
+    /// Cancelled when the server stops: waits end with `server stopped`.
+    stop: CancellationToken,
 }
 
 impl Recipe {
-    /// Recipes over `ctx`; waits end when `stop` turns true.
-    pub(crate) fn new(ctx: Arc<ServerContext>, stop: watch::Receiver<bool>) -> Self {
+    /// Recipes over `ctx`; waits end when `stop` is cancelled.
+    pub(crate) fn new(ctx: Arc<ServerContext>, stop: CancellationToken) -> Self {
         Recipe {
             kv: KvService::new(ctx.clone()),
             ctx,
@@ -137,13 +138,12 @@ impl Recipe {
         &self,
         revs: &mut watch::Receiver<i64>,
     ) -> Result<(), Status> {
-        let mut stop = self.stop.clone();
-        if *stop.borrow_and_update() {
+        if self.stop.is_cancelled() {
             return Err(errors::stopped());
         }
         tokio::select! {
             changed = revs.changed() => changed.map_err(|_| errors::stopped()),
-            _ = stop.changed() => Err(errors::stopped()),
+            _ = self.stop.cancelled() => Err(errors::stopped()),
         }
     }
 
@@ -186,7 +186,7 @@ impl Recipe {
 /// server through a Go client, which turns etcd's errors into plain Go errors,
 /// so gRPC answers them with code Unknown and the same text.
 pub(crate) fn client_error(status: Status) -> Status {
-    if status.message().starts_with("etcdserver: ") {
+    if errors::is_etcd_server_error(&status) {
         Status::new(tonic::Code::Unknown, status.message().to_string())
     } else {
         status
@@ -291,14 +291,14 @@ impl Drop for DeleteOnDrop {
 
 /// The Lock service.
 #[derive(Clone)]
-pub struct LockService {
+pub(crate) struct LockService {
     recipe: Recipe,
 }
 
 impl LockService {
     /// A Lock service over `ctx`; waiting requests end with `server stopped`
-    /// once `stop` turns true.
-    pub fn with_shutdown(ctx: Arc<ServerContext>, stop: watch::Receiver<bool>) -> Self {
+    /// once `stop` is cancelled.
+    pub(crate) fn with_shutdown(ctx: Arc<ServerContext>, stop: CancellationToken) -> Self {
         LockService {
             recipe: Recipe::new(ctx, stop),
         }
@@ -356,5 +356,35 @@ impl Lock for LockService {
     ) -> Result<Response<UnlockResponse>, Status> {
         let header = self.recipe.delete(req.into_inner().key).await?;
         Ok(Response::new(UnlockResponse { header }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// etcd's server errors come back as Unknown with their text; others
+    /// (Bramble's own, gRPC's) keep their code.
+    #[test]
+    fn client_error_passes_etcd_errors_on_as_go_errors() {
+        let e = client_error(errors::no_leader());
+        assert_eq!(
+            (e.code(), e.message()),
+            (tonic::Code::Unknown, "etcdserver: no leader")
+        );
+        let e = client_error(errors::mvcc_status(
+            &bramble_storage::mvcc::MvccError::LeaseNotFound,
+        ));
+        assert_eq!(
+            (e.code(), e.message()),
+            (
+                tonic::Code::Unknown,
+                "etcdserver: requested lease not found"
+            )
+        );
+        let e = client_error(Status::cancelled("request cancelled"));
+        assert_eq!(e.code(), tonic::Code::Cancelled);
+        let e = client_error(errors::unimplemented("x"));
+        assert_eq!(e.code(), tonic::Code::Unimplemented);
     }
 }

@@ -1,6 +1,7 @@
-//! The etcd Maintenance service. `Status` is complete (etcdctl `endpoint
-//! status`/`health`, kube-apiserver's version and db size checks); the other
-//! RPCs arrive with the issues that need them.
+//! The etcd Maintenance service. `Status` (etcdctl `endpoint status`/`health`,
+//! kube-apiserver's version and db size checks), `Snapshot` (`snapshot.rs`),
+//! `Hash` and `HashKV` (`crate::hash`) and `MoveLeader` are served;
+//! `Defragment` and `Downgrade` arrive with the rest of the operations issue.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,19 +18,28 @@ use tonic::{Request, Response, Status};
 use crate::errors;
 use crate::ServerContext;
 
+mod snapshot;
+
 /// The etcd version Bramble reports. Kubernetes turns watch progress requests
 /// off below 3.5.13, so this must stay at or above it.
 pub const ETCD_VERSION: &str = "3.5.17";
 
+/// The storage version etcd 3.6 reports (in snapshots, and Status'
+/// `storage_version`): the major.minor of [`ETCD_VERSION`], patch 0.
+fn storage_version() -> String {
+    let minor_end = ETCD_VERSION.rfind('.').unwrap_or(ETCD_VERSION.len());
+    format!("{}.0", &ETCD_VERSION[..minor_end])
+}
+
 /// The Maintenance service.
 #[derive(Clone)]
-pub struct MaintenanceService {
+pub(crate) struct MaintenanceService {
     ctx: Arc<ServerContext>,
 }
 
 impl MaintenanceService {
     /// A Maintenance service answering from `ctx`.
-    pub fn new(ctx: Arc<ServerContext>) -> Self {
+    pub(crate) fn new(ctx: Arc<ServerContext>) -> Self {
         MaintenanceService { ctx }
     }
 }
@@ -49,9 +59,7 @@ impl Maintenance for MaintenanceService {
         _req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let raft = self.ctx.node.status();
-        let db_size = std::fs::metadata(&self.ctx.db_path)
-            .map(|m| m.len() as i64)
-            .unwrap_or(0);
+        let db_size = self.ctx.db_file_size().await as i64;
         let mut resp = StatusResponse {
             version: ETCD_VERSION.to_string(),
             db_size,
@@ -66,7 +74,8 @@ impl Maintenance for MaintenanceService {
             ..Default::default()
         };
         if raft.leader == 0 {
-            resp.errors.push("etcdserver: no leader".to_string());
+            // etcd lists the error text of its no-leader alarm.
+            resp.errors.push(errors::no_leader().message().to_string());
         }
         self.ctx.identity.fill(&mut resp.header, &self.ctx.node);
         Ok(Response::new(resp))
@@ -79,15 +88,19 @@ impl Maintenance for MaintenanceService {
         Err(errors::unimplemented("Maintenance.Defragment"))
     }
 
-    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(errors::unimplemented("Maintenance.Hash"))
+    async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        crate::hash::hash(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn hash_kv(
         &self,
-        _req: Request<HashKvRequest>,
+        req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        Err(errors::unimplemented("Maintenance.HashKV"))
+        crate::hash::hash_kv(&self.ctx, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type SnapshotStream =
@@ -97,7 +110,10 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(errors::unimplemented("Maintenance.Snapshot"))
+        let chunks = snapshot::start(self.ctx.node.store().clone(), storage_version());
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(chunks),
+        )))
     }
 
     async fn move_leader(

@@ -3,15 +3,14 @@
 //! themselves are `bramble_raft::admission`'s, which a leader also applies to
 //! the commands its followers forward; this module gives them etcd's errors.
 
-use bramble_api::bramblepb::Command;
-use bramble_api::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest};
-use bramble_raft::admission::{self, Limits, Refusal};
+use bramble_api::etcdserverpb::{RangeRequest, TxnRequest};
+use bramble_raft::admission::{self, Refusal};
 use tonic::Status;
 
 use crate::errors;
 
 /// etcd's error for a refused request.
-pub fn refusal_status(r: Refusal) -> Status {
+pub(crate) fn refusal_status(r: Refusal) -> Status {
     match r {
         Refusal::EmptyKey => errors::empty_key(),
         Refusal::EmptyOp => errors::key_not_found(),
@@ -26,38 +25,35 @@ pub fn refusal_status(r: Refusal) -> Status {
 }
 
 /// Range: a key is required.
-pub fn check_range(r: &RangeRequest) -> Result<(), Status> {
+pub(crate) fn check_range(r: &RangeRequest) -> Result<(), Status> {
     admission::check_range(r).map_err(refusal_status)
 }
 
-/// Put: a key is required; `ignore_value`/`ignore_lease` exclude a value/lease.
-pub fn check_put(r: &PutRequest) -> Result<(), Status> {
-    admission::check_put(r).map_err(refusal_status)
-}
-
-/// DeleteRange: a key is required.
-pub fn check_delete(r: &DeleteRangeRequest) -> Result<(), Status> {
-    admission::check_delete(r).map_err(refusal_status)
-}
-
-/// Txn: a nesting the log can store (see `bramble_raft::codec::MAX_DECODED_DEPTH`),
+/// Txn: a nesting the log can store (see `bramble_raft::log_codec::MAX_DECODED_DEPTH`),
 /// the op count limit, keys present, and no key written twice.
-pub fn check_txn(r: &TxnRequest, max_txn_ops: usize) -> Result<(), Status> {
+pub(crate) fn check_txn(r: &TxnRequest, max_txn_ops: usize) -> Result<(), Status> {
     admission::check_txn(r, max_txn_ops).map_err(refusal_status)
-}
-
-/// A whole command: its request's checks, then its size against
-/// `--max-request-bytes`.
-pub fn check_command(cmd: &Command, limits: &Limits) -> Result<(), Status> {
-    admission::check_command(cmd, limits).map_err(refusal_status)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bramble_api::bramblepb::Command;
     use bramble_api::etcdserverpb::{request_op::Request as Op, Compare, RequestOp};
-    use bramble_raft::codec::MAX_DECODED_DEPTH;
+    use bramble_api::etcdserverpb::{DeleteRangeRequest, PutRequest};
+    use bramble_raft::admission::Limits;
+    use bramble_raft::log_codec::MAX_DECODED_DEPTH;
     use prost::Message;
+
+    // Puts and whole commands are checked on the propose path (`RaftNode::propose`),
+    // which maps a refusal with `refusal_status` too; these give the same mapping here.
+    fn check_put(r: &PutRequest) -> Result<(), Status> {
+        admission::check_put(r).map_err(refusal_status)
+    }
+
+    fn check_command(cmd: &Command, limits: &Limits) -> Result<(), Status> {
+        admission::check_command(cmd, limits).map_err(refusal_status)
+    }
 
     fn put(k: &str) -> RequestOp {
         RequestOp {

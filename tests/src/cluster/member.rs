@@ -6,11 +6,12 @@
 //! mode, under `ip netns exec` (which execs in place, so `pid()` is the server's own).
 
 use std::cell::Cell;
-use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
+
+use bramble_testkit::{process, temp};
 
 use super::status::{query_status, MemberStatus};
 use super::{ClusterConfig, LOG_TAIL_LINES, POLL};
@@ -88,8 +89,9 @@ pub(super) struct Bootstrap {
     pub(super) token: String,
 }
 
-/// One member: its process, data dir and fixed command line.
-pub struct Member {
+/// One member of a test cluster as a process: its data dir, fixed command
+/// line and (while running) child process.
+pub struct MemberProcess {
     kind: Kind,
     name: String,
     /// Holds the data dir and the logs; removed when the member is dropped.
@@ -109,7 +111,7 @@ pub struct Member {
     start_timeout: Duration,
 }
 
-impl Member {
+impl MemberProcess {
     /// Creates a member (not started) with its command line.
     pub(super) fn new(
         kind: Kind,
@@ -118,11 +120,8 @@ impl Member {
         netns: Option<String>,
         bootstrap: &Bootstrap,
         config: &ClusterConfig,
-    ) -> Member {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("bramble-e2e-cluster-{kind}-{name}-"))
-            .tempdir()
-            .expect("create temp dir for a cluster member");
+    ) -> MemberProcess {
+        let dir = temp::dir(&format!("bramble-e2e-cluster-{kind}-{name}-"));
         let client = addresses.client_url();
         let peer = addresses.peer_url();
         let mut args = vec![
@@ -144,7 +143,7 @@ impl Member {
             args.push(format!("--snapshot-count={count}"));
         }
         args.extend(config.extra_args.iter().cloned());
-        Member {
+        MemberProcess {
             kind,
             name: name.to_string(),
             dir,
@@ -173,11 +172,6 @@ impl Member {
     /// The peer URL other members replicate to.
     pub fn peer_url(&self) -> String {
         self.addresses.peer_url()
-    }
-
-    /// The `--listen-metrics-urls` URL (`/health`, `/metrics`).
-    pub fn metrics_url(&self) -> String {
-        self.addresses.metrics_url()
     }
 
     /// The process id, if started and not killed (also while SIGSTOPped).
@@ -274,7 +268,7 @@ impl Member {
         self.state = MemberState::Stopped;
     }
 
-    /// Resumes a member paused by [`Member::sigstop`].
+    /// Resumes a member paused by [`MemberProcess::sigstop`].
     pub fn sigcont(&mut self) {
         assert_eq!(
             self.state,
@@ -327,7 +321,6 @@ impl Member {
         );
         self.kill9();
         self.starts += 1;
-        let log = File::create(self.log_path()).expect("create member log file");
         let binary = match self.kind {
             Kind::Bramble => tools::bramble_bin(),
             Kind::Etcd => tools::etcd_bin(),
@@ -336,16 +329,7 @@ impl Member {
             Some(ns) => netns::exec(ns, &binary),
             None => Command::new(&binary),
         };
-        cmd.args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup member log file"))
-            .stderr(log);
-        // Both kinds read ETCD_* variables as flags; ours (such as ETCD_BIN) must not leak in.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ETCD_") {
-                cmd.env_remove(name);
-            }
-        }
+        process::server_command(cmd.args(&self.args), &self.log_path());
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
@@ -354,7 +338,7 @@ impl Member {
     }
 
     /// Restarts the member (same command line) and waits until it serves and follows a
-    /// leader, i.e. it rejoined. Needs a quorum to be up; see [`Member::respawn`] otherwise.
+    /// leader, i.e. it rejoined. Needs a quorum to be up; see [`MemberProcess::respawn`] otherwise.
     pub fn restart(&mut self) {
         self.respawn();
         if let Err(e) = self.wait_serving(self.start_timeout) {
@@ -460,7 +444,7 @@ impl Member {
     }
 }
 
-impl Drop for Member {
+impl Drop for MemberProcess {
     fn drop(&mut self) {
         self.kill9();
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::rng::Rng;
+use bramble_testkit::rng::Rng;
 
 /// The size and fault rate of a simulated history.
 struct Shape {

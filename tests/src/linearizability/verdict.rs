@@ -24,8 +24,9 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// No limit: a pathological history can then take exponential time.
-    pub fn unlimited() -> Budget {
+    /// No limit: a pathological history can then take exponential time (tests only).
+    #[cfg(test)]
+    pub(crate) fn unlimited() -> Budget {
         Budget::default()
     }
 
@@ -74,8 +75,9 @@ impl Verdict {
         matches!(self, Verdict::Linearizable)
     }
 
-    /// The violation, if the history is known not to be linearizable.
-    pub fn violation(&self) -> Option<&Violation> {
+    /// The violation, if the history is known not to be linearizable (tests only).
+    #[cfg(test)]
+    pub(crate) fn violation(&self) -> Option<&Violation> {
         match self {
             Verdict::NotLinearizable(violation) => Some(violation),
             _ => None,

@@ -17,22 +17,23 @@
 //! an election timeout to a whole TTL.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use bramble_api::bramblepb::{command::Op, Command};
 use bramble_api::etcdserverpb::LeaseRevokeRequest;
+use bramble_raft::idutil::IdGenerator;
 use bramble_storage::mvcc::{ApplyResult, MvccError};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::ServerContext;
 
 /// How often the leader looks for expired leases (etcd: 500 ms).
-pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
+pub(super) const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Most revokes proposed per check (etcd: `leaseRevokeRate / 2` = 500).
-pub const REVOKES_PER_CHECK: usize = 500;
+pub(super) const REVOKES_PER_CHECK: usize = 500;
 
 /// etcd's minimum lease TTL for a heartbeat interval and election timeout (ms):
 /// `ceil(1.5 * election ticks * heartbeat)` in seconds (2 s with etcd's defaults).
@@ -41,49 +42,6 @@ pub fn min_lease_ttl(heartbeat_ms: u64, election_ms: u64) -> i64 {
     let ticks = election_ms / heartbeat;
     let min_ms = (3 * ticks / 2) * heartbeat;
     i64::try_from(min_ms.div_ceil(1000)).unwrap_or(i64::MAX)
-}
-
-/// etcd's request id generator (`pkg/idutil`): the member id's low 16 bits, then 40
-/// bits of the start time in milliseconds and an 8-bit counter, which carries into the
-/// time bits. Lease ids are its values with the sign bit cleared.
-#[derive(Debug)]
-pub struct IdGenerator {
-    prefix: u64,
-    suffix: AtomicU64,
-}
-
-impl IdGenerator {
-    const SUFFIX_BITS: u32 = 48;
-    const COUNT_BITS: u32 = 8;
-
-    /// A generator for `member_id`, started now.
-    pub fn new(member_id: u64) -> Self {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        Self::at(member_id, ms)
-    }
-
-    /// A generator for `member_id` started at `unix_ms`.
-    pub fn at(member_id: u64, unix_ms: u64) -> Self {
-        let ts_bits = Self::SUFFIX_BITS - Self::COUNT_BITS;
-        IdGenerator {
-            prefix: (member_id & 0xffff) << Self::SUFFIX_BITS,
-            suffix: AtomicU64::new((unix_ms & ((1 << ts_bits) - 1)) << Self::COUNT_BITS),
-        }
-    }
-
-    /// The next lease id: positive, never 0.
-    pub fn next_lease_id(&self) -> i64 {
-        loop {
-            let s = self.suffix.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-            let id = (self.prefix | (s & ((1 << Self::SUFFIX_BITS) - 1))) & (i64::MAX as u64);
-            if id != 0 {
-                return id as i64;
-            }
-        }
-    }
 }
 
 /// The leader's in-memory lease clock, shared by every Lease service of a server and
@@ -130,7 +88,7 @@ impl Lessor {
     }
 
     /// What a lease first seen by this leader gets on top of its TTL.
-    pub fn promote_extend(&self) -> Duration {
+    pub(crate) fn promote_extend(&self) -> Duration {
         self.promote_extend
     }
 
@@ -151,20 +109,20 @@ impl Lessor {
 
     /// Lease `id` (granted `ttl`) expires `ttl` seconds from now (a grant or a renew
     /// in `term`).
-    pub fn refresh(&self, id: i64, ttl: i64, term: u64) {
+    pub(crate) fn refresh(&self, id: i64, ttl: i64, term: u64) {
         self.clock(term)
             .expiry
             .insert(id, deadline(Instant::now(), ttl));
     }
 
     /// Forgets lease `id` (revoked).
-    pub fn forget(&self, id: i64) {
+    pub(crate) fn forget(&self, id: i64) {
         self.lock().expiry.remove(&id);
     }
 
     /// When lease `id` (granted `ttl`) expires by the clock of `term`; a lease not seen
     /// yet starts its full TTL (plus the promote extension) now.
-    pub fn expiry(&self, id: i64, ttl: i64, term: u64) -> Instant {
+    pub(crate) fn expiry(&self, id: i64, ttl: i64, term: u64) -> Instant {
         let start = Instant::now() + self.promote_extend;
         *self
             .clock(term)
@@ -173,14 +131,14 @@ impl Lessor {
             .or_insert_with(|| deadline(start, ttl))
     }
 
-    /// Starts the expiry loop for `ctx` once (later calls do nothing). It stops when the
-    /// context is dropped.
+    /// Starts the expiry loop for `ctx` once (later calls do nothing), on the context's
+    /// task tracker. It stops when the Raft node stops or the context is dropped.
     pub fn start(ctx: &Arc<ServerContext>) {
         if ctx.lessor.started.set(()).is_err() {
             return;
         }
         let weak = Arc::downgrade(ctx);
-        tokio::spawn(expiry_loop(weak));
+        ctx.tasks.spawn(expiry_loop(weak, ctx.node.stopping()));
     }
 
     /// The expired leases to revoke now by the clock of `term` (marked as being revoked),
@@ -228,9 +186,12 @@ impl Lessor {
 /// Every [`CHECK_INTERVAL`], on the leader: proposes a revoke for each expired lease, as
 /// the leader of the term whose clock expired it (never forwarded: etcd's
 /// `revokeExpiredLeases` refuses to revoke on a member that may no longer lead).
-async fn expiry_loop(ctx: Weak<ServerContext>) {
+async fn expiry_loop(ctx: Weak<ServerContext>, mut stopping: watch::Receiver<bool>) {
     loop {
-        tokio::time::sleep(CHECK_INTERVAL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(CHECK_INTERVAL) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
         let Some(ctx) = ctx.upgrade() else {
             return;
         };
@@ -249,8 +210,9 @@ async fn expiry_loop(ctx: Weak<ServerContext>) {
             }
         };
         for id in ctx.lessor.due(&leases, Instant::now(), term) {
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
+            let task_ctx = ctx.clone();
+            ctx.tasks.spawn(async move {
+                let ctx = task_ctx;
                 let cmd = Command {
                     op: Some(Op::LeaseRevoke(LeaseRevokeRequest { id })),
                 };
@@ -286,19 +248,6 @@ mod tests {
         assert_eq!(min_lease_ttl(100, 2000), 3);
         assert_eq!(min_lease_ttl(500, 5000), 8);
         assert_eq!(min_lease_ttl(0, 0), 0);
-    }
-
-    #[test]
-    fn ids_are_positive_unique_and_member_prefixed() {
-        let g = IdGenerator::at(0x8e9e05c52164694d, 1_700_000_000_000);
-        let a = g.next_lease_id();
-        let b = g.next_lease_id();
-        assert!(a > 0 && b == a + 1);
-        assert_eq!((a as u64) >> 48, 0x694d);
-        let g = IdGenerator::at(0xffff, u64::MAX);
-        for _ in 0..1000 {
-            assert!(g.next_lease_id() > 0);
-        }
     }
 
     #[test]

@@ -18,35 +18,52 @@ use bramble_api::bramblepb::leader_lease_client::LeaderLeaseClient;
 use bramble_api::bramblepb::leader_lease_server::{LeaderLease, LeaderLeaseServer};
 use bramble_api::bramblepb::{ForwardedTimeToLive, RenewReply, RenewRequest};
 use bramble_api::etcdserverpb::{LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
+use bramble_raft::node::Attempt;
+use bramble_raft::refusal::{reason as refusal_reason, refusal, Reason};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use super::LeaseService;
 use crate::errors;
 
-/// The message of a lease request refused by a member that does not lead.
-pub const NOT_LEADER: &str = "bramble: not the leader for leases";
+/// The message of a lease request refused by a member that does not lead
+/// (the sender goes by the refusal's [`Reason::NotLeader`], not this text).
+const NOT_LEADER: &str = "bramble: not the leader for leases";
 
 /// etcd's `lease.ErrNotPrimary`: a leader that cannot confirm its leadership with a
 /// quorum refuses to renew (etcd's gRPC layer passes it on with code Unknown).
-pub const NOT_PRIMARY: &str = "not a primary lessor";
+const NOT_PRIMARY: &str = "not a primary lessor";
 
-/// etcd's answer from a leader that cannot confirm its leadership.
-pub fn not_primary() -> Status {
-    Status::unknown(NOT_PRIMARY)
+/// Why the leader's side of a lease request (`*_here`) did not answer it.
+#[derive(Debug)]
+pub(crate) enum HereError {
+    /// This member does not lead (or cannot serve leases yet): nothing was done.
+    NotLeader,
+    /// etcd's `lease.ErrNotPrimary`: this member leads but could not confirm its
+    /// leadership with a quorum, so it did nothing.
+    NotPrimary,
+    /// Any other failure, as the client sees it.
+    Failed(Status),
 }
 
-/// How long a refused forward waits before it asks the (new) leader again.
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
-
-/// Whether a forward was refused because the receiver does not lead.
-fn refused(status: &Status) -> bool {
-    status.code() == Code::FailedPrecondition && status.message() == NOT_LEADER
+impl From<Status> for HereError {
+    fn from(s: Status) -> Self {
+        HereError::Failed(s)
+    }
 }
 
-/// Whether a forward was refused because the receiver could not confirm that it leads.
-fn unconfirmed(status: &Status) -> bool {
-    status.code() == Code::Unknown && status.message() == NOT_PRIMARY
+impl HereError {
+    /// The answer to a follower that forwarded the request: a refusal carries its
+    /// typed reason (and the text a client would see).
+    fn into_peer_status(self) -> Status {
+        match self {
+            HereError::NotLeader => {
+                refusal(Code::FailedPrecondition, NOT_LEADER, Reason::NotLeader)
+            }
+            HereError::NotPrimary => refusal(Code::Unknown, NOT_PRIMARY, Reason::NotPrimaryLessor),
+            HereError::Failed(s) => s,
+        }
+    }
 }
 
 /// Maps a failed forward to what the client sees.
@@ -59,7 +76,7 @@ fn client_status(status: Status) -> Status {
 }
 
 /// Renews lease `id` on the leader, forwarding if this member does not lead.
-pub async fn renew(svc: &LeaseService, id: i64) -> Result<i64, Status> {
+pub(super) async fn renew(svc: &LeaseService, id: i64) -> Result<i64, Status> {
     let cluster_id = svc.ctx.identity.cluster_id;
     on_leader(
         svc,
@@ -74,7 +91,7 @@ pub async fn renew(svc: &LeaseService, id: i64) -> Result<i64, Status> {
 }
 
 /// LeaseTimeToLive on the leader, forwarding if this member does not lead.
-pub async fn time_to_live(
+pub(super) async fn time_to_live(
     svc: &LeaseService,
     request: LeaseTimeToLiveRequest,
 ) -> Result<LeaseTimeToLiveResponse, Status> {
@@ -95,8 +112,10 @@ pub async fn time_to_live(
 }
 
 /// Runs a lease request where the lease clock is: `here` when this member
-/// leads, else `remote` against the leader (given the time left). A refusal
-/// by a member that no longer leads is retried until the request timeout.
+/// leads, else `remote` against the leader (given the time left), through
+/// the member's one leader-routing loop ([`bramble_raft::RaftNode::on_leader`]). A refusal
+/// by a member that no longer leads (or, forwarded, cannot confirm that it
+/// does) is retried until the request timeout.
 async fn on_leader<T, Here, HereFut, Remote, RemoteFut>(
     svc: &LeaseService,
     here: Here,
@@ -104,34 +123,50 @@ async fn on_leader<T, Here, HereFut, Remote, RemoteFut>(
 ) -> Result<T, Status>
 where
     Here: Fn() -> HereFut,
-    HereFut: Future<Output = Result<T, Status>>,
+    HereFut: Future<Output = Result<T, HereError>>,
     Remote: Fn(LeaderLeaseClient<Channel>, Duration) -> RemoteFut,
     RemoteFut: Future<Output = Result<T, Status>>,
 {
-    let deadline = tokio::time::Instant::now() + svc.ctx.node.request_timeout();
-    loop {
-        let route = svc
-            .ctx
-            .node
-            .leader_route()
-            .await
-            .map_err(crate::propose_status)?;
-        let (result, forwarded) = match route {
-            None => (here().await, false),
-            Some(channel) => {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                (remote(LeaderLeaseClient::new(channel), left).await, true)
-            }
-        };
-        let retry = |s: &Status| refused(s) || (forwarded && unconfirmed(s));
-        match result {
-            Err(s) if retry(&s) && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
-            Err(s) if refused(&s) => return Err(errors::no_leader()),
-            Err(s) if retry(&s) => return Err(errors::timeout()),
-            other => return other.map_err(client_status),
-        }
+    let node = &svc.ctx.node;
+    let deadline = node.request_deadline();
+    node.on_leader(
+        deadline,
+        crate::propose_status,
+        || async { here_attempt(here().await) },
+        |leader| {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let call = remote(LeaderLeaseClient::new(leader.channel), left);
+            async move { remote_attempt(call.await) }
+        },
+    )
+    .await
+}
+
+/// What a lease request run here comes to for the routing loop: a refusal
+/// because this member does not lead (any more) is retried, as etcd's `no
+/// leader` once out of time; a leader that cannot confirm its leadership
+/// answers etcd's `not a primary lessor` at once, so the client tries
+/// another member.
+fn here_attempt<T>(result: Result<T, HereError>) -> Attempt<T, Status> {
+    match result {
+        Ok(v) => Attempt::Done(Ok(v)),
+        Err(HereError::NotLeader) => Attempt::Retry(errors::no_leader()),
+        Err(HereError::NotPrimary) => Attempt::Done(Err(Status::unknown(NOT_PRIMARY))),
+        Err(HereError::Failed(s)) => Attempt::Done(Err(client_status(s))),
+    }
+}
+
+/// What a forwarded lease request comes to: a refusal by a member that does not
+/// lead is retried (etcd's `no leader` once out of time), and so is one by a
+/// leader that could not confirm its leadership (etcd's timeout once out of time).
+fn remote_attempt<T>(result: Result<T, Status>) -> Attempt<T, Status> {
+    match result {
+        Ok(v) => Attempt::Done(Ok(v)),
+        Err(s) => match refusal_reason(&s) {
+            Some(Reason::NotLeader) => Attempt::Retry(errors::no_leader()),
+            Some(Reason::NotPrimaryLessor) => Attempt::Retry(errors::timeout()),
+            _ => Attempt::Done(Err(client_status(s))),
+        },
     }
 }
 
@@ -155,17 +190,12 @@ impl LeaderLeaseService {
     fn lease(&self) -> Result<&LeaseService, Status> {
         self.lease
             .get()
-            .ok_or_else(|| Status::failed_precondition(NOT_LEADER))
+            .ok_or_else(|| HereError::NotLeader.into_peer_status())
     }
 
     fn check_cluster(&self, sender: u64) -> Result<(), Status> {
         let mine = self.lease()?.ctx.identity.cluster_id;
-        if sender != mine {
-            return Err(Status::failed_precondition(format!(
-                "cluster id mismatch: this member is in cluster {mine:x}, the sender in {sender:x}"
-            )));
-        }
-        Ok(())
+        bramble_raft::peer_service::check_cluster(mine, sender)
     }
 }
 
@@ -174,7 +204,11 @@ impl LeaderLease for LeaderLeaseService {
     async fn renew(&self, req: Request<RenewRequest>) -> Result<Response<RenewReply>, Status> {
         let req = req.into_inner();
         self.check_cluster(req.cluster_id)?;
-        let ttl = self.lease()?.renew_here(req.id).await?;
+        let ttl = self
+            .lease()?
+            .renew_here(req.id)
+            .await
+            .map_err(HereError::into_peer_status)?;
         Ok(Response::new(RenewReply { ttl }))
     }
 
@@ -187,8 +221,11 @@ impl LeaderLease for LeaderLeaseService {
         let request = req
             .request
             .ok_or_else(|| Status::invalid_argument("forwarded TimeToLive without a request"))?;
-        Ok(Response::new(
-            self.lease()?.time_to_live_here(request).await?,
-        ))
+        let resp = self
+            .lease()?
+            .time_to_live_here(request)
+            .await
+            .map_err(HereError::into_peer_status)?;
+        Ok(Response::new(resp))
     }
 }

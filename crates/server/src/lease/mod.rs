@@ -27,14 +27,17 @@ use bramble_api::etcdserverpb::{
 use bramble_raft::{LeadershipError, ProposeError};
 use bramble_storage::mvcc::{ApplyResult, MvccError};
 use futures::Stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::errors;
-use crate::kv::mvcc_status;
+use crate::errors::mvcc_status;
 use crate::ServerContext;
 pub use expiry::Lessor;
+use forward::HereError;
 
 /// Keep-alive responses buffered per stream.
 const OUT_BUFFER: usize = 16;
@@ -53,22 +56,22 @@ const ID_ATTEMPTS: usize = 8;
 #[derive(Clone)]
 pub struct LeaseService {
     ctx: Arc<ServerContext>,
-    /// Turns true when the server stops: keep-alive streams then end.
-    stop: watch::Receiver<bool>,
+    /// Cancelled when the server stops: keep-alive streams then end.
+    stop: CancellationToken,
 }
 
 impl LeaseService {
     /// A Lease service over `ctx`; starts the expiry loop once per context (needs a
     /// Tokio runtime).
     pub fn new(ctx: Arc<ServerContext>) -> Self {
-        let (_never, stop) = watch::channel(false);
-        Self::with_shutdown(ctx, stop)
+        // Never cancelled: streams only end with their clients.
+        Self::with_shutdown(ctx, CancellationToken::new())
     }
 
     /// Like [`LeaseService::new`], but keep-alive streams end with etcd's
-    /// `etcdserver: server stopped` once `stop` turns true, instead of holding a
+    /// `etcdserver: server stopped` once `stop` is cancelled, instead of holding a
     /// graceful shutdown until its drain timeout.
-    pub fn with_shutdown(ctx: Arc<ServerContext>, stop: watch::Receiver<bool>) -> Self {
+    pub(crate) fn with_shutdown(ctx: Arc<ServerContext>, stop: CancellationToken) -> Self {
         Lessor::start(&ctx);
         LeaseService { ctx, stop }
     }
@@ -83,13 +86,13 @@ impl LeaseService {
 
     /// Leases are timed by the leader only: the `*_here` operations run on
     /// it, and a follower forwards to it (see [`forward`]). The term it leads in.
-    fn check_leader(&self) -> Result<u64, Status> {
+    fn check_leader(&self) -> Result<u64, HereError> {
         let node = &self.ctx.node;
         let status = node.status();
         if status.leader == node.member_id() {
             Ok(status.term)
         } else {
-            Err(Status::failed_precondition(forward::NOT_LEADER))
+            Err(HereError::NotLeader)
         }
     }
 
@@ -106,7 +109,7 @@ impl LeaseService {
     /// renewal answered before `start + X/2` ends for its client (TTL counted from when the
     /// answer arrives) before the new leader may expire the lease, as long as the answer
     /// takes less than `X/2` to arrive.
-    async fn ensure_leadership(&self, term: u64) -> Result<Instant, Status> {
+    async fn ensure_leadership(&self, term: u64) -> Result<Instant, HereError> {
         let node = &self.ctx.node;
         let window = self.ctx.lessor.promote_extend() / 2;
         // A lagging state machine can make the apply wait outlast the window: then confirm
@@ -119,10 +122,10 @@ impl LeaseService {
                     tracing::warn!(term, error = %e, "lease request refused: leadership not confirmed");
                     match e {
                         LeadershipError::Stopped(why) => {
-                            crate::propose_status(ProposeError::Stopped(why))
+                            HereError::Failed(crate::propose_status(ProposeError::Stopped(why)))
                         }
                         LeadershipError::NotLeader | LeadershipError::NotConfirmed => {
-                            forward::not_primary()
+                            HereError::NotPrimary
                         }
                     }
                 })?;
@@ -131,7 +134,7 @@ impl LeaseService {
                 return Ok(until);
             }
         }
-        Err(forward::not_primary())
+        Err(HereError::NotPrimary)
     }
 
     fn header(&self) -> Option<ResponseHeader> {
@@ -147,10 +150,11 @@ impl LeaseService {
 
     /// etcd's lessor `Renew`, on the leader: the new TTL, or 0 when the lease does not
     /// exist (or expired and was revoked meanwhile).
-    pub(crate) async fn renew_here(&self, id: i64) -> Result<i64, Status> {
+    pub(crate) async fn renew_here(&self, id: i64) -> Result<i64, HereError> {
         let term = self.check_leader()?;
         let confirmed_until = self.ensure_leadership(term).await?;
         let store = self.ctx.node.store();
+        // The lease table is in memory (no redb read): fine on this worker.
         let Some(info) = store.lease(id).map_err(|e| mvcc_status(&e))? else {
             return Ok(0);
         };
@@ -162,13 +166,13 @@ impl LeaseService {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             if store.lease_exists(id) {
-                return Err(errors::timeout());
+                return Err(HereError::Failed(errors::timeout()));
             }
             return Ok(0);
         }
         if Instant::now() >= confirmed_until {
             // The apply wait or the store took so long that another member may lead by now.
-            return Err(forward::not_primary());
+            return Err(HereError::NotPrimary);
         }
         lessor.refresh(id, info.ttl, term);
         Ok(info.ttl)
@@ -190,17 +194,17 @@ impl Lease for LeaseService {
                 req.id = self.ctx.lessor.ids.next_lease_id();
             }
             attempts += 1;
-            match self.propose(Op::LeaseGrant(req)).await {
-                Ok(ApplyResult::LeaseGrant(r)) => break r,
-                Ok(_) => return Err(errors::internal("unexpected apply result for lease grant")),
-                Err(s)
-                    if auto_id
-                        && attempts < ID_ATTEMPTS
-                        && s.message() == MvccError::LeaseExists.to_string() =>
-                {
+            let grant = Command {
+                op: Some(Op::LeaseGrant(req)),
+            };
+            match self.ctx.propose(grant).await? {
+                ApplyResult::LeaseGrant(r) => break r,
+                // Another grant took the id this member chose: choose again.
+                ApplyResult::Error(MvccError::LeaseExists) if auto_id && attempts < ID_ATTEMPTS => {
                     continue
                 }
-                Err(s) => return Err(s),
+                ApplyResult::Error(e) => return Err(mvcc_status(&e)),
+                _ => return Err(errors::internal("unexpected apply result for lease grant")),
             }
         };
         self.ctx
@@ -236,20 +240,14 @@ impl Lease for LeaseService {
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let svc = self.clone();
-        let mut stop = self.stop.clone();
+        let stop = self.stop.clone();
         tokio::spawn(async move {
-            let mut stop_armed = true;
             loop {
                 let next = tokio::select! {
                     next = inbound.message() => next,
-                    stopped = async { stop.wait_for(|s| *s).await.is_ok() }, if stop_armed => {
-                        if stopped {
-                            let _ = tx.send(Err(errors::stopped())).await;
-                            return;
-                        }
-                        // The sender is gone without a stop: nothing will stop us.
-                        stop_armed = false;
-                        continue;
+                    _ = stop.cancelled() => {
+                        let _ = tx.send(Err(errors::stopped())).await;
+                        return;
                     }
                 };
                 let req = match next {
@@ -274,9 +272,7 @@ impl Lease for LeaseService {
                 }
             }
         });
-        let out = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
+        let out = ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(out)))
     }
 
@@ -304,7 +300,7 @@ impl LeaseService {
     pub(crate) async fn time_to_live_here(
         &self,
         req: LeaseTimeToLiveRequest,
-    ) -> Result<LeaseTimeToLiveResponse, Status> {
+    ) -> Result<LeaseTimeToLiveResponse, HereError> {
         let term = self.check_leader()?;
         self.ensure_leadership(term).await?;
         let info = self

@@ -23,19 +23,19 @@ use bramble_api::mvccpb::Event;
 use bramble_storage::mvcc::{MvccError, MvccStore};
 use tokio::sync::{mpsc, watch, Notify};
 
-use super::filter::{event_key, event_revision, Filters, KeyRange};
+use super::filter::{event_key, event_revision, EventFilters, WatchRange};
 
 /// Messages queued per client stream before its watchers fall behind.
-pub const QUEUE_LEN: usize = 128;
+pub(super) const QUEUE_LEN: usize = 128;
 /// Events read from the store per step (a revision is never split, so a
 /// step may hold a little more).
-pub const CHUNK_EVENTS: usize = 1000;
+pub(super) const CHUNK_EVENTS: usize = 1000;
 /// How often unsynced watchers retry when their queue was full.
 const RETRY_EVERY: Duration = Duration::from_millis(100);
 
 /// What the hub sends to a client stream.
 #[derive(Debug, Clone, PartialEq)]
-pub enum HubMsg {
+pub(super) enum HubMsg {
     /// Events for one watcher, all revisions complete, in order.
     Events {
         /// The watcher.
@@ -75,8 +75,8 @@ pub enum HubMsg {
 #[derive(Debug)]
 struct Watcher {
     generation: u64,
-    range: KeyRange,
-    filters: Filters,
+    range: WatchRange,
+    filters: EventFilters,
     /// The first revision not yet queued (nor skipped) for this watcher.
     next_rev: i64,
     /// In the synced group: `next_rev > delivered` holds, and the feed
@@ -230,17 +230,17 @@ impl State {
 
 /// A new watcher's parameters.
 #[derive(Debug, Clone)]
-pub struct WatchSpec {
+pub(super) struct WatchSpec {
     /// Its keys.
-    pub range: KeyRange,
+    pub range: WatchRange,
     /// Its filters.
-    pub filters: Filters,
+    pub filters: EventFilters,
     /// etcd's start_revision: 0 for "after now".
     pub start_revision: i64,
 }
 
 /// The shared event feed and watcher groups of one server.
-pub struct Hub {
+pub(super) struct Hub {
     store: Arc<MvccStore>,
     state: Mutex<State>,
     wake: Notify,
@@ -249,7 +249,7 @@ pub struct Hub {
 impl Hub {
     /// A hub over `store`, fed by `revisions` (the store's current revision
     /// after each apply). Its task runs until `revisions` closes.
-    pub fn start(store: Arc<MvccStore>, revisions: watch::Receiver<i64>) -> Arc<Hub> {
+    pub(super) fn start(store: Arc<MvccStore>, revisions: watch::Receiver<i64>) -> Arc<Hub> {
         let hub = Arc::new(Hub::new(store));
         tokio::spawn(hub.clone().run(revisions));
         hub
@@ -273,7 +273,7 @@ impl Hub {
     }
 
     /// Registers a client stream: its id and the queue the hub fills.
-    pub fn open_stream(&self) -> (u64, mpsc::Receiver<HubMsg>) {
+    pub(super) fn open_stream(&self) -> (u64, mpsc::Receiver<HubMsg>) {
         let (tx, rx) = mpsc::channel(QUEUE_LEN);
         let mut st = self.lock();
         st.next_stream += 1;
@@ -289,7 +289,7 @@ impl Hub {
     }
 
     /// Forgets a stream and its watchers.
-    pub fn close_stream(&self, stream: u64) {
+    pub(super) fn close_stream(&self, stream: u64) {
         let mut st = self.lock();
         st.streams.remove(&stream);
         st.watchers.retain(|(sid, _), _| *sid != stream);
@@ -299,7 +299,7 @@ impl Hub {
     /// returns the revision for its created response (the store's current
     /// revision, after which a start-now watcher sees every event) and the
     /// watcher's generation, which the hub's messages for it carry.
-    pub fn add_watcher(&self, stream: u64, watch_id: i64, spec: WatchSpec) -> (i64, u64) {
+    pub(super) fn add_watcher(&self, stream: u64, watch_id: i64, spec: WatchSpec) -> (i64, u64) {
         let current = self.store.current_revision();
         let mut st = self.lock();
         let next_rev = if spec.start_revision == 0 {
@@ -328,13 +328,13 @@ impl Hub {
     }
 
     /// Removes a watcher; false if it does not exist (any more).
-    pub fn cancel(&self, stream: u64, watch_id: i64) -> bool {
+    pub(super) fn cancel(&self, stream: u64, watch_id: i64) -> bool {
         self.lock().watchers.remove(&(stream, watch_id)).is_some()
     }
 
     /// RequestProgress: queues a progress notification for the stream once all
     /// of its watchers are synced.
-    pub fn request_progress(&self, stream: u64) {
+    pub(super) fn request_progress(&self, stream: u64) {
         let mut st = self.lock();
         if let Some(s) = st.streams.get_mut(&stream) {
             s.deferred_progress = true;
@@ -346,7 +346,7 @@ impl Hub {
 
     /// A periodic progress notification for one watcher: queued only if it is
     /// synced and its queue has room (etcd skips it otherwise).
-    pub fn progress_notify(&self, stream: u64, watch_id: i64) {
+    pub(super) fn progress_notify(&self, stream: u64, watch_id: i64) {
         let mut st = self.lock();
         let synced = st
             .watchers
@@ -366,8 +366,9 @@ impl Hub {
         }
     }
 
-    /// Number of watchers in (synced, unsynced).
-    pub fn counts(&self) -> (usize, usize) {
+    /// Number of watchers in (synced, unsynced) (tests only).
+    #[cfg(test)]
+    pub(super) fn counts(&self) -> (usize, usize) {
         let st = self.lock();
         let synced = st.watchers.values().filter(|w| w.synced).count();
         (synced, st.watchers.len() - synced)
@@ -537,9 +538,9 @@ mod tests {
 
     mod tempdir {
         /// A scratch directory removed on drop.
-        pub struct Dir(pub std::path::PathBuf);
+        pub(super) struct Dir(pub std::path::PathBuf);
         impl Dir {
-            pub fn new() -> Dir {
+            pub(super) fn new() -> Dir {
                 let p = std::env::temp_dir().join(format!(
                     "bramble-hub-test-{}-{:?}",
                     std::process::id(),
@@ -594,8 +595,8 @@ mod tests {
             *last += 1;
         }
         WatchSpec {
-            range: KeyRange::from_request(prefix.as_bytes(), &end).unwrap(),
-            filters: Filters::default(),
+            range: WatchRange::from_request(prefix.as_bytes(), &end).unwrap(),
+            filters: EventFilters::default(),
             start_revision: start,
         }
     }

@@ -1,56 +1,46 @@
 //! The etcd Watch service: bidirectional streams of watch requests and event
-//! responses, served from one shared [`hub::Hub`] per server.
+//! responses, served from one shared `hub::Hub` per server.
 //!
-//! - [`filter`]: which events a watcher wants (key range, NOPUT/NODELETE);
-//! - [`hub`]: the shared event feed and the synced/unsynced watcher groups;
+//! - `filter`: which events a watcher wants (key range, NOPUT/NODELETE);
+//! - `hub`: the shared event feed and the synced/unsynced watcher groups;
 //! - [`stream`]: one client's stream (create, cancel, progress, prev_kv, fragment).
 
-pub mod filter;
-pub mod hub;
+mod filter;
+mod hub;
 pub mod stream;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bramble_api::etcdserverpb::watch_server::Watch;
 use bramble_api::etcdserverpb::{WatchRequest, WatchResponse};
 use futures::Stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::ServerContext;
 use hub::Hub;
-
-/// etcd's default `--experimental-watch-progress-notify-interval`.
-pub const DEFAULT_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Responses buffered per stream between the stream task and gRPC.
 const OUT_BUFFER: usize = 16;
 
 /// The Watch service.
 #[derive(Clone)]
-pub struct WatchService {
+pub(crate) struct WatchService {
     ctx: Arc<ServerContext>,
     hub: Arc<Hub>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 }
 
 impl WatchService {
     /// A Watch service over `ctx`, starting its hub (needs a Tokio runtime).
-    /// Its streams end when their clients go away.
-    pub fn new(ctx: Arc<ServerContext>) -> Self {
-        // No sender: the streams only end with their clients.
-        let (_, stop) = watch::channel(false);
-        Self::with_shutdown(ctx, stop)
-    }
-
-    /// Like [`WatchService::new`], but every stream ends with etcd's
+    /// Its streams end when their clients go away, or with etcd's
     /// `etcdserver: server stopped` (Unavailable, so clients reconnect
-    /// elsewhere) once `stop` turns true: open watches would otherwise hold a
-    /// graceful shutdown until its drain timeout. A `stop` whose sender is
-    /// dropped without sending true never stops a stream.
-    pub fn with_shutdown(ctx: Arc<ServerContext>, stop: watch::Receiver<bool>) -> Self {
+    /// elsewhere) once `stop` is cancelled: open watches would otherwise hold
+    /// a graceful shutdown until its drain timeout.
+    pub(crate) fn with_shutdown(ctx: Arc<ServerContext>, stop: CancellationToken) -> Self {
         let hub = Hub::start(ctx.node.store().clone(), ctx.node.subscribe_revisions());
         WatchService { ctx, hub, stop }
     }
@@ -74,9 +64,7 @@ impl Watch for WatchService {
             self.ctx.limits.watch_progress_notify_interval,
             self.stop.clone(),
         ));
-        let out = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
+        let out = ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(out)))
     }
 }

@@ -15,10 +15,11 @@ use bramble_api::mvccpb::event::EventType;
 use bramble_api::mvccpb::Event;
 use bramble_storage::mvcc::MvccStore;
 use prost::Message;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
-use super::filter::{Filters, KeyRange};
+use super::filter::{EventFilters, WatchRange};
 use super::hub::{Hub, HubMsg, WatchSpec};
 use crate::{errors, ServerContext};
 
@@ -59,13 +60,13 @@ struct WatchStream {
 struct Gone;
 
 /// Serves one stream until the client closes it or goes away.
-pub async fn run(
+pub(super) async fn run(
     ctx: Arc<ServerContext>,
     hub: Arc<Hub>,
     mut inbound: Streaming<WatchRequest>,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
     progress_interval: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let (id, mut queue) = hub.open_stream();
     let mut s = WatchStream {
@@ -81,7 +82,6 @@ pub async fn run(
         progress_interval,
     );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stop_armed = true;
     loop {
         let step = tokio::select! {
             req = inbound.message() => match req {
@@ -98,17 +98,10 @@ pub async fn run(
                 Ok(())
             }
             _ = s.out.closed() => Err(Gone),
-            stopped = async { stop.wait_for(|stopped| *stopped).await.is_ok() }, if stop_armed => match stopped {
-                true => {
-                    let _ = s.out.try_send(Err(errors::stopped()));
-                    Err(Gone)
-                }
-                // Nobody can stop us any more.
-                false => {
-                    stop_armed = false;
-                    Ok(())
-                }
-            },
+            _ = stop.cancelled() => {
+                let _ = s.out.try_send(Err(errors::stopped()));
+                Err(Gone)
+            }
         };
         if step.is_err() {
             break;
@@ -168,7 +161,7 @@ impl WatchStream {
             ..Default::default()
         };
         let current = self.ctx.node.store().current_revision();
-        let range = match KeyRange::from_request(&c.key, &c.range_end) {
+        let range = match WatchRange::from_request(&c.key, &c.range_end) {
             Ok(r) => r,
             Err(_) => return self.send(refuse(EMPTY_RANGE, current, self)).await,
         };
@@ -191,7 +184,7 @@ impl WatchStream {
             watch_id,
             WatchSpec {
                 range,
-                filters: Filters::from_request(&c.filters),
+                filters: EventFilters::from_request(&c.filters),
                 start_revision: c.start_revision,
             },
         );
@@ -352,6 +345,9 @@ fn add_prev_kvs(store: &MvccStore, events: &mut [Event]) {
 /// Linear in the number of events: a part's encoded size is the size of the
 /// response without events plus the size of each event's field, so it is
 /// kept as a running sum instead of re-encoding the part for every event.
+///
+/// Public (the only public item of `watch`) for its benchmark,
+/// `benches/benches/watch_fragments.rs`.
 pub fn fragments(resp: WatchResponse, max_bytes: usize) -> Vec<WatchResponse> {
     if resp.events.len() < 2 || resp.encoded_len() < max_bytes {
         return vec![resp];

@@ -76,7 +76,7 @@ pub enum MvccError {
 impl MvccError {
     /// True for errors that every replica reaches the same way for the same command and
     /// state, i.e. results of the state machine rather than failures of this node.
-    pub fn is_deterministic(&self) -> bool {
+    pub(crate) fn is_deterministic(&self) -> bool {
         matches!(
             self,
             MvccError::Compacted

@@ -27,7 +27,7 @@ use super::revision::Revision;
 
 /// One life of a key: from its creation to its deletion (or to now).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Generation {
+pub(super) struct Generation {
     /// Number of revisions ever added to this generation, compacted ones included (the
     /// tombstone counts too). The version of `revs[i]` is `ver - (len - 1 - i)`.
     pub ver: i64,
@@ -41,7 +41,7 @@ pub struct Generation {
 
 impl Generation {
     /// True if the generation holds no revision.
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.revs.is_empty()
     }
 
@@ -56,7 +56,7 @@ impl Generation {
 
 /// The revisions of one key (see the module doc).
 #[derive(Debug, Clone, Default)]
-pub struct KeyIndex {
+pub(super) struct KeyIndex {
     /// The newest revision of the key (the last put or tombstone).
     modified: Revision,
     generations: Vec<Generation>,
@@ -64,7 +64,7 @@ pub struct KeyIndex {
 
 /// What a read at some revision finds for a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyAt {
+pub(super) struct KeyAt {
     /// Revision of the version visible at the read revision.
     pub modified: Revision,
     /// Revision that created the key's current generation.
@@ -76,23 +76,25 @@ pub struct KeyAt {
 impl KeyIndex {
     /// A key with no history yet; the first call must be [`KeyIndex::put`] or
     /// [`KeyIndex::restore`].
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         KeyIndex::default()
     }
 
-    /// The newest revision of the key.
-    pub fn modified(&self) -> Revision {
+    /// The newest revision of the key (tests only).
+    #[cfg(test)]
+    pub(super) fn modified(&self) -> Revision {
         self.modified
     }
 
-    /// The generations, oldest first.
-    pub fn generations(&self) -> &[Generation] {
+    /// The generations, oldest first (tests only).
+    #[cfg(test)]
+    pub(super) fn generations(&self) -> &[Generation] {
         &self.generations
     }
 
     /// Records a put at `rev`. Panics unless `rev` is newer than every revision of the
     /// key: revisions only grow.
-    pub fn put(&mut self, rev: Revision) {
+    pub(super) fn put(&mut self, rev: Revision) {
         assert!(
             rev > self.modified,
             "put at {rev} is not after the key's last revision {}",
@@ -113,7 +115,7 @@ impl KeyIndex {
 
     /// Starts a key rebuilt from disk whose oldest surviving version is `modified`, with
     /// creation revision `created` and version `ver` (as etcd's `restore`).
-    pub fn restore(&mut self, created: Revision, modified: Revision, ver: i64) {
+    pub(super) fn restore(&mut self, created: Revision, modified: Revision, ver: i64) {
         assert!(
             self.generations.is_empty(),
             "restore on a key that already has history"
@@ -129,7 +131,7 @@ impl KeyIndex {
     /// Records a delete at `rev`: appends the tombstone to the current generation and
     /// opens a new empty one. Returns false (and changes nothing) if the key does not
     /// currently exist.
-    pub fn tombstone(&mut self, rev: Revision) -> bool {
+    pub(super) fn tombstone(&mut self, rev: Revision) -> bool {
         match self.generations.last() {
             None => return false,
             Some(g) if g.is_empty() => return false,
@@ -141,13 +143,13 @@ impl KeyIndex {
     }
 
     /// True if the key has no revision left (a single empty generation, or none).
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.generations.iter().all(Generation::is_empty)
     }
 
     /// The version visible to a read at main revision `at_rev`, or None if the key did not
     /// exist then.
-    pub fn get(&self, at_rev: i64) -> Option<KeyAt> {
+    pub(super) fn get(&self, at_rev: i64) -> Option<KeyAt> {
         let g = self.find_generation(at_rev)?;
         let n = g.walk(|rev| rev.main > at_rev)?;
         Some(KeyAt {
@@ -177,8 +179,9 @@ impl KeyIndex {
 
     /// Revisions at or after main revision `rev`, oldest first; of several revisions with
     /// the same main revision only the last one (highest sub) is returned, as a watcher
-    /// sees one event per key per revision.
-    pub fn since(&self, rev: i64) -> Vec<Revision> {
+    /// sees one event per key per revision. Tests only (through `TreeIndex::range_since`).
+    #[cfg(test)]
+    pub(super) fn since(&self, rev: i64) -> Vec<Revision> {
         let since = Revision::new(rev, 0);
         let mut gi = self.generations.len().saturating_sub(1);
         while gi > 0 {
@@ -211,13 +214,16 @@ impl KeyIndex {
     /// Compacts the history at main revision `at_rev` and adds to `available` the
     /// revision that must stay on disk for this key (if any). May leave the key empty
     /// (see [`KeyIndex::is_empty`]): the caller then drops it.
-    pub fn compact(&mut self, at_rev: i64, available: &mut HashSet<Revision>) {
+    pub(super) fn compact(&mut self, at_rev: i64, available: &mut HashSet<Revision>) {
         if self.generations.is_empty() {
             return;
         }
-        let (mut gen_idx, rev_idx) = self.do_compact(at_rev, available);
+        let (mut gen_idx, rev_idx) = self.compaction_point(at_rev);
         let last = self.generations.len() - 1;
         let g = &mut self.generations[gen_idx];
+        if let Some(ri) = rev_idx {
+            available.insert(g.revs[ri]);
+        }
         if !g.is_empty() {
             if let Some(ri) = rev_idx {
                 g.revs.drain(..ri);
@@ -231,25 +237,25 @@ impl KeyIndex {
         self.generations.drain(..gen_idx);
     }
 
-    /// Adds to `available` the revision that compacting at `at_rev` would keep, without
-    /// changing anything.
-    pub fn keep(&self, at_rev: i64, available: &mut HashSet<Revision>) {
+    /// The revision that compacting at `at_rev` would keep on disk for this key, if any,
+    /// without changing anything (etcd's `keyIndex.keep`, which HashKV uses).
+    pub(super) fn kept_at(&self, at_rev: i64) -> Option<Revision> {
         if self.is_empty() {
-            return;
+            return None;
         }
-        let (gen_idx, rev_idx) = self.do_compact(at_rev, available);
+        let (gen_idx, rev_idx) = self.compaction_point(at_rev);
         let g = &self.generations[gen_idx];
-        if !g.is_empty()
-            && rev_idx == Some(g.revs.len() - 1)
-            && gen_idx != self.generations.len() - 1
-        {
-            available.remove(&g.revs[g.revs.len() - 1]);
+        let ri = rev_idx?;
+        // The tombstone that closes its generation is not kept.
+        if ri == g.revs.len() - 1 && gen_idx != self.generations.len() - 1 {
+            return None;
         }
+        Some(g.revs[ri])
     }
 
     /// Finds the first generation that is not entirely at or below `at_rev` and, in it, the
-    /// newest revision at or below `at_rev` (added to `available`).
-    fn do_compact(&self, at_rev: i64, available: &mut HashSet<Revision>) -> (usize, Option<usize>) {
+    /// position of the newest revision at or below `at_rev`.
+    fn compaction_point(&self, at_rev: i64) -> (usize, Option<usize>) {
         let mut gen_idx = 0;
         while gen_idx < self.generations.len() - 1 {
             match self.generations[gen_idx].revs.last() {
@@ -257,20 +263,13 @@ impl KeyIndex {
                 _ => gen_idx += 1,
             }
         }
-        let rev_idx = self.generations[gen_idx].walk(|rev| {
-            if rev.main <= at_rev {
-                available.insert(rev);
-                false
-            } else {
-                true
-            }
-        });
+        let rev_idx = self.generations[gen_idx].walk(|rev| rev.main > at_rev);
         (gen_idx, rev_idx)
     }
 
     /// Undoes the put at `rev`, which must be the key's newest revision (used to roll back
     /// an aborted apply).
-    pub fn undo_put(&mut self, rev: Revision) {
+    pub(super) fn undo_put(&mut self, rev: Revision) {
         let g = self
             .generations
             .last_mut()
@@ -293,7 +292,7 @@ impl KeyIndex {
     }
 
     /// Undoes the tombstone at `rev`, which must be the key's newest revision.
-    pub fn undo_tombstone(&mut self, rev: Revision) {
+    pub(super) fn undo_tombstone(&mut self, rev: Revision) {
         let open = self.generations.pop();
         assert!(
             matches!(open, Some(ref g) if g.is_empty()),
@@ -304,8 +303,9 @@ impl KeyIndex {
 
     /// Equality as etcd's `keyIndex.equal`: same newest revision and generations with the
     /// same versions and revisions. `created` is not compared, as a rebuild from disk
-    /// only knows its main revision.
-    pub fn same_history(&self, other: &KeyIndex) -> bool {
+    /// only knows its main revision. Tests only.
+    #[cfg(test)]
+    pub(super) fn same_history(&self, other: &KeyIndex) -> bool {
         self.modified == other.modified
             && self.generations.len() == other.generations.len()
             && self
@@ -522,8 +522,7 @@ mod tests {
     fn check_step(ki: &mut KeyIndex, at: i64, want_gens: &[Generation], want_keep: &[Revision]) {
         let want_keep: HashSet<Revision> = want_keep.iter().copied().collect();
         let before = ki.clone();
-        let mut kept = HashSet::new();
-        ki.keep(at, &mut kept);
+        let kept: HashSet<Revision> = ki.kept_at(at).into_iter().collect();
         assert!(ki.same_history(&before), "keep({at}) changed the key");
         assert_eq!(kept, want_keep, "keep({at})");
         let mut avail = HashSet::new();

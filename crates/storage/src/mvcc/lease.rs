@@ -63,7 +63,7 @@ pub(super) struct LeaseTable {
 impl LeaseTable {
     /// Builds the table from the stored leases and the live keys' leases. A key naming
     /// a lease that does not exist is left unattached (logged, as etcd does).
-    pub fn build(leases: BTreeMap<i64, i64>, attached: HashMap<Vec<u8>, i64>) -> LeaseTable {
+    pub(super) fn build(leases: BTreeMap<i64, i64>, attached: HashMap<Vec<u8>, i64>) -> LeaseTable {
         let mut t = LeaseTable {
             leases: leases
                 .into_iter()
@@ -102,12 +102,12 @@ impl LeaseTable {
     }
 
     /// Whether lease `id` exists.
-    pub fn contains(&self, id: i64) -> bool {
+    pub(super) fn contains(&self, id: i64) -> bool {
         self.leases.contains_key(&id)
     }
 
     /// Records that `key` now holds `lease` (0: none), detaching it from its old lease.
-    pub fn attach(&mut self, key: &[u8], lease: i64) {
+    pub(super) fn attach(&mut self, key: &[u8], lease: i64) {
         let old = self.attached.get(key).copied().unwrap_or(0);
         if old == lease {
             return;
@@ -123,7 +123,7 @@ impl LeaseTable {
     }
 
     /// Records that `key` holds no lease any more (it was deleted).
-    pub fn detach(&mut self, key: &[u8]) {
+    pub(super) fn detach(&mut self, key: &[u8]) {
         if let Some(old) = self.attached.remove(key) {
             if let Some(entry) = self.leases.get_mut(&old) {
                 entry.keys.remove(key);
@@ -176,6 +176,10 @@ pub(super) fn lock_write(
         .map_err(|_| MvccError::Corrupt("lease table poisoned by a panic".into()))
 }
 
+// The lease reads below use the in-memory lease table only (no redb read),
+// so async code may call them on a runtime worker. The table's write lock is
+// held only while an apply changes one lease (one row write, no commit) and
+// across the commit of a snapshot install.
 impl MvccStore {
     /// Lease `id` with its TTL and attached keys, or None if it does not exist.
     pub fn lease(&self, id: i64) -> Result<Option<LeaseInfo>, MvccError> {

@@ -2,16 +2,16 @@
 //!
 //! Laid out like etcd's `server/storage/mvcc`, one concept per file:
 //!
-//! - [`revision`]: main/sub revisions and their big-endian key encoding;
-//! - [`key_index`]: the generations of one key;
-//! - [`index`]: all keys, in memory, rebuilt from disk on open;
-//! - [`schema`]: the redb tables (key table, meta table, lease table) and encodings;
-//! - [`lease`]: leases (grant, revoke, the keys attached to each);
+//! - `revision`: main/sub revisions and their big-endian key encoding;
+//! - `key_index`: the generations of one key;
+//! - `tree_index`: all keys (etcd's `treeIndex`), in memory, rebuilt from disk on open;
+//! - `schema`: the redb tables (key table, meta table, lease table) and encodings;
+//! - `lease`: leases (grant, revoke, the keys attached to each);
 //! - `store`: [`MvccStore`], opening, concurrency and durability (checkpoints);
-//! - [`snapshot`]: raft snapshots, the whole store as one checked stream and back;
+//! - `snapshot`: raft snapshots, the whole store as one checked stream and back;
 //! - `read`: range reads; `write`: the apply loop, put and delete range; `txn`:
 //!   transactions; `compaction`: compaction; `events`: history as watch events;
-//!   [`error`]: errors with etcd's texts.
+//!   `error`: errors with etcd's texts; `hash`: etcd's HashKV and a whole-store hash.
 //!
 //! The raft layer feeds committed entries to [`MvccStore::apply`] (or
 //! [`MvccStore::apply_batch`]) in log order; each entry's raft position is stored with
@@ -40,27 +40,31 @@
 //! ```
 
 mod compaction;
-pub mod error;
+mod error;
 mod events;
-pub mod index;
-pub mod key_index;
-pub mod lease;
+mod hash;
+mod key_index;
+mod lease;
 mod read;
-pub mod revision;
-pub mod schema;
-pub mod snapshot;
+mod revision;
+mod schema;
+mod snapshot;
 mod store;
+mod tree_index;
 mod txn;
-pub mod txn_read;
+mod txn_read;
 mod write;
 
 #[cfg(test)]
 mod tests;
 
 pub use error::MvccError;
+pub use hash::{KvHash, StoreHash};
 pub use lease::{LeaseInfo, MAX_LEASE_TTL};
-pub use revision::Revision;
-pub use snapshot::{verify_snapshot, SnapshotInfo};
-pub use store::{LeaseChecker, MvccOptions, MvccStore};
+pub use snapshot::{
+    saved_padding, verify_saved_snapshot, verify_snapshot, SavedSnapshotInfo, SnapshotInfo,
+    StoreSnapshot, SAVED_SHA256_LEN,
+};
+pub use store::{MvccOptions, MvccStore};
 pub use txn_read::is_read_only;
 pub use write::{ApplyResult, RaftEntry};

@@ -28,10 +28,10 @@ use bramble_api::mvccpb::KeyValue;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::error::MvccError;
-use super::index::{KeyRange, TreeIndex};
 use super::revision::Revision;
 use super::schema::{self, KEYS};
 use super::store::MvccStore;
+use super::tree_index::{KeyRange, TreeIndex};
 
 /// Index keys looked at per hold of the index lock.
 pub(super) const CHUNK_KEYS: usize = 1024;
@@ -144,7 +144,7 @@ pub(super) fn range_at(
     let sort = SortSpec::of(req)?;
     let range = KeyRange::new(&req.key, &req.range_end);
     let limit = usize::try_from(req.limit).ok().filter(|&l| l > 0);
-    let filters = Filters::of(req);
+    let filters = RevisionFilters::of(req);
     // etcd quirk (applierV3backend.Range): with sort_order NONE, a target other
     // than KEY and a limit (and no revision filter), etcd reads only the first
     // limit + 1 keys in key order, sorts *those* by the target, then truncates.
@@ -216,16 +216,16 @@ pub(super) fn range_at(
 
 /// The min/max revision filters of a range request (0 = unset).
 #[derive(Debug, Clone, Copy)]
-struct Filters {
+struct RevisionFilters {
     min_mod: i64,
     max_mod: i64,
     min_create: i64,
     max_create: i64,
 }
 
-impl Filters {
+impl RevisionFilters {
     fn of(req: &RangeRequest) -> Self {
-        Filters {
+        RevisionFilters {
             min_mod: req.min_mod_revision,
             max_mod: req.max_mod_revision,
             min_create: req.min_create_revision,
@@ -316,7 +316,7 @@ impl Ord for Sorted {
 struct Collector {
     sort: Option<SortSpec>,
     limit: Option<usize>,
-    filters: Filters,
+    filters: RevisionFilters,
     /// Values that passed the filters so far.
     passed: usize,
     /// Key-ordered results (no sort, or a sort without limit before sorting).

@@ -13,16 +13,16 @@
 use super::error::MvccError;
 
 /// Length of an encoded revision without the tombstone mark.
-pub const REV_BYTES_LEN: usize = 16;
+pub(super) const REV_BYTES_LEN: usize = 16;
 /// Length of an encoded revision with the tombstone mark.
-pub const MARKED_REV_BYTES_LEN: usize = REV_BYTES_LEN + 1;
+pub(super) const MARKED_REV_BYTES_LEN: usize = REV_BYTES_LEN + 1;
 /// The byte appended to a tombstone's revision key.
-pub const TOMBSTONE_MARK: u8 = b't';
+pub(super) const TOMBSTONE_MARK: u8 = b't';
 
 /// One change of the key space: `main` is shared by all writes of one atomic change, `sub`
 /// orders the writes inside it. Ordered by `(main, sub)`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Revision {
+pub(super) struct Revision {
     /// Revision of the atomic change (the store's revision counter).
     pub main: i64,
     /// Index of the write inside that change.
@@ -31,14 +31,14 @@ pub struct Revision {
 
 impl Revision {
     /// The revision `(main, sub)`.
-    pub const fn new(main: i64, sub: i64) -> Self {
+    pub(super) const fn new(main: i64, sub: i64) -> Self {
         Revision { main, sub }
     }
 
     /// Encodes the revision as a key-table key, 17 bytes with the tombstone mark.
     ///
     /// Panics on a negative revision: revisions written by the store start at 1.
-    pub fn to_key(self, tombstone: bool) -> RevKey {
+    pub(super) fn to_key(self, tombstone: bool) -> RevKey {
         assert!(
             self.main >= 0 && self.sub >= 0,
             "negative revision {self:?} cannot be encoded"
@@ -56,7 +56,7 @@ impl Revision {
     }
 
     /// Decodes a key-table key: the revision and whether it is a tombstone.
-    pub fn from_key(key: &[u8]) -> Result<(Revision, bool), MvccError> {
+    pub(super) fn from_key(key: &[u8]) -> Result<(Revision, bool), MvccError> {
         let tombstone = match key.len() {
             REV_BYTES_LEN => false,
             MARKED_REV_BYTES_LEN if key[REV_BYTES_LEN] == TOMBSTONE_MARK => true,
@@ -88,14 +88,14 @@ impl std::fmt::Display for Revision {
 
 /// An encoded revision key (16 or 17 bytes), kept on the stack.
 #[derive(Clone, Copy)]
-pub struct RevKey {
+pub(super) struct RevKey {
     bytes: [u8; MARKED_REV_BYTES_LEN],
     len: usize,
 }
 
 impl RevKey {
     /// The encoded bytes.
-    pub fn as_slice(&self) -> &[u8] {
+    pub(super) fn as_slice(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
 }

@@ -28,37 +28,37 @@ use redb::{ReadableTable, Table, TableDefinition};
 use super::error::MvccError;
 
 /// Revision key → `KeyValue` protobuf.
-pub const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("key");
+pub(super) const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("key");
 /// Store metadata, name → u64.
-pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Raft layer state applied with the data, name → opaque bytes.
-pub const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
+pub(super) const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
 /// Lease id → [`LeaseRecord`] protobuf.
-pub const LEASES: TableDefinition<i64, &[u8]> = TableDefinition::new("lease");
+pub(super) const LEASES: TableDefinition<i64, &[u8]> = TableDefinition::new("lease");
 
 /// Raft table key: the last applied membership.
-pub const RAFT_MEMBERSHIP: &str = "membership";
+pub(super) const RAFT_MEMBERSHIP: &str = "membership";
 
 /// Version of this layout, stored under [`META_SCHEMA_VERSION`].
-pub const SCHEMA_VERSION: u64 = 1;
+pub(super) const SCHEMA_VERSION: u64 = 1;
 
 /// Meta key: layout version.
-pub const META_SCHEMA_VERSION: &str = "schema_version";
+pub(super) const META_SCHEMA_VERSION: &str = "schema_version";
 /// Meta key: raft index of the last applied entry.
-pub const META_APPLIED_INDEX: &str = "consistent_index";
+pub(super) const META_APPLIED_INDEX: &str = "consistent_index";
 /// Meta key: raft term of the last applied entry.
-pub const META_APPLIED_TERM: &str = "consistent_term";
+pub(super) const META_APPLIED_TERM: &str = "consistent_term";
 /// Meta key: current revision.
-pub const META_CURRENT_REV: &str = "current_revision";
+pub(super) const META_CURRENT_REV: &str = "current_revision";
 /// Meta key: revision of the last compaction applied (logically).
-pub const META_SCHEDULED_COMPACT: &str = "scheduled_compact_revision";
+pub(super) const META_SCHEDULED_COMPACT: &str = "scheduled_compact_revision";
 /// Meta key: revision of the last compaction whose deletions are complete.
-pub const META_FINISHED_COMPACT: &str = "finished_compact_revision";
+pub(super) const META_FINISHED_COMPACT: &str = "finished_compact_revision";
 
 /// The meta table's content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Meta {
+pub(super) struct Meta {
     /// Raft (index, term) of the last applied entry; (0, 0) when fresh.
     pub applied: (u64, u64),
     /// Current revision (1 when fresh).
@@ -89,7 +89,7 @@ fn get_rev(
 }
 
 /// Reads the meta table, checking the layout version.
-pub fn read_meta(table: &impl ReadableTable<&'static str, u64>) -> Result<Meta, MvccError> {
+pub(super) fn read_meta(table: &impl ReadableTable<&'static str, u64>) -> Result<Meta, MvccError> {
     match get_u64(table, META_SCHEMA_VERSION)? {
         Some(SCHEMA_VERSION) => {}
         Some(v) => {
@@ -124,7 +124,7 @@ pub fn read_meta(table: &impl ReadableTable<&'static str, u64>) -> Result<Meta, 
 }
 
 /// Writes the apply progress: raft position and current revision.
-pub fn write_progress(
+pub(super) fn write_progress(
     table: &mut Table<'_, &'static str, u64>,
     applied: (u64, u64),
     current_rev: i64,
@@ -137,7 +137,7 @@ pub fn write_progress(
 
 /// Writes a compaction revision under `name` ([`META_SCHEDULED_COMPACT`] or
 /// [`META_FINISHED_COMPACT`]).
-pub fn write_compact(
+pub(super) fn write_compact(
     table: &mut Table<'_, &'static str, u64>,
     name: &'static str,
     rev: i64,
@@ -151,19 +151,19 @@ fn rev_u64(rev: i64) -> u64 {
 }
 
 /// Encodes a key-table value.
-pub fn encode_kv(kv: &KeyValue) -> Vec<u8> {
+pub(super) fn encode_kv(kv: &KeyValue) -> Vec<u8> {
     kv.encode_to_vec()
 }
 
 /// Decodes a key-table value.
-pub fn decode_kv(bytes: &[u8]) -> Result<KeyValue, MvccError> {
+pub(super) fn decode_kv(bytes: &[u8]) -> Result<KeyValue, MvccError> {
     Ok(KeyValue::decode(bytes)?)
 }
 
 /// The fields of a stored `KeyValue` that the index rebuild needs; decoding only these
 /// skips the value bytes instead of copying them.
 #[derive(Clone, PartialEq, Message)]
-pub struct KeyValueHead {
+pub(super) struct KeyValueHead {
     /// `KeyValue.key`.
     #[prost(bytes = "vec", tag = "1")]
     pub key: Vec<u8>,
@@ -180,7 +180,7 @@ pub struct KeyValueHead {
 
 /// A lease-table value: the fields of etcd's `leasepb.Lease`.
 #[derive(Clone, PartialEq, Message)]
-pub struct LeaseRecord {
+pub(super) struct LeaseRecord {
     /// The lease id.
     #[prost(int64, tag = "1")]
     pub id: i64,
@@ -193,17 +193,17 @@ pub struct LeaseRecord {
 }
 
 /// Encodes a lease-table value.
-pub fn encode_lease(rec: &LeaseRecord) -> Vec<u8> {
+pub(super) fn encode_lease(rec: &LeaseRecord) -> Vec<u8> {
     rec.encode_to_vec()
 }
 
 /// Decodes a lease-table value.
-pub fn decode_lease(bytes: &[u8]) -> Result<LeaseRecord, MvccError> {
+pub(super) fn decode_lease(bytes: &[u8]) -> Result<LeaseRecord, MvccError> {
     Ok(LeaseRecord::decode(bytes)?)
 }
 
 /// Decodes the head of a key-table value.
-pub fn decode_kv_head(bytes: &[u8]) -> Result<KeyValueHead, MvccError> {
+pub(super) fn decode_kv_head(bytes: &[u8]) -> Result<KeyValueHead, MvccError> {
     Ok(KeyValueHead::decode(bytes)?)
 }
 

@@ -35,15 +35,15 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 
 use redb::{Builder, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::error::MvccError;
-use super::index::TreeIndex;
 use super::lease::{self, LeaseTable};
 use super::revision::Revision;
 use super::schema::{self, Meta, KEYS, META};
+use super::tree_index::TreeIndex;
 
 /// Options of [`MvccStore::open`].
 #[derive(Debug, Clone)]
@@ -60,9 +60,6 @@ impl Default for MvccOptions {
     }
 }
 
-/// Tells whether a lease id exists (see [`MvccStore::set_lease_checker`]).
-pub type LeaseChecker = Arc<dyn Fn(i64) -> bool + Send + Sync>;
-
 /// etcd's MVCC key-value store on redb: the Raft state machine. See the module docs.
 pub struct MvccStore {
     pub(super) db: Database,
@@ -76,8 +73,6 @@ pub struct MvccStore {
     pub(super) applied: Mutex<(u64, u64)>,
     /// The applier's state; holding it is being the applier.
     pub(super) writer: Mutex<WriterState>,
-    /// Overrides the lease table as the puts' lease check (see `set_lease_checker`).
-    pub(super) lease_checker: RwLock<Option<LeaseChecker>>,
     /// Every lease and the keys attached to each (see [`super::lease`]).
     pub(super) leases: RwLock<LeaseTable>,
     /// Bumped (under the index write lock) each time a raft snapshot replaces the store;
@@ -143,7 +138,7 @@ pub(super) struct WriterState {
 impl WriterState {
     /// The applier's state matching a committed meta table (a compaction it did not
     /// finish is resumed separately, see [`MvccStore::resume_compaction`]).
-    pub fn committed(meta: &Meta) -> WriterState {
+    pub(super) fn committed(meta: &Meta) -> WriterState {
         WriterState {
             rev: meta.current_rev,
             compact_rev: meta.scheduled_compact,
@@ -190,7 +185,6 @@ impl MvccStore {
             compact_rev: AtomicI64::new(meta.scheduled_compact),
             applied: Mutex::new(meta.applied),
             writer: Mutex::new(WriterState::committed(&meta)),
-            lease_checker: RwLock::new(None),
             leases: RwLock::new(leases),
             install_epoch: AtomicU64::new(0),
         };
@@ -259,19 +253,6 @@ impl MvccStore {
     /// compacted, as etcd).
     pub fn compact_revision(&self) -> i64 {
         self.compact_rev.load(Ordering::SeqCst)
-    }
-
-    /// Replaces the lease check that puts use. By default (`None`) it is etcd's lessor
-    /// lookup against the store's own lease table: a put (or a put in a txn's executed
-    /// branch) naming a lease that does not exist fails with
-    /// [`MvccError::LeaseNotFound`]. With `Some(checker)`, leases for which `checker`
-    /// returns false fail instead (keys are attached only to leases of the table). The
-    /// checker must be deterministic across replicas (it reads replicated state).
-    pub fn set_lease_checker(&self, checker: Option<LeaseChecker>) {
-        *self
-            .lease_checker
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = checker;
     }
 
     /// Makes everything applied so far durable: one redb commit with

@@ -32,8 +32,8 @@ use bramble_api::mvccpb::KeyValue;
 use std::sync::RwLock;
 
 use super::error::MvccError;
-use super::index::{KeyRange, TreeIndex};
 use super::read::{self, KeyTable, SortSpec};
+use super::tree_index::{KeyRange, TreeIndex};
 use super::write::{header, WriteCtx};
 
 /// The outcome of a txn's compares and of those of the nested txns on its chosen path.

@@ -33,12 +33,12 @@ use redb::{Durability, ReadableDatabase, Table};
 
 use super::compaction;
 use super::error::MvccError;
-use super::index::{IndexChange, KeyRange, TreeIndex};
 use super::lease::{self, LeaseTable};
 use super::read::{self, fetch};
 use super::revision::Revision;
 use super::schema::{self, KEYS, LEASES, META, RAFT};
-use super::store::{LeaseChecker, MvccStore, WriterState};
+use super::store::{MvccStore, WriterState};
+use super::tree_index::{IndexChange, KeyRange, TreeIndex};
 
 /// The result of applying one command: etcd's response, or the deterministic error etcd
 /// would return for it.
@@ -98,7 +98,9 @@ impl MvccStore {
     /// Records an entry that carries no command: a raft blank entry (`membership` None)
     /// or a membership change (`membership` = the raft layer's encoding of it, stored
     /// atomically with the applied position). Advances the applied position only.
-    pub fn apply_noop(
+    /// Tests only: the raft layer hands such entries to [`MvccStore::apply_entries`].
+    #[cfg(test)]
+    pub(crate) fn apply_noop(
         &self,
         index: u64,
         term: u64,
@@ -145,7 +147,7 @@ impl MvccStore {
     }
 
     /// As [`MvccStore::apply_batch`], with entries that carry no command (blank and
-    /// membership entries, as [`MvccStore::apply_noop`]) mixed in; their result is `None`.
+    /// membership entries, see [`RaftEntry`]) mixed in; their result is `None`.
     pub fn apply_entries(
         &self,
         entries: &[(u64, u64, RaftEntry<'_>)],
@@ -164,21 +166,10 @@ impl MvccStore {
             prev = (index, term);
         }
         self.finish_pending_compaction(&mut w);
-        let lease_checker = self
-            .lease_checker
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
         let mut results = Vec::with_capacity(entries.len());
         let mut next = 0;
         while next < entries.len() {
-            let compact_at = self.apply_in_one_txn(
-                &mut w,
-                entries,
-                &mut next,
-                &mut results,
-                lease_checker.as_ref(),
-            )?;
+            let compact_at = self.apply_in_one_txn(&mut w, entries, &mut next, &mut results)?;
             if let Some(rev) = compact_at {
                 self.run_compaction(&mut w, rev)?;
             }
@@ -194,7 +185,6 @@ impl MvccStore {
         entries: &[(u64, u64, RaftEntry<'_>)],
         next: &mut usize,
         results: &mut Vec<Option<ApplyResult>>,
-        lease_checker: Option<&LeaseChecker>,
     ) -> Result<Option<i64>, MvccError> {
         let mut st = w.clone();
         let mut undo: Vec<IndexChange> = Vec::new();
@@ -250,7 +240,6 @@ impl MvccStore {
                     begin_rev: st.rev,
                     compact_rev: st.compact_rev,
                     sub: 0,
-                    lease_checker,
                 };
                 let result = ctx.apply_command(cmd);
                 let wrote = ctx.sub > 0;
@@ -309,7 +298,6 @@ pub(super) struct WriteCtx<'a, 't> {
     pub compact_rev: i64,
     /// Writes made so far in this change (the next write's sub revision).
     pub sub: i64,
-    pub lease_checker: Option<&'a LeaseChecker>,
 }
 
 impl WriteCtx<'_, '_> {
@@ -341,17 +329,12 @@ impl WriteCtx<'_, '_> {
         }
     }
 
-    /// Fails with `LeaseNotFound` if `lease` (non-zero) does not exist: in the lease
-    /// table, or for the installed lease checker if there is one.
+    /// Fails with `LeaseNotFound` if `lease` (non-zero) is not in the lease table.
     pub(super) fn check_lease(&self, lease: i64) -> Result<(), MvccError> {
         if lease == 0 {
             return Ok(());
         }
-        let known = match self.lease_checker {
-            Some(known) => known(lease),
-            None => lease::lock_read(self.leases)?.contains(lease),
-        };
-        if known {
+        if lease::lock_read(self.leases)?.contains(lease) {
             Ok(())
         } else {
             Err(MvccError::LeaseNotFound)

@@ -193,6 +193,7 @@ fn forgotten_handle_keeps_acknowledged_writes() {
         segment_size: 8192,
         sync: true,
         cache_bytes: 0,
+        ..WalOptions::default()
     };
     let wal = Wal::open(tmp.path(), o.clone()).unwrap();
     for i in (1..=100).step_by(4) {
@@ -240,6 +241,7 @@ fn power_cut_keeps_everything_acknowledged() {
             segment_size: 4096,
             sync: true,
             cache_bytes: 0,
+            ..WalOptions::default()
         };
         let wal = Wal::open_in(disk.backend(), o.clone()).unwrap();
         let acked = Arc::new(AtomicU64::new(0));
@@ -392,6 +394,7 @@ fn new_segments_survive_a_clean_power_cut() {
         segment_size: 4096,
         sync: true,
         cache_bytes: 1 << 20,
+        ..WalOptions::default()
     };
     let wal = Wal::open_in(disk.backend(), o.clone()).unwrap();
     for i in 1..=300 {

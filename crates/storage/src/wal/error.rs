@@ -47,7 +47,7 @@ pub enum WalError {
         /// The highest purged index.
         purged: u64,
     },
-    /// A record larger than any segment may be ([`super::MAX_RECORD_LEN`]).
+    /// A record larger than any segment may be (`MAX_RECORD_LEN`, just under 4 GiB).
     #[error("wal record of {len} bytes exceeds the maximum of {max} bytes")]
     RecordTooLarge {
         /// Encoded size of the record.

@@ -11,6 +11,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// One open segment file.
@@ -48,11 +49,38 @@ pub(crate) trait WalDir: Send + Sync {
     fn sync_dir(&self) -> io::Result<()>;
 }
 
+/// Tells when a WAL's directory lock was released: every handle on the WAL
+/// is gone and its writer thread has ended, so the directory can be opened
+/// again (a member closing waits for it: openraft's tasks may still hold
+/// the log for a moment after its shutdown returns).
+#[derive(Clone, Debug, Default)]
+pub struct WalRelease(Arc<AtomicBool>);
+
+impl WalRelease {
+    /// Whether the lock is released. A WAL on a test backend without a
+    /// lock never reports released.
+    pub fn is_released(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Marks its [`WalRelease`] when dropped.
+struct ReleaseOnDrop(WalRelease);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0 .0.store(true, Ordering::Release);
+    }
+}
+
 /// A real directory, locked against a second opener with `flock`.
 pub(crate) struct OsDir {
     path: PathBuf,
     /// Held open for the lifetime of the WAL: closing it releases the lock.
     _lock: File,
+    /// Declared after `_lock`, so it is dropped (and reports the release)
+    /// once the lock file is closed.
+    released: ReleaseOnDrop,
 }
 
 /// Name of the lock file inside the WAL directory.
@@ -99,7 +127,13 @@ impl OsDir {
         Ok(OsDir {
             path: path.to_path_buf(),
             _lock: lock,
+            released: ReleaseOnDrop(WalRelease::default()),
         })
+    }
+
+    /// Reports when this directory's lock is released.
+    pub(crate) fn release(&self) -> WalRelease {
+        self.released.0.clone()
     }
 }
 
@@ -256,5 +290,20 @@ mod tests {
             Err(e) => panic!("unexpected {e}"),
             Ok(_) => panic!("second open succeeded"),
         }
+    }
+
+    #[test]
+    fn release_is_reported_once_every_handle_is_gone() {
+        use super::super::{Wal, WalOptions};
+        let tmp = tempfile::tempdir().unwrap();
+        let wal = Wal::open(tmp.path(), WalOptions::default()).unwrap();
+        let release = wal.release();
+        let other = wal.clone();
+        drop(wal);
+        assert!(!release.is_released(), "a handle is still open");
+        drop(other);
+        assert!(release.is_released());
+        // Released means released: the directory opens again at once.
+        Wal::open(tmp.path(), WalOptions::default()).unwrap();
     }
 }

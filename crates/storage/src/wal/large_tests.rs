@@ -13,6 +13,7 @@ fn small_segments() -> WalOptions {
         segment_size: 4096,
         sync: false,
         cache_bytes: 0,
+        ..WalOptions::default()
     }
 }
 

@@ -11,8 +11,10 @@
 //! change is a [`Record`]; [`Wal::submit`] queues a batch of them and calls
 //! back once they are on disk. Batches submitted while the previous group
 //! is syncing share the next fdatasync (group commit), so submit without
-//! waiting when you can. The blocking helpers ([`Wal::append_sync`],
-//! [`Wal::set_meta`], [`Wal::truncate_after`], [`Wal::purge_up_to`]) submit
+//! waiting when you can. The queue is bounded ([`WalOptions::queue_bytes`]):
+//! `submit` waits for room and [`Wal::try_submit`] hands the batch back, so
+//! a stalled disk holds up the submitter, not memory. The blocking helpers ([`Wal::append_sync`],
+//! [`Wal::set_meta`], [`Wal::truncate_after`]) submit
 //! and wait. All writes, metadata included, are applied in submission order.
 //!
 //! Reads ([`Wal::read`], [`Wal::meta`], [`Wal::first_index`], ...) see every
@@ -34,15 +36,16 @@
 //! # Layout of this module
 //!
 //! `record` framing, `segment` one file, `io` the file-system seam (faults
-//! are injected behind it in tests), `index` log extent and entry
+//! are injected behind it in tests), `positions` log extent and entry
 //! positions, `cache` in-memory entries, `state` what handles and writer
-//! share, `recover` replay, `writer` the group-commit thread, `reader`
+//! share, `queue` the bound on bytes waiting for the writer, `recover` replay, `writer` the group-commit thread, `reader`
 //! preads.
 
 mod cache;
 mod error;
-mod index;
 mod io;
+mod positions;
+mod queue;
 mod reader;
 mod record;
 mod recover;
@@ -56,6 +59,8 @@ mod crash_tests;
 mod fault;
 #[cfg(test)]
 mod large_tests;
+#[cfg(test)]
+mod queue_tests;
 #[cfg(test)]
 mod tests;
 
@@ -71,15 +76,19 @@ use bytes::Bytes;
 pub use error::{Result, WalError};
 
 use cache::EntryCache;
+pub use io::WalRelease;
 use io::{OsDir, WalDir};
+use queue::QueueBound;
 use segment::SEGMENT_HEADER_LEN;
 use state::{SegHandle, Shared, State};
 use writer::{Batch, Msg, Writer};
 
 /// Meta key under which the raft adapter stores the vote.
 pub const META_VOTE: u8 = 1;
-/// Meta key under which the raft adapter stores the committed log id.
-pub const META_COMMITTED: u8 = 2;
+/// Meta key 2, reserved for the committed log id (the raft adapter does not store it
+/// today); tests use it as a second meta key.
+#[cfg(test)]
+pub(crate) const META_COMMITTED: u8 = 2;
 
 /// Called once with the outcome of a submitted batch, on the writer thread.
 /// It must not block on the WAL (the blocking helpers refuse to run there).
@@ -97,7 +106,7 @@ pub enum Record {
     },
     /// Sets meta `key` to `value` (the last one written wins).
     Meta {
-        /// E.g. [`META_VOTE`], [`META_COMMITTED`].
+        /// E.g. [`META_VOTE`].
         key: u8,
         /// Small opaque value.
         value: Bytes,
@@ -130,7 +139,23 @@ pub struct WalOptions {
     /// Bytes of recently written entry payloads kept in memory for reads.
     /// Default 4 MiB.
     pub cache_bytes: usize,
+    /// Bytes (encoded records) submitted but not yet durable, at most; a
+    /// submission beyond it waits (see [`Wal::submit`]). A batch larger than
+    /// this is taken alone when nothing else is queued. Default 16 MiB
+    /// (`DEFAULT_QUEUE_BYTES` says why).
+    pub queue_bytes: u64,
 }
+
+/// The default [`WalOptions::queue_bytes`]: 16 MiB, two of the writer's
+/// commit groups (a group takes up to 8 MiB of queued batches into one
+/// fdatasync). One group can sync while the next fills, so on a working disk
+/// group commit never waits on the bound; Raft hands the log at most 1 MiB of
+/// replicated entries per AppendEntries (`REPLICATION_BATCH_BYTES` in
+/// bramble-raft) and a client batch of proposals is smaller still, so 16 MiB
+/// is 16 of the largest appends in flight. On a stalled disk the bound is
+/// reached within those 16 MiB, appends stop being acknowledged, and Raft
+/// stops accepting more instead of the queue growing without limit.
+pub(crate) const DEFAULT_QUEUE_BYTES: u64 = 2 * writer::MAX_GROUP_BYTES;
 
 impl Default for WalOptions {
     fn default() -> Self {
@@ -138,6 +163,7 @@ impl Default for WalOptions {
             segment_size: 16 << 20,
             sync: true,
             cache_bytes: 4 << 20,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
         }
     }
 }
@@ -149,6 +175,11 @@ impl WalOptions {
                 "segment_size {} is outside 4096..=4294967295",
                 self.segment_size
             )));
+        }
+        if self.queue_bytes == 0 {
+            return Err(WalError::InvalidOptions(
+                "queue_bytes must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -174,6 +205,48 @@ pub struct WalStats {
     pub segments_deleted: u64,
 }
 
+/// What [`Wal::try_submit`] did with a batch.
+pub enum TrySubmit {
+    /// Queued, as by [`Wal::submit`]: the callback will be called.
+    Queued,
+    /// Not queued, the queue being full: the batch, handed back.
+    Full {
+        /// The records, untouched.
+        records: Vec<Record>,
+        /// The callback, not called.
+        callback: Callback,
+    },
+}
+
+impl fmt::Debug for TrySubmit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySubmit::Queued => f.write_str("Queued"),
+            TrySubmit::Full { records, .. } => f
+                .debug_struct("Full")
+                .field("records", &records.len())
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// The bytes `records` take in the writer's queue (their encoded size);
+/// refuses a record no segment can hold.
+fn queued_bytes(records: &[Record]) -> Result<u64> {
+    let mut total: u64 = 0;
+    for r in records {
+        let len = record::encoded_len(r);
+        if len > MAX_RECORD_LEN {
+            return Err(WalError::RecordTooLarge {
+                len,
+                max: MAX_RECORD_LEN,
+            });
+        }
+        total = total.saturating_add(len);
+    }
+    Ok(total)
+}
+
 /// An open write-ahead log. Cheap to clone; all clones share one writer
 /// thread, which is flushed and joined when the last clone is dropped.
 #[derive(Clone)]
@@ -185,12 +258,13 @@ struct Inner {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    release: WalRelease,
 }
 
 /// The largest encoded record: a record's length field is a u32, and a
 /// segment (which a record never spans) is at most 4 GiB, the size recovery
-/// accepts and [`index::Loc`]'s u32 offsets address.
-pub const MAX_RECORD_LEN: u64 = u32::MAX as u64 - SEGMENT_HEADER_LEN;
+/// accepts and [`positions::Loc`]'s u32 offsets address.
+pub(crate) const MAX_RECORD_LEN: u64 = u32::MAX as u64 - SEGMENT_HEADER_LEN;
 
 impl Wal {
     /// Whether `dir` holds a WAL (at least one segment file), as etcd's
@@ -217,11 +291,17 @@ impl Wal {
     pub fn open(dir: impl AsRef<Path>, options: WalOptions) -> Result<Wal> {
         options.validate()?;
         let os = OsDir::open(dir.as_ref())?;
-        Wal::open_in(Arc::new(os), options)
+        let release = os.release();
+        Wal::open_on(Arc::new(os), options, release)
     }
 
     /// Opens the WAL on any directory backend (fault injection in tests).
+    #[cfg(test)]
     pub(crate) fn open_in(dir: Arc<dyn WalDir>, options: WalOptions) -> Result<Wal> {
+        Wal::open_on(dir, options, WalRelease::default())
+    }
+
+    fn open_on(dir: Arc<dyn WalDir>, options: WalOptions, release: WalRelease) -> Result<Wal> {
         options.validate()?;
         let rec = recover::recover(&*dir, options.segment_size)?;
         let files = rec
@@ -248,7 +328,11 @@ impl Wal {
             next_op: 0,
             poisoned: None,
         };
-        let shared = Arc::new(Shared::new(state, dir.path_of("")));
+        let shared = Arc::new(Shared::new(
+            state,
+            dir.path_of(""),
+            QueueBound::new(options.queue_bytes),
+        ));
         let writer = Writer::new(
             dir,
             shared.clone(),
@@ -258,6 +342,9 @@ impl Wal {
         )?;
         state::Counters::add(&shared.counters.bytes_written, rec.bytes_written);
         shared.lock().positions = rec.positions;
+        // Unbounded as a channel, bounded in bytes: every batch reserves its
+        // size in `shared.queue` before it is sent (see `queue.rs` for why
+        // the bound is not the channel's).
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("bramble-wal".into())
@@ -268,8 +355,15 @@ impl Wal {
                 shared,
                 tx,
                 thread: Mutex::new(Some(thread)),
+                release,
             }),
         })
+    }
+
+    /// Reports when the directory lock is released, after the last handle
+    /// on this WAL is dropped.
+    pub fn release(&self) -> WalRelease {
+        self.inner.release.clone()
     }
 
     /// Queues `records` to be written in order; `callback` is called once
@@ -278,20 +372,56 @@ impl Wal {
     /// exactly once. The batch is all-or-nothing: it is checked (contiguous
     /// indexes, truncation above the purge point, sizes) before anything is
     /// applied. Its effects are visible to reads on return.
+    ///
+    /// Blocks while [`WalOptions::queue_bytes`] are waiting for the disk
+    /// (use [`Wal::try_submit`] where blocking is not allowed). From a
+    /// completion callback it never waits (the writer thread it runs on is
+    /// what makes room): such a batch is queued over the bound.
     pub fn submit(&self, records: Vec<Record>, callback: Callback) -> Result<()> {
+        let bytes = queued_bytes(&records)?;
+        let queue = &self.inner.shared.queue;
+        if writer::on_writer_thread() {
+            queue.reserve_now(bytes)?;
+        } else {
+            queue.reserve(bytes)?;
+        }
+        self.enqueue(records, callback, bytes)
+    }
+
+    /// [`Wal::submit`] without waiting: if the queue is full the batch is
+    /// handed back untouched ([`TrySubmit::Full`]), for the caller to submit
+    /// where it may block.
+    pub fn try_submit(&self, records: Vec<Record>, callback: Callback) -> Result<TrySubmit> {
+        let bytes = queued_bytes(&records)?;
+        if !self.inner.shared.queue.try_reserve(bytes)? {
+            return Ok(TrySubmit::Full { records, callback });
+        }
+        self.enqueue(records, callback, bytes)?;
+        Ok(TrySubmit::Queued)
+    }
+
+    /// Queues a batch for which `reserved` bytes of the queue bound are held;
+    /// gives them back if the batch is refused.
+    fn enqueue(&self, records: Vec<Record>, callback: Callback, reserved: u64) -> Result<()> {
+        let queued = self.validate_and_send(records, callback, reserved);
+        if queued.is_err() {
+            self.inner.shared.queue.release(reserved);
+        }
+        queued
+    }
+
+    fn validate_and_send(
+        &self,
+        records: Vec<Record>,
+        callback: Callback,
+        reserved: u64,
+    ) -> Result<()> {
         let mut st = self.inner.shared.lock();
         if let Some(e) = &st.poisoned {
             return Err(WalError::Poisoned(Box::new(e.clone())));
         }
         let mut bounds = st.bounds;
         for r in &records {
-            let len = record::encoded_len(r);
-            if len > MAX_RECORD_LEN {
-                return Err(WalError::RecordTooLarge {
-                    len,
-                    max: MAX_RECORD_LEN,
-                });
-            }
             match r {
                 Record::Entry { index, .. } => {
                     bounds.check_append(*index)?;
@@ -326,6 +456,7 @@ impl Wal {
             records,
             first_op,
             callback,
+            reserved,
         }));
         if sent.is_err() {
             st.poisoned = Some(WalError::Closed);
@@ -363,8 +494,10 @@ impl Wal {
     }
 
     /// Durably drops entries `<= index` and deletes the segments that only
-    /// held such entries.
-    pub fn purge_up_to(&self, index: u64) -> Result<()> {
+    /// held such entries. Tests only: the raft adapter submits [`Record::PurgeUpTo`] without
+    /// waiting.
+    #[cfg(test)]
+    pub(crate) fn purge_up_to(&self, index: u64) -> Result<()> {
         self.append_sync(vec![Record::PurgeUpTo { index }])
     }
 
@@ -386,6 +519,18 @@ impl Wal {
         max_bytes: u64,
     ) -> Result<Vec<(u64, Bytes)>> {
         reader::read(&self.inner.shared, range, max_bytes)
+    }
+
+    /// [`Wal::read_limited`] from memory alone: `Some` if every entry it
+    /// would return is cached (recent ones usually are), `None` if one would
+    /// have to be read from disk. Never waits for I/O, so async code can call
+    /// it directly and take the blocking path only on `None`.
+    pub fn read_cached(
+        &self,
+        range: impl RangeBounds<u64>,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<(u64, Bytes)>>> {
+        reader::read_cached(&self.inner.shared, range, max_bytes)
     }
 
     /// Index of the first live entry, `None` if the log is empty.

@@ -12,7 +12,7 @@ use std::ops::{Bound, RangeBounds};
 
 use bytes::Bytes;
 
-use super::index::Loc;
+use super::positions::Loc;
 use super::record::{self, Decoded, RecordRef};
 use super::state::{SegHandle, Shared};
 use super::{Result, WalError};
@@ -50,18 +50,50 @@ pub(crate) fn read(
     range: impl RangeBounds<u64>,
     max_bytes: u64,
 ) -> Result<Vec<(u64, Bytes)>> {
+    match read_from(shared, range, max_bytes, Source::MemoryOrDisk)? {
+        Some(entries) => Ok(entries),
+        None => Err(WalError::Internal(
+            "a read that may use the disk came back empty-handed".into(),
+        )),
+    }
+}
+
+/// [`read`] if every entry it returns is in memory, without touching the
+/// disk; `None` if one would need a pread.
+pub(crate) fn read_cached(
+    shared: &Shared,
+    range: impl RangeBounds<u64>,
+    max_bytes: u64,
+) -> Result<Option<Vec<(u64, Bytes)>>> {
+    read_from(shared, range, max_bytes, Source::MemoryOnly)
+}
+
+/// Where a read may take entries from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    MemoryOrDisk,
+    /// Give up (`None`) rather than pread.
+    MemoryOnly,
+}
+
+fn read_from(
+    shared: &Shared,
+    range: impl RangeBounds<u64>,
+    max_bytes: u64,
+    source: Source,
+) -> Result<Option<Vec<(u64, Bytes)>>> {
     let Some((lo, hi)) = resolve(&range) else {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     };
     let mut files: BTreeMap<u64, SegHandle> = BTreeMap::new();
     let plan = {
         let st = shared.lock();
         let (Some(first), Some(last)) = (st.bounds.first_index(), st.bounds.last_index()) else {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         };
         let (lo, hi) = (lo.max(first), hi.min(last));
         if lo > hi {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let mut plan = Vec::with_capacity(usize::try_from(hi - lo + 1).unwrap_or(0).min(1 << 16));
         let mut bytes: u64 = 0;
@@ -83,6 +115,9 @@ pub(crate) fn read(
             bytes = bytes.saturating_add(u64::from(loc.len).saturating_sub(framing));
             if bytes > max_bytes && !plan.is_empty() {
                 break;
+            }
+            if source == Source::MemoryOnly {
+                return Ok(None);
             }
             if let std::collections::btree_map::Entry::Vacant(v) = files.entry(loc.seq) {
                 let h = st.files.get(&loc.seq).ok_or_else(|| {
@@ -135,7 +170,7 @@ pub(crate) fn read(
             }
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// Checks and extracts entry `index` stored at `loc` from `buf` (which
@@ -167,7 +202,32 @@ fn decode_entry(buf: &Bytes, base: u64, index: u64, loc: Loc, seg: &SegHandle) -
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{entries, opts, payload};
+    use super::super::{Wal, WalOptions};
     use super::resolve;
+
+    #[test]
+    fn cached_reads_never_touch_the_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wal = Wal::open(
+            tmp.path(),
+            WalOptions {
+                cache_bytes: 1 << 20,
+                ..opts()
+            },
+        )
+        .unwrap();
+        wal.append_sync(entries(1..=20)).unwrap();
+        let cached = wal.read_cached(5..=9, u64::MAX).unwrap().expect("cached");
+        assert_eq!(cached, wal.read(5..=9).unwrap());
+        assert_eq!(cached[0], (5, payload(5)));
+        assert_eq!(wal.read_cached(30..40, u64::MAX).unwrap(), Some(Vec::new()));
+        drop(wal);
+        // Reopened, nothing is cached: the same read needs the disk.
+        let wal = Wal::open(tmp.path(), opts()).unwrap();
+        assert_eq!(wal.read_cached(5..=9, u64::MAX).unwrap(), None);
+        assert_eq!(wal.read(5..=9).unwrap().len(), 5);
+    }
 
     #[test]
     fn ranges_resolve() {

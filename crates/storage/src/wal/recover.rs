@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::index::{Loc, Positions};
 use super::io::{WalDir, WalFile};
+use super::positions::{Loc, Positions};
 use super::record::{self, Decoded, RecordRef};
 use super::segment::{self, SegmentId, SEGMENT_HEADER_LEN, TMP_SUFFIX};
 use super::{Result, WalError};

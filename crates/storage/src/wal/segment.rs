@@ -23,7 +23,7 @@ const MAGIC: &[u8; 8] = b"BRMBLWAL";
 const VERSION: u32 = 1;
 const SUFFIX: &str = ".wal";
 /// Suffix of a segment being created; such files are deleted on open.
-pub(crate) const TMP_SUFFIX: &str = ".tmp";
+pub(crate) const TMP_SUFFIX: &str = crate::atomic_file::TEMP_SUFFIX;
 
 /// `seq` and `base` of a segment, as encoded in its name and header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use super::cache::EntryCache;
-use super::index::{Bounds, Positions};
 use super::io::WalFile;
+use super::positions::{Bounds, Positions};
+use super::queue::QueueBound;
 use super::{WalError, WalStats};
 
 /// An open segment as readers need it.
@@ -86,14 +87,17 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// The WAL directory, for messages.
     pub(crate) dir_path: PathBuf,
+    /// Bytes submitted and not yet durable, against their bound.
+    pub(crate) queue: QueueBound,
 }
 
 impl Shared {
-    pub(crate) fn new(state: State, dir_path: PathBuf) -> Shared {
+    pub(crate) fn new(state: State, dir_path: PathBuf, queue: QueueBound) -> Shared {
         Shared {
             state: Mutex::new(state),
             counters: Counters::default(),
             dir_path,
+            queue,
         }
     }
 

@@ -17,6 +17,7 @@ pub(crate) fn opts() -> WalOptions {
         segment_size: 64 * 1024,
         sync: false,
         cache_bytes: 0,
+        ..WalOptions::default()
     }
 }
 

@@ -32,8 +32,9 @@ use bytes::Bytes;
 /// An fdatasync slower than this is logged (etcd's `warnSyncDuration`).
 const SLOW_SYNC_WARNING: std::time::Duration = std::time::Duration::from_secs(1);
 
-use super::index::Loc;
 use super::io::{WalDir, WalFile};
+use super::positions::Loc;
+use super::queue::CloseOnDrop;
 use super::record;
 use super::recover::Recovered;
 use super::segment::{self, SegmentId, SEGMENT_HEADER_LEN};
@@ -44,7 +45,7 @@ use super::{Callback, Record, Result, WalError};
 /// memory and the latency of the first batch in the group. A group always
 /// takes its first batch, so a batch larger than this (one entry of a 32 MiB
 /// `--max-request-bytes`) is committed alone, never refused.
-const MAX_GROUP_BYTES: u64 = 8 << 20;
+pub(crate) const MAX_GROUP_BYTES: u64 = 8 << 20;
 /// Hand buffered bytes to the kernel once this many accumulate.
 const FLUSH_BYTES: usize = 1 << 20;
 /// Capacity kept by the write buffer between groups: one huge record grows
@@ -73,6 +74,9 @@ pub(crate) struct Batch {
     /// Op number of the first entry in `records` (see `cache.rs`).
     pub(crate) first_op: u64,
     pub(crate) callback: Callback,
+    /// Bytes of the queue bound this batch holds (see `queue.rs`), given
+    /// back once its group is done.
+    pub(crate) reserved: u64,
 }
 
 /// A change to the on-disk positions, applied after encoding a batch.
@@ -150,6 +154,10 @@ impl Writer {
     /// The thread body: commit groups until shutdown.
     pub(crate) fn run(mut self, rx: Receiver<Msg>) {
         ON_WRITER.with(|f| f.set(true));
+        // However this thread ends, submitters waiting for room must not
+        // wait forever.
+        let shared = self.shared.clone();
+        let _close = CloseOnDrop(&shared.queue);
         loop {
             let first = match rx.recv() {
                 Ok(Msg::Batch(b)) => b,
@@ -180,16 +188,25 @@ impl Writer {
 
     /// Writes and syncs one group, then completes its callbacks.
     fn commit(&mut self, group: Vec<Batch>) {
-        let poisoned = self.shared.lock().poisoned.clone();
-        if let Some(e) = poisoned {
-            for b in group {
-                complete(b.callback, Err(WalError::Poisoned(Box::new(e.clone()))));
-            }
-            return;
+        let result = self.write_and_publish(&group);
+        // The group is done with the disk: its room in the queue goes to the
+        // next batches before the callbacks run (one of them may submit).
+        let reserved: u64 = group.iter().map(|b| b.reserved).sum();
+        self.shared.queue.release(reserved);
+        for b in group {
+            complete(b.callback, result.clone());
+        }
+    }
+
+    /// Writes and syncs one group and publishes the outcome to readers; a
+    /// failure poisons the WAL.
+    fn write_and_publish(&mut self, group: &[Batch]) -> Result<()> {
+        if let Some(e) = self.shared.lock().poisoned.clone() {
+            return Err(WalError::Poisoned(Box::new(e)));
         }
         let mut written = Vec::new();
         let mut doomed = Vec::new();
-        match self.write_group(&group, &mut written, &mut doomed) {
+        match self.write_group(group, &mut written, &mut doomed) {
             Ok(()) => {
                 {
                     let mut st = self.shared.lock();
@@ -201,18 +218,14 @@ impl Writer {
                 Counters::add(&self.counters().groups, 1);
                 Counters::add(&self.counters().entries_written, written.len() as u64);
                 self.delete_segments(&doomed);
-                for b in group {
-                    complete(b.callback, Ok(()));
-                }
+                Ok(())
             }
             Err(e) => {
                 // After a failed write or fsync the kernel may have dropped
                 // the dirty pages; retrying could acknowledge lost data.
                 tracing::error!(error = %e, "wal: write failed, refusing further writes");
                 self.shared.lock().poisoned = Some(e.clone());
-                for b in group {
-                    complete(b.callback, Err(e.clone()));
-                }
+                Err(e)
             }
         }
     }

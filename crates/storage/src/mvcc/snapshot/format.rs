@@ -68,7 +68,7 @@ pub(super) struct Encoder<W: Write> {
 
 impl<W: Write> Encoder<W> {
     /// Starts the stream with its header.
-    pub fn new(out: W) -> Result<Self, MvccError> {
+    pub(super) fn new(out: W) -> Result<Self, MvccError> {
         let mut e = Encoder {
             out,
             crc: crc32fast::Hasher::new(),
@@ -89,7 +89,7 @@ impl<W: Write> Encoder<W> {
     }
 
     /// Appends one row of table `tag`.
-    pub fn row(&mut self, tag: Tag, key: &[u8], value: &[u8]) -> Result<(), MvccError> {
+    pub(super) fn row(&mut self, tag: Tag, key: &[u8], value: &[u8]) -> Result<(), MvccError> {
         assert!(tag >= self.last_tag, "snapshot rows out of table order");
         self.last_tag = tag;
         let key_len = u32::try_from(key.len())
@@ -108,7 +108,7 @@ impl<W: Write> Encoder<W> {
     }
 
     /// Writes the trailer and flushes; returns (rows, bytes written).
-    pub fn finish(mut self) -> Result<(u64, u64), MvccError> {
+    pub(super) fn finish(mut self) -> Result<(u64, u64), MvccError> {
         self.put(&[TRAILER])?;
         self.put(&self.rows.to_be_bytes())?;
         let crc = self.crc.clone().finalize();
@@ -131,11 +131,25 @@ pub(super) struct Decoder<R: Read> {
     key: Vec<u8>,
     value: Vec<u8>,
     done: bool,
+    padding: Padding,
 }
+
+/// What may follow the trailer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Padding {
+    /// Nothing: the stream as the raft layer sends it.
+    None,
+    /// Fewer than [`PADDING_ALIGN`] zero bytes: the stream inside a saved file (see
+    /// `super::saved`).
+    Zeros,
+}
+
+/// The alignment zero padding brings a stream to.
+pub(super) const PADDING_ALIGN: u64 = 512;
 
 impl<R: Read> Decoder<R> {
     /// Reads and checks the header.
-    pub fn new(input: R) -> Result<Self, MvccError> {
+    pub(super) fn new(input: R) -> Result<Self, MvccError> {
         let mut d = Decoder {
             input,
             crc: crc32fast::Hasher::new(),
@@ -145,6 +159,7 @@ impl<R: Read> Decoder<R> {
             key: Vec::new(),
             value: Vec::new(),
             done: false,
+            padding: Padding::None,
         };
         let mut magic = [0u8; 8];
         d.read_hashed(&mut magic)?;
@@ -160,13 +175,19 @@ impl<R: Read> Decoder<R> {
         Ok(d)
     }
 
+    /// Accepts `padding` after the trailer.
+    pub(super) fn with_padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
     /// Bytes read so far.
-    pub fn bytes(&self) -> u64 {
+    pub(super) fn bytes(&self) -> u64 {
         self.bytes
     }
 
     /// Rows read so far.
-    pub fn rows(&self) -> u64 {
+    pub(super) fn rows(&self) -> u64 {
         self.rows
     }
 
@@ -222,7 +243,7 @@ impl<R: Read> Decoder<R> {
 
     /// The next row as (table, key, value), or None once the trailer is read and
     /// checked: row count, crc, and nothing after it.
-    pub fn next_row(&mut self) -> Result<Option<Row<'_>>, MvccError> {
+    pub(super) fn next_row(&mut self) -> Result<Option<Row<'_>>, MvccError> {
         if self.done {
             return Ok(None);
         }
@@ -281,14 +302,21 @@ impl<R: Read> Decoder<R> {
                 self.rows
             )));
         }
-        let mut more = [0u8; 1];
-        match self.input.read(&mut more) {
-            Ok(0) => Ok(()),
-            Ok(_) => Err(bad(format!(
+        let mut rest = Vec::new();
+        (&mut self.input)
+            .take(PADDING_ALIGN)
+            .read_to_end(&mut rest)
+            .map_err(|e| self.io(e))?;
+        let padded = self.padding == Padding::Zeros
+            && (rest.len() as u64) < PADDING_ALIGN
+            && rest.iter().all(|&b| b == 0);
+        if rest.is_empty() || padded {
+            Ok(())
+        } else {
+            Err(bad(format!(
                 "bytes after the trailer at byte {}",
                 self.bytes
-            ))),
-            Err(e) => Err(self.io(e)),
+            )))
         }
     }
 }

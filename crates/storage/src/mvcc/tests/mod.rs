@@ -18,6 +18,7 @@ use bramble_api::mvccpb::KeyValue;
 use super::{ApplyResult, MvccError, MvccOptions, MvccStore};
 
 mod compaction;
+mod hash;
 mod lease;
 mod model;
 mod read;
@@ -27,33 +28,33 @@ mod txn;
 mod write;
 
 /// A store in a temp dir that numbers raft entries itself.
-pub struct TestStore {
+pub(super) struct TestStore {
     pub store: MvccStore,
     pub dir: tempfile::TempDir,
 }
 
 impl TestStore {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = MvccStore::open(&db_path(dir.path()), MvccOptions::default()).unwrap();
         TestStore { store, dir }
     }
 
     /// Drops the store (a clean close) and opens it again.
-    pub fn reopen(self) -> Self {
+    pub(super) fn reopen(self) -> Self {
         let TestStore { store, dir } = self;
         drop(store);
         let store = MvccStore::open(&db_path(dir.path()), MvccOptions::default()).unwrap();
         TestStore { store, dir }
     }
 
-    pub fn apply(&self, cmd: Command) -> ApplyResult {
+    pub(super) fn apply(&self, cmd: Command) -> ApplyResult {
         let (index, _) = self.store.applied();
         self.store.apply(index + 1, 1, &cmd).unwrap()
     }
 
     /// Puts and returns the response revision.
-    pub fn put(&self, key: &str, value: &str) -> i64 {
+    pub(super) fn put(&self, key: &str, value: &str) -> i64 {
         match self.apply(put_cmd(put(key, value))) {
             ApplyResult::Put(r) => r.header.unwrap().revision,
             other => panic!("put {key}: {other:?}"),
@@ -61,7 +62,7 @@ impl TestStore {
     }
 
     /// Grants lease `id` with `ttl`.
-    pub fn grant(&self, id: i64, ttl: i64) -> Result<LeaseGrantResponse, MvccError> {
+    pub(super) fn grant(&self, id: i64, ttl: i64) -> Result<LeaseGrantResponse, MvccError> {
         match self.apply(grant_cmd(id, ttl)) {
             ApplyResult::LeaseGrant(r) => Ok(r),
             ApplyResult::Error(e) => Err(e),
@@ -70,7 +71,7 @@ impl TestStore {
     }
 
     /// Revokes lease `id`; returns the response revision.
-    pub fn revoke(&self, id: i64) -> Result<i64, MvccError> {
+    pub(super) fn revoke(&self, id: i64) -> Result<i64, MvccError> {
         match self.apply(revoke_cmd(id)) {
             ApplyResult::LeaseRevoke(r) => Ok(r.header.unwrap().revision),
             ApplyResult::Error(e) => Err(e),
@@ -79,14 +80,14 @@ impl TestStore {
     }
 
     /// Deletes `[key, end)` and returns the number of deleted keys.
-    pub fn del(&self, key: &str, end: &str) -> i64 {
+    pub(super) fn del(&self, key: &str, end: &str) -> i64 {
         match self.apply(del_cmd(key, end)) {
             ApplyResult::DeleteRange(r) => r.deleted,
             other => panic!("del {key}: {other:?}"),
         }
     }
 
-    pub fn txn(&self, t: TxnRequest) -> Result<TxnResponse, MvccError> {
+    pub(super) fn txn(&self, t: TxnRequest) -> Result<TxnResponse, MvccError> {
         match self.apply(Command {
             op: Some(Op::Txn(t)),
         }) {
@@ -96,7 +97,7 @@ impl TestStore {
         }
     }
 
-    pub fn compact(&self, rev: i64) -> Result<i64, MvccError> {
+    pub(super) fn compact(&self, rev: i64) -> Result<i64, MvccError> {
         match self.apply(compact_cmd(rev)) {
             ApplyResult::Compaction(r) => Ok(r.header.unwrap().revision),
             ApplyResult::Error(e) => Err(e),
@@ -104,40 +105,40 @@ impl TestStore {
         }
     }
 
-    pub fn range(&self, req: RangeRequest) -> Result<RangeResponse, MvccError> {
+    pub(super) fn range(&self, req: RangeRequest) -> Result<RangeResponse, MvccError> {
         self.store.range(&req)
     }
 
-    pub fn get(&self, key: &str) -> Option<KeyValue> {
+    pub(super) fn get(&self, key: &str) -> Option<KeyValue> {
         self.range(range(key, "")).unwrap().kvs.pop()
     }
 
-    pub fn get_at(&self, key: &str, rev: i64) -> Result<Option<KeyValue>, MvccError> {
+    pub(super) fn get_at(&self, key: &str, rev: i64) -> Result<Option<KeyValue>, MvccError> {
         let mut req = range(key, "");
         req.revision = rev;
         Ok(self.range(req)?.kvs.pop())
     }
 
     /// Keys and values of the whole store at `rev` (0 = current).
-    pub fn dump(&self, rev: i64) -> Vec<KeyValue> {
+    pub(super) fn dump(&self, rev: i64) -> Vec<KeyValue> {
         let mut req = range("\0", "\0");
         req.revision = rev;
         self.range(req).unwrap().kvs
     }
 
     /// Number of rows in the key table.
-    pub fn rows(&self) -> u64 {
+    pub(super) fn rows(&self) -> u64 {
         use redb::{ReadableDatabase, ReadableTableMetadata};
         let r = self.store.db.begin_read().unwrap();
         r.open_table(super::schema::KEYS).unwrap().len().unwrap()
     }
 }
 
-pub fn db_path(dir: &Path) -> PathBuf {
+pub(super) fn db_path(dir: &Path) -> PathBuf {
     dir.join("mvcc.redb")
 }
 
-pub fn put(key: &str, value: &str) -> PutRequest {
+pub(super) fn put(key: &str, value: &str) -> PutRequest {
     PutRequest {
         key: key.as_bytes().to_vec(),
         value: value.as_bytes().to_vec(),
@@ -145,13 +146,13 @@ pub fn put(key: &str, value: &str) -> PutRequest {
     }
 }
 
-pub fn put_cmd(p: PutRequest) -> Command {
+pub(super) fn put_cmd(p: PutRequest) -> Command {
     Command {
         op: Some(Op::Put(p)),
     }
 }
 
-pub fn del(key: &str, end: &str) -> DeleteRangeRequest {
+pub(super) fn del(key: &str, end: &str) -> DeleteRangeRequest {
     DeleteRangeRequest {
         key: key.as_bytes().to_vec(),
         range_end: end.as_bytes().to_vec(),
@@ -159,25 +160,25 @@ pub fn del(key: &str, end: &str) -> DeleteRangeRequest {
     }
 }
 
-pub fn del_cmd(key: &str, end: &str) -> Command {
+pub(super) fn del_cmd(key: &str, end: &str) -> Command {
     Command {
         op: Some(Op::DeleteRange(del(key, end))),
     }
 }
 
-pub fn grant_cmd(id: i64, ttl: i64) -> Command {
+pub(super) fn grant_cmd(id: i64, ttl: i64) -> Command {
     Command {
         op: Some(Op::LeaseGrant(LeaseGrantRequest { ttl, id })),
     }
 }
 
-pub fn revoke_cmd(id: i64) -> Command {
+pub(super) fn revoke_cmd(id: i64) -> Command {
     Command {
         op: Some(Op::LeaseRevoke(LeaseRevokeRequest { id })),
     }
 }
 
-pub fn compact_cmd(rev: i64) -> Command {
+pub(super) fn compact_cmd(rev: i64) -> Command {
     Command {
         op: Some(Op::Compaction(CompactionRequest {
             revision: rev,
@@ -186,13 +187,13 @@ pub fn compact_cmd(rev: i64) -> Command {
     }
 }
 
-pub fn txn_cmd(t: TxnRequest) -> Command {
+pub(super) fn txn_cmd(t: TxnRequest) -> Command {
     Command {
         op: Some(Op::Txn(t)),
     }
 }
 
-pub fn range(key: &str, end: &str) -> RangeRequest {
+pub(super) fn range(key: &str, end: &str) -> RangeRequest {
     RangeRequest {
         key: key.as_bytes().to_vec(),
         range_end: end.as_bytes().to_vec(),
@@ -200,32 +201,38 @@ pub fn range(key: &str, end: &str) -> RangeRequest {
     }
 }
 
-pub fn op_put(key: &str, value: &str) -> RequestOp {
+pub(super) fn op_put(key: &str, value: &str) -> RequestOp {
     RequestOp {
         request: Some(Request::RequestPut(put(key, value))),
     }
 }
 
-pub fn op_del(key: &str, end: &str) -> RequestOp {
+pub(super) fn op_del(key: &str, end: &str) -> RequestOp {
     RequestOp {
         request: Some(Request::RequestDeleteRange(del(key, end))),
     }
 }
 
-pub fn op_range(r: RangeRequest) -> RequestOp {
+pub(super) fn op_range(r: RangeRequest) -> RequestOp {
     RequestOp {
         request: Some(Request::RequestRange(r)),
     }
 }
 
-pub fn op_txn(t: TxnRequest) -> RequestOp {
+pub(super) fn op_txn(t: TxnRequest) -> RequestOp {
     RequestOp {
         request: Some(Request::RequestTxn(t)),
     }
 }
 
 /// A compare of `target` of `key` (`range_end` optional) with `result`.
-pub fn cmp(key: &str, end: &str, target: CompareTarget, result: CompareResult, v: i64) -> Compare {
+pub(super) fn cmp(
+    key: &str,
+    end: &str,
+    target: CompareTarget,
+    result: CompareResult,
+    v: i64,
+) -> Compare {
     let target_union = match target {
         CompareTarget::Version => TargetUnion::Version(v),
         CompareTarget::Create => TargetUnion::CreateRevision(v),
@@ -242,7 +249,7 @@ pub fn cmp(key: &str, end: &str, target: CompareTarget, result: CompareResult, v
     }
 }
 
-pub fn cmp_value(key: &str, result: CompareResult, v: &str) -> Compare {
+pub(super) fn cmp_value(key: &str, result: CompareResult, v: &str) -> Compare {
     Compare {
         result: result as i32,
         target: CompareTarget::Value as i32,
@@ -252,7 +259,7 @@ pub fn cmp_value(key: &str, result: CompareResult, v: &str) -> Compare {
     }
 }
 
-pub fn keys_of(kvs: &[KeyValue]) -> Vec<String> {
+pub(super) fn keys_of(kvs: &[KeyValue]) -> Vec<String> {
     kvs.iter()
         .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
         .collect()

@@ -6,27 +6,10 @@ use std::collections::BTreeMap;
 
 use bramble_api::etcdserverpb::range_request::{SortOrder, SortTarget};
 use bramble_api::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use bramble_testkit::rng::Rng;
 
-use super::super::index::KeyRange;
+use super::super::tree_index::KeyRange;
 use super::*;
-
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
 
 const KEYS: &[&str] = &[
     "a", "a0", "a1", "ab", "b", "b\u{7f}", "c", "k0", "k1", "k2", "k3", "z",
@@ -202,7 +185,7 @@ fn random_range(rng: &mut Rng, cur: i64) -> RangeRequest {
 }
 
 fn run(seed: u64, steps: usize) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_state(seed);
     let mut s = TestStore::new();
     // Puts use leases 0, 1 and 2; grants take no revision.
     s.grant(1, 60).unwrap();

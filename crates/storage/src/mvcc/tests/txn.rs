@@ -215,11 +215,11 @@ fn nested_txn_as_etcd() {
     let ki = s.store.index_snapshot();
     assert_eq!(
         ki.get(b"d", 5).unwrap().modified,
-        super::super::Revision::new(5, 0)
+        super::super::revision::Revision::new(5, 0)
     );
     assert_eq!(
         ki.get(b"e", 5).unwrap().modified,
-        super::super::Revision::new(5, 1)
+        super::super::revision::Revision::new(5, 1)
     );
 
     // Nested txn on the failure path, itself failing.

@@ -1,7 +1,5 @@
 //! Puts, deletes, the apply loop: revisions, versions, errors, batching, rollback.
 
-use std::sync::Arc;
-
 use super::super::RaftEntry;
 use super::*;
 
@@ -247,10 +245,9 @@ fn membership_is_stored_with_the_applied_position() {
 }
 
 #[test]
-fn lease_checker() {
+fn puts_need_a_granted_lease() {
     let s = TestStore::new();
-    s.store
-        .set_lease_checker(Some(Arc::new(|id: i64| id == 10)));
+    s.grant(10, 60).unwrap();
     let mut p = put("k", "v");
     p.lease = 11;
     assert_eq!(
@@ -282,7 +279,6 @@ fn lease_checker() {
     };
     assert_eq!(s.txn(t), Err(MvccError::LeaseNotFound));
     assert_eq!(s.get("y"), None);
-    s.store.set_lease_checker(None);
 }
 
 #[test]

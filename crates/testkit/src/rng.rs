@@ -11,6 +11,13 @@ impl Rng {
         Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
 
+    /// A generator that starts from exactly `state` (not 0), for tests whose schedules were
+    /// calibrated with a given sequence; prefer [`Rng::new`].
+    pub fn from_state(state: u64) -> Rng {
+        assert_ne!(state, 0, "xorshift never leaves state 0");
+        Rng(state)
+    }
+
     /// The next 64 random bits.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
@@ -28,6 +35,12 @@ impl Rng {
     /// Uniform enough in `lo..=hi`.
     pub fn between(&mut self, (lo, hi): (u64, u64)) -> u64 {
         lo + self.below(hi - lo + 1)
+    }
+
+    /// One of `items`, uniformly enough (`items` not empty).
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        let index = self.below(items.len() as u64);
+        items[usize::try_from(index).expect("an index below a slice's length fits usize")]
     }
 
     /// True with probability `per_mille`/1000.
@@ -52,5 +65,9 @@ mod tests {
             assert!((3..=5).contains(&x));
         }
         assert_ne!(Rng::new(1).next(), Rng::new(2).next());
+        let items = ["a", "b", "c"];
+        for _ in 0..100 {
+            assert!(items.contains(&a.pick(&items)));
+        }
     }
 }

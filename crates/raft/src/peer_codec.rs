@@ -3,14 +3,15 @@
 //!
 //! Everything decoded here came from the network: a malformed message is an
 //! `io::Error` of kind `InvalidData`, never a panic.
+//!
+//! The `pub` functions are those the fuzz targets call (`fuzz/src/raft_wire.rs`).
 
 use std::io;
 
 use bramble_api::bramblepb as pb;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
-use openraft::vote::RaftLeaderId;
 
-use crate::codec;
+use crate::log_codec;
 use crate::types::{LogId, StoredMembership, TypeConfig, Vote};
 
 fn invalid(what: &str) -> io::Error {
@@ -18,37 +19,37 @@ fn invalid(what: &str) -> io::Error {
 }
 
 /// A log id on the wire.
-pub fn log_id_to_pb(id: &LogId) -> pb::LogId {
+pub(crate) fn log_id_to_pb(id: &LogId) -> pb::LogId {
     pb::LogId {
-        term: codec::log_term(id),
+        term: log_codec::log_term(id),
         index: id.index,
     }
 }
 
 /// An optional log id on the wire (an unset field means none).
-pub fn opt_log_id_to_pb(id: Option<&LogId>) -> Option<pb::LogId> {
+pub(crate) fn opt_log_id_to_pb(id: Option<&LogId>) -> Option<pb::LogId> {
     id.map(log_id_to_pb)
 }
 
 /// A log id from the wire.
 pub fn log_id_from_pb(id: &pb::LogId) -> LogId {
-    codec::log_id(id.term, id.index)
+    log_codec::log_id(id.term, id.index)
 }
 
 /// The largest log index a peer may send. The index after an entry must
 /// exist (the next entry, openraft's next index) and the state machine stores
 /// an applied index + 1, so u64::MAX is refused where it arrives rather than
 /// overflowing in either.
-pub const MAX_LOG_INDEX: u64 = u64::MAX - 1;
+pub(crate) const MAX_LOG_INDEX: u64 = u64::MAX - 1;
 
 /// A log id from a peer, refused if its index is beyond [`MAX_LOG_INDEX`].
-pub fn checked_log_id_from_pb(id: &pb::LogId) -> io::Result<LogId> {
+pub(crate) fn checked_log_id_from_pb(id: &pb::LogId) -> io::Result<LogId> {
     check_index(id.index)?;
     Ok(log_id_from_pb(id))
 }
 
 /// An optional log id from a peer (see [`checked_log_id_from_pb`]).
-pub fn opt_log_id_from_pb(id: Option<&pb::LogId>) -> io::Result<Option<LogId>> {
+pub(crate) fn opt_log_id_from_pb(id: Option<&pb::LogId>) -> io::Result<Option<LogId>> {
     id.map(checked_log_id_from_pb).transpose()
 }
 
@@ -60,23 +61,14 @@ fn check_index(index: u64) -> io::Result<()> {
 }
 
 /// A vote on the wire.
-pub fn vote_to_pb(v: &Vote) -> pb::Vote {
-    let lid = v.leader_id();
-    pb::Vote {
-        term: lid.term,
-        voted_for: *lid.node_id(),
-        committed: v.is_committed(),
-    }
+pub(crate) fn vote_to_pb(v: &Vote) -> pb::Vote {
+    log_codec::vote_message(v)
 }
 
 /// A vote from the wire; a vote is never optional in a message.
 pub fn vote_from_pb(v: Option<&pb::Vote>) -> io::Result<Vote> {
     let v = v.ok_or_else(|| invalid("missing vote"))?;
-    Ok(if v.committed {
-        openraft::Vote::new_committed(v.term, v.voted_for)
-    } else {
-        openraft::Vote::new(v.term, v.voted_for)
-    })
+    Ok(log_codec::vote_from_message(v))
 }
 
 /// RequestVote on the wire.
@@ -120,7 +112,7 @@ pub fn vote_response_from_pb(r: &pb::VoteResponse) -> io::Result<VoteResponse<Ty
 /// A snapshot a leader offers, from its stream's header: checked whole before
 /// anything is received, written or installed.
 #[derive(Debug)]
-pub struct SnapshotOffer {
+pub(crate) struct SnapshotOffer {
     /// The sender's vote (a leader's: committed).
     pub vote: Vote,
     /// The last log entry the snapshot covers.
@@ -136,7 +128,7 @@ pub struct SnapshotOffer {
 /// committed, a last log id within [`MAX_LOG_INDEX`] and not from a term after
 /// the leader's, a membership of at least one voter whose log id is at or
 /// before the last log id, and a non-empty size.
-pub fn snapshot_header_from_pb(h: &pb::SnapshotHeader) -> io::Result<SnapshotOffer> {
+pub(crate) fn snapshot_header_from_pb(h: &pb::SnapshotHeader) -> io::Result<SnapshotOffer> {
     use prost::Message;
     let vote = vote_from_pb(h.vote.as_ref())?;
     if !vote.is_committed() {
@@ -147,7 +139,7 @@ pub fn snapshot_header_from_pb(h: &pb::SnapshotHeader) -> io::Result<SnapshotOff
         .as_ref()
         .ok_or_else(|| invalid("snapshot without a last log id"))?;
     let last = checked_log_id_from_pb(last)?;
-    if codec::log_term(&last) > vote.leader_id().term {
+    if log_codec::log_term(&last) > vote.leader_id().term {
         return Err(invalid(
             "snapshot's last log id is from a later term than its leader's",
         ));
@@ -159,10 +151,12 @@ pub fn snapshot_header_from_pb(h: &pb::SnapshotHeader) -> io::Result<SnapshotOff
     if stored.has_log_id {
         check_index(stored.log_index)?;
     }
-    let membership = codec::decode_stored_membership(&stored.encode_to_vec())?;
+    let membership = log_codec::decode_stored_membership(&stored.encode_to_vec())?;
     match membership.log_id() {
         None => return Err(invalid("snapshot membership without a log id")),
-        Some(id) if id.index > last.index || codec::log_term(id) > codec::log_term(&last) => {
+        Some(id)
+            if id.index > last.index || log_codec::log_term(id) > log_codec::log_term(&last) =>
+        {
             return Err(invalid("snapshot membership is after its last log id"));
         }
         Some(_) => {}
@@ -194,7 +188,7 @@ pub fn append_request_to_pb(
             .iter()
             .map(|e| pb::WireEntry {
                 index: e.log_id.index,
-                entry: Some(codec::entry_message(e)),
+                entry: Some(log_codec::entry_message(e)),
             })
             .collect(),
         leader_commit: opt_log_id_to_pb(r.leader_commit.as_ref()),
@@ -211,7 +205,7 @@ pub fn append_request_from_pb(
     for w in r.entries {
         check_index(w.index)?;
         let e = w.entry.ok_or_else(|| invalid("entry without a record"))?;
-        entries.push(codec::entry_from_message(w.index, e)?);
+        entries.push(log_codec::entry_from_message(w.index, e)?);
     }
     // openraft asserts consecutive entries; check it here so a bad peer gets
     // an error instead of crashing this member. Indexes are at most
@@ -280,7 +274,7 @@ mod tests {
 
     fn entry(index: u64) -> Entry {
         openraft::Entry {
-            log_id: codec::log_id(3, index),
+            log_id: log_codec::log_id(3, index),
             payload: EntryPayload::Normal(Request {
                 command: pb::Command {
                     op: Some(pb::command::Op::Put(PutRequest {
@@ -297,15 +291,15 @@ mod tests {
     fn append_roundtrip() {
         let req = AppendEntriesRequest::<TypeConfig> {
             vote: openraft::Vote::new_committed(3, 1),
-            prev_log_id: Some(codec::log_id(2, 4)),
+            prev_log_id: Some(log_codec::log_id(2, 4)),
             entries: vec![entry(5), entry(6)],
-            leader_commit: Some(codec::log_id(2, 4)),
+            leader_commit: Some(log_codec::log_id(2, 4)),
         };
         let back = append_request_from_pb(append_request_to_pb(&req, 9)).expect("decodes");
         assert_eq!(format!("{back:?}"), format!("{req:?}"));
         for resp in [
             AppendEntriesResponse::Success,
-            AppendEntriesResponse::PartialSuccess(Some(codec::log_id(1, 2))),
+            AppendEntriesResponse::PartialSuccess(Some(log_codec::log_id(1, 2))),
             AppendEntriesResponse::PartialSuccess(None),
             AppendEntriesResponse::Conflict,
             AppendEntriesResponse::HigherVote(openraft::Vote::new(9, 2)),
@@ -317,8 +311,10 @@ mod tests {
 
     #[test]
     fn vote_roundtrip() {
-        let mut req =
-            VoteRequest::<TypeConfig>::new(openraft::Vote::new(4, 2), Some(codec::log_id(3, 17)));
+        let mut req = VoteRequest::<TypeConfig>::new(
+            openraft::Vote::new(4, 2),
+            Some(log_codec::log_id(3, 17)),
+        );
         req.leadership_transfer = true;
         let back = vote_request_from_pb(&vote_request_to_pb(&req, 1)).expect("decodes");
         assert_eq!(back, req);
@@ -336,7 +332,7 @@ mod tests {
         let mut bad = append_request_to_pb(
             &AppendEntriesRequest::<TypeConfig> {
                 vote: openraft::Vote::new_committed(3, 1),
-                prev_log_id: Some(codec::log_id(2, 4)),
+                prev_log_id: Some(log_codec::log_id(2, 4)),
                 entries: vec![entry(5), entry(7)],
                 leader_commit: None,
             },
@@ -361,9 +357,9 @@ mod tests {
             let mut r = append_request_to_pb(
                 &AppendEntriesRequest::<TypeConfig> {
                     vote: openraft::Vote::new_committed(3, 1),
-                    prev_log_id: prev.map(|i| codec::log_id(3, i)),
+                    prev_log_id: prev.map(|i| log_codec::log_id(3, i)),
                     entries: vec![],
-                    leader_commit: commit.map(|i| codec::log_id(3, i)),
+                    leader_commit: commit.map(|i| log_codec::log_id(3, i)),
                 },
                 0,
             );
@@ -425,16 +421,18 @@ mod tests {
 
     fn snapshot_header() -> pb::SnapshotHeader {
         use prost::Message;
-        let nodes: std::collections::BTreeMap<u64, crate::types::Member> =
-            [(1, crate::types::Member::default())].into();
+        let nodes: std::collections::BTreeMap<u64, crate::types::MemberAttributes> =
+            [(1, crate::types::MemberAttributes::default())].into();
         let m = openraft::Membership::new(vec![[1u64].into()], nodes).expect("membership");
-        let stored = openraft::StoredMembership::new(Some(codec::log_id(2, 7)), m);
+        let stored = openraft::StoredMembership::new(Some(log_codec::log_id(2, 7)), m);
         pb::SnapshotHeader {
             vote: Some(vote_to_pb(&openraft::Vote::new_committed(3, 1))),
             last_log_id: Some(pb::LogId { term: 3, index: 90 }),
             last_membership: Some(
-                pb::StoredMembership::decode(codec::encode_stored_membership(&stored).as_slice())
-                    .expect("stored membership"),
+                pb::StoredMembership::decode(
+                    log_codec::encode_stored_membership(&stored).as_slice(),
+                )
+                .expect("stored membership"),
             ),
             cluster_id: 5,
             size: 1000,
@@ -446,7 +444,7 @@ mod tests {
     #[test]
     fn malformed_snapshot_headers_are_refused() {
         let ok = snapshot_header_from_pb(&snapshot_header()).expect("a valid header");
-        assert_eq!(ok.last_log_id, codec::log_id(3, 90));
+        assert_eq!(ok.last_log_id, log_codec::log_id(3, 90));
         assert_eq!(ok.size, 1000);
         type Breaker = fn(&mut pb::SnapshotHeader);
         let cases: &[(&str, Breaker)] = &[

@@ -4,16 +4,23 @@
 //! they stay readable across versions (new fields, never renumbered). Decoding
 //! never panics: bytes from disk that do not parse are an `io::Error` of kind
 //! `InvalidData`, which openraft treats as a storage failure.
+//!
+//! The peer protocol carries entries and memberships in these same messages;
+//! [`crate::peer_codec`] converts openraft's RPCs around them.
+//!
+//! The `pub` items are those the fuzz targets (`fuzz/src/raft_wire.rs`), the
+//! server's request checks and this crate's integration tests call.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
 use bramble_api::bramblepb::{self as pb, Command};
 use bramble_api::etcdserverpb as pb_etcd;
+use openraft::vote::RaftLeaderId;
 use openraft::EntryPayload;
 use prost::Message;
 
-use crate::types::{Entry, LogId, Member, Membership, Request, StoredMembership, Vote};
+use crate::types::{Entry, LogId, MemberAttributes, Membership, Request, StoredMembership, Vote};
 
 fn invalid(what: &str, err: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {err}"))
@@ -28,7 +35,7 @@ pub fn log_id(term: u64, index: u64) -> LogId {
 }
 
 /// The term of a log id.
-pub fn log_term(id: &LogId) -> u64 {
+pub(crate) fn log_term(id: &LogId) -> u64 {
     id.leader_id.term
 }
 
@@ -38,7 +45,7 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
 }
 
 /// An entry's term and payload as the WAL record's message.
-pub fn entry_message(entry: &Entry) -> pb::LogEntry {
+pub(crate) fn entry_message(entry: &Entry) -> pb::LogEntry {
     let (payload, request_id) = match &entry.payload {
         EntryPayload::Blank => (None, 0),
         EntryPayload::Normal(req) => (
@@ -66,7 +73,7 @@ pub fn decode_entry(index: u64, bytes: &[u8]) -> io::Result<Entry> {
 }
 
 /// Builds the entry at `index` from its record message.
-pub fn entry_from_message(index: u64, e: pb::LogEntry) -> io::Result<Entry> {
+pub(crate) fn entry_from_message(index: u64, e: pb::LogEntry) -> io::Result<Entry> {
     let payload = match e.payload {
         None => EntryPayload::Blank,
         Some(pb::log_entry::Payload::Command(record)) => EntryPayload::Normal(Request {
@@ -103,7 +110,7 @@ pub fn command_record(cmd: &Command) -> pb::CommandRecord {
 /// The command a record holds. The operation is decoded as a message of its
 /// own, with prost's whole recursion budget: any request the gRPC layer could
 /// decode decodes here too.
-pub fn command_from_record(record: pb::CommandRecord) -> io::Result<Command> {
+pub(crate) fn command_from_record(record: pb::CommandRecord) -> io::Result<Command> {
     use pb::command::Op;
     use pb::command_record::Op as Rec;
     fn op<M: Message + Default>(what: &str, bytes: &[u8]) -> io::Result<M> {
@@ -124,7 +131,7 @@ pub fn command_from_record(record: pb::CommandRecord) -> io::Result<Command> {
 /// The deepest nesting of messages prost decodes: a top-level message and
 /// 100 levels below it (prost's recursion limit, which this crate keeps on so
 /// that a hostile message cannot overflow the stack). The gRPC layer decodes
-/// a client's request with this budget, and so does [`command_from_record`]
+/// a client's request with this budget, and so does `command_from_record`
 /// for the operation it stores.
 pub const MAX_DECODED_DEPTH: usize = 101;
 
@@ -132,7 +139,7 @@ pub const MAX_DECODED_DEPTH: usize = 101;
 /// deep (itself included), counting as prost does: each compare, request op
 /// and operation is a level. Looks no deeper than `levels`, so a hostile
 /// txn cannot make it recurse without bound.
-pub fn txn_nests_deeper_than(txn: &pb_etcd::TxnRequest, levels: usize) -> bool {
+pub(crate) fn txn_nests_deeper_than(txn: &pb_etcd::TxnRequest, levels: usize) -> bool {
     use pb_etcd::request_op::Request as Op;
     let Some(below) = levels.checked_sub(1) else {
         return true;
@@ -154,7 +161,7 @@ pub fn txn_nests_deeper_than(txn: &pb_etcd::TxnRequest, levels: usize) -> bool {
 }
 
 /// Encodes a membership configuration.
-pub fn encode_membership(m: &Membership) -> pb::Membership {
+pub(crate) fn encode_membership(m: &Membership) -> pb::Membership {
     pb::Membership {
         configs: m
             .get_joint_config()
@@ -176,19 +183,19 @@ pub fn encode_membership(m: &Membership) -> pb::Membership {
 }
 
 /// Decodes a membership configuration, checking it is well formed.
-pub fn decode_membership(m: &pb::Membership) -> io::Result<Membership> {
+pub(crate) fn decode_membership(m: &pb::Membership) -> io::Result<Membership> {
     let configs: Vec<BTreeSet<u64>> = m
         .configs
         .iter()
         .map(|set| set.ids.iter().copied().collect())
         .collect();
-    let nodes: BTreeMap<u64, Member> = m
+    let nodes: BTreeMap<u64, MemberAttributes> = m
         .members
         .iter()
         .map(|n| {
             (
                 n.id,
-                Member {
+                MemberAttributes {
                     name: n.name.clone(),
                     peer_urls: n.peer_urls.clone(),
                     client_urls: n.client_urls.clone(),
@@ -201,13 +208,33 @@ pub fn decode_membership(m: &pb::Membership) -> io::Result<Membership> {
 
 /// Encodes the vote (Raft hard state).
 pub fn encode_vote(v: &Vote) -> Vec<u8> {
-    crate::wire::vote_to_pb(v).encode_to_vec()
+    vote_message(v).encode_to_vec()
 }
 
 /// Decodes the vote.
 pub fn decode_vote(bytes: &[u8]) -> io::Result<Vote> {
     let v = pb::Vote::decode(bytes).map_err(|e| invalid("vote", e))?;
-    crate::wire::vote_from_pb(Some(&v))
+    Ok(vote_from_message(&v))
+}
+
+/// A vote as the protobuf both the WAL's hard state and the peer protocol
+/// carry.
+pub(crate) fn vote_message(v: &Vote) -> pb::Vote {
+    let lid = v.leader_id();
+    pb::Vote {
+        term: lid.term,
+        voted_for: *lid.node_id(),
+        committed: v.is_committed(),
+    }
+}
+
+/// The vote a [`vote_message`] holds.
+pub(crate) fn vote_from_message(v: &pb::Vote) -> Vote {
+    if v.committed {
+        openraft::Vote::new_committed(v.term, v.voted_for)
+    } else {
+        openraft::Vote::new(v.term, v.voted_for)
+    }
 }
 
 /// Encodes the state machine's last applied membership.
@@ -241,8 +268,8 @@ mod tests {
     use super::*;
     use bramble_api::etcdserverpb::{PutRequest, TxnRequest};
 
-    fn member(name: &str) -> Member {
-        Member {
+    fn member(name: &str) -> MemberAttributes {
+        MemberAttributes {
             name: name.into(),
             peer_urls: vec![format!("http://{name}:2380")],
             client_urls: vec![format!("http://{name}:2379")],
@@ -258,7 +285,7 @@ mod tests {
                 ..Default::default()
             })),
         };
-        let members: BTreeMap<u64, Member> = [(1, member("a")), (2, member("b"))].into();
+        let members: BTreeMap<u64, MemberAttributes> = [(1, member("a")), (2, member("b"))].into();
         let membership = openraft::Membership::new(vec![[1u64].into()], members).expect("valid");
         for payload in [
             EntryPayload::Blank,
@@ -533,10 +560,10 @@ mod tests {
                 entries: vec![entry.clone()],
                 leader_commit: None,
             };
-            let bytes = crate::wire::append_request_to_pb(&req, 1).encode_to_vec();
+            let bytes = crate::peer_codec::append_request_to_pb(&req, 1).encode_to_vec();
             let decoded =
                 pb::AppendRequest::decode(bytes.as_slice()).expect("AppendRequest decodes");
-            let back = crate::wire::append_request_from_pb(decoded).expect("entries decode");
+            let back = crate::peer_codec::append_request_from_pb(decoded).expect("entries decode");
             assert_eq!(format!("{back:?}"), format!("{req:?}"));
             // A forwarded proposal.
             let fwd = pb::ForwardRequest {

@@ -17,7 +17,7 @@ use super::revision::Revision;
 
 /// A set of keys as etcd's requests name them: `key` plus `range_end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyRange<'a> {
+pub(super) enum KeyRange<'a> {
     /// Exactly one key (`range_end` empty).
     Key(&'a [u8]),
     /// `[start, end)`; `end == None` means "to the last key" (`range_end == "\0"`).
@@ -33,7 +33,7 @@ impl<'a> KeyRange<'a> {
     /// The range of a request: empty `range_end` is the single `key`, `range_end == "\0"`
     /// is every key `>= key` (so `key == "\0"` too is every key), anything else is
     /// `[key, range_end)` (empty when `range_end <= key`).
-    pub fn new(key: &'a [u8], range_end: &'a [u8]) -> Self {
+    pub(super) fn new(key: &'a [u8], range_end: &'a [u8]) -> Self {
         match range_end {
             [] => KeyRange::Key(key),
             [0] => KeyRange::Span {
@@ -48,7 +48,7 @@ impl<'a> KeyRange<'a> {
     }
 
     /// True if `key` is in the range.
-    pub fn contains(&self, key: &[u8]) -> bool {
+    pub(super) fn contains(&self, key: &[u8]) -> bool {
         match *self {
             KeyRange::Key(k) => k == key,
             KeyRange::Span { start, end } => key >= start && end.is_none_or(|e| key < e),
@@ -59,7 +59,7 @@ impl<'a> KeyRange<'a> {
 /// One entry of the undo log of an apply in progress: the index change to revert if the
 /// apply's storage transaction does not commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IndexChange {
+pub(super) enum IndexChange {
     /// A put of `key` at the revision.
     Put(Vec<u8>, Revision),
     /// A tombstone of `key` at the revision.
@@ -68,38 +68,34 @@ pub enum IndexChange {
 
 /// All keys and their revisions (see the module doc).
 #[derive(Debug, Default, Clone)]
-pub struct TreeIndex {
+pub(super) struct TreeIndex {
     keys: BTreeMap<Vec<u8>, KeyIndex>,
 }
 
 impl TreeIndex {
     /// An empty index.
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         TreeIndex::default()
     }
 
     /// Number of keys with history in the index (deleted keys not yet compacted count).
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.keys.len()
     }
 
-    /// True if the index holds no key.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     /// What a read at `at_rev` sees of `key`.
-    pub fn get(&self, key: &[u8], at_rev: i64) -> Option<KeyAt> {
+    pub(super) fn get(&self, key: &[u8], at_rev: i64) -> Option<KeyAt> {
         self.keys.get(key)?.get(at_rev)
     }
 
-    /// The history of `key`.
-    pub fn key_index(&self, key: &[u8]) -> Option<&KeyIndex> {
+    /// The history of `key` (tests only: they check what compaction leaves).
+    #[cfg(test)]
+    pub(super) fn key_index(&self, key: &[u8]) -> Option<&KeyIndex> {
         self.keys.get(key)
     }
 
     /// Records a put of `key` at `rev`.
-    pub fn put(&mut self, key: &[u8], rev: Revision) {
+    pub(super) fn put(&mut self, key: &[u8], rev: Revision) {
         match self.keys.get_mut(key) {
             Some(ki) => ki.put(rev),
             None => {
@@ -112,12 +108,18 @@ impl TreeIndex {
 
     /// Records a delete of `key` at `rev`; false (and no change) if the key does not
     /// currently exist.
-    pub fn tombstone(&mut self, key: &[u8], rev: Revision) -> bool {
+    pub(super) fn tombstone(&mut self, key: &[u8], rev: Revision) -> bool {
         self.keys.get_mut(key).is_some_and(|ki| ki.tombstone(rev))
     }
 
     /// Adds a key rebuilt from disk (see [`KeyIndex::restore`]).
-    pub fn restore(&mut self, key: &[u8], created: Revision, modified: Revision, version: i64) {
+    pub(super) fn restore(
+        &mut self,
+        key: &[u8],
+        created: Revision,
+        modified: Revision,
+        version: i64,
+    ) {
         let mut ki = KeyIndex::new();
         ki.restore(created, modified, version);
         let old = self.keys.insert(key.to_vec(), ki);
@@ -125,7 +127,7 @@ impl TreeIndex {
     }
 
     /// Mutable access to a key's history (for the rebuild from disk).
-    pub fn key_index_mut(&mut self, key: &[u8]) -> Option<&mut KeyIndex> {
+    pub(super) fn key_index_mut(&mut self, key: &[u8]) -> Option<&mut KeyIndex> {
         self.keys.get_mut(key)
     }
 
@@ -133,7 +135,7 @@ impl TreeIndex {
     /// starting after `after` (exclusive) if given. Stops after looking at `max_keys`
     /// keys of the index (existing at `at_rev` or not) and then returns the last key
     /// looked at, to pass as `after` to continue; returns None when the range is done.
-    pub fn visit(
+    pub(super) fn visit(
         &self,
         range: &KeyRange<'_>,
         at_rev: i64,
@@ -180,7 +182,7 @@ impl TreeIndex {
     }
 
     /// The keys of `range` that exist at `at_rev` with the revision a read there sees.
-    pub fn range(&self, range: &KeyRange<'_>, at_rev: i64) -> Vec<(Vec<u8>, Revision)> {
+    pub(super) fn range(&self, range: &KeyRange<'_>, at_rev: i64) -> Vec<(Vec<u8>, Revision)> {
         let mut out = Vec::new();
         self.visit(range, at_rev, None, usize::MAX, |k, found| {
             out.push((k.to_vec(), found.modified))
@@ -189,8 +191,10 @@ impl TreeIndex {
     }
 
     /// All revisions of the keys in `range` at or after main revision `rev`, in revision
-    /// order (one per key per main revision), as etcd's `RangeSince` (for watchers).
-    pub fn range_since(&self, range: &KeyRange<'_>, rev: i64) -> Vec<Revision> {
+    /// order (one per key per main revision), as etcd's `RangeSince`. Tests only: watchers
+    /// read their history from the key table (`events.rs`).
+    #[cfg(test)]
+    pub(super) fn range_since(&self, range: &KeyRange<'_>, rev: i64) -> Vec<Revision> {
         let mut revs = Vec::new();
         match *range {
             KeyRange::Key(key) => {
@@ -215,7 +219,7 @@ impl TreeIndex {
     /// Compacts every key at `at_rev` and drops the keys left empty. Returns the revisions
     /// at or below `at_rev` that must stay on disk; every other revision at or below
     /// `at_rev` can be deleted.
-    pub fn compact(&mut self, at_rev: i64) -> HashSet<Revision> {
+    pub(super) fn compact(&mut self, at_rev: i64) -> HashSet<Revision> {
         let mut available = HashSet::new();
         self.keys.retain(|_, ki| {
             ki.compact(at_rev, &mut available);
@@ -225,17 +229,28 @@ impl TreeIndex {
     }
 
     /// The revisions that [`TreeIndex::compact`] at `at_rev` would keep, without changing
-    /// anything.
-    pub fn keep(&self, at_rev: i64) -> HashSet<Revision> {
-        let mut available = HashSet::new();
-        for ki in self.keys.values() {
-            ki.keep(at_rev, &mut available);
-        }
-        available
+    /// anything (tests only).
+    #[cfg(test)]
+    pub(super) fn keep(&self, at_rev: i64) -> HashSet<Revision> {
+        self.keys
+            .values()
+            .filter_map(|ki| ki.kept_at(at_rev))
+            .collect()
+    }
+
+    /// The revision of `key` that compacting at `at_rev` would keep, if any.
+    pub(super) fn kept_at(&self, key: &[u8], at_rev: i64) -> Option<Revision> {
+        self.keys.get(key)?.kept_at(at_rev)
+    }
+
+    /// Whether compacting at `at_rev` would keep any revision at all (etcd's
+    /// `len(Keep(rev)) > 0`). Stops at the first key that has one, usually the first.
+    pub(super) fn keeps_any(&self, at_rev: i64) -> bool {
+        self.keys.values().any(|ki| ki.kept_at(at_rev).is_some())
     }
 
     /// Reverts one change of an aborted apply; changes must be undone newest first.
-    pub fn undo(&mut self, change: &IndexChange) {
+    pub(super) fn undo(&mut self, change: &IndexChange) {
         let (key, rev, tombstone) = match change {
             IndexChange::Put(k, r) => (k, *r, false),
             IndexChange::Tombstone(k, r) => (k, *r, true),
@@ -254,8 +269,9 @@ impl TreeIndex {
     }
 
     /// True if both indexes hold the same keys with the same histories (see
-    /// [`KeyIndex::same_history`]).
-    pub fn same_as(&self, other: &TreeIndex) -> bool {
+    /// [`KeyIndex::same_history`]). Tests only: they compare a rebuilt index with the live one.
+    #[cfg(test)]
+    pub(super) fn same_as(&self, other: &TreeIndex) -> bool {
         self.keys.len() == other.keys.len()
             && self
                 .keys
@@ -425,6 +441,36 @@ mod tests {
         assert!(ti.key_index(b"foo").is_none());
         assert_eq!(avail, [r(2), r(4)].into_iter().collect());
         assert_eq!(ti.len(), 2);
+    }
+
+    #[test]
+    fn keep_is_unchanged_by_an_earlier_compaction() {
+        // HashKV computes keep(at) on an index that a compaction at or below `at` may
+        // change under it: that must not change the answer.
+        let mut with_deleted = index();
+        with_deleted.put(b"foo1", r(6));
+        assert!(with_deleted.tombstone(b"foo1", r(7)));
+        assert!(with_deleted.tombstone(b"foo2", r(8)));
+        for at in 1..=8 {
+            let want = with_deleted.keep(at);
+            assert_eq!(
+                with_deleted.keeps_any(at),
+                !want.is_empty(),
+                "keeps_any({at})"
+            );
+            for c in 1..=at {
+                let mut ti = with_deleted.clone();
+                ti.compact(c);
+                assert_eq!(ti.keep(at), want, "keep({at}) after compact({c})");
+                assert_eq!(ti.keeps_any(at), !want.is_empty());
+                for k in [&b"foo"[..], b"foo1", b"foo2"] {
+                    let kept = with_deleted.kept_at(k, at);
+                    assert_eq!(ti.kept_at(k, at), kept, "{k:?} kept at {at} after {c}");
+                }
+            }
+        }
+        // Everything deleted by revision 8: nothing is kept.
+        assert!(!with_deleted.keeps_any(8));
     }
 
     #[test]

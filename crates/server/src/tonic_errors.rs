@@ -6,6 +6,13 @@
 //! large: ...`, where etcd answers `ResourceExhausted: grpc: received message
 //! larger than max (N vs. M)`. Clients match on both the code (retry policy)
 //! and the text, so the difference is visible.
+//!
+//! This is the one place that reads an error's text to decide: tonic's
+//! decoder builds that status inside the generated service, and by the time
+//! it reaches a layer it is only a `grpc-status` and a `grpc-message` header
+//! (no error type survives). The text is pinned by the unit tests below and
+//! by `tests/tests/hostile_input.rs`, which expects etcd's code for a message
+//! over gRPC's limit: a tonic upgrade that changes the text fails them.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,25 +21,25 @@ use std::task::{Context, Poll};
 use http::header::HeaderValue;
 use http::HeaderMap;
 
-/// The tower layer applying [`EtcdGrpcErrors`].
+/// The tower layer applying [`RewriteTonicErrors`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct EtcdGrpcErrorsLayer;
+pub(crate) struct RewriteTonicErrorsLayer;
 
-impl<S> tower_layer::Layer<S> for EtcdGrpcErrorsLayer {
-    type Service = EtcdGrpcErrors<S>;
+impl<S> tower_layer::Layer<S> for RewriteTonicErrorsLayer {
+    type Service = RewriteTonicErrors<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        EtcdGrpcErrors { inner }
+        RewriteTonicErrors { inner }
     }
 }
 
 /// A service wrapper that rewrites tonic-made errors in response headers.
 #[derive(Debug, Clone)]
-pub struct EtcdGrpcErrors<S> {
+pub(crate) struct RewriteTonicErrors<S> {
     inner: S,
 }
 
-impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for EtcdGrpcErrors<S>
+impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for RewriteTonicErrors<S>
 where
     S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,

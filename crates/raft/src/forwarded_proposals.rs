@@ -8,33 +8,26 @@
 //! client's next read on this member already sees its write.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bramble_storage::mvcc::ApplyResult;
 use tokio::sync::oneshot;
 
+use crate::idutil::IdGenerator;
+
 /// The clients waiting for their forwarded commands to apply on this member.
 pub struct Waiters {
     pending: Mutex<HashMap<u64, oneshot::Sender<ApplyResult>>>,
-    next_id: AtomicU64,
+    ids: IdGenerator,
 }
 
 impl Waiters {
-    /// Waiters for member `member_id`. Request ids are etcd's shape: the low
-    /// 16 bits of the member id, then the start time in milliseconds, then a
-    /// counter, so ids differ across members and across restarts.
+    /// Waiters for member `member_id`. Request ids are etcd's
+    /// ([`IdGenerator`]), so ids differ across members and across restarts.
     pub fn new(member_id: u64) -> Self {
-        let millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let prefix = (member_id & 0xffff) << 48;
-        let start = prefix | ((millis & 0xff_ffff_ffff) << 8);
         Waiters {
             pending: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(start.max(1)),
+            ids: IdGenerator::new(member_id),
         }
     }
 
@@ -42,10 +35,7 @@ impl Waiters {
     /// of the command's apply result.
     pub fn register(&self) -> (u64, oneshot::Receiver<ApplyResult>) {
         let (tx, rx) = oneshot::channel();
-        let mut id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        if id == 0 {
-            id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        }
+        let id = self.ids.next();
         if let Ok(mut p) = self.pending.lock() {
             p.insert(id, tx);
         }
@@ -57,6 +47,15 @@ impl Waiters {
         if let Ok(mut p) = self.pending.lock() {
             p.remove(&id);
         }
+    }
+
+    /// Cancels waiter `id` when dropped, however the forward that registered
+    /// it ends. Its future is dropped when the client goes away, and an entry
+    /// the leader then never applies would otherwise stay here for good: the
+    /// waiters are bounded by the proposals in flight only if every one is
+    /// forgotten (cancelling one already completed does nothing).
+    pub(crate) fn cancel_on_drop(&self, id: u64) -> CancelOnDrop<'_> {
+        CancelOnDrop { waiters: self, id }
     }
 
     /// Hands an applied command's result to its waiter. Gives the result back
@@ -78,7 +77,7 @@ impl Waiters {
 
     /// Drops every waiter (their clients get an error): a snapshot was
     /// installed, so entries they wait for may never be applied one by one.
-    pub fn fail_all(&self) {
+    pub(crate) fn fail_all(&self) {
         if let Ok(mut p) = self.pending.lock() {
             p.clear();
         }
@@ -92,6 +91,18 @@ impl Waiters {
     /// Whether no client waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// See [`Waiters::cancel_on_drop`].
+pub(crate) struct CancelOnDrop<'a> {
+    waiters: &'a Waiters,
+    id: u64,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        self.waiters.cancel(self.id);
     }
 }
 
@@ -132,6 +143,10 @@ mod tests {
         let (id, mut rx) = w.register();
         w.cancel(id);
         assert!(rx.try_recv().is_err());
+        let (id, mut rx) = w.register();
+        drop(w.cancel_on_drop(id));
+        assert!(rx.try_recv().is_err());
+        assert!(w.is_empty(), "a dropped forward leaves no waiter");
         let (_, mut rx) = w.register();
         w.fail_all();
         assert!(rx.try_recv().is_err());
