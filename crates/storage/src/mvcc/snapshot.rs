@@ -43,6 +43,7 @@
 //! stay consistent across an install.
 
 mod format;
+mod saved;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -54,9 +55,11 @@ use redb::{Durability, ReadTransaction, ReadableDatabase, ReadableTable, WriteTr
 
 use super::error::MvccError;
 use super::lease;
+use super::revision::Revision;
 use super::schema::{self, KEYS, LEASES, META, RAFT};
 use super::store::{self, Loaded, MvccStore, WriterState};
 use format::{bad, Decoder, Encoder, Tag};
+pub use saved::{saved_padding, verify_saved_snapshot, SavedSnapshotInfo, SAVED_SHA256_LEN};
 
 /// Buffer size between the snapshot stream and its reader or writer.
 const IO_BUFFER: usize = 256 * 1024;
@@ -84,6 +87,21 @@ impl MvccStore {
     /// module docs for the format). Applies go on while it streams. The stream's applied
     /// position is the checkpointed one: never ahead of what a restart recovers.
     pub fn write_snapshot(&self, out: &mut impl Write) -> Result<SnapshotInfo, MvccError> {
+        let info = self.begin_snapshot()?.write_to(out)?;
+        tracing::info!(
+            applied_index = info.applied.0,
+            revision = info.revision,
+            rows = info.rows,
+            bytes = info.bytes,
+            "mvcc snapshot written"
+        );
+        Ok(info)
+    }
+
+    /// Checkpoints, then opens a consistent point-in-time view of the whole store that
+    /// can be streamed, as often as needed, with [`StoreSnapshot::write_to`] (the
+    /// Maintenance service streams it once to learn its length, then to the client).
+    pub fn begin_snapshot(&self) -> Result<StoreSnapshot, MvccError> {
         let rtxn = {
             let mut w = self.lock_writer()?;
             self.checkpoint_locked(&mut w)?;
@@ -91,48 +109,7 @@ impl MvccStore {
             // transaction sees exactly what the checkpoint made durable.
             self.db.begin_read()?
         };
-        let meta = schema::read_meta(&rtxn.open_table(META)?)?;
-        let mut membership = None;
-        let mut enc = Encoder::new(BufWriter::with_capacity(IO_BUFFER, out))?;
-        for entry in rtxn.open_table(META)?.iter()? {
-            let (k, v) = entry?;
-            enc.row(Tag::Meta, k.value().as_bytes(), &v.value().to_be_bytes())?;
-        }
-        if let Some(raft) = open_optional(&rtxn, RAFT)? {
-            for entry in raft.iter()? {
-                let (k, v) = entry?;
-                if k.value() == schema::RAFT_MEMBERSHIP {
-                    membership = Some(v.value().to_vec());
-                }
-                enc.row(Tag::Raft, k.value().as_bytes(), v.value())?;
-            }
-        }
-        if let Some(leases) = open_optional(&rtxn, LEASES)? {
-            for entry in leases.iter()? {
-                let (k, v) = entry?;
-                enc.row(Tag::Lease, &k.value().to_be_bytes(), v.value())?;
-            }
-        }
-        for entry in rtxn.open_table(KEYS)?.iter()? {
-            let (k, v) = entry?;
-            enc.row(Tag::Key, k.value(), v.value())?;
-        }
-        let (rows, bytes) = enc.finish()?;
-        tracing::info!(
-            applied_index = meta.applied.0,
-            revision = meta.current_rev,
-            rows,
-            bytes,
-            "mvcc snapshot written"
-        );
-        Ok(SnapshotInfo {
-            applied: meta.applied,
-            membership,
-            revision: meta.current_rev,
-            compact_revision: meta.scheduled_compact,
-            rows,
-            bytes,
-        })
+        Ok(StoreSnapshot { rtxn })
     }
 
     /// [`MvccStore::write_snapshot`] into a new file at `path` (replaced if it exists),
@@ -214,10 +191,64 @@ impl MvccStore {
     }
 }
 
+/// A consistent point-in-time view of the whole store (one redb read transaction),
+/// from [`MvccStore::begin_snapshot`]. While it lives, redb cannot reuse the pages it
+/// holds; it never blocks the applier.
+pub struct StoreSnapshot {
+    rtxn: ReadTransaction,
+}
+
+impl StoreSnapshot {
+    /// Writes the view to `out` as one snapshot stream (see the module docs). Every
+    /// call writes the same bytes.
+    pub fn write_to(&self, out: &mut impl Write) -> Result<SnapshotInfo, MvccError> {
+        let rtxn = &self.rtxn;
+        let meta = schema::read_meta(&rtxn.open_table(META)?)?;
+        let mut membership = None;
+        let mut enc = Encoder::new(BufWriter::with_capacity(IO_BUFFER, out))?;
+        for entry in rtxn.open_table(META)?.iter()? {
+            let (k, v) = entry?;
+            enc.row(Tag::Meta, k.value().as_bytes(), &v.value().to_be_bytes())?;
+        }
+        if let Some(raft) = open_optional(rtxn, RAFT)? {
+            for entry in raft.iter()? {
+                let (k, v) = entry?;
+                if k.value() == schema::RAFT_MEMBERSHIP {
+                    membership = Some(v.value().to_vec());
+                }
+                enc.row(Tag::Raft, k.value().as_bytes(), v.value())?;
+            }
+        }
+        if let Some(leases) = open_optional(rtxn, LEASES)? {
+            for entry in leases.iter()? {
+                let (k, v) = entry?;
+                enc.row(Tag::Lease, &k.value().to_be_bytes(), v.value())?;
+            }
+        }
+        for entry in rtxn.open_table(KEYS)?.iter()? {
+            let (k, v) = entry?;
+            enc.row(Tag::Key, k.value(), v.value())?;
+        }
+        let (rows, bytes) = enc.finish()?;
+        Ok(SnapshotInfo {
+            applied: meta.applied,
+            membership,
+            revision: meta.current_rev,
+            compact_revision: meta.scheduled_compact,
+            rows,
+            bytes,
+        })
+    }
+}
+
 /// Reads and checks a whole snapshot without installing it (its framing and checksum;
 /// the content is only checked by an install). Returns what it holds.
 pub fn verify_snapshot(input: &mut impl Read) -> Result<SnapshotInfo, MvccError> {
-    let mut dec = Decoder::new(BufReader::with_capacity(IO_BUFFER, input))?;
+    verify_stream(Decoder::new(BufReader::with_capacity(IO_BUFFER, input))?)
+}
+
+/// Reads `dec` to its end, checking it; returns what the stream holds.
+fn verify_stream(mut dec: Decoder<impl Read>) -> Result<SnapshotInfo, MvccError> {
     let mut meta = BTreeMap::new();
     let mut membership = None;
     while let Some((tag, key, value)) = dec.next_row()? {
@@ -284,7 +315,10 @@ fn load(
                 );
                 leases.insert(id, value)?.is_some()
             }
-            Tag::Key => keys.insert(key, value)?.is_some(),
+            Tag::Key => {
+                check_key_row(key, value)?;
+                keys.insert(key, value)?.is_some()
+            }
         };
         if duplicate {
             return Err(bad(format!("{tag:?} row stored twice")));
@@ -307,6 +341,27 @@ fn load(
         bytes: dec.bytes(),
     };
     Ok((info, loaded))
+}
+
+/// Checks one key-table row whole: its key is a revision, its value a `KeyValue` that
+/// decodes completely (the index rebuild reads only its head, so a row whose value
+/// field is damaged would be installed and then fail every range over its key), and
+/// a put's mod revision is the row's revision (a tombstone stores none, as etcd's).
+fn check_key_row(key: &[u8], value: &[u8]) -> Result<(), MvccError> {
+    let (rev, tombstone) = Revision::from_key(key).map_err(|e| bad(e.to_string()))?;
+    let kv = schema::decode_kv(value).map_err(|e| bad(format!("key row {rev}: {e}")))?;
+    let expected = if tombstone {
+        [0, rev.main]
+    } else {
+        [rev.main; 2]
+    };
+    if !expected.contains(&kv.mod_revision) {
+        return Err(bad(format!(
+            "key row {rev}: mod revision {} is not the row's",
+            kv.mod_revision
+        )));
+    }
+    Ok(())
 }
 
 /// A table that files written by older builds may lack.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bramble_api::mvccpb::Event;
+use bramble_testkit::rng::Rng;
 
 use super::super::snapshot::verify_snapshot;
 use super::super::{LeaseInfo, SnapshotInfo};
@@ -319,6 +320,14 @@ fn an_intact_stream_with_bad_content_is_refused() {
         value: b"1".to_vec(),
         lease: 0,
     });
+    let wrong_mod = encode_kv(&KeyValue {
+        key: b"a".to_vec(),
+        create_revision: 2,
+        mod_revision: 7,
+        version: 1,
+        value: b"1".to_vec(),
+        lease: 0,
+    });
     let current = 2u64.to_be_bytes();
     let good = handmade(&[
         (1, b"current_revision", &current),
@@ -340,6 +349,30 @@ fn an_intact_stream_with_bad_content_is_refused() {
                 (1, b"current_revision", &current),
                 (1, b"schema_version", &version),
                 (4, rev.as_slice(), &[0xff, 0xff]),
+            ]),
+        ),
+        (
+            // The head (key, create revision, version, lease) decodes; the value field
+            // has the wrong wire type (a fuzz finding: installed, then every range failed).
+            "value field of the wrong wire type",
+            handmade(&[
+                (1, b"current_revision", &current),
+                (1, b"schema_version", &version),
+                (
+                    4,
+                    rev.as_slice(),
+                    &[
+                        0x0a, 0x01, b'a', 0x29, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0x02, 0x20, 0x01,
+                    ],
+                ),
+            ]),
+        ),
+        (
+            "mod revision not the row's",
+            handmade(&[
+                (1, b"current_revision", &current),
+                (1, b"schema_version", &version),
+                (4, rev.as_slice(), &wrong_mod),
             ]),
         ),
         (
@@ -532,22 +565,10 @@ fn readers_see_one_state_or_the_other_across_installs() {
     }
 }
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
 #[test]
 fn random_histories_round_trip() {
     for seed in 1..=12u64 {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = Rng::from_state(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let src = TestStore::new();
         let steps = rng.below(150);
         for _ in 0..steps {
