@@ -2,12 +2,11 @@
 //! kubeadm static-pod manifest or a k3s/systemd unit starts Bramble unchanged.
 //!
 //! etcd flags that Bramble does not implement are accepted with a warning
-//! and ignored (`IGNORED_ETCD_FLAGS`), so an etcd command line starts
-//! unchanged. Some of them change where or how etcd keeps its data
-//! (`--wal-dir`, `--unsafe-no-fsync`, `--force-new-cluster`): Bramble keeps
-//! its own behaviour (the WAL under the data dir, every write fsynced) and
-//! only warns. Any other unknown flag is an error, and TLS listener URLs
-//! refuse to start (`listen_addrs`).
+//! and ignored, so an etcd command line starts unchanged, unless ignoring one
+//! would change safety (TLS, `--force-new-cluster`, corruption checks,
+//! `--config-file`): those refuse to start unless set off
+//! ([`crate::unsupported_flags`]). Any other unknown flag is an error, and TLS
+//! listener URLs refuse to start (`listen_addrs`).
 //!
 //! Defaults are etcd's, from `crate::defaults`. The Go-duration flags keep
 //! their default as text for `--help`; a test checks it is the same value.
@@ -18,6 +17,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::defaults;
+use crate::unsupported_flags::{self, Verdict};
 
 /// Bramble: an etcd v3 compatible key-value store for Raspberry Pi clusters.
 #[derive(Debug, Clone, Parser)]
@@ -178,60 +178,13 @@ pub struct Flags {
     pub grpc_keepalive_timeout: std::time::Duration,
 }
 
-/// etcd flags Bramble accepts and ignores for now, with whether they take a
-/// value. Listed so a typo in a real flag is still an error.
-const IGNORED_ETCD_FLAGS: &[(&str, bool)] = &[
-    ("quota-backend-bytes", true),
-    ("auto-compaction-retention", true),
-    ("auto-compaction-mode", true),
-    ("client-cert-auth", false),
-    ("peer-client-cert-auth", false),
-    ("cert-file", true),
-    ("key-file", true),
-    ("trusted-ca-file", true),
-    ("peer-cert-file", true),
-    ("peer-key-file", true),
-    ("peer-trusted-ca-file", true),
-    ("auto-tls", false),
-    ("peer-auto-tls", false),
-    ("metrics", true),
-    ("logger", true),
-    ("log-outputs", true),
-    ("enable-v2", true),
-    ("enable-pprof", false),
-    ("strict-reconfig-check", false),
-    ("pre-vote", false),
-    ("max-snapshots", true),
-    ("max-wals", true),
-    ("cipher-suites", true),
-    ("tls-min-version", true),
-    ("tls-max-version", true),
-    ("experimental-initial-corrupt-check", false),
-    ("experimental-corrupt-check-time", true),
-    ("experimental-compact-hash-check-enabled", false),
-    ("experimental-enable-distributed-tracing", false),
-    ("experimental-backend-bbolt-freelist-type", true),
-    ("backend-bbolt-freelist-type", true),
-    ("socket-reuse-port", false),
-    ("socket-reuse-address", false),
-    ("force-new-cluster", false),
-    ("unsafe-no-fsync", false),
-    ("discovery", true),
-    ("discovery-srv", true),
-    ("proxy", true),
-    ("wal-dir", true),
-    ("config-file", true),
-    ("cors", true),
-    ("host-whitelist", true),
-    ("auth-token", true),
-    ("bcrypt-cost", true),
-    ("debug", false),
-];
-
-/// Rewrites argv for clap: Go-style `-flag` becomes `--flag`, and etcd flags
-/// that Bramble ignores are removed with a warning (returned as text, since
-/// logging is not set up yet).
-pub fn preprocess_args(args: impl IntoIterator<Item = String>) -> (Vec<String>, Vec<String>) {
+/// Rewrites argv for clap: Go-style `-flag` becomes `--flag`, and etcd flags that
+/// Bramble does not implement are dropped with a warning (returned as text, since
+/// logging is not set up yet), or refuse to start when ignoring them would change
+/// safety (see [`crate::unsupported_flags`]; `Err` is the reason).
+pub fn preprocess_args(
+    args: impl IntoIterator<Item = String>,
+) -> Result<(Vec<String>, Vec<String>), String> {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
     let mut it = args.into_iter().peekable();
@@ -253,33 +206,29 @@ pub fn preprocess_args(args: impl IntoIterator<Item = String>) -> (Vec<String>, 
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
             None => (body.to_string(), None),
         };
-        if let Some((_, takes_value)) = IGNORED_ETCD_FLAGS.iter().find(|(n, _)| *n == name) {
+        if let Verdict::Dropped { takes_value } = unsupported_flags::lookup(&name) {
             let value = match inline_value {
                 Some(v) => Some(v),
-                None if *takes_value => it.next_if(|next| !next.starts_with('-')),
+                None if takes_value => it.next_if(|next| !next.starts_with('-')),
                 None => None,
             };
-            let shown = value.map(|v| format!("={v}")).unwrap_or_default();
-            warnings.push(format!(
-                "flag --{name}{shown} is not supported by bramble yet; ignoring it"
-            ));
+            let shown = value.as_ref().map(|v| format!("={v}")).unwrap_or_default();
+            warnings.push(unsupported_flags::judge(
+                &name,
+                &format!("flag --{name}{shown}"),
+                value.as_deref(),
+            )?);
             continue;
         }
         out.push(arg);
     }
-    (out, warnings)
+    Ok((out, warnings))
 }
 
-/// `ETCD_*` variables for flags Bramble ignores: warned about, not fatal.
-pub fn ignored_env_warnings() -> Vec<String> {
-    IGNORED_ETCD_FLAGS
-        .iter()
-        .filter_map(|(name, _)| {
-            let var = format!("ETCD_{}", name.to_uppercase().replace('-', "_"));
-            std::env::var_os(&var)
-                .map(|_| format!("{var} is not supported by bramble yet; ignoring it"))
-        })
-        .collect()
+/// The warnings for `ETCD_*` variables of unsupported flags, or the reason to refuse
+/// to start (see [`preprocess_args`]).
+pub fn unsupported_env_warnings() -> Result<Vec<String>, String> {
+    unsupported_flags::judge_env()
 }
 
 /// Parses a Go `time.Duration` string as etcd's flags take it: a sequence of
@@ -380,7 +329,8 @@ mod tests {
 
     #[test]
     fn go_style_single_dash_flags_are_accepted() {
-        let (out, warn) = preprocess_args(args(&["bramble", "-name", "n1", "--data-dir=/x"]));
+        let (out, warn) =
+            preprocess_args(args(&["bramble", "-name", "n1", "--data-dir=/x"])).expect("accepted");
         assert_eq!(out, args(&["bramble", "--name", "n1", "--data-dir=/x"]));
         assert!(warn.is_empty());
         let f = Flags::try_parse_from(out).expect("parses");
@@ -393,13 +343,31 @@ mod tests {
             "bramble",
             "--max-snapshots",
             "10",
-            "--client-cert-auth",
+            "--client-cert-auth=false",
             "--quota-backend-bytes=8589934592",
+            "--cert-file",
+            "",
             "--name",
             "x",
-        ]));
+        ]))
+        .expect("accepted");
         assert_eq!(out, args(&["bramble", "--name", "x"]));
-        assert_eq!(warn.len(), 3);
+        assert_eq!(warn.len(), 4);
+    }
+
+    #[test]
+    fn flags_that_change_safety_refuse_to_start() {
+        for argv in [
+            &["bramble", "--client-cert-auth"][..],
+            &["bramble", "--client-cert-auth=true"],
+            &["bramble", "-cert-file", "/etc/etcd/server.crt"],
+            &["bramble", "--force-new-cluster"],
+            &["bramble", "--config-file=/etc/etcd.yaml"],
+            &["bramble", "--experimental-initial-corrupt-check=true"],
+        ] {
+            let refusal = preprocess_args(args(argv)).expect_err("refused");
+            assert!(refusal.contains("Refusing to start"), "{refusal}");
+        }
     }
 
     #[test]
@@ -423,7 +391,8 @@ mod tests {
             "-grpc-keepalive-timeout",
             "500ms",
             "--grpc-keepalive-min-time=0",
-        ]));
+        ]))
+        .expect("accepted");
         assert!(warn.is_empty());
         let f = Flags::try_parse_from(out).expect("parses");
         assert_eq!(f.grpc_keepalive_interval, Duration::from_secs(1));
@@ -474,7 +443,7 @@ mod tests {
 
     #[test]
     fn a_misspelt_flag_is_an_error() {
-        let (out, _) = preprocess_args(args(&["bramble", "--data-dri", "/x"]));
+        let (out, _) = preprocess_args(args(&["bramble", "--data-dri", "/x"])).expect("passed on");
         assert!(Flags::try_parse_from(out).is_err());
     }
 

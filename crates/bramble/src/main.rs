@@ -2,18 +2,28 @@
 
 use clap::Parser;
 
-use bramble::config::{ignored_env_warnings, preprocess_args, Flags};
+use bramble::config::{preprocess_args, unsupported_env_warnings, Flags};
 
 /// The exit status after a fatal failure of the member (etcd's `lg.Fatal`
 /// exits with 1 too), for systemd or the kubelet to restart it.
 const FATAL_EXIT_CODE: i32 = 1;
+
+/// Refuses to start (before logging is set up, so on stderr) with etcd's exit
+/// status for a bad configuration.
+fn refuse(reason: &str) -> std::process::ExitCode {
+    eprintln!("bramble: {reason}");
+    std::process::ExitCode::FAILURE
+}
 
 fn main() -> std::process::ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some(bramble::snapshot_command::SUBCOMMAND) {
         return bramble::snapshot_command::run(&argv[2..]);
     }
-    let (args, mut warnings) = preprocess_args(argv);
+    let (args, mut warnings) = match preprocess_args(argv) {
+        Ok(parsed) => parsed,
+        Err(refusal) => return refuse(&refusal),
+    };
     if args.iter().skip(1).any(|a| a == "--version") {
         // write_all rather than println!: a closed pipe (`| head -1`) is not a panic.
         use std::io::Write;
@@ -28,7 +38,10 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     let flags = Flags::parse_from(args);
-    warnings.extend(ignored_env_warnings());
+    match unsupported_env_warnings() {
+        Ok(more) => warnings.extend(more),
+        Err(refusal) => return refuse(&refusal),
+    }
 
     let filter = match flags.log_level.as_str() {
         "debug" => "debug",

@@ -1,0 +1,93 @@
+//! etcd flags whose silent loss would change safety (TLS and client-certificate auth,
+//! `--force-new-cluster`, the corruption checks, `--config-file`) make the real binary
+//! refuse to start, with a clear reason and before it creates anything; set to their off
+//! values they are accepted. (etcd implements them; Bramble does not yet.)
+
+use std::process::Command;
+
+use bramble_tests::tools::bramble_bin;
+
+/// Runs bramble with `args` (plus a data dir) or the `env` variable set; returns whether it
+/// started serving within a few seconds (it is killed then), its stderr, and whether the
+/// data dir was created.
+fn run(args: &[&str], env: Option<(&str, &str)>) -> (Option<i32>, String, bool) {
+    let dir = bramble_testkit::temp::dir("bramble-refused-flags-");
+    let data = dir.path().join("data");
+    let mut cmd = Command::new(bramble_bin());
+    cmd.arg("--data-dir")
+        .arg(&data)
+        .args(["--listen-client-urls", "http://127.0.0.1:0"])
+        .args(["--advertise-client-urls", "http://127.0.0.1:2379"])
+        .args(["--listen-peer-urls", "http://127.0.0.1:0"])
+        .args(args);
+    if let Some((k, v)) = env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning bramble");
+    let out = wait_with_timeout(child, std::time::Duration::from_secs(5));
+    (out.0, out.1, data.exists())
+}
+
+/// The exit code (None: still running after `limit`, then killed) and stderr.
+fn wait_with_timeout(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+) -> (Option<i32>, String) {
+    let start = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("waiting for bramble") {
+            break status.code();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        use std::io::Read;
+        let _ = stderr.read_to_string(&mut err);
+    }
+    (code, err)
+}
+
+#[test]
+fn safety_flags_refuse_to_start_and_create_nothing() {
+    let cases: &[(&[&str], Option<(&str, &str)>)] = &[
+        (&["--client-cert-auth"], None),
+        (&["-cert-file", "/etc/etcd/pki/server.crt"], None),
+        (&["--force-new-cluster"], None),
+        (&["--config-file=/etc/etcd/etcd.yaml"], None),
+        (&["--experimental-initial-corrupt-check=true"], None),
+        (&[], Some(("ETCD_CLIENT_CERT_AUTH", "true"))),
+    ];
+    for (args, env) in cases {
+        let (code, stderr, created) = run(args, *env);
+        assert_eq!(code, Some(1), "{args:?} {env:?}: {stderr}");
+        assert!(
+            stderr.contains("Refusing to start"),
+            "{args:?} {env:?}: {stderr}"
+        );
+        assert!(!created, "{args:?} {env:?}: the data dir was created");
+    }
+}
+
+#[test]
+fn safety_flags_set_off_are_accepted() {
+    let (code, stderr, created) = run(
+        &[
+            "--client-cert-auth=false",
+            "--force-new-cluster=false",
+            "--experimental-initial-corrupt-check=false",
+        ],
+        None,
+    );
+    assert_eq!(code, None, "bramble did not keep running: {stderr}");
+    assert!(created, "{stderr}");
+}
