@@ -57,9 +57,12 @@ fn wait_with_timeout(
     (code, err)
 }
 
+/// Command-line flags and an `ETCD_*` variable (name, value) for one run.
+type Case<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>);
+
 #[test]
 fn safety_flags_refuse_to_start_and_create_nothing() {
-    let cases: &[(&[&str], Option<(&str, &str)>)] = &[
+    let cases: &[Case] = &[
         (&["--client-cert-auth"], None),
         (&["-cert-file", "/etc/etcd/pki/server.crt"], None),
         (&["--force-new-cluster"], None),
