@@ -176,6 +176,28 @@ pub struct Flags {
         value_parser = parse_go_duration
     )]
     pub grpc_keepalive_timeout: std::time::Duration,
+
+    /// Directory for scheduled backups (Bramble's own, etcd has none): snapshot files as
+    /// `etcdctl snapshot save` writes them. Unset: no scheduled backups.
+    #[arg(long = "backup-dir", env = "ETCD_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+
+    /// Time between two scheduled backups (a Go duration such as `30m`).
+    #[arg(
+        long = "backup-interval",
+        env = "ETCD_BACKUP_INTERVAL",
+        default_value = "1h",
+        value_parser = parse_go_duration
+    )]
+    pub backup_interval: std::time::Duration,
+
+    /// How many scheduled backups to keep (the oldest are removed).
+    #[arg(
+        long = "backup-retention",
+        env = "ETCD_BACKUP_RETENTION",
+        default_value_t = defaults::BACKUP_RETENTION
+    )]
+    pub backup_retention: usize,
 }
 
 /// Rewrites argv for clap: Go-style `-flag` becomes `--flag`, and etcd flags that
@@ -381,6 +403,7 @@ mod tests {
         assert_eq!(f.grpc_keepalive_min_time, defaults::GRPC_KEEPALIVE_MIN_TIME);
         assert_eq!(f.grpc_keepalive_interval, defaults::GRPC_KEEPALIVE_INTERVAL);
         assert_eq!(f.grpc_keepalive_timeout, defaults::GRPC_KEEPALIVE_TIMEOUT);
+        assert_eq!(f.backup_interval, Duration::from_secs(3600));
         assert_eq!(
             f.experimental_watch_progress_notify_interval,
             defaults::WATCH_PROGRESS_NOTIFY_INTERVAL

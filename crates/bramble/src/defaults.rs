@@ -23,3 +23,7 @@ pub(crate) const INITIAL_CLUSTER_TOKEN: &str = "etcd-cluster";
 
 /// `--log-level`.
 pub(crate) const LOG_LEVEL: &str = "info";
+
+/// `--backup-retention`: with the flag's default interval of one hour (`1h`, in
+/// the flag's attribute), a day of backups.
+pub(crate) const BACKUP_RETENTION: usize = 24;

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+mod backups;
 pub mod config;
 mod defaults;
 mod identity_file;

@@ -13,8 +13,13 @@ use bramble_server::{ClientServer, Keepalive, Limits};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::backups::BackupConfig;
 use crate::config::{listen_addrs, parse_initial_cluster, split_urls, Flags};
 use crate::node::{ClusterState, Node, NodeOptions};
+
+/// The shortest `--backup-interval`: a full copy of the store more often than this
+/// would mostly wear the SD card.
+const MIN_BACKUP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a stop waits for client connections to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -87,6 +92,7 @@ fn bind_addrs(urls: &str) -> anyhow::Result<Vec<SocketAddr>> {
 /// when it happens or from the final checkpoint of a stop.
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let opts = node_options(&flags)?;
+    let backups = backup_config(&flags)?;
     let addrs = bind_addrs(&flags.listen_client_urls)?;
     if addrs.is_empty() {
         bail!("--listen-client-urls is empty");
@@ -124,6 +130,22 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
                 _ = stop.cancelled() => return Ok(()),
             }
             server.serve(l, stop.cancelled_owned()).await
+        }));
+    }
+
+    if let Some(config) = backups {
+        tracing::info!(
+            dir = %config.dir.display(),
+            interval = ?config.interval,
+            retention = config.retention,
+            "scheduled backups"
+        );
+        let store = node.context().node.store().clone();
+        let stats = std::sync::Arc::new(crate::backups::BackupStats::default());
+        let stop = stop.clone();
+        servers.push(tokio::spawn(async move {
+            crate::backups::run(store, config, stats, stop).await;
+            Ok(())
         }));
     }
 
@@ -185,6 +207,25 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The backup schedule, if `--backup-dir` is set; refuses a schedule that would
+/// never keep a backup or would spin.
+fn backup_config(flags: &Flags) -> anyhow::Result<Option<BackupConfig>> {
+    let Some(dir) = &flags.backup_dir else {
+        return Ok(None);
+    };
+    if flags.backup_interval < MIN_BACKUP_INTERVAL {
+        bail!("--backup-interval must be at least {MIN_BACKUP_INTERVAL:?}");
+    }
+    if flags.backup_retention == 0 {
+        bail!("--backup-retention must be at least 1");
+    }
+    Ok(Some(BackupConfig {
+        dir: dir.clone(),
+        interval: flags.backup_interval,
+        retention: flags.backup_retention,
+    }))
 }
 
 /// etcd's `--grpc-keepalive-*` flags.

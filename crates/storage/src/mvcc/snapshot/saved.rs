@@ -14,12 +14,12 @@
 //!
 //! Such a file is not a bbolt file: etcd's tools cannot read it.
 
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Write};
 
 use sha2::{Digest, Sha256};
 
 use super::format::{bad, Decoder, Padding, PADDING_ALIGN};
-use super::{verify_stream, SnapshotInfo, IO_BUFFER};
+use super::{verify_stream, SnapshotInfo, StoreSnapshot, IO_BUFFER};
 use crate::mvcc::error::MvccError;
 
 /// Length of the SHA-256 trailer.
@@ -75,6 +75,55 @@ pub fn verify_saved_snapshot(
         sha256: stored,
         file_bytes,
     })
+}
+
+impl StoreSnapshot {
+    /// Writes the view to `out` as a whole saved snapshot file (stream, padding,
+    /// SHA-256 trailer: the bytes `etcdctl snapshot save` stores), in one pass.
+    /// Returns what it wrote, as [`verify_saved_snapshot`] would report it.
+    pub fn write_saved(&self, out: &mut impl Write) -> Result<SavedSnapshotInfo, MvccError> {
+        let mut hashed = HashingWriter {
+            inner: out,
+            sha: Sha256::new(),
+        };
+        let stream = self.write_to(&mut hashed)?;
+        let padding = saved_padding(stream.bytes);
+        // Fewer than 512 bytes.
+        let zeros = [0u8; PADDING_ALIGN as usize];
+        hashed
+            .write_all(&zeros[..padding as usize])
+            .map_err(|e| MvccError::Storage(format!("writing a saved snapshot: {e}")))?;
+        let sha256: [u8; SAVED_SHA256_LEN] = hashed.sha.finalize().into();
+        hashed
+            .inner
+            .write_all(&sha256)
+            .and_then(|()| hashed.inner.flush())
+            .map_err(|e| MvccError::Storage(format!("writing a saved snapshot: {e}")))?;
+        let file_bytes = stream.bytes + padding + SAVED_SHA256_LEN as u64;
+        Ok(SavedSnapshotInfo {
+            stream,
+            sha256,
+            file_bytes,
+        })
+    }
+}
+
+/// A writer that hashes what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    sha: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A reader that hashes what passes through it.

@@ -610,3 +610,24 @@ fn random_histories_round_trip() {
         assert_same(&src.store, &dst.store);
     }
 }
+
+#[test]
+fn a_saved_file_written_in_one_pass_verifies() {
+    let s = TestStore::new();
+    history(&s, "k");
+    let (stream, info) = snapshot_of(&s.store);
+    let mut file = Vec::new();
+    let saved = s
+        .store
+        .begin_snapshot()
+        .unwrap()
+        .write_saved(&mut file)
+        .unwrap();
+    assert_eq!(saved.file_bytes, file.len() as u64);
+    assert_eq!(file.len() % 512, 32, "etcdctl's length rule");
+    assert_eq!(&file[..stream.len()], &stream[..], "the same stream inside");
+    let verified =
+        super::super::verify_saved_snapshot(&mut file.as_slice(), file.len() as u64).unwrap();
+    assert_eq!(verified, saved);
+    assert_eq!(verified.stream, info);
+}
