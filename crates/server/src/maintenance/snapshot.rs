@@ -17,8 +17,7 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use bramble_api::etcdserverpb::SnapshotResponse;
-use bramble_storage::mvcc::{saved_padding, MvccError, MvccStore};
-use sha2::{Digest, Sha256};
+use bramble_storage::mvcc::{saved_padding, MvccError, MvccStore, SAVED_SHA256_LEN};
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -61,22 +60,24 @@ enum StreamError {
 }
 
 /// Streams the whole snapshot to `tx`: a first pass over the view learns its length
-/// (for `remaining_bytes`), the second sends it.
+/// (for `remaining_bytes`), the second sends it as the saved file
+/// ([`bramble_storage::mvcc::StoreSnapshot::write_saved`], the one writer of that format, which backups use
+/// too), whose last 32 bytes, the SHA-256, go in a message of their own.
 fn stream(store: &MvccStore, tx: &mpsc::Sender<Item>, version: &str) -> Result<(), StreamError> {
     let view = store.begin_snapshot().map_err(StreamError::Store)?;
     let stream_len = view
         .write_to(&mut io::sink())
         .map_err(StreamError::Store)?
         .bytes;
-    let total = stream_len + saved_padding(stream_len);
-    let mut out = ChunkWriter::new(tx, total, version);
-    match view.write_to(&mut out) {
+    let payload = stream_len + saved_padding(stream_len);
+    let mut out = ChunkWriter::new(tx, payload, version);
+    match view.write_saved(&mut out) {
         Ok(info) => {
-            if info.bytes != stream_len {
+            if info.file_bytes != payload + SAVED_SHA256_LEN as u64 {
                 // The same read transaction twice: impossible unless the store is broken.
                 return Err(StreamError::Store(MvccError::Storage(format!(
-                    "snapshot stream changed length between passes ({stream_len} then {})",
-                    info.bytes
+                    "snapshot stream changed length between passes ({payload} then {})",
+                    info.file_bytes
                 ))));
             }
         }
@@ -84,32 +85,34 @@ fn stream(store: &MvccStore, tx: &mpsc::Sender<Item>, version: &str) -> Result<(
         Err(_) if out.client_gone => return Err(StreamError::ClientGone),
         Err(e) => return Err(StreamError::Store(e)),
     }
-    out.write_zeros(saved_padding(stream_len))?;
     out.finish()?;
-    tracing::info!(bytes = total, "snapshot streamed to a client");
+    tracing::info!(bytes = payload, "snapshot streamed to a client");
     Ok(())
 }
 
-/// Cuts what is written into [`CHUNK`]-byte messages and hashes it.
+/// Cuts the saved file's payload (stream and padding) into [`CHUNK`]-byte messages
+/// counting down `remaining_bytes`, and keeps the SHA-256 trailer after it for the last
+/// message, as etcd sends it.
 struct ChunkWriter<'a> {
     tx: &'a mpsc::Sender<Item>,
     buf: Vec<u8>,
-    sha: Sha256,
-    total: u64,
+    /// Bytes of payload before the trailer.
+    payload: u64,
     sent: u64,
+    trailer: Vec<u8>,
     version: &'a str,
     /// Set when a send failed because the receiver is gone.
     client_gone: bool,
 }
 
 impl<'a> ChunkWriter<'a> {
-    fn new(tx: &'a mpsc::Sender<Item>, total: u64, version: &'a str) -> Self {
+    fn new(tx: &'a mpsc::Sender<Item>, payload: u64, version: &'a str) -> Self {
         ChunkWriter {
             tx,
             buf: Vec::with_capacity(CHUNK),
-            sha: Sha256::new(),
-            total,
+            payload,
             sent: 0,
+            trailer: Vec::with_capacity(SAVED_SHA256_LEN),
             version,
             client_gone: false,
         }
@@ -128,26 +131,32 @@ impl<'a> ChunkWriter<'a> {
         })
     }
 
-    /// Sends the buffered bytes as one message.
+    /// Sends the buffered payload bytes as one message.
     fn send_chunk(&mut self) -> Result<(), StreamError> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let blob = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.sha.update(&blob);
         self.sent += blob.len() as u64;
-        let remaining = self.total.saturating_sub(self.sent);
+        let remaining = self.payload.saturating_sub(self.sent);
         self.send(remaining, blob)
-    }
-
-    /// Appends `n` zero bytes (padding: fewer than 512).
-    fn write_zeros(&mut self, n: u64) -> Result<(), StreamError> {
-        self.push(&vec![0; n as usize])
     }
 
     fn push(&mut self, mut data: &[u8]) -> Result<(), StreamError> {
         while !data.is_empty() {
-            let room = CHUNK - self.buf.len();
+            let left_in_payload = self.payload - self.sent - self.buf.len() as u64;
+            if left_in_payload == 0 {
+                // Everything after the payload is the trailer (32 bytes).
+                if self.trailer.len() + data.len() > SAVED_SHA256_LEN {
+                    return Err(StreamError::Store(MvccError::Storage(
+                        "snapshot longer than its first pass".into(),
+                    )));
+                }
+                self.trailer.extend_from_slice(data);
+                return Ok(());
+            }
+            let room = (CHUNK - self.buf.len())
+                .min(usize::try_from(left_in_payload).unwrap_or(usize::MAX));
             let take = room.min(data.len());
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
@@ -161,7 +170,12 @@ impl<'a> ChunkWriter<'a> {
     /// Sends the last data message and then etcd's SHA-256 message.
     fn finish(mut self) -> Result<(), StreamError> {
         self.send_chunk()?;
-        let sha = std::mem::take(&mut self.sha).finalize().to_vec();
+        if self.trailer.len() != SAVED_SHA256_LEN {
+            return Err(StreamError::Store(MvccError::Storage(
+                "snapshot ended without its sha256".into(),
+            )));
+        }
+        let sha = std::mem::take(&mut self.trailer);
         self.send(0, sha)
     }
 }
@@ -186,6 +200,7 @@ mod tests {
     use bramble_api::bramblepb::Command;
     use bramble_api::etcdserverpb::PutRequest;
     use bramble_storage::mvcc::{verify_saved_snapshot, MvccOptions};
+    use sha2::{Digest, Sha256};
 
     fn store_with(keys: u64, value_len: usize) -> (tempfile::TempDir, Arc<MvccStore>) {
         let dir = tempfile::tempdir().unwrap();
