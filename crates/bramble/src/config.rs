@@ -16,6 +16,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use bramble_server::auto_compaction::AutoCompaction;
+
 use crate::defaults;
 use crate::unsupported_flags::{self, Verdict};
 
@@ -177,6 +179,24 @@ pub struct Flags {
     )]
     pub grpc_keepalive_timeout: std::time::Duration,
 
+    /// Interpret 'auto-compaction-retention' one of: periodic|revision.
+    #[arg(
+        long = "auto-compaction-mode",
+        env = "ETCD_AUTO_COMPACTION_MODE",
+        default_value = "periodic"
+    )]
+    pub auto_compaction_mode: String,
+
+    /// Auto compaction retention for mvcc key value store. 0 means disable auto
+    /// compaction. For periodic: hours (`1`) or a duration (`30m`); for revision: a
+    /// number of revisions to keep.
+    #[arg(
+        long = "auto-compaction-retention",
+        env = "ETCD_AUTO_COMPACTION_RETENTION",
+        default_value = "0"
+    )]
+    pub auto_compaction_retention: String,
+
     /// Directory for scheduled backups (Bramble's own, etcd has none): snapshot files as
     /// `etcdctl snapshot save` writes them. Unset: no scheduled backups.
     #[arg(long = "backup-dir", env = "ETCD_BACKUP_DIR")]
@@ -251,6 +271,44 @@ pub fn preprocess_args(
 /// to start (see [`preprocess_args`]).
 pub fn unsupported_env_warnings() -> Result<Vec<String>, String> {
     unsupported_flags::judge_env()
+}
+
+/// `--auto-compaction-mode` and `--auto-compaction-retention` as etcd reads them: a retention of `0` turns it off (`None`); for
+/// `periodic` a bare integer means hours, otherwise a Go duration (`30m`); for
+/// `revision` a number of revisions. etcd also reads a duration given to the
+/// revision mode, as nanoseconds counted as revisions, which never compacts
+/// anything useful: that is refused here.
+pub(crate) fn auto_compaction(
+    mode: &str,
+    retention: &str,
+) -> Result<Option<AutoCompaction>, String> {
+    let integer = retention.parse::<i64>().ok().filter(|n| *n >= 0);
+    let policy = match (mode, integer) {
+        ("periodic", Some(hours)) => {
+            let secs = u64::try_from(hours)
+                .ok()
+                .and_then(|h| h.checked_mul(3600))
+                .ok_or_else(|| format!("--auto-compaction-retention {retention} is too large"))?;
+            AutoCompaction::Periodic(std::time::Duration::from_secs(secs))
+        }
+        ("periodic", None) => AutoCompaction::Periodic(
+            parse_go_duration(retention)
+                .map_err(|e| format!("--auto-compaction-retention: {e}"))?,
+        ),
+        ("revision", Some(revisions)) => AutoCompaction::Revision(revisions),
+        ("revision", None) => {
+            return Err(format!(
+                "--auto-compaction-retention {retention:?}: the revision mode takes a number \
+                 of revisions"
+            ))
+        }
+        (other, _) => return Err(format!("unknown auto-compaction-mode {other:?}")),
+    };
+    Ok(match policy {
+        AutoCompaction::Periodic(d) if d.is_zero() => None,
+        AutoCompaction::Revision(0) => None,
+        p => Some(p),
+    })
 }
 
 /// Parses a Go `time.Duration` string as etcd's flags take it: a sequence of
@@ -421,6 +479,29 @@ mod tests {
         assert_eq!(f.grpc_keepalive_interval, Duration::from_secs(1));
         assert_eq!(f.grpc_keepalive_timeout, Duration::from_millis(500));
         assert_eq!(f.grpc_keepalive_min_time, Duration::ZERO);
+    }
+
+    #[test]
+    fn flags_as_etcd_reads_them() {
+        use std::time::Duration;
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(auto_compaction("periodic", "0"), Ok(None));
+        assert_eq!(
+            auto_compaction("periodic", "1"),
+            Ok(Some(AutoCompaction::Periodic(h(1))))
+        );
+        assert_eq!(
+            auto_compaction("periodic", "30m"),
+            Ok(Some(AutoCompaction::Periodic(Duration::from_secs(1800))))
+        );
+        assert_eq!(
+            auto_compaction("revision", "1000"),
+            Ok(Some(AutoCompaction::Revision(1000)))
+        );
+        assert_eq!(auto_compaction("revision", "0"), Ok(None));
+        assert!(auto_compaction("revision", "10m").is_err());
+        assert!(auto_compaction("weekly", "1").is_err());
+        assert!(auto_compaction("periodic", "soon").is_err());
     }
 
     #[test]

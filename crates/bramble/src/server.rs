@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::backups::BackupConfig;
-use crate::config::{listen_addrs, parse_initial_cluster, split_urls, Flags};
+use crate::config::{auto_compaction, listen_addrs, parse_initial_cluster, split_urls, Flags};
 use crate::node::{ClusterState, Node, NodeOptions};
 
 /// The shortest `--backup-interval`: a full copy of the store more often than this
@@ -93,6 +93,11 @@ fn bind_addrs(urls: &str) -> anyhow::Result<Vec<SocketAddr>> {
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let opts = node_options(&flags)?;
     let backups = backup_config(&flags)?;
+    let auto_compaction = auto_compaction(
+        &flags.auto_compaction_mode,
+        &flags.auto_compaction_retention,
+    )
+    .map_err(anyhow::Error::msg)?;
     let addrs = bind_addrs(&flags.listen_client_urls)?;
     if addrs.is_empty() {
         bail!("--listen-client-urls is empty");
@@ -133,6 +138,15 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         }));
     }
 
+    if let Some(policy) = auto_compaction {
+        tracing::info!(?policy, "automatic compaction (by the leader)");
+        let ctx = node.context().clone();
+        let stop = stop.clone();
+        servers.push(tokio::spawn(async move {
+            bramble_server::auto_compaction::run(ctx, policy, stop).await;
+            Ok(())
+        }));
+    }
     if let Some(config) = backups {
         tracing::info!(
             dir = %config.dir.display(),

@@ -66,8 +66,6 @@ const CORRUPT_CHECK: &str = "corruption checks are not implemented yet";
 /// flag is still an error.
 const UNSUPPORTED: &[UnsupportedFlag] = &[
     ignored("quota-backend-bytes", true),
-    ignored("auto-compaction-retention", true),
-    ignored("auto-compaction-mode", true),
     refused("client-cert-auth", false, GO_FALSE, TLS),
     refused("peer-client-cert-auth", false, GO_FALSE, TLS),
     refused("cert-file", true, EMPTY, TLS),

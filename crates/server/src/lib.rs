@@ -4,6 +4,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod auto_compaction;
 pub mod backpressure;
 mod cluster;
 pub mod defaults;
