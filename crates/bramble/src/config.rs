@@ -135,20 +135,20 @@ pub struct Flags {
 
     /// Number of entries for a slow follower to catch-up after compacting the raft storage entries.
     #[arg(
-        long = "experimental-snapshot-catchup-entries",
-        env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        long = "snapshot-catchup-entries",
+        env = "ETCD_SNAPSHOT_CATCHUP_ENTRIES",
         default_value_t = defaults::SNAPSHOT_CATCHUP_ENTRIES
     )]
-    pub experimental_snapshot_catchup_entries: u64,
+    pub snapshot_catchup_entries: u64,
 
     /// Duration of periodic watch progress notifications (a Go duration such as `10m0s`).
     #[arg(
-        long = "experimental-watch-progress-notify-interval",
-        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        long = "watch-progress-notify-interval",
+        env = "ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL",
         default_value = "10m0s",
         value_parser = parse_go_duration
     )]
-    pub experimental_watch_progress_notify_interval: std::time::Duration,
+    pub watch_progress_notify_interval: std::time::Duration,
 
     /// Minimum interval duration that a client should wait before pinging server.
     /// Accepted for compatibility but not enforced: the HTTP/2 server answers
@@ -248,6 +248,14 @@ pub fn preprocess_args(
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
             None => (body.to_string(), None),
         };
+        if let Some(renamed) = DEPRECATED_NAMES.iter().find(|r| r.old == name) {
+            warnings.push(renamed.warning());
+            out.push(match inline_value {
+                Some(v) => format!("--{}={v}", renamed.new),
+                None => format!("--{}", renamed.new),
+            });
+            continue;
+        }
         if let Verdict::Dropped { takes_value } = unsupported_flags::lookup(&name) {
             let value = match inline_value {
                 Some(v) => Some(v),
@@ -264,7 +272,55 @@ pub fn preprocess_args(
         }
         out.push(arg);
     }
+    // The old names' variables, unless the new name is given too (on the command line
+    // or as its own variable, which win as they would in etcd).
+    for renamed in DEPRECATED_NAMES {
+        let Some(value) = std::env::var_os(env_name(renamed.old)) else {
+            continue;
+        };
+        let given = out.iter().any(|a| {
+            a.strip_prefix("--")
+                .is_some_and(|b| b.split('=').next() == Some(renamed.new))
+        });
+        if !given && std::env::var_os(env_name(renamed.new)).is_none() {
+            warnings.push(renamed.warning());
+            out.push(format!("--{}={}", renamed.new, value.to_string_lossy()));
+        }
+    }
     Ok((out, warnings))
+}
+
+/// An etcd flag that 3.6 renamed: the old name still works, with etcd's warning.
+struct Renamed {
+    old: &'static str,
+    new: &'static str,
+}
+
+impl Renamed {
+    /// etcd 3.6's deprecation warning for the old name.
+    fn warning(&self) -> String {
+        format!(
+            "--{} is deprecated in v3.6 and will be decommissioned in v3.7. Use '--{}' instead.",
+            self.old, self.new
+        )
+    }
+}
+
+/// The renamed flags Bramble implements (etcd 3.6 dropped their `experimental-`).
+const DEPRECATED_NAMES: &[Renamed] = &[
+    Renamed {
+        old: "experimental-snapshot-catchup-entries",
+        new: "snapshot-catchup-entries",
+    },
+    Renamed {
+        old: "experimental-watch-progress-notify-interval",
+        new: "watch-progress-notify-interval",
+    },
+];
+
+/// The `ETCD_*` variable of flag `name`, as etcd names it.
+pub(crate) fn env_name(name: &str) -> String {
+    format!("ETCD_{}", name.to_uppercase().replace('-', "_"))
 }
 
 /// The warnings for `ETCD_*` variables of unsupported flags, or the reason to refuse
@@ -400,173 +456,4 @@ pub(crate) fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<Strin
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn go_style_single_dash_flags_are_accepted() {
-        let (out, warn) =
-            preprocess_args(args(&["bramble", "-name", "n1", "--data-dir=/x"])).expect("accepted");
-        assert_eq!(out, args(&["bramble", "--name", "n1", "--data-dir=/x"]));
-        assert!(warn.is_empty());
-        let f = Flags::try_parse_from(out).expect("parses");
-        assert_eq!(f.name, "n1");
-    }
-
-    #[test]
-    fn ignored_flags_are_dropped_with_their_values() {
-        let (out, warn) = preprocess_args(args(&[
-            "bramble",
-            "--max-snapshots",
-            "10",
-            "--client-cert-auth=false",
-            "--quota-backend-bytes=8589934592",
-            "--cert-file",
-            "",
-            "--name",
-            "x",
-        ]))
-        .expect("accepted");
-        assert_eq!(out, args(&["bramble", "--name", "x"]));
-        assert_eq!(warn.len(), 4);
-    }
-
-    #[test]
-    fn flags_that_change_safety_refuse_to_start() {
-        for argv in [
-            &["bramble", "--client-cert-auth"][..],
-            &["bramble", "--client-cert-auth=true"],
-            &["bramble", "-cert-file", "/etc/etcd/server.crt"],
-            &["bramble", "--force-new-cluster"],
-            &["bramble", "--config-file=/etc/etcd.yaml"],
-            &["bramble", "--experimental-initial-corrupt-check=true"],
-        ] {
-            let refusal = preprocess_args(args(argv)).expect_err("refused");
-            assert!(refusal.contains("Refusing to start"), "{refusal}");
-        }
-    }
-
-    #[test]
-    fn grpc_keepalive_flags() {
-        use std::time::Duration;
-        let f = Flags::try_parse_from(["bramble"]).expect("parses");
-        assert_eq!(f.grpc_keepalive_min_time, Duration::from_secs(5));
-        assert_eq!(f.grpc_keepalive_interval, Duration::from_secs(7200));
-        assert_eq!(f.grpc_keepalive_timeout, Duration::from_secs(20));
-        // The texts in the attributes are the shared defaults.
-        assert_eq!(f.grpc_keepalive_min_time, defaults::GRPC_KEEPALIVE_MIN_TIME);
-        assert_eq!(f.grpc_keepalive_interval, defaults::GRPC_KEEPALIVE_INTERVAL);
-        assert_eq!(f.grpc_keepalive_timeout, defaults::GRPC_KEEPALIVE_TIMEOUT);
-        assert_eq!(f.backup_interval, Duration::from_secs(3600));
-        assert_eq!(
-            f.experimental_watch_progress_notify_interval,
-            defaults::WATCH_PROGRESS_NOTIFY_INTERVAL
-        );
-        let (out, warn) = preprocess_args(args(&[
-            "bramble",
-            "--grpc-keepalive-interval=1s",
-            "-grpc-keepalive-timeout",
-            "500ms",
-            "--grpc-keepalive-min-time=0",
-        ]))
-        .expect("accepted");
-        assert!(warn.is_empty());
-        let f = Flags::try_parse_from(out).expect("parses");
-        assert_eq!(f.grpc_keepalive_interval, Duration::from_secs(1));
-        assert_eq!(f.grpc_keepalive_timeout, Duration::from_millis(500));
-        assert_eq!(f.grpc_keepalive_min_time, Duration::ZERO);
-    }
-
-    #[test]
-    fn flags_as_etcd_reads_them() {
-        use std::time::Duration;
-        let h = |n: u64| Duration::from_secs(n * 3600);
-        assert_eq!(auto_compaction("periodic", "0"), Ok(None));
-        assert_eq!(
-            auto_compaction("periodic", "1"),
-            Ok(Some(AutoCompaction::Periodic(h(1))))
-        );
-        assert_eq!(
-            auto_compaction("periodic", "30m"),
-            Ok(Some(AutoCompaction::Periodic(Duration::from_secs(1800))))
-        );
-        assert_eq!(
-            auto_compaction("revision", "1000"),
-            Ok(Some(AutoCompaction::Revision(1000)))
-        );
-        assert_eq!(auto_compaction("revision", "0"), Ok(None));
-        assert!(auto_compaction("revision", "10m").is_err());
-        assert!(auto_compaction("weekly", "1").is_err());
-        assert!(auto_compaction("periodic", "soon").is_err());
-    }
-
-    #[test]
-    fn go_durations() {
-        use std::time::Duration;
-        assert_eq!(parse_go_duration("10m0s"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_go_duration("1h2m3s"), Ok(Duration::from_secs(3723)));
-        assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
-        for bad in ["", "10", "5x", "-1s", "s", "1.2.3s"] {
-            assert!(parse_go_duration(bad).is_err(), "{bad:?}");
-        }
-        let f = Flags::try_parse_from(args(&[
-            "bramble",
-            "--experimental-watch-progress-notify-interval=2s",
-        ]))
-        .expect("parses");
-        assert_eq!(
-            f.experimental_watch_progress_notify_interval,
-            Duration::from_secs(2)
-        );
-    }
-
-    #[test]
-    fn flag_defaults_are_etcds() {
-        let f = Flags::try_parse_from(["bramble"]).expect("parses");
-        assert_eq!(f.name, "default");
-        assert_eq!(f.listen_client_urls, "http://localhost:2379");
-        assert_eq!(f.advertise_client_urls, "http://localhost:2379");
-        assert_eq!(f.listen_peer_urls, "http://localhost:2380");
-        assert_eq!(f.initial_advertise_peer_urls, "http://localhost:2380");
-        assert_eq!(f.initial_cluster_state, "new");
-        assert_eq!(f.initial_cluster_token, "etcd-cluster");
-        assert_eq!(f.max_request_bytes, 1_572_864);
-        assert_eq!(f.max_txn_ops, 128);
-        assert_eq!(f.log_level, "info");
-        assert_eq!(f.heartbeat_interval, 100);
-        assert_eq!(f.election_timeout, 1000);
-        assert_eq!(f.snapshot_count, 100_000);
-        assert_eq!(f.experimental_snapshot_catchup_entries, 5_000);
-    }
-
-    #[test]
-    fn a_misspelt_flag_is_an_error() {
-        let (out, _) = preprocess_args(args(&["bramble", "--data-dri", "/x"])).expect("passed on");
-        assert!(Flags::try_parse_from(out).is_err());
-    }
-
-    #[test]
-    fn initial_cluster_groups_urls_by_name() {
-        let m = parse_initial_cluster("a=http://1:2380,b=http://2:2380,a=http://3:2380")
-            .expect("parses");
-        assert_eq!(m.len(), 2);
-        assert_eq!(m[0].1, args(&["http://1:2380", "http://3:2380"]));
-        assert!(parse_initial_cluster("nonsense").is_err());
-    }
-
-    #[test]
-    fn listen_urls() {
-        assert_eq!(
-            listen_addrs("http://127.0.0.1:2379").expect("ok")[0].port(),
-            2379
-        );
-        assert!(listen_addrs("https://127.0.0.1:2379").is_err());
-        assert!(listen_addrs("127.0.0.1:2379").is_err());
-    }
-}
+mod tests;

@@ -44,7 +44,7 @@ pub(crate) fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         other => bail!("--initial-cluster-state must be 'new' or 'existing', not {other:?}"),
     };
     // etcd ignores a zero interval (tokio's timers would spin on it).
-    let progress_interval = match flags.experimental_watch_progress_notify_interval {
+    let progress_interval = match flags.watch_progress_notify_interval {
         d if d.is_zero() => crate::defaults::WATCH_PROGRESS_NOTIFY_INTERVAL,
         d => d,
     };
@@ -62,7 +62,7 @@ pub(crate) fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         heartbeat_interval_ms: flags.heartbeat_interval,
         election_timeout_ms: flags.election_timeout,
         snapshot_count: flags.snapshot_count,
-        snapshot_catchup_entries: flags.experimental_snapshot_catchup_entries,
+        snapshot_catchup_entries: flags.snapshot_catchup_entries,
         initial_cluster,
         initial_cluster_state,
         listen_peer_addrs: bind_addrs(&flags.listen_peer_urls)?,

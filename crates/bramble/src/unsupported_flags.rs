@@ -27,6 +27,53 @@ enum Handling {
         off: &'static [&'static str],
         why: &'static str,
     },
+    /// etcd 3.6's `--feature-gates=Name=bool,...`: each gate judged on its own
+    /// ([`FEATURE_GATES`]).
+    FeatureGates,
+}
+
+/// etcd 3.6's server feature gates, and whether turning each on changes safety.
+/// `None`: harmless to ignore (a performance choice, or a lease behaviour that is
+/// off by default in etcd too); `Some(why)`: refused when set to true.
+const FEATURE_GATES: &[(&str, Option<&str>)] = &[
+    ("InitialCorruptCheck", Some(CORRUPT_CHECK)),
+    ("CompactHashCheck", Some(CORRUPT_CHECK)),
+    ("StopGRPCServiceOnDefrag", None),
+    ("TxnModeWriteWithSharedBuffer", None),
+    ("LeaseCheckpoint", None),
+    ("LeaseCheckpointPersist", None),
+    ("SetMemberLocalAddr", None),
+    ("AllAlpha", None),
+    ("AllBeta", None),
+];
+
+/// Judges `--feature-gates` (`Name=true,Other=false`) as etcd parses it: an unknown
+/// gate or a value that is not a boolean is an error; a gate Bramble cannot honour
+/// set to true refuses to start.
+fn judge_feature_gates(how: &str, value: &str) -> Result<String, String> {
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, setting) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{how}: missing bool value for {pair}"))?;
+        let on = match setting.trim() {
+            v if GO_FALSE.contains(&v) => false,
+            "true" | "1" | "t" | "T" | "TRUE" | "True" => true,
+            other => return Err(format!("{how}: invalid value of {name}={other}")),
+        };
+        let (_, why) = FEATURE_GATES
+            .iter()
+            .find(|(gate, _)| *gate == name.trim())
+            .ok_or_else(|| format!("{how}: unrecognized feature gate: {name}"))?;
+        if let (true, Some(why)) = (on, why) {
+            return Err(format!(
+                "{how}: {name}=true is not supported by bramble yet and would change \
+                 safety: {why}. Refusing to start rather than ignore it"
+            ));
+        }
+    }
+    Ok(format!(
+        "{how} is not supported by bramble yet; ignoring it"
+    ))
 }
 
 /// One etcd flag Bramble does not implement.
@@ -101,6 +148,16 @@ const UNSUPPORTED: &[UnsupportedFlag] = &[
         &["0", "0s"],
         CORRUPT_CHECK,
     ),
+    // etcd 3.6's name.
+    refused("corrupt-check-time", true, &["0", "0s"], CORRUPT_CHECK),
+    // Only with the compact hash check, refused above and below.
+    ignored("compact-hash-check-time", true),
+    ignored("experimental-compact-hash-check-time", true),
+    UnsupportedFlag {
+        name: "feature-gates",
+        takes_value: true,
+        handling: Handling::FeatureGates,
+    },
     refused(
         "experimental-compact-hash-check-enabled",
         false,
@@ -181,6 +238,7 @@ pub(crate) fn judge(name: &str, how: &str, value: Option<&str>) -> Result<String
         Handling::Ignored => Ok(format!(
             "{how} is not supported by bramble yet; ignoring it"
         )),
+        Handling::FeatureGates => judge_feature_gates(how, value.unwrap_or("")),
         Handling::RefusedUnlessOff { off, why } => {
             // A boolean flag alone is true; a value flag alone takes no value here
             // (the caller consumed it), which counts as set.
@@ -198,17 +256,12 @@ pub(crate) fn judge(name: &str, how: &str, value: Option<&str>) -> Result<String
     }
 }
 
-/// The `ETCD_*` variable name of flag `name`.
-fn env_name(name: &str) -> String {
-    format!("ETCD_{}", name.to_uppercase().replace('-', "_"))
-}
-
 /// Judges the `ETCD_*` variables of unsupported flags that are set: the warnings to
 /// log, or the first reason to refuse to start.
 pub(crate) fn judge_env() -> Result<Vec<String>, String> {
     let mut warnings = Vec::new();
     for flag in UNSUPPORTED {
-        let var = env_name(flag.name);
+        let var = crate::config::env_name(flag.name);
         if let Some(value) = std::env::var_os(&var) {
             let value = value.to_string_lossy();
             warnings.push(judge(flag.name, &format!("{var}={value}"), Some(&value))?);
@@ -242,6 +295,21 @@ mod tests {
         )
         .expect_err("refused");
         assert!(why.contains("corruption checks"), "{why}");
+    }
+
+    #[test]
+    fn feature_gates_as_etcd_parses_them() {
+        let gates = |v: &str| judge("feature-gates", "--feature-gates", Some(v));
+        assert!(gates("").is_ok());
+        assert!(gates("StopGRPCServiceOnDefrag=true,LeaseCheckpoint=true").is_ok());
+        assert!(gates("InitialCorruptCheck=false,CompactHashCheck=false").is_ok());
+        let refused = gates("InitialCorruptCheck=true").expect_err("refused");
+        assert!(refused.contains("Refusing to start"), "{refused}");
+        assert!(gates("CompactHashCheck=true").is_err());
+        let unknown = gates("NoSuchGate=true").expect_err("unknown");
+        assert!(unknown.contains("unrecognized feature gate"), "{unknown}");
+        assert!(gates("LeaseCheckpoint").is_err(), "no value");
+        assert!(gates("LeaseCheckpoint=maybe").is_err());
     }
 
     #[test]

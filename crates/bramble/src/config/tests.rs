@@ -1,0 +1,199 @@
+//! The command line's unit tests.
+
+use super::*;
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn go_style_single_dash_flags_are_accepted() {
+    let (out, warn) =
+        preprocess_args(args(&["bramble", "-name", "n1", "--data-dir=/x"])).expect("accepted");
+    assert_eq!(out, args(&["bramble", "--name", "n1", "--data-dir=/x"]));
+    assert!(warn.is_empty());
+    let f = Flags::try_parse_from(out).expect("parses");
+    assert_eq!(f.name, "n1");
+}
+
+#[test]
+fn ignored_flags_are_dropped_with_their_values() {
+    let (out, warn) = preprocess_args(args(&[
+        "bramble",
+        "--max-snapshots",
+        "10",
+        "--client-cert-auth=false",
+        "--quota-backend-bytes=8589934592",
+        "--cert-file",
+        "",
+        "--name",
+        "x",
+    ]))
+    .expect("accepted");
+    assert_eq!(out, args(&["bramble", "--name", "x"]));
+    assert_eq!(warn.len(), 4);
+}
+
+#[test]
+fn flags_that_change_safety_refuse_to_start() {
+    for argv in [
+        &["bramble", "--client-cert-auth"][..],
+        &["bramble", "--client-cert-auth=true"],
+        &["bramble", "-cert-file", "/etc/etcd/server.crt"],
+        &["bramble", "--force-new-cluster"],
+        &["bramble", "--config-file=/etc/etcd.yaml"],
+        &["bramble", "--experimental-initial-corrupt-check=true"],
+    ] {
+        let refusal = preprocess_args(args(argv)).expect_err("refused");
+        assert!(refusal.contains("Refusing to start"), "{refusal}");
+    }
+}
+
+#[test]
+fn grpc_keepalive_flags() {
+    use std::time::Duration;
+    let f = Flags::try_parse_from(["bramble"]).expect("parses");
+    assert_eq!(f.grpc_keepalive_min_time, Duration::from_secs(5));
+    assert_eq!(f.grpc_keepalive_interval, Duration::from_secs(7200));
+    assert_eq!(f.grpc_keepalive_timeout, Duration::from_secs(20));
+    // The texts in the attributes are the shared defaults.
+    assert_eq!(f.grpc_keepalive_min_time, defaults::GRPC_KEEPALIVE_MIN_TIME);
+    assert_eq!(f.grpc_keepalive_interval, defaults::GRPC_KEEPALIVE_INTERVAL);
+    assert_eq!(f.grpc_keepalive_timeout, defaults::GRPC_KEEPALIVE_TIMEOUT);
+    assert_eq!(f.backup_interval, Duration::from_secs(3600));
+    assert_eq!(
+        f.watch_progress_notify_interval,
+        defaults::WATCH_PROGRESS_NOTIFY_INTERVAL
+    );
+    let (out, warn) = preprocess_args(args(&[
+        "bramble",
+        "--grpc-keepalive-interval=1s",
+        "-grpc-keepalive-timeout",
+        "500ms",
+        "--grpc-keepalive-min-time=0",
+    ]))
+    .expect("accepted");
+    assert!(warn.is_empty());
+    let f = Flags::try_parse_from(out).expect("parses");
+    assert_eq!(f.grpc_keepalive_interval, Duration::from_secs(1));
+    assert_eq!(f.grpc_keepalive_timeout, Duration::from_millis(500));
+    assert_eq!(f.grpc_keepalive_min_time, Duration::ZERO);
+}
+
+#[test]
+fn flags_as_etcd_reads_them() {
+    use std::time::Duration;
+    let h = |n: u64| Duration::from_secs(n * 3600);
+    assert_eq!(auto_compaction("periodic", "0"), Ok(None));
+    assert_eq!(
+        auto_compaction("periodic", "1"),
+        Ok(Some(AutoCompaction::Periodic(h(1))))
+    );
+    assert_eq!(
+        auto_compaction("periodic", "30m"),
+        Ok(Some(AutoCompaction::Periodic(Duration::from_secs(1800))))
+    );
+    assert_eq!(
+        auto_compaction("revision", "1000"),
+        Ok(Some(AutoCompaction::Revision(1000)))
+    );
+    assert_eq!(auto_compaction("revision", "0"), Ok(None));
+    assert!(auto_compaction("revision", "10m").is_err());
+    assert!(auto_compaction("weekly", "1").is_err());
+    assert!(auto_compaction("periodic", "soon").is_err());
+}
+
+#[test]
+fn go_durations() {
+    use std::time::Duration;
+    assert_eq!(parse_go_duration("10m0s"), Ok(Duration::from_secs(600)));
+    assert_eq!(parse_go_duration("1h2m3s"), Ok(Duration::from_secs(3723)));
+    assert_eq!(parse_go_duration("500ms"), Ok(Duration::from_millis(500)));
+    assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
+    assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+    for bad in ["", "10", "5x", "-1s", "s", "1.2.3s"] {
+        assert!(parse_go_duration(bad).is_err(), "{bad:?}");
+    }
+    let f = Flags::try_parse_from(args(&["bramble", "--watch-progress-notify-interval=2s"]))
+        .expect("parses");
+    assert_eq!(f.watch_progress_notify_interval, Duration::from_secs(2));
+}
+
+#[test]
+fn renamed_flags_take_both_names_and_warn_on_the_old_one() {
+    let (out, warn) = preprocess_args(args(&[
+        "bramble",
+        "--experimental-snapshot-catchup-entries=7",
+        "-experimental-watch-progress-notify-interval",
+        "3s",
+    ]))
+    .expect("accepted");
+    assert_eq!(
+        warn,
+        [
+            "--experimental-snapshot-catchup-entries is deprecated in v3.6 and will be \
+             decommissioned in v3.7. Use '--snapshot-catchup-entries' instead.",
+            "--experimental-watch-progress-notify-interval is deprecated in v3.6 and will \
+             be decommissioned in v3.7. Use '--watch-progress-notify-interval' instead."
+        ]
+    );
+    let f = Flags::try_parse_from(out).expect("parses");
+    assert_eq!(f.snapshot_catchup_entries, 7);
+    assert_eq!(
+        f.watch_progress_notify_interval,
+        std::time::Duration::from_secs(3)
+    );
+    let (out, warn) =
+        preprocess_args(args(&["bramble", "--snapshot-catchup-entries=9"])).expect("accepted");
+    assert!(warn.is_empty());
+    assert_eq!(
+        Flags::try_parse_from(out)
+            .expect("parses")
+            .snapshot_catchup_entries,
+        9
+    );
+}
+
+#[test]
+fn flag_defaults_are_etcds() {
+    let f = Flags::try_parse_from(["bramble"]).expect("parses");
+    assert_eq!(f.name, "default");
+    assert_eq!(f.listen_client_urls, "http://localhost:2379");
+    assert_eq!(f.advertise_client_urls, "http://localhost:2379");
+    assert_eq!(f.listen_peer_urls, "http://localhost:2380");
+    assert_eq!(f.initial_advertise_peer_urls, "http://localhost:2380");
+    assert_eq!(f.initial_cluster_state, "new");
+    assert_eq!(f.initial_cluster_token, "etcd-cluster");
+    assert_eq!(f.max_request_bytes, 1_572_864);
+    assert_eq!(f.max_txn_ops, 128);
+    assert_eq!(f.log_level, "info");
+    assert_eq!(f.heartbeat_interval, 100);
+    assert_eq!(f.election_timeout, 1000);
+    assert_eq!(f.snapshot_count, 100_000);
+    assert_eq!(f.snapshot_catchup_entries, 5_000);
+}
+
+#[test]
+fn a_misspelt_flag_is_an_error() {
+    let (out, _) = preprocess_args(args(&["bramble", "--data-dri", "/x"])).expect("passed on");
+    assert!(Flags::try_parse_from(out).is_err());
+}
+
+#[test]
+fn initial_cluster_groups_urls_by_name() {
+    let m =
+        parse_initial_cluster("a=http://1:2380,b=http://2:2380,a=http://3:2380").expect("parses");
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[0].1, args(&["http://1:2380", "http://3:2380"]));
+    assert!(parse_initial_cluster("nonsense").is_err());
+}
+
+#[test]
+fn listen_urls() {
+    assert_eq!(
+        listen_addrs("http://127.0.0.1:2379").expect("ok")[0].port(),
+        2379
+    );
+    assert!(listen_addrs("https://127.0.0.1:2379").is_err());
+    assert!(listen_addrs("127.0.0.1:2379").is_err());
+}
