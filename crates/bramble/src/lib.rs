@@ -14,6 +14,7 @@ mod node;
 mod publish;
 pub mod server;
 pub mod snapshot_command;
+mod snapshot_restore;
 
 pub use bramble_api as api;
 pub use node::{ClusterState, Error, Node, NodeOptions};
