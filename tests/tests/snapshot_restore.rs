@@ -54,6 +54,19 @@ async fn rows_at(endpoint: &str) -> (i64, Rows) {
     (rev, rows)
 }
 
+/// [`rows_at`] once the member has applied revision `rev` (a follower's serializable
+/// read may lag a moment behind a commit), or after 10 s whatever it has.
+async fn rows_once_at(endpoint: &str, rev: i64) -> (i64, Rows) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (at, rows) = rows_at(endpoint).await;
+        if at >= rev || tokio::time::Instant::now() > deadline {
+            return (at, rows);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The history the scenario writes: a lease, several versions, a delete, a compaction.
 /// Returns the lease id.
 async fn write_history(c: &mut Client) -> i64 {
@@ -226,15 +239,7 @@ fn a_new_cluster_restored_from_a_snapshot_serves_the_data_on_every_member() {
         cluster.restart_all();
         let mut expected = original.rows.clone();
         for m in cluster.members() {
-            // Serializable reads may lag a moment behind the commit after a restart.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            let (rev, rows) = loop {
-                let (rev, rows) = rt.block_on(rows_at(&m.endpoint()));
-                if rev == original.rev + 1 || std::time::Instant::now() > deadline {
-                    break (rev, rows);
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            };
+            let (rev, rows) = rt.block_on(rows_once_at(&m.endpoint(), original.rev + 1));
             assert_eq!(rev, original.rev + 1, "{kind} {} after restart", m.name());
             let after: Vec<_> = rows.iter().filter(|r| r.0 == b"after").cloned().collect();
             assert_eq!(after.len(), 1, "{kind} {}: {rows:?}", m.name());
@@ -325,7 +330,7 @@ fn bump_revision_and_mark_compacted_tell_an_old_watcher_to_resync() {
         assert_eq!(put.header().expect("header").revision(), new_rev + 1);
     });
     for m in cluster.members() {
-        let (rev, rows) = rt.block_on(rows_at(&m.endpoint()));
+        let (rev, rows) = rt.block_on(rows_once_at(&m.endpoint(), new_rev + 1));
         assert_eq!(rev, new_rev + 1, "{}", m.name());
         let b: Vec<_> = rows.iter().filter(|r| r.0 == b"b").collect();
         let was: Vec<_> = original.rows.iter().filter(|r| r.0 == b"b").collect();
