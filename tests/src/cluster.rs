@@ -129,6 +129,17 @@ impl Cluster {
 
     /// Starts a cluster and returns once every member serves and they agree on a leader.
     pub fn start_with(kind: Kind, config: ClusterConfig) -> Cluster {
+        Cluster::start_prepared(kind, config, |_| {})
+    }
+
+    /// As [`Cluster::start_with`], but `prepare` runs for each member after its command
+    /// line is fixed and before it first starts (to fill its data dir, e.g. with a
+    /// restored snapshot). It may run again for a retried start, with new members.
+    pub fn start_prepared(
+        kind: Kind,
+        config: ClusterConfig,
+        mut prepare: impl FnMut(&MemberProcess),
+    ) -> Cluster {
         assert!(config.size > 0, "a cluster needs at least one member");
         let mut last = String::new();
         // Loopback ports are probed, then bound by the servers later: another process can
@@ -136,7 +147,7 @@ impl Cluster {
         // netns mode the ports are the member's own and an exit is a real failure.
         let attempts = if config.netns { 1 } else { 3 };
         for _ in 0..attempts {
-            let mut cluster = Cluster::create(kind, config.clone());
+            let mut cluster = Cluster::create(kind, config.clone(), &mut prepare);
             match cluster.wait_ready_within(config.start_timeout) {
                 Ok(_) => return cluster,
                 Err(StartError::Exited(report)) => last = report,
@@ -149,7 +160,11 @@ impl Cluster {
     }
 
     /// Creates the members (and network) and spawns them all.
-    fn create(kind: Kind, config: ClusterConfig) -> Cluster {
+    fn create(
+        kind: Kind,
+        config: ClusterConfig,
+        prepare: &mut impl FnMut(&MemberProcess),
+    ) -> Cluster {
         let network = config.netns.then(|| Network::create(config.size));
         let token = format!(
             "bramble-e2e-{}-{}",
@@ -188,6 +203,9 @@ impl Cluster {
             members,
             network,
         };
+        for m in &cluster.members {
+            prepare(m);
+        }
         // All at once: a new member waits for the others before it can serve.
         for m in &mut cluster.members {
             m.respawn();

@@ -76,17 +76,21 @@ pub(crate) async fn load_or_create(opts: &NodeOptions) -> Result<Identity, Error
                 }
                 ClusterState::Existing => fetch_from_peers(opts).await?,
             };
-            let text = format!("{:x} {:x}\n", ids.member_id, ids.cluster_id);
-            let write_path = path.clone();
-            blocking(&path, move || {
-                std::fs::create_dir_all(&dir)?;
-                // A crash leaves either no identity or the whole one.
-                atomic_file::write(&write_path, text.as_bytes())
-            })
-            .await?;
+            let data_dir = opts.data_dir.clone();
+            blocking(&path, move || write(&data_dir, ids)).await?;
             Ok(ids)
         }
     }
+}
+
+/// Writes `<data_dir>/member/identity` durably (creating `member/`). Blocking: a first
+/// start runs it on a blocking thread, `bramble snapshot restore` directly.
+pub(crate) fn write(data_dir: &Path, ids: Identity) -> std::io::Result<()> {
+    let dir = data_dir.join("member");
+    std::fs::create_dir_all(&dir)?;
+    let text = format!("{:x} {:x}\n", ids.member_id, ids.cluster_id);
+    // A crash leaves either no identity or the whole one.
+    atomic_file::write(&dir.join(FILE), text.as_bytes())
 }
 
 /// Runs file I/O about `path` on a blocking thread; its error names `path`.

@@ -15,6 +15,7 @@ mod node;
 mod publish;
 pub mod server;
 pub mod snapshot_command;
+mod snapshot_restore;
 mod unsupported_flags;
 
 pub use bramble_api as api;

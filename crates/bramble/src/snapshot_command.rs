@@ -5,6 +5,8 @@
 //!
 //! `status FILE` checks the whole file (length, SHA-256 trailer, the stream's framing
 //! and crc) and prints what etcdutl prints: hash, revision, total keys, total size.
+//! `restore FILE ...` makes a new cluster member's data dir from it
+//! (`crate::snapshot_restore`).
 
 use std::fs::File;
 use std::io::{BufReader, Write};
@@ -36,6 +38,8 @@ enum Command {
         #[arg(short = 'w', long = "write-out", value_enum, default_value_t = Format::Table)]
         write_out: Format,
     },
+    /// Restores a snapshot file into the data dir of a member of a new cluster.
+    Restore(crate::snapshot_restore::RestoreArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,6 +59,17 @@ pub fn run(args: &[String]) -> std::process::ExitCode {
         Err(e) => e.exit(),
     };
     match parsed.command {
+        Command::Restore(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("BRAMBLE_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+            crate::snapshot_restore::run(args)
+        }
         Command::Status { file, write_out } => match status(&file) {
             Ok(info) => {
                 let text = render(&info, write_out);

@@ -27,6 +27,7 @@ pub mod node;
 pub mod peer_codec;
 pub mod peer_service;
 pub mod refusal;
+pub mod restore;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;

@@ -204,6 +204,14 @@ impl MemberProcess {
         &self.args
     }
 
+    /// The value of `--name=value` on the command line, if it is there.
+    pub fn flag(&self, name: &str) -> Option<&str> {
+        let prefix = format!("--{name}=");
+        self.args
+            .iter()
+            .find_map(|a| a.strip_prefix(prefix.as_str()))
+    }
+
     /// Adds `--name=value` to the command line for the next starts, replacing an earlier
     /// `--name=...` (a member started with its own limits, say).
     pub fn set_flag(&mut self, name: &str, value: &str) {

@@ -62,8 +62,8 @@ pub use error::MvccError;
 pub use hash::{KvHash, StoreHash};
 pub use lease::{LeaseInfo, MAX_LEASE_TTL};
 pub use snapshot::{
-    saved_padding, verify_saved_snapshot, verify_snapshot, SavedSnapshotInfo, SnapshotInfo,
-    StoreSnapshot, SAVED_SHA256_LEN,
+    restore_saved_snapshot, saved_padding, verify_saved_snapshot, verify_snapshot, RestoreError,
+    RestoreInfo, RestoreOptions, SavedSnapshotInfo, SnapshotInfo, StoreSnapshot, SAVED_SHA256_LEN,
 };
 pub use store::{MvccOptions, MvccStore};
 pub use txn_read::is_read_only;

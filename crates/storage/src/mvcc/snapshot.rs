@@ -43,6 +43,7 @@
 //! stay consistent across an install.
 
 mod format;
+mod restore;
 mod saved;
 
 use std::collections::BTreeMap;
@@ -59,6 +60,7 @@ use super::revision::Revision;
 use super::schema::{self, KEYS, LEASES, META, RAFT};
 use super::store::{self, Loaded, MvccStore, WriterState};
 use format::{bad, Decoder, Encoder, Tag};
+pub use restore::{restore_saved_snapshot, RestoreError, RestoreInfo, RestoreOptions};
 pub use saved::{saved_padding, verify_saved_snapshot, SavedSnapshotInfo, SAVED_SHA256_LEN};
 
 /// Buffer size between the snapshot stream and its reader or writer.

@@ -22,6 +22,7 @@ mod hash;
 mod lease;
 mod model;
 mod read;
+mod restore;
 mod snapshot;
 mod store;
 mod txn;
