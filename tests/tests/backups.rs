@@ -1,7 +1,7 @@
 //! Scheduled backups (`--backup-dir`, `--backup-interval`, `--backup-retention`), which etcd
 //! lacks, on a real bramble process: backups rotate while clients write, every file left
 //! verifies (etcd's envelope: length, SHA-256, Bramble's stream) and the newest holds the last
-//! write; a failing backup directory is logged while serving goes on; a schedule that would
+//! write and restores (`bramble snapshot restore`) into a member that serves it; a failing backup directory is logged while serving goes on; a schedule that would
 //! never keep a backup is refused at start.
 
 use std::path::Path;
@@ -12,7 +12,7 @@ use bramble_api::etcdserverpb::RangeRequest;
 use bramble_storage::mvcc::{verify_saved_snapshot, MvccOptions, MvccStore};
 use bramble_tests::server::ServerConfig;
 use bramble_tests::tools::bramble_bin;
-use bramble_tests::{Kind, Server};
+use bramble_tests::{Cluster, ClusterConfig, Etcdctl, Kind, Server};
 
 /// The finished backup files in `dir`, sorted (oldest first), and whether anything else is
 /// there.
@@ -127,10 +127,48 @@ fn backups_rotate_while_writing_and_the_newest_holds_the_last_write() {
     assert_eq!(last.as_deref(), Some(&b"write"[..]));
     let log = server.log();
     assert!(log.contains("backup written and verified"), "{log}");
+    restore_serves_the_last_write(files.last().expect("a backup"));
     println!(
         "{i} puts in 5 s with a backup each second; {} backups kept",
         files.len()
     );
+}
+
+/// `bramble snapshot restore` of a backup into a new one-member cluster, which serves the
+/// backup's last write.
+fn restore_serves_the_last_write(backup: &Path) {
+    let config = ClusterConfig {
+        size: 1,
+        ..ClusterConfig::default()
+    };
+    let cluster = Cluster::start_prepared(Kind::Bramble, config, |m| {
+        let flag = |name: &str| m.flag(name).expect("member flag").to_string();
+        let out = Command::new(bramble_bin())
+            .args(["snapshot", "restore"])
+            .arg(backup)
+            .arg(format!("--name={}", m.name()))
+            .arg(format!("--data-dir={}", m.data_dir().display()))
+            .arg(format!("--initial-cluster={}", flag("initial-cluster")))
+            .arg(format!(
+                "--initial-cluster-token={}",
+                flag("initial-cluster-token")
+            ))
+            .arg(format!(
+                "--initial-advertise-peer-urls={}",
+                flag("initial-advertise-peer-urls")
+            ))
+            .output()
+            .expect("run bramble snapshot restore");
+        assert!(
+            out.status.success(),
+            "restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    let member = &cluster.members()[0];
+    let got = Etcdctl::new(member.endpoint()).run(&["get", "last", "--print-value-only"]);
+    got.assert_ok();
+    assert_eq!(got.stdout_str().trim(), "write");
 }
 
 #[test]
