@@ -5,7 +5,7 @@
 //! and ignored, so an etcd command line starts unchanged, unless ignoring one
 //! would change safety (TLS, `--force-new-cluster`, corruption checks,
 //! `--config-file`): those refuse to start unless set off
-//! ([`crate::unsupported_flags`]). Any other unknown flag is an error, and TLS
+//! (`crate::unsupported_flags`). Any other unknown flag is an error, and TLS
 //! listener URLs refuse to start (`listen_addrs`).
 //!
 //! Defaults are etcd's, from `crate::defaults`. The Go-duration flags keep
@@ -223,7 +223,7 @@ pub struct Flags {
 /// Rewrites argv for clap: Go-style `-flag` becomes `--flag`, and etcd flags that
 /// Bramble does not implement are dropped with a warning (returned as text, since
 /// logging is not set up yet), or refuse to start when ignoring them would change
-/// safety (see [`crate::unsupported_flags`]; `Err` is the reason).
+/// safety (see `crate::unsupported_flags`; `Err` is the reason).
 pub fn preprocess_args(
     args: impl IntoIterator<Item = String>,
 ) -> Result<(Vec<String>, Vec<String>), String> {
