@@ -85,7 +85,19 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(errors::unimplemented("Maintenance.Defragment"))
+        // redb's compaction needs the database alone: applies and reads wait
+        // while it runs (as etcd's defragmentation blocks its backend), on a
+        // blocking thread, never the runtime's.
+        let store = self.ctx.node.store().clone();
+        let path = self.ctx.db_path.clone();
+        tracing::info!("starting defragment");
+        tokio::task::spawn_blocking(move || store.defragment(&path))
+            .await
+            .map_err(errors::internal)?
+            .map_err(|e| errors::mvcc_status(&e))?;
+        tracing::info!("finished defragment");
+        // etcd answers with an empty response (no header).
+        Ok(Response::new(DefragmentResponse::default()))
     }
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {

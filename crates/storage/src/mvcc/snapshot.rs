@@ -107,7 +107,7 @@ impl MvccStore {
             self.checkpoint_locked(&mut w)?;
             // Opened before the applier may commit again (without an fsync): the read
             // transaction sees exactly what the checkpoint made durable.
-            self.db.begin_read()?
+            self.db().begin_read()?
         };
         Ok(StoreSnapshot { rtxn })
     }
@@ -135,7 +135,7 @@ impl MvccStore {
     pub fn install_snapshot(&self, input: &mut impl Read) -> Result<SnapshotInfo, MvccError> {
         let mut w = self.lock_writer()?;
         let before = w.applied;
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         // As checkpoints: reopening after a crash must not walk the whole file.
         txn.set_quick_repair(true);

@@ -35,7 +35,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use redb::{Builder, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
@@ -62,7 +62,9 @@ impl Default for MvccOptions {
 
 /// etcd's MVCC key-value store on redb: the Raft state machine. See the module docs.
 pub struct MvccStore {
-    pub(super) db: Database,
+    /// The redb file. Everyone shares it (read lock) to begin transactions; only
+    /// defragmentation ([`super::defrag`]) takes it whole, as redb's compaction needs.
+    db: RwLock<Database>,
     /// All keys and their revisions; includes the revisions of an apply in progress.
     pub(super) index: RwLock<TreeIndex>,
     /// Revision of the last committed change, the newest revision readers may read.
@@ -178,7 +180,7 @@ impl MvccStore {
             "mvcc store opened"
         );
         let store = MvccStore {
-            db,
+            db: RwLock::new(db),
             index: RwLock::new(index),
             current_rev: AtomicI64::new(meta.current_rev),
             // The logical compaction: the rows below it may be partly deleted already.
@@ -269,7 +271,7 @@ impl MvccStore {
         if !w.dirty {
             return Ok(());
         }
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db().begin_write()?;
         txn.set_quick_repair(true);
         {
             let mut meta = txn.open_table(META)?;
@@ -307,6 +309,19 @@ impl MvccStore {
         *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = applied;
     }
 
+    /// The redb file, to begin a transaction (waits while a defragmentation runs). The
+    /// guard is only for beginning it: redb transactions do not borrow the database.
+    pub(super) fn db(&self) -> RwLockReadGuard<'_, Database> {
+        // A panic while holding the lock cannot leave the Database half changed (redb
+        // keeps its own state consistent), so poisoning is ignored.
+        self.db.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The redb file alone: no transaction can begin while the guard lives.
+    pub(super) fn db_exclusive(&self) -> RwLockWriteGuard<'_, Database> {
+        self.db.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(super) fn lock_writer(&self) -> Result<MutexGuard<'_, WriterState>, MvccError> {
         self.writer
             .lock()
@@ -322,7 +337,7 @@ impl MvccStore {
     /// Rebuilds the in-memory lease table from the committed file (after a failed apply
     /// left it with changes that were not committed).
     pub(super) fn reload_leases(&self) -> Result<(), MvccError> {
-        let rtxn = self.db.begin_read()?;
+        let rtxn = self.db().begin_read()?;
         let (_, _, attached) = rebuild_index(&rtxn.open_table(KEYS)?)?;
         let table = LeaseTable::build(lease::read_leases(&rtxn)?, attached);
         *lease::lock_write(&self.leases)? = table;

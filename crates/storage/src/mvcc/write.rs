@@ -115,7 +115,7 @@ impl MvccStore {
 
     /// The membership stored by the last applied membership entry, if any.
     pub fn raft_membership(&self) -> Result<Option<Vec<u8>>, MvccError> {
-        let rtxn = self.db.begin_read()?;
+        let rtxn = self.db().begin_read()?;
         let table = match rtxn.open_table(RAFT) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -190,7 +190,7 @@ impl MvccStore {
         let mut undo: Vec<IndexChange> = Vec::new();
         let mut compact_at = None;
         let first_result = results.len();
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::None)?;
         let outcome = (|| {
             let mut keys = txn.open_table(KEYS)?;
