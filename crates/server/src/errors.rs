@@ -69,6 +69,10 @@ pub(crate) fn mvcc_status(e: &MvccError) -> Status {
         MvccError::LeaseTtlTooLarge => Code::OutOfRange,
         // `etcdserver: invalid sort option`
         MvccError::InvalidSortOption => Code::InvalidArgument,
+        // `etcdserver: mvcc: database space exceeded`
+        MvccError::NoSpace => return no_space(),
+        // `etcdserver: corrupt cluster`
+        MvccError::CorruptCluster => Code::DataLoss,
         MvccError::EmptyCommand
         | MvccError::OutOfOrder { .. }
         | MvccError::Corrupt(_)
@@ -77,6 +81,14 @@ pub(crate) fn mvcc_status(e: &MvccError) -> Status {
         | MvccError::StoreReplaced => return internal(e),
     };
     etcd_status(code, e.to_string())
+}
+/// `etcdserver: mvcc: database space exceeded` (etcd's `ErrGRPCNoSpace`): the
+/// space quota is exhausted or a NOSPACE alarm is raised.
+pub(crate) fn no_space() -> Status {
+    etcd_status(
+        Code::ResourceExhausted,
+        "etcdserver: mvcc: database space exceeded".to_string(),
+    )
 }
 /// `etcdserver: key not found` (also etcd's answer to an empty txn op)
 pub(crate) fn key_not_found() -> Status {

@@ -6,12 +6,15 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bramble_api::bramblepb::{command::Op, Command};
 use bramble_api::etcdserverpb::maintenance_server::Maintenance;
 use bramble_api::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
-    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
-    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse,
+    DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
 };
+use bramble_storage::mvcc::ApplyResult;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
@@ -31,6 +34,23 @@ fn storage_version() -> String {
     format!("{}.0", &ETCD_VERSION[..minor_end])
 }
 
+/// An alarm as etcd's Status lists it: gogo-protobuf's compact text of the
+/// `AlarmMember` (`memberID:<id> alarm:<TYPE> `, each field followed by a space).
+fn alarm_text(a: &AlarmMember) -> String {
+    let kind = AlarmType::try_from(a.alarm)
+        .map(|t| t.as_str_name().to_string())
+        .unwrap_or_else(|_| a.alarm.to_string());
+    let mut text = String::new();
+    // Zero values are left out, as proto3 text does.
+    if a.member_id != 0 {
+        text.push_str(&format!("memberID:{} ", a.member_id));
+    }
+    if a.alarm != 0 {
+        text.push_str(&format!("alarm:{kind} "));
+    }
+    text
+}
+
 /// The Maintenance service.
 #[derive(Clone)]
 pub(crate) struct MaintenanceService {
@@ -46,10 +66,17 @@ impl MaintenanceService {
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, _req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        // No alarms exist yet (space quota and corruption checks come later):
-        // an empty list is the true answer.
-        let mut resp = AlarmResponse::default();
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        // As etcd, every alarm request (GET included) goes through Raft: the
+        // answer reflects every alarm change before it in the log.
+        let cmd = Command {
+            op: Some(Op::Alarm(req.into_inner())),
+        };
+        let mut resp = match self.ctx.propose(cmd).await? {
+            ApplyResult::Alarm(r) => r,
+            ApplyResult::Error(e) => return Err(errors::mvcc_status(&e)),
+            other => return Err(errors::internal(format!("alarm answered {other:?}"))),
+        };
         self.ctx.identity.fill(&mut resp.header, &self.ctx.node);
         Ok(Response::new(resp))
     }
@@ -77,6 +104,10 @@ impl Maintenance for MaintenanceService {
             // etcd lists the error text of its no-leader alarm.
             resp.errors.push(errors::no_leader().message().to_string());
         }
+        // Then each alarm raised, as Go's protobuf text of the AlarmMember.
+        for a in self.ctx.node.store().alarms() {
+            resp.errors.push(alarm_text(&a));
+        }
         self.ctx.identity.fill(&mut resp.header, &self.ctx.node);
         Ok(Response::new(resp))
     }
@@ -91,10 +122,13 @@ impl Maintenance for MaintenanceService {
         let store = self.ctx.node.store().clone();
         let path = self.ctx.db_path.clone();
         tracing::info!("starting defragment");
-        tokio::task::spawn_blocking(move || store.defragment(&path))
+        let info = tokio::task::spawn_blocking(move || store.defragment(&path))
             .await
             .map_err(errors::internal)?
             .map_err(|e| errors::mvcc_status(&e))?;
+        // The quota checks see the freed space at once, not at the monitor's
+        // next look (an operator disarms NOSPACE right after this).
+        self.ctx.quota.set_size(info.size_after);
         tracing::info!("finished defragment");
         // etcd answers with an empty response (no header).
         Ok(Response::new(DefragmentResponse::default()))

@@ -6,7 +6,8 @@
 //! - `key_index`: the generations of one key;
 //! - `tree_index`: all keys (etcd's `treeIndex`), in memory, rebuilt from disk on open;
 //! - `schema`: the redb tables (key table, meta table, lease table) and encodings;
-//! - `lease`: leases (grant, revoke, the keys attached to each);
+//! - `lease`: leases (grant, revoke, the keys attached to each); `alarm`: alarms (NOSPACE,
+//!   CORRUPT) and the changes they refuse;
 //! - `store`: [`MvccStore`], opening, concurrency and durability (checkpoints);
 //! - `snapshot`: raft snapshots, the whole store as one checked stream and back;
 //! - `read`: range reads; `write`: the apply loop, put and delete range; `txn`:
@@ -40,6 +41,7 @@
 //! # Ok(()) }
 //! ```
 
+mod alarm;
 mod compaction;
 mod defrag;
 mod error;

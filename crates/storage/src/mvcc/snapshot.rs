@@ -53,6 +53,7 @@ use std::sync::atomic::Ordering;
 
 use redb::{Durability, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 
+use super::alarm;
 use super::error::MvccError;
 use super::lease;
 use super::revision::Revision;
@@ -145,6 +146,7 @@ impl MvccStore {
             meta,
             index,
             leases,
+            alarms,
         } = loaded;
         assert_eq!(
             (info.applied, info.revision),
@@ -164,6 +166,7 @@ impl MvccStore {
             txn.commit()?;
             *index_guard = index;
             *lease_guard = leases;
+            *alarm::lock_write(&self.alarms) = alarms;
             self.compact_rev
                 .store(meta.scheduled_compact, Ordering::SeqCst);
             self.publish(meta.current_rev, meta.applied);
@@ -331,7 +334,8 @@ fn load(
         other => other,
     };
     let lease_rows = lease::read_lease_rows(&leases).map_err(content)?;
-    let loaded = store::load_state(&keys, &meta, lease_rows).map_err(content)?;
+    let alarms = alarm::read(&raft).map_err(content)?;
+    let loaded = store::load_state(&keys, &meta, lease_rows, alarms).map_err(content)?;
     let info = SnapshotInfo {
         applied: loaded.meta.applied,
         membership,

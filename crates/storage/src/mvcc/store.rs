@@ -37,8 +37,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use bramble_api::etcdserverpb::AlarmMember;
 use redb::{Builder, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
+use super::alarm;
 use super::error::MvccError;
 use super::lease::{self, LeaseTable};
 use super::revision::Revision;
@@ -77,6 +79,9 @@ pub struct MvccStore {
     pub(super) writer: Mutex<WriterState>,
     /// Every lease and the keys attached to each (see [`super::lease`]).
     pub(super) leases: RwLock<LeaseTable>,
+    /// The alarms raised, as committed (see [`super::alarm`]); the applier works on a
+    /// copy and stores it back after its commit.
+    pub(super) alarms: RwLock<Vec<AlarmMember>>,
     /// Bumped (under the index write lock) each time a raft snapshot replaces the store;
     /// readers check it did not move since they opened their redb snapshot.
     pub(super) install_epoch: AtomicU64,
@@ -97,6 +102,7 @@ pub(super) struct Loaded {
     pub meta: Meta,
     pub index: TreeIndex,
     pub leases: LeaseTable,
+    pub alarms: Vec<AlarmMember>,
 }
 
 /// Reads and checks the state held by the key, meta and lease tables (of a read
@@ -105,6 +111,7 @@ pub(super) fn load_state(
     keys: &impl ReadableTable<&'static [u8], &'static [u8]>,
     meta: &impl ReadableTable<&'static str, u64>,
     lease_rows: std::collections::BTreeMap<i64, i64>,
+    alarms: Vec<AlarmMember>,
 ) -> Result<Loaded, MvccError> {
     let meta = schema::read_meta(meta)?;
     let (index, max_rev, attached) = rebuild_index(keys)?;
@@ -119,6 +126,7 @@ pub(super) fn load_state(
         meta,
         index,
         leases,
+        alarms,
     })
 }
 
@@ -163,12 +171,24 @@ impl MvccStore {
         let loaded = {
             let rtxn = db.begin_read()?;
             let lease_rows = lease::read_leases(&rtxn)?;
-            load_state(&rtxn.open_table(KEYS)?, &rtxn.open_table(META)?, lease_rows)?
+            let alarms = match rtxn.open_table(schema::RAFT) {
+                Ok(raft) => alarm::read(&raft)?,
+                // Files written before the raft table existed.
+                Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            load_state(
+                &rtxn.open_table(KEYS)?,
+                &rtxn.open_table(META)?,
+                lease_rows,
+                alarms,
+            )?
         };
         let Loaded {
             meta,
             index,
             leases,
+            alarms,
         } = loaded;
         tracing::info!(
             path = %path.display(),
@@ -176,6 +196,7 @@ impl MvccStore {
             revision = meta.current_rev,
             compact_revision = meta.scheduled_compact,
             leases = leases.leases.len(),
+            alarms = alarms.len(),
             applied_index = meta.applied.0,
             "mvcc store opened"
         );
@@ -188,6 +209,7 @@ impl MvccStore {
             applied: Mutex::new(meta.applied),
             writer: Mutex::new(WriterState::committed(&meta)),
             leases: RwLock::new(leases),
+            alarms: RwLock::new(alarms),
             install_epoch: AtomicU64::new(0),
         };
         {
@@ -255,6 +277,12 @@ impl MvccStore {
     /// compacted, as etcd).
     pub fn compact_revision(&self) -> i64 {
         self.compact_rev.load(Ordering::SeqCst)
+    }
+
+    /// The alarms raised, every member's, sorted by member and type (etcd's
+    /// `alarmStore.Get(NONE)`): what Status lists and what refuses changes.
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        alarm::lock_read(&self.alarms).clone()
     }
 
     /// Makes everything applied so far durable: one redb commit with

@@ -17,6 +17,7 @@ use bramble_api::mvccpb::KeyValue;
 
 use super::{ApplyResult, MvccError, MvccOptions, MvccStore};
 
+mod alarm;
 mod compaction;
 mod defrag;
 mod hash;
