@@ -1,7 +1,8 @@
 //! The etcd Maintenance service. `Status` (etcdctl `endpoint status`/`health`,
 //! kube-apiserver's version and db size checks), `Snapshot` (`snapshot.rs`),
-//! `Hash` and `HashKV` (`crate::hash`) and `MoveLeader` are served;
-//! `Defragment` and `Downgrade` arrive with the rest of the operations issue.
+//! `Hash` and `HashKV` (`crate::hash`), `MoveLeader`, `Alarm` (through Raft,
+//! see `bramble_storage::mvcc` alarms and `crate::quota`) and `Defragment` are
+//! served; `Downgrade` answers etcd's refusals (`downgrade.rs`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,9 +11,9 @@ use bramble_api::bramblepb::{command::Op, Command};
 use bramble_api::etcdserverpb::maintenance_server::Maintenance;
 use bramble_api::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse,
-    DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
-    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
-    StatusResponse,
+    DowngradeInfo, DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest,
+    HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse,
+    StatusRequest, StatusResponse,
 };
 use bramble_storage::mvcc::ApplyResult;
 use futures::Stream;
@@ -21,6 +22,7 @@ use tonic::{Request, Response, Status};
 use crate::errors;
 use crate::ServerContext;
 
+mod downgrade;
 mod snapshot;
 
 /// The etcd version Bramble reports. Kubernetes turns watch progress requests
@@ -86,18 +88,30 @@ impl Maintenance for MaintenanceService {
         _req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let raft = self.ctx.node.status();
-        let db_size = self.ctx.db_file_size().await as i64;
+        let db_size = self.ctx.db_file_size().await;
+        // redb's allocated pages (a walk of its trees, under the applier
+        // lock): blocking work, off the runtime.
+        let store = self.ctx.node.store().clone();
+        let in_use = tokio::task::spawn_blocking(move || store.space())
+            .await
+            .map_err(errors::internal)?
+            .map_err(|e| errors::mvcc_status(&e))?
+            .in_use;
+        let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let mut resp = StatusResponse {
             version: ETCD_VERSION.to_string(),
-            db_size,
-            // redb does not expose its free page count cheaply; the file size
-            // is an upper bound, which is what quota checks need.
-            db_size_in_use: db_size,
+            db_size: to_i64(db_size),
+            // Pages written since the size was read can make it larger.
+            db_size_in_use: to_i64(in_use.min(db_size)),
             leader: raft.leader,
             raft_index: raft.commit_index,
             raft_term: raft.term,
             raft_applied_index: raft.applied_index,
             is_learner: raft.is_learner,
+            storage_version: storage_version(),
+            db_size_quota: self.ctx.quota.status_value(),
+            // Bramble never downgrades (see `downgrade`): never enabled.
+            downgrade_info: Some(DowngradeInfo::default()),
             ..Default::default()
         };
         if raft.leader == 0 {
@@ -179,8 +193,8 @@ impl Maintenance for MaintenanceService {
 
     async fn downgrade(
         &self,
-        _req: Request<DowngradeRequest>,
+        req: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
-        Err(errors::unimplemented("Maintenance.Downgrade"))
+        Err(downgrade::refuse(&req.into_inner()))
     }
 }

@@ -46,6 +46,8 @@ const LEASE_OVERHEAD: u64 = 64;
 pub struct Quota {
     /// The quota in bytes; `None` when turned off.
     limit: Option<u64>,
+    /// The flag's value.
+    flag: i64,
     /// The database file's size at the last check.
     size: AtomicU64,
 }
@@ -85,6 +87,7 @@ impl Quota {
         };
         Quota {
             limit,
+            flag,
             size: AtomicU64::new(0),
         }
     }
@@ -92,6 +95,13 @@ impl Quota {
     /// The quota in bytes, `None` when turned off (Status' `db_size_quota` is 0 then).
     pub fn limit(&self) -> Option<u64> {
         self.limit
+    }
+
+    /// Status' `db_size_quota` (etcd 3.6): the quota in force, or the flag's
+    /// (negative) value when the quota is off.
+    pub fn status_value(&self) -> i64 {
+        self.limit
+            .map_or(self.flag, |l| i64::try_from(l).unwrap_or(i64::MAX))
     }
 
     /// Records the database file's size.
