@@ -6,7 +6,8 @@
 //! - `defrag_measure` (ignored; `-- --ignored --nocapture`): 50,000 values of 1 KiB put,
 //!   deleted and compacted, then a defragmentation while a client keeps putting: prints
 //!   the file size before and after, how long the defragmentation took and the longest
-//!   put latency during it, for each server (numbers in docs/operations.md).
+//!   put latency during it, and how long Status takes with every key live, for each
+//!   server (numbers in docs/operations.md).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -124,6 +125,17 @@ fn defrag_measure() {
         runtime.block_on(async {
             fill(&endpoint, "gone/", keys, 1024, 16).await;
             let mut c = client::connect_endpoint(&endpoint).await;
+            // Status with every key live (Bramble walks redb's pages for
+            // db_size_in_use).
+            let t = Instant::now();
+            let status = c.status().await.expect("status");
+            let took = t.elapsed();
+            println!(
+                "{kind}: Status with {keys} keys: {} ms (db_size {}, in use {})",
+                took.as_millis(),
+                status.db_size(),
+                status.raft_used_db_size()
+            );
             delete_and_compact(&mut c, "gone/").await;
         });
         let fill_time = started.elapsed();

@@ -50,6 +50,10 @@ pub struct Quota {
     flag: i64,
     /// The database file's size at the last check.
     size: AtomicU64,
+    /// Bumped by each [`Quota::set_size`]: the monitor stores the size it read
+    /// only if no one stored a newer one meanwhile (a defragmentation that
+    /// finished while the monitor's `stat` ran).
+    generation: AtomicU64,
 }
 
 impl Quota {
@@ -89,6 +93,7 @@ impl Quota {
             limit,
             flag,
             size: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -106,13 +111,27 @@ impl Quota {
 
     /// Records the database file's size.
     pub(crate) fn set_size(&self, size: u64) {
-        self.size.store(size, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.size.store(size, Ordering::SeqCst);
+    }
+
+    /// Stores `size`, read after [`Quota::generation`] was `seen`, unless a newer size
+    /// was stored since. Returns whether it was stored.
+    fn set_size_if_unchanged(&self, seen: u64, size: u64) -> bool {
+        self.generation
+            .compare_exchange(seen, seen + 1, Ordering::SeqCst, Ordering::SeqCst)
+            .map(|_| self.size.store(size, Ordering::SeqCst))
+            .is_ok()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Whether a change costing `cost` bytes fits (etcd's `backendQuota.Available`).
     fn available(&self, cost: u64) -> bool {
         self.limit
-            .is_none_or(|limit| self.size.load(Ordering::Relaxed).saturating_add(cost) < limit)
+            .is_none_or(|limit| self.size.load(Ordering::SeqCst).saturating_add(cost) < limit)
     }
 }
 
@@ -166,7 +185,7 @@ async fn raise_nospace(ctx: &Arc<ServerContext>) {
     }
     tracing::warn!(
         quota_size_bytes = ctx.quota.limit.unwrap_or(0),
-        db_size_bytes = ctx.quota.size.load(Ordering::Relaxed),
+        db_size_bytes = ctx.quota.size.load(Ordering::SeqCst),
         "database space exceeded; raising the NOSPACE alarm"
     );
     let cmd = Command {
@@ -192,8 +211,9 @@ pub fn start_monitor(ctx: &Arc<ServerContext>) {
             let Some(ctx) = weak.upgrade() else {
                 return;
             };
-            ctx.quota.set_size(ctx.db_file_size().await);
-            if !ctx.quota.available(0) {
+            let seen = ctx.quota.generation();
+            let size = ctx.db_file_size().await;
+            if ctx.quota.set_size_if_unchanged(seen, size) && !ctx.quota.available(0) {
                 raise_nospace(&ctx).await;
             }
             drop(ctx);
@@ -243,6 +263,14 @@ mod tests {
         assert!(q.available(399));
         // etcd: size + cost must stay below the quota.
         assert!(!q.available(400));
+        // A size read before a newer one was stored is dropped.
+        let seen = q.generation();
+        q.set_size(10);
+        assert!(!q.set_size_if_unchanged(seen, 900));
+        assert!(q.available(989));
+        let seen = q.generation();
+        assert!(q.set_size_if_unchanged(seen, 900));
+        assert!(!q.available(100));
         let off = Quota::from_flag(-1);
         off.set_size(u64::MAX);
         assert!(off.available(u64::MAX));
