@@ -105,6 +105,16 @@ pub struct Flags {
     #[arg(long = "max-txn-ops", env = "ETCD_MAX_TXN_OPS", default_value_t = defaults::MAX_TXN_OPS)]
     pub max_txn_ops: usize,
 
+    /// Raise alarms when backend size exceeds the given quota (0 defaults to low space
+    /// quota; a negative value turns the quota off).
+    #[arg(
+        long = "quota-backend-bytes",
+        env = "ETCD_QUOTA_BACKEND_BYTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub quota_backend_bytes: i64,
+
     /// Configures log level: debug, info, warn, error, panic, or fatal.
     #[arg(long = "log-level", env = "ETCD_LOG_LEVEL", default_value = defaults::LOG_LEVEL)]
     pub log_level: String,

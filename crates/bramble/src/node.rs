@@ -263,6 +263,7 @@ impl Node {
             gate: ProposalGate::new(opts.limits.max_request_bytes),
             tasks: TaskTracker::new(),
             db_path,
+            quota: bramble_server::quota::Quota::from_flag(opts.limits.quota_backend_bytes),
             lessor: Lessor::new(
                 ids.member_id,
                 min_lease_ttl(opts.heartbeat_interval_ms, opts.election_timeout_ms),
@@ -270,6 +271,7 @@ impl Node {
             ),
         });
         Lessor::start(&ctx);
+        bramble_server::quota::start_monitor(&ctx);
         let _ = leader_lease.set(LeaseService::new(ctx.clone()));
         let (removed_tx, removed) = watch::channel(false);
         let (published_tx, published) = watch::channel(false);

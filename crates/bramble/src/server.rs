@@ -58,6 +58,7 @@ pub(crate) fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
             max_request_bytes: flags.max_request_bytes,
             max_txn_ops: flags.max_txn_ops,
             watch_progress_notify_interval: progress_interval,
+            quota_backend_bytes: flags.quota_backend_bytes,
         },
         heartbeat_interval_ms: flags.heartbeat_interval,
         election_timeout_ms: flags.election_timeout,

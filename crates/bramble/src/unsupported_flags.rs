@@ -112,7 +112,6 @@ const CORRUPT_CHECK: &str = "corruption checks are not implemented yet";
 /// Every etcd flag Bramble knows and does not implement. Listed so a typo in a real
 /// flag is still an error.
 const UNSUPPORTED: &[UnsupportedFlag] = &[
-    ignored("quota-backend-bytes", true),
     refused("client-cert-auth", false, GO_FALSE, TLS),
     refused("peer-client-cert-auth", false, GO_FALSE, TLS),
     refused("cert-file", true, EMPTY, TLS),
@@ -314,12 +313,7 @@ mod tests {
 
     #[test]
     fn harmless_flags_only_warn() {
-        for name in [
-            "max-snapshots",
-            "unsafe-no-fsync",
-            "wal-dir",
-            "quota-backend-bytes",
-        ] {
+        for name in ["max-snapshots", "unsafe-no-fsync", "wal-dir", "max-wals"] {
             let warning = judge(name, name, Some("1")).expect("accepted");
             assert!(warning.contains("ignoring"), "{warning}");
         }

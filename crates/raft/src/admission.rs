@@ -113,7 +113,12 @@ pub fn check_command(cmd: &Command, limits: &Limits) -> Result<(), Refusal> {
         Some(CommandOp::Put(r)) => check_put(r)?,
         Some(CommandOp::DeleteRange(r)) => check_delete(r)?,
         Some(CommandOp::Txn(r)) => check_txn(r, limits.max_txn_ops)?,
-        Some(CommandOp::Compaction(_) | CommandOp::LeaseGrant(_) | CommandOp::LeaseRevoke(_)) => {}
+        Some(
+            CommandOp::Compaction(_)
+            | CommandOp::LeaseGrant(_)
+            | CommandOp::LeaseRevoke(_)
+            | CommandOp::Alarm(_),
+        ) => {}
         None => return Err(Refusal::EmptyCommand),
     }
     // etcd limits the size of what it proposes, not of the gRPC message.

@@ -103,6 +103,7 @@ pub fn command_record(cmd: &Command) -> pb::CommandRecord {
         Op::Compaction(r) => Rec::Compaction(r.encode_to_vec()),
         Op::LeaseGrant(r) => Rec::LeaseGrant(r.encode_to_vec()),
         Op::LeaseRevoke(r) => Rec::LeaseRevoke(r.encode_to_vec()),
+        Op::Alarm(r) => Rec::Alarm(r.encode_to_vec()),
     });
     pb::CommandRecord { op }
 }
@@ -124,6 +125,7 @@ pub(crate) fn command_from_record(record: pb::CommandRecord) -> io::Result<Comma
         Some(Rec::Compaction(b)) => Some(Op::Compaction(op("compaction", &b)?)),
         Some(Rec::LeaseGrant(b)) => Some(Op::LeaseGrant(op("lease_grant", &b)?)),
         Some(Rec::LeaseRevoke(b)) => Some(Op::LeaseRevoke(op("lease_revoke", &b)?)),
+        Some(Rec::Alarm(b)) => Some(Op::Alarm(op("alarm", &b)?)),
     };
     Ok(Command { op })
 }

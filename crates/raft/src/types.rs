@@ -59,6 +59,7 @@ impl fmt::Display for Request {
             Some(Op::Compaction(_)) => "compaction",
             Some(Op::LeaseGrant(_)) => "lease_grant",
             Some(Op::LeaseRevoke(_)) => "lease_revoke",
+            Some(Op::Alarm(_)) => "alarm",
             None => "empty",
         };
         f.write_str(what)

@@ -69,6 +69,10 @@ pub(crate) fn mvcc_status(e: &MvccError) -> Status {
         MvccError::LeaseTtlTooLarge => Code::OutOfRange,
         // `etcdserver: invalid sort option`
         MvccError::InvalidSortOption => Code::InvalidArgument,
+        // `etcdserver: mvcc: database space exceeded`
+        MvccError::NoSpace => return no_space(),
+        // `etcdserver: corrupt cluster`
+        MvccError::CorruptCluster => Code::DataLoss,
         MvccError::EmptyCommand
         | MvccError::OutOfOrder { .. }
         | MvccError::Corrupt(_)
@@ -77,6 +81,46 @@ pub(crate) fn mvcc_status(e: &MvccError) -> Status {
         | MvccError::StoreReplaced => return internal(e),
     };
     etcd_status(code, e.to_string())
+}
+/// `etcdserver: mvcc: database space exceeded` (etcd's `ErrGRPCNoSpace`): the
+/// space quota is exhausted or a NOSPACE alarm is raised.
+pub(crate) fn no_space() -> Status {
+    etcd_status(
+        Code::ResourceExhausted,
+        "etcdserver: mvcc: database space exceeded".to_string(),
+    )
+}
+/// An RPC Bramble does not serve: not one of etcd's errors (tests use it as
+/// such; every etcd RPC is served now).
+#[cfg(test)]
+pub(crate) fn unimplemented(what: &str) -> Status {
+    Status::unimplemented(format!("bramble: {what} is not implemented yet"))
+}
+/// `etcdserver: invalid downgrade target version` (etcd 3.6)
+pub(crate) fn invalid_downgrade_target_version() -> Status {
+    etcd_status(
+        Code::InvalidArgument,
+        "etcdserver: invalid downgrade target version",
+    )
+}
+/// `etcdserver: wrong downgrade target version format` (etcd 3.6)
+pub(crate) fn wrong_downgrade_version_format() -> Status {
+    etcd_status(
+        Code::InvalidArgument,
+        "etcdserver: wrong downgrade target version format",
+    )
+}
+/// `etcdserver: no inflight downgrade job` (etcd 3.6)
+pub(crate) fn no_inflight_downgrade() -> Status {
+    etcd_status(
+        Code::FailedPrecondition,
+        "etcdserver: no inflight downgrade job",
+    )
+}
+/// etcd's `ErrUnknownMethod`: not one of its gRPC errors, so grpc-go sends it
+/// as Unknown with its text.
+pub(crate) fn unknown_method() -> Status {
+    etcd_status(Code::Unknown, "etcdserver: unknown method")
 }
 /// `etcdserver: key not found` (also etcd's answer to an empty txn op)
 pub(crate) fn key_not_found() -> Status {
@@ -143,10 +187,6 @@ pub fn stopped() -> Status {
 /// An internal failure (storage I/O): etcd reports these as Unknown with the cause.
 pub(crate) fn internal(msg: impl std::fmt::Display) -> Status {
     etcd_status(Code::Unknown, format!("etcdserver: {msg}"))
-}
-/// An RPC of a service that a later issue implements.
-pub(crate) fn unimplemented(what: &str) -> Status {
-    Status::unimplemented(format!("bramble: {what} is not implemented yet"))
 }
 /// `etcdserver: member ID already exist`
 pub(crate) fn member_exists() -> Status {

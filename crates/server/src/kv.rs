@@ -44,6 +44,8 @@ impl KvService {
     /// the size limit are the proposal's (`bramble_raft::admission`, which a
     /// leader applies to forwarded commands too).
     async fn propose(&self, op: Op) -> Result<ApplyResult, Status> {
+        // etcd's quota servers check puts and txns before they are proposed.
+        crate::quota::check(&self.ctx, &op).await?;
         let cmd = Command { op: Some(op) };
         let result = self.ctx.propose(cmd).await?;
         match result {

@@ -17,6 +17,7 @@ pub mod kv;
 pub mod lease;
 mod lock;
 pub mod maintenance;
+pub mod quota;
 mod tonic_errors;
 mod validate;
 pub mod watch;
@@ -56,6 +57,9 @@ pub struct Limits {
     /// `--experimental-watch-progress-notify-interval`, default
     /// [`defaults::WATCH_PROGRESS_NOTIFY_INTERVAL`]).
     pub watch_progress_notify_interval: std::time::Duration,
+    /// etcd's `--quota-backend-bytes`: 0 for the default (2 GiB), negative for no
+    /// quota (see [`quota`]).
+    pub quota_backend_bytes: i64,
 }
 
 impl Default for Limits {
@@ -64,6 +68,7 @@ impl Default for Limits {
             max_request_bytes: defaults::MAX_REQUEST_BYTES,
             max_txn_ops: defaults::MAX_TXN_OPS,
             watch_progress_notify_interval: defaults::WATCH_PROGRESS_NOTIFY_INTERVAL,
+            quota_backend_bytes: 0,
         }
     }
 }
@@ -132,6 +137,9 @@ pub struct ServerContext {
     pub limits: Limits,
     /// The MVCC database file (for its size in Status).
     pub db_path: PathBuf,
+    /// The space quota (`--quota-backend-bytes`); start its monitor with
+    /// [`quota::start_monitor`].
+    pub quota: quota::Quota,
     /// The leader's lease clock and expiry loop (one per member).
     pub lessor: lease::Lessor,
     /// The gate every client write passes before Raft (build it with

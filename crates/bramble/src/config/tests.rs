@@ -23,7 +23,7 @@ fn ignored_flags_are_dropped_with_their_values() {
         "--max-snapshots",
         "10",
         "--client-cert-auth=false",
-        "--quota-backend-bytes=8589934592",
+        "--max-wals=5",
         "--cert-file",
         "",
         "--name",

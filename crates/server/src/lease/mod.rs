@@ -186,6 +186,8 @@ impl Lease for LeaseService {
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let mut req = req.into_inner();
+        // etcd's quota lease server checks a grant's cost before it is proposed.
+        crate::quota::check(&self.ctx, &Op::LeaseGrant(req)).await?;
         req.ttl = req.ttl.max(self.ctx.lessor.min_ttl);
         let auto_id = req.id == 0;
         let mut attempts = 0;

@@ -83,7 +83,7 @@ impl MvccStore {
         let mut start: Vec<u8> = Revision::new(0, 0).to_key(false).as_slice().to_vec();
         let mut deleted = 0u64;
         loop {
-            let mut txn = self.db.begin_write()?;
+            let mut txn = self.db().begin_write()?;
             txn.set_durability(Durability::None)?;
             let done = {
                 let mut keys = txn.open_table(KEYS)?;

@@ -40,6 +40,13 @@ pub enum MvccError {
     /// (etcd `rpctypes.ErrGRPCInvalidSortOption`).
     #[error("etcdserver: invalid sort option")]
     InvalidSortOption,
+    /// A change refused while a `NOSPACE` alarm is raised (etcd `ErrNoSpace`; its gRPC
+    /// layer adds `etcdserver: `).
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
+    /// A change refused while a `CORRUPT` alarm is raised (etcd `ErrCorrupt`).
+    #[error("etcdserver: corrupt cluster")]
+    CorruptCluster,
     /// A command with no operation set: nothing to apply.
     #[error("mvcc: command has no operation")]
     EmptyCommand,
@@ -87,6 +94,8 @@ impl MvccError {
                 | MvccError::LeaseTtlTooLarge
                 | MvccError::InvalidSortOption
                 | MvccError::EmptyCommand
+                | MvccError::NoSpace
+                | MvccError::CorruptCluster
         )
     }
 }

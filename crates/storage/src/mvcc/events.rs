@@ -45,7 +45,7 @@ impl MvccStore {
     ) -> Result<(Vec<Event>, i64), MvccError> {
         let pin = self.pin();
         let current = pin.current;
-        let rtxn = self.db.begin_read()?;
+        let rtxn = self.db().begin_read()?;
         let table = rtxn.open_table(KEYS)?;
         let start_rev = if start_rev <= 0 {
             current + 1

@@ -146,7 +146,7 @@ impl MvccStore {
     fn hash_kv_once(&self, revision: i64) -> Result<KvHash, MvccError> {
         // Pin the revision first, then open the snapshot: it holds that revision.
         let pin = self.pin();
-        let rtxn = self.db.begin_read()?;
+        let rtxn = self.db().begin_read()?;
         let table = rtxn.open_table(KEYS)?;
         if revision > pin.current {
             return Err(MvccError::FutureRevision);
@@ -235,7 +235,7 @@ impl MvccStore {
     /// Bramble's whole-store hash, behind `Hash` (see the module docs). Reads every
     /// table, so callers run it on a blocking thread.
     pub fn hash_tables(&self) -> Result<StoreHash, MvccError> {
-        let rtxn = self.db.begin_read()?;
+        let rtxn = self.db().begin_read()?;
         let mut crc = 0u32;
         let mut write = |bytes: &[u8]| crc = crc32c::crc32c_append(crc, bytes);
 

@@ -6,12 +6,14 @@
 //! - `key_index`: the generations of one key;
 //! - `tree_index`: all keys (etcd's `treeIndex`), in memory, rebuilt from disk on open;
 //! - `schema`: the redb tables (key table, meta table, lease table) and encodings;
-//! - `lease`: leases (grant, revoke, the keys attached to each);
+//! - `lease`: leases (grant, revoke, the keys attached to each); `alarm`: alarms (NOSPACE,
+//!   CORRUPT) and the changes they refuse;
 //! - `store`: [`MvccStore`], opening, concurrency and durability (checkpoints);
 //! - `snapshot`: raft snapshots, the whole store as one checked stream and back;
 //! - `read`: range reads; `write`: the apply loop, put and delete range; `txn`:
 //!   transactions; `compaction`: compaction; `events`: history as watch events;
-//!   `error`: errors with etcd's texts; `hash`: etcd's HashKV and a whole-store hash.
+//!   `defrag`: defragmentation and space use; `error`: errors with etcd's texts;
+//!   `hash`: etcd's HashKV and a whole-store hash.
 //!
 //! The raft layer feeds committed entries to [`MvccStore::apply`] (or
 //! [`MvccStore::apply_batch`]) in log order; each entry's raft position is stored with
@@ -39,7 +41,9 @@
 //! # Ok(()) }
 //! ```
 
+mod alarm;
 mod compaction;
+mod defrag;
 mod error;
 mod events;
 mod hash;
@@ -58,6 +62,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
+pub use defrag::{DefragInfo, SpaceInfo, DEFRAG_WAIT};
 pub use error::MvccError;
 pub use hash::{KvHash, StoreHash};
 pub use lease::{LeaseInfo, MAX_LEASE_TTL};

@@ -64,7 +64,7 @@ impl MvccStore {
         // Pin the revision first, then open the snapshot: it holds that revision.
         let pin = self.pin();
         let current = pin.current;
-        let rtxn = self.db.begin_read()?;
+        let rtxn = self.db().begin_read()?;
         let table = rtxn.open_table(KEYS)?;
         if req.revision > current {
             return Err(MvccError::FutureRevision);

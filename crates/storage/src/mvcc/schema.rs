@@ -16,7 +16,8 @@
 //!     finished completes the deletion. Absent means never compacted.
 //! - [`RAFT`] (`"raft"`): name → bytes the raft layer stores with the applied position:
 //!   `membership`, the last applied membership (opaque to this crate; etcd keeps its
-//!   membership in its backend the same way).
+//!   membership in its backend the same way), and `alarms`, the alarms raised (an
+//!   `etcdserverpb.AlarmResponse` holding only its alarm list, see [`super::alarm`]).
 //! - [`LEASES`] (`"lease"`): lease id → [`LeaseRecord`] protobuf bytes (the fields of
 //!   etcd's `leasepb.Lease`), one row per lease that exists (see [`super::lease`]). Files
 //!   written before leases have no such table; it is created by the first apply.
@@ -39,6 +40,8 @@ pub(super) const LEASES: TableDefinition<i64, &[u8]> = TableDefinition::new("lea
 
 /// Raft table key: the last applied membership.
 pub(super) const RAFT_MEMBERSHIP: &str = "membership";
+/// Raft table key: the alarms raised (see [`super::alarm`]); absent when none.
+pub(super) const RAFT_ALARMS: &str = "alarms";
 
 /// Version of this layout, stored under [`META_SCHEMA_VERSION`].
 pub(super) const SCHEMA_VERSION: u64 = 1;

@@ -54,6 +54,7 @@ use std::sync::atomic::Ordering;
 
 use redb::{Durability, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
 
+use super::alarm;
 use super::error::MvccError;
 use super::lease;
 use super::revision::Revision;
@@ -109,7 +110,7 @@ impl MvccStore {
             self.checkpoint_locked(&mut w)?;
             // Opened before the applier may commit again (without an fsync): the read
             // transaction sees exactly what the checkpoint made durable.
-            self.db.begin_read()?
+            self.db().begin_read()?
         };
         Ok(StoreSnapshot { rtxn })
     }
@@ -137,7 +138,7 @@ impl MvccStore {
     pub fn install_snapshot(&self, input: &mut impl Read) -> Result<SnapshotInfo, MvccError> {
         let mut w = self.lock_writer()?;
         let before = w.applied;
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         // As checkpoints: reopening after a crash must not walk the whole file.
         txn.set_quick_repair(true);
@@ -147,6 +148,7 @@ impl MvccStore {
             meta,
             index,
             leases,
+            alarms,
         } = loaded;
         assert_eq!(
             (info.applied, info.revision),
@@ -166,6 +168,7 @@ impl MvccStore {
             txn.commit()?;
             *index_guard = index;
             *lease_guard = leases;
+            *alarm::lock_write(&self.alarms) = alarms;
             self.compact_rev
                 .store(meta.scheduled_compact, Ordering::SeqCst);
             self.publish(meta.current_rev, meta.applied);
@@ -333,7 +336,8 @@ fn load(
         other => other,
     };
     let lease_rows = lease::read_lease_rows(&leases).map_err(content)?;
-    let loaded = store::load_state(&keys, &meta, lease_rows).map_err(content)?;
+    let alarms = alarm::read(&raft).map_err(content)?;
+    let loaded = store::load_state(&keys, &meta, lease_rows, alarms).map_err(content)?;
     let info = SnapshotInfo {
         applied: loaded.meta.applied,
         membership,

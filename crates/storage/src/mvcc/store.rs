@@ -35,10 +35,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use bramble_api::etcdserverpb::AlarmMember;
 use redb::{Builder, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
+use super::alarm;
 use super::error::MvccError;
 use super::lease::{self, LeaseTable};
 use super::revision::Revision;
@@ -62,7 +64,9 @@ impl Default for MvccOptions {
 
 /// etcd's MVCC key-value store on redb: the Raft state machine. See the module docs.
 pub struct MvccStore {
-    pub(super) db: Database,
+    /// The redb file. Everyone shares it (read lock) to begin transactions; only
+    /// defragmentation ([`super::defrag`]) takes it whole, as redb's compaction needs.
+    db: RwLock<Database>,
     /// All keys and their revisions; includes the revisions of an apply in progress.
     pub(super) index: RwLock<TreeIndex>,
     /// Revision of the last committed change, the newest revision readers may read.
@@ -75,6 +79,9 @@ pub struct MvccStore {
     pub(super) writer: Mutex<WriterState>,
     /// Every lease and the keys attached to each (see [`super::lease`]).
     pub(super) leases: RwLock<LeaseTable>,
+    /// The alarms raised, as committed (see [`super::alarm`]); the applier works on a
+    /// copy and stores it back after its commit.
+    pub(super) alarms: RwLock<Vec<AlarmMember>>,
     /// Bumped (under the index write lock) each time a raft snapshot replaces the store;
     /// readers check it did not move since they opened their redb snapshot.
     pub(super) install_epoch: AtomicU64,
@@ -95,6 +102,7 @@ pub(super) struct Loaded {
     pub meta: Meta,
     pub index: TreeIndex,
     pub leases: LeaseTable,
+    pub alarms: Vec<AlarmMember>,
 }
 
 /// Reads and checks the state held by the key, meta and lease tables (of a read
@@ -103,6 +111,7 @@ pub(super) fn load_state(
     keys: &impl ReadableTable<&'static [u8], &'static [u8]>,
     meta: &impl ReadableTable<&'static str, u64>,
     lease_rows: std::collections::BTreeMap<i64, i64>,
+    alarms: Vec<AlarmMember>,
 ) -> Result<Loaded, MvccError> {
     let meta = schema::read_meta(meta)?;
     let (index, max_rev, attached) = rebuild_index(keys)?;
@@ -117,6 +126,7 @@ pub(super) fn load_state(
         meta,
         index,
         leases,
+        alarms,
     })
 }
 
@@ -161,12 +171,24 @@ impl MvccStore {
         let loaded = {
             let rtxn = db.begin_read()?;
             let lease_rows = lease::read_leases(&rtxn)?;
-            load_state(&rtxn.open_table(KEYS)?, &rtxn.open_table(META)?, lease_rows)?
+            let alarms = match rtxn.open_table(schema::RAFT) {
+                Ok(raft) => alarm::read(&raft)?,
+                // Files written before the raft table existed.
+                Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            load_state(
+                &rtxn.open_table(KEYS)?,
+                &rtxn.open_table(META)?,
+                lease_rows,
+                alarms,
+            )?
         };
         let Loaded {
             meta,
             index,
             leases,
+            alarms,
         } = loaded;
         tracing::info!(
             path = %path.display(),
@@ -174,11 +196,12 @@ impl MvccStore {
             revision = meta.current_rev,
             compact_revision = meta.scheduled_compact,
             leases = leases.leases.len(),
+            alarms = alarms.len(),
             applied_index = meta.applied.0,
             "mvcc store opened"
         );
         let store = MvccStore {
-            db,
+            db: RwLock::new(db),
             index: RwLock::new(index),
             current_rev: AtomicI64::new(meta.current_rev),
             // The logical compaction: the rows below it may be partly deleted already.
@@ -186,6 +209,7 @@ impl MvccStore {
             applied: Mutex::new(meta.applied),
             writer: Mutex::new(WriterState::committed(&meta)),
             leases: RwLock::new(leases),
+            alarms: RwLock::new(alarms),
             install_epoch: AtomicU64::new(0),
         };
         {
@@ -255,6 +279,12 @@ impl MvccStore {
         self.compact_rev.load(Ordering::SeqCst)
     }
 
+    /// The alarms raised, every member's, sorted by member and type (etcd's
+    /// `alarmStore.Get(NONE)`): what Status lists and what refuses changes.
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        alarm::lock_read(&self.alarms).clone()
+    }
+
     /// Makes everything applied so far durable: one redb commit with
     /// `Durability::Immediate` (an fsync). Called by the raft layer periodically and on
     /// shutdown. Does nothing if nothing was applied since the last checkpoint.
@@ -269,7 +299,7 @@ impl MvccStore {
         if !w.dirty {
             return Ok(());
         }
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db().begin_write()?;
         txn.set_quick_repair(true);
         {
             let mut meta = txn.open_table(META)?;
@@ -307,6 +337,19 @@ impl MvccStore {
         *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = applied;
     }
 
+    /// The redb file, to begin a transaction (waits while a defragmentation runs). The
+    /// guard is only for beginning it: redb transactions do not borrow the database.
+    pub(super) fn db(&self) -> RwLockReadGuard<'_, Database> {
+        // A panic while holding the lock cannot leave the Database half changed (redb
+        // keeps its own state consistent), so poisoning is ignored.
+        self.db.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The redb file alone: no transaction can begin while the guard lives.
+    pub(super) fn db_exclusive(&self) -> RwLockWriteGuard<'_, Database> {
+        self.db.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(super) fn lock_writer(&self) -> Result<MutexGuard<'_, WriterState>, MvccError> {
         self.writer
             .lock()
@@ -322,7 +365,7 @@ impl MvccStore {
     /// Rebuilds the in-memory lease table from the committed file (after a failed apply
     /// left it with changes that were not committed).
     pub(super) fn reload_leases(&self) -> Result<(), MvccError> {
-        let rtxn = self.db.begin_read()?;
+        let rtxn = self.db().begin_read()?;
         let (_, _, attached) = rebuild_index(&rtxn.open_table(KEYS)?)?;
         let table = LeaseTable::build(lease::read_leases(&rtxn)?, attached);
         *lease::lock_write(&self.leases)? = table;

@@ -47,7 +47,7 @@ impl MvccStore {
         // Pin the revision first, then open the snapshot: it holds that revision.
         let pin = self.pin();
         let current = pin.current;
-        let rtxn = self.db.begin_read()?;
+        let rtxn = self.db().begin_read()?;
         let table = rtxn.open_table(KEYS)?;
         let compact = self.compact_revision();
         let still_readable = |at: i64| move || self.check_readable(pin, at);

@@ -24,13 +24,14 @@ use std::sync::RwLock;
 use bramble_api::bramblepb::command::Op;
 use bramble_api::bramblepb::Command;
 use bramble_api::etcdserverpb::{
-    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantResponse,
+    AlarmResponse, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantResponse,
     LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
     TxnResponse,
 };
 use bramble_api::mvccpb::KeyValue;
 use redb::{Durability, ReadableDatabase, Table};
 
+use super::alarm;
 use super::compaction;
 use super::error::MvccError;
 use super::lease::{self, LeaseTable};
@@ -56,6 +57,8 @@ pub enum ApplyResult {
     LeaseGrant(LeaseGrantResponse),
     /// Response to a lease revoke.
     LeaseRevoke(LeaseRevokeResponse),
+    /// Response to an alarm request.
+    Alarm(AlarmResponse),
     /// The command failed deterministically; the state is unchanged (but the applied raft
     /// position advanced).
     Error(MvccError),
@@ -115,7 +118,7 @@ impl MvccStore {
 
     /// The membership stored by the last applied membership entry, if any.
     pub fn raft_membership(&self) -> Result<Option<Vec<u8>>, MvccError> {
-        let rtxn = self.db.begin_read()?;
+        let rtxn = self.db().begin_read()?;
         let table = match rtxn.open_table(RAFT) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -190,7 +193,10 @@ impl MvccStore {
         let mut undo: Vec<IndexChange> = Vec::new();
         let mut compact_at = None;
         let first_result = results.len();
-        let mut txn = self.db.begin_write()?;
+        // Alarm entries change this copy; it replaces the published set after the commit.
+        let mut alarms = alarm::lock_read(&self.alarms).clone();
+        let mut alarms_changed = false;
+        let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::None)?;
         let outcome = (|| {
             let mut keys = txn.open_table(KEYS)?;
@@ -212,6 +218,22 @@ impl MvccStore {
                         continue;
                     }
                 };
+                if let Some(refused) = cmd.op.as_ref().and_then(|op| alarm::refusal(&alarms, op)) {
+                    results.push(Some(ApplyResult::Error(refused)));
+                    continue;
+                }
+                if let Some(Op::Alarm(req)) = &cmd.op {
+                    let (resp, changed) = alarm::apply(&mut alarms, req);
+                    if changed {
+                        alarm::write(&mut txn.open_table(RAFT)?, &alarms)?;
+                        alarms_changed = true;
+                    }
+                    results.push(Some(ApplyResult::Alarm(AlarmResponse {
+                        header: header(st.rev),
+                        ..resp
+                    })));
+                    continue;
+                }
                 if let Some(Op::Compaction(c)) = &cmd.op {
                     match compaction::check(c.revision, st.rev, st.compact_rev) {
                         Err(e) => results.push(Some(ApplyResult::Error(e))),
@@ -276,6 +298,9 @@ impl MvccStore {
             return Err(e);
         }
         st.dirty = true;
+        if alarms_changed {
+            *alarm::lock_write(&self.alarms) = alarms;
+        }
         *w = st;
         self.publish(w.rev, w.applied);
         Ok(compact_at)
@@ -312,8 +337,8 @@ impl WriteCtx<'_, '_> {
             Some(Op::Txn(t)) => self.txn(t).map(ApplyResult::Txn),
             Some(Op::LeaseGrant(g)) => self.lease_grant(g).map(ApplyResult::LeaseGrant),
             Some(Op::LeaseRevoke(r)) => self.lease_revoke(r).map(ApplyResult::LeaseRevoke),
-            Some(Op::Compaction(_)) => Err(MvccError::Corrupt(
-                "compaction reached the write path".into(),
+            Some(Op::Compaction(_) | Op::Alarm(_)) => Err(MvccError::Corrupt(
+                "compaction or alarm reached the write path".into(),
             )),
             None => Err(MvccError::EmptyCommand),
         }

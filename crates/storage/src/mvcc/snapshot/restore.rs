@@ -165,7 +165,7 @@ fn rewrite_raft_state(
     revision: i64,
     compact_revision: i64,
 ) -> Result<(), MvccError> {
-    let mut txn = store.db.begin_write()?;
+    let mut txn = store.db().begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     {
         // The old cluster's raft rows go, whatever they are.

@@ -139,7 +139,7 @@ fn interrupted_compaction_resumes_on_open() {
     // Simulate a crash between scheduling and deleting: the schedule is stored, no row
     // is deleted, the finished mark is older.
     {
-        let txn = s.store.db.begin_write().unwrap();
+        let txn = s.store.db().begin_write().unwrap();
         {
             let mut meta = txn.open_table(super::super::schema::META).unwrap();
             super::super::schema::write_compact(
@@ -157,7 +157,7 @@ fn interrupted_compaction_resumes_on_open() {
     assert_eq!(s.rows(), 3); // k@9, k@10, k@11
     assert_eq!(s.get_at("k", 8), Err(MvccError::Compacted));
     assert_eq!(s.get_at("k", 9).unwrap().unwrap().value, b"7");
-    let r = s.store.db.begin_read().unwrap();
+    let r = s.store.db().begin_read().unwrap();
     let meta = super::super::schema::read_meta(&r.open_table(super::super::schema::META).unwrap())
         .unwrap();
     assert_eq!((meta.scheduled_compact, meta.finished_compact), (9, 9));

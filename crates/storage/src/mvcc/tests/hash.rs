@@ -84,7 +84,7 @@ fn errors_as_etcd_3_5() {
 /// etcd's full keep set.
 fn etcd_formula(full: &TestStore, compact: i64, at: i64) -> u32 {
     let keep: HashSet<Revision> = full.store.index_snapshot().keep(at);
-    let rtxn = full.store.db.begin_read().unwrap();
+    let rtxn = full.store.db().begin_read().unwrap();
     let table = rtxn.open_table(KEYS).unwrap();
     let mut crc = crc32c::crc32c(b"key");
     for entry in table.iter().unwrap() {

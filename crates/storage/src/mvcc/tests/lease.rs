@@ -199,7 +199,7 @@ fn a_failed_batch_reloads_the_lease_table() {
     let before = s.store.lease_table_snapshot();
     // Break b's row so that a batch reading it fails, after a grant and an attach.
     {
-        let txn: WriteTransaction = s.store.db.begin_write().unwrap();
+        let txn: WriteTransaction = s.store.db().begin_write().unwrap();
         {
             let mut t = txn.open_table(super::super::schema::KEYS).unwrap();
             let k = super::super::revision::Revision::new(3, 0).to_key(false);

@@ -17,7 +17,9 @@ use bramble_api::mvccpb::KeyValue;
 
 use super::{ApplyResult, MvccError, MvccOptions, MvccStore};
 
+mod alarm;
 mod compaction;
+mod defrag;
 mod hash;
 mod lease;
 mod model;
@@ -130,7 +132,7 @@ impl TestStore {
     /// Number of rows in the key table.
     pub(super) fn rows(&self) -> u64 {
         use redb::{ReadableDatabase, ReadableTableMetadata};
-        let r = self.store.db.begin_read().unwrap();
+        let r = self.store.db().begin_read().unwrap();
         r.open_table(super::schema::KEYS).unwrap().len().unwrap()
     }
 }

@@ -204,7 +204,7 @@ fn an_unfinished_compaction_in_the_snapshot_is_finished_on_install() {
     let compact = src.store.compact_revision();
     // As if the snapshot had been taken between two deletion chunks.
     {
-        let txn = src.store.db.begin_write().unwrap();
+        let txn = src.store.db().begin_write().unwrap();
         {
             let mut meta = txn.open_table(super::super::schema::META).unwrap();
             super::super::schema::write_compact(

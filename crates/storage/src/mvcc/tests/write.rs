@@ -290,7 +290,7 @@ fn storage_failure_aborts_the_batch_and_rolls_back_the_index() {
     let index_before = s.store.index_snapshot();
     // Break the store behind its back: drop b's row, so reading b fails as corrupt.
     {
-        let txn: WriteTransaction = s.store.db.begin_write().unwrap();
+        let txn: WriteTransaction = s.store.db().begin_write().unwrap();
         {
             let mut t = txn.open_table(super::super::schema::KEYS).unwrap();
             let k = super::super::revision::Revision::new(3, 0).to_key(false);
