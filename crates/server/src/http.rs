@@ -1,5 +1,7 @@
-//! The plain-HTTP endpoints etcd serves on `--listen-metrics-urls`: `/health`
-//! (kubeadm's static-pod liveness probe), `/livez`, `/readyz` and a first
+//! The plain-HTTP endpoints etcd serves on `--listen-metrics-urls` and, next
+//! to gRPC, on the client URLs (`crate::client_mux` hands them the HTTP/1.1
+//! connections): `/health` (kubeadm's static-pod liveness probe), `/livez`,
+//! `/readyz`, `/version` (kubeadm's preflight for an external etcd) and
 //! `/metrics`.
 //!
 //! Probes and scrapers send one small GET and read one response, so each
@@ -36,7 +38,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; further clients wait in the listen backlog
 /// until one finishes (each lasts at most `CONNECTION_TIMEOUT`).
-const MAX_CONNECTIONS: usize = 256;
+pub(crate) const MAX_CONNECTIONS: usize = 256;
 /// etcd gives the linearizable health read one second.
 const HEALTH_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -78,6 +80,15 @@ async fn serve_connection(
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
 ) {
+    serve_one(ctx, stream).await
+}
+
+/// Serves one request on `io`, within [`CONNECTION_TIMEOUT`]. The caller
+/// bounds how many run at once.
+pub(crate) async fn serve_one<I>(ctx: Arc<ServerContext>, io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(respond(&ctx, &req).await) }
@@ -88,7 +99,7 @@ async fn serve_connection(
         .max_header_size(MAX_REQUEST_HEAD)
         .max_buf_size(MAX_REQUEST_HEAD)
         .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(io), service);
     match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!("http client: {e}"),
@@ -156,6 +167,11 @@ async fn route(ctx: &ServerContext, path: &str, query: &str) -> (StatusCode, &'s
                 )
             }
         }
+        "/version" => (
+            StatusCode::OK,
+            "application/json",
+            crate::version::versions_json(),
+        ),
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4",

@@ -5,6 +5,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod backpressure;
+mod client_mux;
 mod cluster;
 pub mod defaults;
 mod election;
@@ -18,6 +19,7 @@ mod lock;
 pub mod maintenance;
 mod tonic_errors;
 mod validate;
+pub mod version;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -201,7 +203,9 @@ impl ClientServer {
         self
     }
 
-    /// Serves clients on `listener` until `shutdown` resolves.
+    /// Serves clients on `listener` until `shutdown` resolves: gRPC, and
+    /// etcd's HTTP endpoints (`/health`, `/version`, `/metrics`, ...) on the
+    /// same port.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -235,7 +239,7 @@ impl ClientServer {
             stopped.clone(),
         ))
         .max_decoding_message_size(max);
-        let watch_service = watch::WatchService::with_shutdown(self.ctx.clone(), stopped);
+        let watch_service = watch::WatchService::with_shutdown(self.ctx.clone(), stopped.clone());
         let watch = WatchServer::new(watch_service)
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX);
@@ -256,7 +260,10 @@ impl ClientServer {
             .add_service(ClusterServer::new(cluster::ClusterService::new(
                 self.ctx.clone(),
             )))
-            .serve_with_incoming_shutdown(client_incoming(listener), shutdown)
+            .serve_with_incoming_shutdown(
+                client_mux::split(self.ctx.clone(), client_incoming(listener), stopped),
+                shutdown,
+            )
             .await
     }
 }
