@@ -262,6 +262,7 @@ impl Node {
             limits: opts.limits,
             gate: ProposalGate::new(opts.limits.max_request_bytes),
             tasks: TaskTracker::new(),
+            metrics: bramble_server::metrics::Metrics::new(),
             db_path,
             lessor: Lessor::new(
                 ids.member_id,

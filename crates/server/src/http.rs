@@ -175,7 +175,7 @@ async fn route(ctx: &ServerContext, path: &str, query: &str) -> (StatusCode, &'s
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            metrics(ctx).await,
+            crate::metrics::render(ctx).await,
         ),
         _ => (
             StatusCode::NOT_FOUND,
@@ -210,63 +210,6 @@ async fn health(ctx: &ServerContext, serializable: bool) -> (bool, &'static str)
         return (false, FATAL_REASON);
     }
     (true, "")
-}
-
-/// A first set of etcd's Prometheus metrics, with etcd's names so existing
-/// dashboards find them. (The full set is future work.)
-async fn metrics(ctx: &ServerContext) -> String {
-    let s = ctx.node.status();
-    let db_size = ctx.db_file_size().await;
-    let store = ctx.node.store();
-    let gauges = [
-        (
-            "etcd_server_has_leader",
-            "Whether or not a leader exists. 1 is existence, 0 is not.",
-            u64::from(s.leader != 0) as f64,
-        ),
-        (
-            "etcd_server_is_leader",
-            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-            u64::from(s.leader == ctx.identity.member_id) as f64,
-        ),
-        (
-            "etcd_server_is_learner",
-            "Whether or not this member is a learner. 1 if is, 0 otherwise.",
-            u64::from(s.is_learner) as f64,
-        ),
-        (
-            "etcd_mvcc_db_total_size_in_bytes",
-            "Total size of the underlying database physically allocated in bytes.",
-            db_size as f64,
-        ),
-        (
-            "etcd_debugging_mvcc_current_revision",
-            "The current revision of store.",
-            store.current_revision() as f64,
-        ),
-        (
-            "etcd_debugging_mvcc_compact_revision",
-            "The revision of the last compaction in store.",
-            store.compact_revision() as f64,
-        ),
-        (
-            "etcd_server_proposals_committed_total",
-            "The total number of consensus proposals committed.",
-            s.commit_index as f64,
-        ),
-        (
-            "etcd_server_proposals_applied_total",
-            "The total number of consensus proposals applied.",
-            s.applied_index as f64,
-        ),
-    ];
-    let mut out = String::new();
-    for (name, help, value) in gauges {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

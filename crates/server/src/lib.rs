@@ -17,6 +17,7 @@ pub mod kv;
 pub mod lease;
 mod lock;
 pub mod maintenance;
+pub mod metrics;
 mod tonic_errors;
 mod validate;
 pub mod version;
@@ -144,6 +145,8 @@ pub struct ServerContext {
     /// member closes the tracker and waits for them, so that the data dir is
     /// released (`bramble::Node::close`).
     pub tasks: TaskTracker,
+    /// The member's live Prometheus collectors (`/metrics`).
+    pub metrics: metrics::Metrics,
 }
 
 impl ServerContext {
@@ -159,7 +162,12 @@ impl ServerContext {
     /// after the backpressure checks (etcd's `too many requests`).
     pub(crate) async fn propose(self: &Arc<Self>, cmd: Command) -> Result<ApplyResult, Status> {
         let ticket = self.gate.admit(&self.node, cmd.encoded_len())?;
+        self.metrics.proposals_pending.inc();
         let result = self.node.propose(cmd).await;
+        self.metrics.proposals_pending.dec();
+        if result.is_err() {
+            self.metrics.proposals_failed.inc();
+        }
         self.gate
             .release(&self.node, &self.tasks, ticket, result.as_ref().map(|_| ()));
         result.map_err(propose_status)
@@ -250,6 +258,7 @@ impl ClientServer {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(ping_interval)
             .http2_keepalive_timeout(ping_timeout)
+            .layer(metrics::grpc::CountLayer(self.ctx.metrics.grpc.clone()))
             .layer(tonic_errors::RewriteTonicErrorsLayer)
             .add_service(kv)
             .add_service(maintenance)
