@@ -7,9 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bramble_tests::{Kind, Server};
+use bramble_tests::{Cluster, Kind, Server};
 use prometheus_parse::{Scrape, Value};
 
 /// The metrics both servers must expose alike.
@@ -42,7 +42,12 @@ const COMPARED: &[&str] = &[
 
 /// GET /metrics on the client URL (HTTP/1.1, next to gRPC).
 fn scrape_text(server: &Server) -> String {
-    let addr = server.endpoint().trim_start_matches("http://").to_string();
+    scrape_url(&server.endpoint())
+}
+
+/// GET /metrics on the client URL `endpoint`.
+fn scrape_url(endpoint: &str) -> String {
+    let addr = endpoint.trim_start_matches("http://").to_string();
     let mut s = TcpStream::connect(&addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("set timeout");
@@ -221,4 +226,48 @@ fn metrics_move_after_writes() {
     // etcd_disk_backend_commit_duration_seconds moves with checkpoints,
     // 30 s apart by default: bramble-storage's
     // checkpoints_are_timed_and_keys_counted checks it.
+}
+
+/// etcd's `etcd_network_peer_round_trip_time_seconds{To}` on the leader of
+/// a 3-member cluster: one histogram per peer, labelled with its member id
+/// in hex, etcd's buckets (0.1 ms .. 3.2768 s). etcd 3.4 observes its first
+/// probe 5 s after start; Bramble times every heartbeat.
+#[test]
+fn peer_round_trip_times_per_peer_as_etcd() {
+    const NAME: &str = "etcd_network_peer_round_trip_time_seconds";
+    let mut shapes_by_kind = Vec::new();
+    for kind in [Kind::Etcd, Kind::Bramble] {
+        let cluster = Cluster::start(kind, 3);
+        let leader = cluster.wait_for_leader(Duration::from_secs(30));
+        let peers: BTreeSet<String> = (0..cluster.len())
+            .filter(|&i| i != leader)
+            .map(|i| format!("{:x}", cluster.member(i).id().expect("a member id")))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let scrape = loop {
+            let scrape = parse(&scrape_url(&cluster.member(leader).endpoint()));
+            let to: BTreeSet<String> = scrape
+                .samples
+                .iter()
+                .filter(|s| s.metric == NAME)
+                .filter_map(|s| s.labels.get("To").map(str::to_string))
+                .collect();
+            let observed = value(&scrape, NAME, &[]) >= 1.0;
+            if to == peers && observed {
+                break scrape;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind}: round trips to {to:?}, expected {peers:?} (observed: {observed})"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        let shape = shapes(&scrape).remove(NAME).expect("the family");
+        assert_eq!(shape.buckets.len(), 17, "{kind}: 16 bounds and +Inf");
+        shapes_by_kind.push(shape);
+    }
+    assert_eq!(
+        shapes_by_kind[1], shapes_by_kind[0],
+        "bramble (left) vs etcd 3.4"
+    );
 }

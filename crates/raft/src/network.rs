@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bramble_api::bramblepb as pb;
 use bramble_api::bramblepb::peer_client::PeerClient;
+use bramble_storage::latency::LatencyHistogram;
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -27,6 +28,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::log_codec;
 use crate::peer_codec;
+use crate::peer_rtt::PeerRtt;
 use crate::snapshot::SnapshotData;
 use crate::types::{MemberAttributes, TypeConfig, Vote};
 
@@ -156,6 +158,7 @@ pub(crate) struct PeerNetworkFactory {
     channels: PeerChannels,
     cluster_id: u64,
     rpc_timeout: Duration,
+    rtt: PeerRtt,
 }
 
 impl PeerNetworkFactory {
@@ -168,11 +171,18 @@ impl PeerNetworkFactory {
     /// as an unreachable peer, which openraft backs off from. So the deadline is
     /// ours: a peer that cannot answer within an election timeout is as good as
     /// gone anyway.
-    pub(crate) fn new(channels: PeerChannels, cluster_id: u64, rpc_timeout: Duration) -> Self {
+    /// Heartbeat round trips are recorded in `rtt`.
+    pub(crate) fn new(
+        channels: PeerChannels,
+        cluster_id: u64,
+        rpc_timeout: Duration,
+        rtt: PeerRtt,
+    ) -> Self {
         PeerNetworkFactory {
             channels,
             cluster_id,
             rpc_timeout,
+            rtt,
         }
     }
 }
@@ -185,6 +195,8 @@ pub(crate) struct PeerNetwork {
     rpc_timeout: Duration,
     /// The largest message the peer accepts.
     max_message: usize,
+    /// Heartbeat round trips to this peer (`crate::peer_rtt`).
+    rtt: Arc<LatencyHistogram>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
@@ -197,6 +209,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             cluster_id: self.cluster_id,
             rpc_timeout: self.rpc_timeout,
             max_message: self.channels.max_message(),
+            rtt: self.rtt.for_peer(target),
         }
     }
 }
@@ -327,11 +340,16 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 "log entry larger than the peer message limit",
             )));
         }
+        let heartbeat = rpc.entries.is_empty();
+        let started = std::time::Instant::now();
         let reply = self
             .client()?
             .append_entries(self.request(msg, option.hard_ttl()))
             .await
             .map_err(|s| unreachable(self.target, s.message()))?;
+        if heartbeat {
+            self.rtt.observe(started.elapsed());
+        }
         let resp = peer_codec::append_response_from_pb(reply.get_ref())
             .map_err(|e| RPCError::Unreachable(unreachable(self.target, e)))?;
         Ok(partial(resp, &rpc, sent))

@@ -1,10 +1,12 @@
 //! What the server's `/metrics` reads from a running member beyond its
-//! status: the WAL's counters and fsync latencies, and the leader changes
-//! this member has seen (etcd's `etcd_server_leader_changes_seen_total`).
+//! status: the WAL's counters and fsync latencies, the leader changes
+//! this member has seen (etcd's `etcd_server_leader_changes_seen_total`)
+//! and the round-trip times to its peers (`crate::peer_rtt`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bramble_storage::latency::LatencySnapshot;
 use bramble_storage::wal::WalMeter;
 use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
@@ -22,6 +24,12 @@ impl RaftNode {
     /// leader it learned of included (as etcd counts them).
     pub fn leader_changes(&self) -> u64 {
         self.leader_changes.load(Ordering::Relaxed)
+    }
+
+    /// Heartbeat round-trip times to each peer this member sent heartbeats
+    /// to (as leader), by member id.
+    pub fn peer_round_trips(&self) -> Vec<(u64, LatencySnapshot)> {
+        self.peer_rtt.snapshot()
     }
 }
 

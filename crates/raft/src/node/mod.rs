@@ -31,6 +31,7 @@ use crate::fatal::{FatalCause, FatalSignal};
 use crate::forwarded_proposals::Waiters;
 use crate::member_storage::MemberStorage;
 use crate::network::{peer_message_limit, PeerChannels, PeerNetworkFactory};
+use crate::peer_rtt::PeerRtt;
 use crate::peer_service::PeerService;
 use crate::state_machine::StateMachine;
 use crate::types::Raft;
@@ -119,6 +120,8 @@ pub struct RaftNode {
     wal_meter: WalMeter,
     /// Leader changes seen (`meters::count_leader_changes`).
     leader_changes: Arc<std::sync::atomic::AtomicU64>,
+    /// Heartbeat round trips to each peer.
+    peer_rtt: PeerRtt,
 }
 
 /// How long [`RaftNode::shutdown`] waits for openraft's tasks to let go of
@@ -186,6 +189,7 @@ impl RaftNode {
         );
         let waiters = Arc::new(Waiters::new(cfg.member_id));
         let (revision_tx, revisions) = watch::channel(store.current_revision());
+        let peer_rtt = PeerRtt::default();
         let raft = Raft::new(
             cfg.member_id,
             Arc::new(config),
@@ -193,6 +197,7 @@ impl RaftNode {
                 channels.clone(),
                 cfg.cluster_id,
                 Duration::from_millis(cfg.election_timeout_ms),
+                peer_rtt.clone(),
             ),
             log_store,
             StateMachine::new(
@@ -271,6 +276,7 @@ impl RaftNode {
             fatal,
             wal_meter,
             leader_changes,
+            peer_rtt,
         })
     }
 

@@ -13,7 +13,7 @@
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
 
-use bramble_storage::latency::{self, LatencySnapshot};
+use bramble_storage::latency::LatencySnapshot;
 
 use crate::ServerContext;
 
@@ -74,6 +74,9 @@ impl Metrics {
 pub(crate) async fn render(ctx: &ServerContext) -> String {
     let mut families = ctx.metrics.registry.gather();
     families.extend(read_at_scrape(ctx).await);
+    // A family without samples (no peers yet) is left out, as Go's client
+    // does; the encoder refuses it.
+    families.retain(|f| !f.get_metric().is_empty());
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
@@ -165,6 +168,7 @@ async fn read_at_scrape(ctx: &ServerContext) -> Vec<MetricFamily> {
             "The revision of the last compaction in store.",
             store.compact_revision() as f64,
         ),
+        peer_round_trips(ctx),
         counter(
             "bramble_wal_fsyncs_total",
             "The total number of fdatasync calls on WAL segments (one per commit group).",
@@ -181,6 +185,30 @@ async fn read_at_scrape(ctx: &ServerContext) -> Vec<MetricFamily> {
             wal_stats.bytes_written as f64,
         ),
     ]
+}
+
+/// etcd's `etcd_network_peer_round_trip_time_seconds`, one sample per
+/// peer labelled `To` with its member id in hex (as etcd prints ids).
+fn peer_round_trips(ctx: &ServerContext) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name("etcd_network_peer_round_trip_time_seconds".to_string());
+    f.set_help("Round-Trip-Time histogram between peers".to_string());
+    f.set_field_type(MetricType::HISTOGRAM);
+    let metrics = ctx
+        .node
+        .peer_round_trips()
+        .into_iter()
+        .map(|(peer, snap)| {
+            let mut m = histogram_metric(&snap);
+            let mut to = proto::LabelPair::default();
+            to.set_name("To".to_string());
+            to.set_value(format!("{peer:x}"));
+            m.set_label(vec![to]);
+            m
+        })
+        .collect();
+    f.set_metric(metrics);
+    f
 }
 
 /// A family of one sample.
@@ -221,15 +249,20 @@ fn counter(name: &str, help: &str, value: f64) -> MetricFamily {
     family(name, help, MetricType::COUNTER, m)
 }
 
-/// A histogram with etcd's disk latency buckets.
+/// A histogram of one sample.
 fn histogram(name: &str, help: &str, snap: &LatencySnapshot) -> MetricFamily {
+    family(name, help, MetricType::HISTOGRAM, histogram_metric(snap))
+}
+
+/// One histogram sample, with the buckets `snap` has.
+fn histogram_metric(snap: &LatencySnapshot) -> proto::Metric {
     let buckets = snap
-        .cumulative
+        .bounds
         .iter()
-        .enumerate()
-        .map(|(i, &count)| {
+        .zip(&snap.cumulative)
+        .map(|(&bound, &count)| {
             let mut b = proto::Bucket::default();
-            b.set_upper_bound(latency::upper_bound_seconds(i));
+            b.set_upper_bound(bound);
             b.set_cumulative_count(count);
             b
         })
@@ -240,5 +273,5 @@ fn histogram(name: &str, help: &str, snap: &LatencySnapshot) -> MetricFamily {
     h.set_sample_sum(snap.sum_seconds);
     let mut m = proto::Metric::default();
     m.set_histogram(h);
-    family(name, help, MetricType::HISTOGRAM, m)
+    m
 }
