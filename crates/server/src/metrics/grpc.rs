@@ -102,12 +102,18 @@ struct MethodCounters {
     handled: [IntCounter; CODES.len()],
 }
 
+/// Every etcd method's counters, and where each request path's are.
+struct Methods {
+    counters: Vec<MethodCounters>,
+    by_path: HashMap<String, usize>,
+}
+
 /// The counters of every etcd method, by request path.
 #[derive(Clone)]
 pub(crate) struct GrpcMetrics {
     started: IntCounterVec,
     handled: IntCounterVec,
-    by_path: Arc<HashMap<String, MethodCounters>>,
+    methods: Arc<Methods>,
 }
 
 impl GrpcMetrics {
@@ -130,21 +136,23 @@ impl GrpcMetrics {
             &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
         )
         .expect("valid metric options");
+        let counters = METHODS
+            .iter()
+            .map(|&(service, method, kind)| MethodCounters {
+                started: started.with_label_values(&[kind, service, method]),
+                handled: CODES
+                    .map(|code| handled.with_label_values(&[kind, service, method, code])),
+            })
+            .collect();
         let by_path = METHODS
             .iter()
-            .map(|&(service, method, kind)| {
-                let counters = MethodCounters {
-                    started: started.with_label_values(&[kind, service, method]),
-                    handled: CODES
-                        .map(|code| handled.with_label_values(&[kind, service, method, code])),
-                };
-                (format!("/{service}/{method}"), counters)
-            })
+            .enumerate()
+            .map(|(i, (service, method, _))| (format!("/{service}/{method}"), i))
             .collect();
         GrpcMetrics {
             started,
             handled,
-            by_path: Arc::new(by_path),
+            methods: Arc::new(Methods { counters, by_path }),
         }
     }
 
@@ -180,13 +188,13 @@ pub(crate) struct Count<S> {
 
 /// Counts one call as handled, once, with the status it ended with.
 struct Handled {
-    metrics: GrpcMetrics,
-    path: String,
+    methods: Arc<Methods>,
+    method: usize,
 }
 
 impl Handled {
     fn finish(self, code: usize) {
-        if let Some(m) = self.metrics.by_path.get(&self.path) {
+        if let Some(m) = self.methods.counters.get(self.method) {
             m.handled[code.min(CODES.len() - 1)].inc();
         }
     }
@@ -215,16 +223,14 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let handled = match self.metrics.by_path.get(req.uri().path()) {
-            Some(m) => {
-                m.started.inc();
-                Some(Handled {
-                    metrics: self.metrics.clone(),
-                    path: req.uri().path().to_string(),
-                })
+        let methods = &self.metrics.methods;
+        let handled = methods.by_path.get(req.uri().path()).map(|&method| {
+            methods.counters[method].started.inc();
+            Handled {
+                methods: Arc::clone(methods),
+                method,
             }
-            None => None,
-        };
+        });
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
