@@ -175,4 +175,43 @@ mod tests {
         );
         assert_eq!(decide(b"\x16\x03\x01"), Some(Protocol::Http1));
     }
+
+    /// A preface split over two writes is waited for, and classifying
+    /// consumes nothing: the server still reads every byte the client sent.
+    #[tokio::test]
+    async fn classifying_waits_for_the_preface_and_consumes_nothing() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("an address");
+        let client = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.expect("connect");
+            c.write_all(&HTTP2_PREFACE[..10]).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            c.write_all(&HTTP2_PREFACE[10..]).await.expect("write");
+            c
+        });
+        let (mut server, _) = listener.accept().await.expect("accept");
+        let protocol = classify(&server).await.expect("classified");
+        assert_eq!(protocol, Some(Protocol::Grpc));
+        let mut read = [0u8; HTTP2_PREFACE.len()];
+        server.read_exact(&mut read).await.expect("read");
+        assert_eq!(&read, HTTP2_PREFACE);
+        drop(client.await);
+
+        let http = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.expect("connect");
+            c.write_all(b"GET /version HTTP/1.1\r\n")
+                .await
+                .expect("write");
+            c
+        });
+        let (server, _) = listener.accept().await.expect("accept");
+        assert_eq!(
+            classify(&server).await.expect("classified"),
+            Some(Protocol::Http1)
+        );
+        drop(http.await);
+    }
 }
