@@ -162,9 +162,9 @@ impl ServerContext {
     /// after the backpressure checks (etcd's `too many requests`).
     pub(crate) async fn propose(self: &Arc<Self>, cmd: Command) -> Result<ApplyResult, Status> {
         let ticket = self.gate.admit(&self.node, cmd.encoded_len())?;
-        self.metrics.proposals_pending.inc();
+        let pending = self.metrics.pending_proposal();
         let result = self.node.propose(cmd).await;
-        self.metrics.proposals_pending.dec();
+        drop(pending);
         if result.is_err() {
             self.metrics.proposals_failed.inc();
         }

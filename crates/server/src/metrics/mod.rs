@@ -22,8 +22,8 @@ pub(crate) mod grpc;
 /// The live collectors of one member.
 pub struct Metrics {
     registry: Registry,
-    /// etcd's `etcd_server_proposals_pending`.
-    pub(crate) proposals_pending: IntGauge,
+    /// etcd's `etcd_server_proposals_pending` (see [`Metrics::pending_proposal`]).
+    proposals_pending: IntGauge,
     /// etcd's `etcd_server_proposals_failed_total`.
     pub(crate) proposals_failed: IntCounter,
     /// go-grpc-prometheus' server counters.
@@ -66,6 +66,25 @@ impl Metrics {
             proposals_failed,
             grpc,
         }
+    }
+}
+
+impl Metrics {
+    /// Counts one proposal in `etcd_server_proposals_pending` until the
+    /// returned guard is dropped, also when the caller's future is (a client
+    /// that went away).
+    pub(crate) fn pending_proposal(&self) -> PendingProposal<'_> {
+        self.proposals_pending.inc();
+        PendingProposal(&self.proposals_pending)
+    }
+}
+
+/// One proposal counted as pending ([`Metrics::pending_proposal`]).
+pub(crate) struct PendingProposal<'a>(&'a IntGauge);
+
+impl Drop for PendingProposal<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
