@@ -142,16 +142,23 @@ async fn route(
     http_slots: Arc<Semaphore>,
 ) {
     let protocol = tokio::time::timeout(CLASSIFY_TIMEOUT, classify(&stream)).await;
-    drop(permit);
     match protocol {
         Ok(Ok(Some(Protocol::Grpc))) => {
-            // Fails only when the server stopped: the connection just closes.
+            // The slot is held until tonic has the connection, so that
+            // connections waiting for it are bounded too. Fails only when
+            // the server stopped: the connection just closes.
             let _ = grpc.send(Ok(stream)).await;
+            drop(permit);
         }
-        Ok(Ok(Some(Protocol::Http1))) => match http_slots.try_acquire_owned() {
-            Ok(_slot) => crate::http::serve_one(ctx, stream).await,
-            Err(_) => tracing::debug!("client port: too many HTTP connections, closing one"),
-        },
+        Ok(Ok(Some(Protocol::Http1))) => {
+            // HTTP connections have their own bound, and must not keep new
+            // gRPC connections from being classified.
+            drop(permit);
+            match http_slots.try_acquire_owned() {
+                Ok(_slot) => crate::http::serve_one(ctx, stream).await,
+                Err(_) => tracing::debug!("client port: too many HTTP connections, closing one"),
+            }
+        }
         Ok(Ok(None)) => {}
         Ok(Err(e)) => tracing::debug!("client port: {e}"),
         Err(_) => tracing::debug!("client port: no request within {CLASSIFY_TIMEOUT:?}, closing"),
