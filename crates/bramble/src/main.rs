@@ -30,7 +30,7 @@ fn main() -> std::process::ExitCode {
         let text = format!(
             "bramble Version: {}\netcd API Version: {}\nOS/Arch: {}/{}\n",
             env!("CARGO_PKG_VERSION"),
-            bramble_server::maintenance::ETCD_VERSION,
+            bramble_server::version::ETCD_VERSION,
             std::env::consts::OS,
             std::env::consts::ARCH
         );

@@ -262,6 +262,7 @@ impl Node {
             limits: opts.limits,
             gate: ProposalGate::new(opts.limits.max_request_bytes),
             tasks: TaskTracker::new(),
+            metrics: bramble_server::metrics::Metrics::new(),
             db_path,
             quota: bramble_server::quota::Quota::from_flag(opts.limits.quota_backend_bytes),
             lessor: Lessor::new(

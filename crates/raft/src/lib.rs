@@ -25,6 +25,7 @@ mod membership;
 pub mod network;
 pub mod node;
 pub mod peer_codec;
+mod peer_rtt;
 pub mod peer_service;
 pub mod refusal;
 pub mod restore;

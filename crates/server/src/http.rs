@@ -1,5 +1,7 @@
-//! The plain-HTTP endpoints etcd serves on `--listen-metrics-urls`: `/health`
-//! (kubeadm's static-pod liveness probe), `/livez`, `/readyz` and a first
+//! The plain-HTTP endpoints etcd serves on `--listen-metrics-urls` and, next
+//! to gRPC, on the client URLs (`crate::client_mux` hands them the HTTP/1.1
+//! connections): `/health` (kubeadm's static-pod liveness probe), `/livez`,
+//! `/readyz`, `/version` (kubeadm's preflight for an external etcd) and
 //! `/metrics`.
 //!
 //! Probes and scrapers send one small GET and read one response, so each
@@ -36,7 +38,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; further clients wait in the listen backlog
 /// until one finishes (each lasts at most `CONNECTION_TIMEOUT`).
-const MAX_CONNECTIONS: usize = 256;
+pub(crate) const MAX_CONNECTIONS: usize = 256;
 /// etcd gives the linearizable health read one second.
 const HEALTH_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -78,6 +80,15 @@ async fn serve_connection(
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
 ) {
+    serve_one(ctx, stream).await
+}
+
+/// Serves one request on `io`, within [`CONNECTION_TIMEOUT`]. The caller
+/// bounds how many run at once.
+pub(crate) async fn serve_one<I>(ctx: Arc<ServerContext>, io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(respond(&ctx, &req).await) }
@@ -88,7 +99,7 @@ async fn serve_connection(
         .max_header_size(MAX_REQUEST_HEAD)
         .max_buf_size(MAX_REQUEST_HEAD)
         .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(io), service);
     match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!("http client: {e}"),
@@ -156,10 +167,15 @@ async fn route(ctx: &ServerContext, path: &str, query: &str) -> (StatusCode, &'s
                 )
             }
         }
+        "/version" => (
+            StatusCode::OK,
+            "application/json",
+            crate::version::versions_json(),
+        ),
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            metrics(ctx).await,
+            crate::metrics::render(ctx).await,
         ),
         _ => (
             StatusCode::NOT_FOUND,
@@ -194,63 +210,6 @@ async fn health(ctx: &ServerContext, serializable: bool) -> (bool, &'static str)
         return (false, FATAL_REASON);
     }
     (true, "")
-}
-
-/// A first set of etcd's Prometheus metrics, with etcd's names so existing
-/// dashboards find them. (The full set is future work.)
-async fn metrics(ctx: &ServerContext) -> String {
-    let s = ctx.node.status();
-    let db_size = ctx.db_file_size().await;
-    let store = ctx.node.store();
-    let gauges = [
-        (
-            "etcd_server_has_leader",
-            "Whether or not a leader exists. 1 is existence, 0 is not.",
-            u64::from(s.leader != 0) as f64,
-        ),
-        (
-            "etcd_server_is_leader",
-            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-            u64::from(s.leader == ctx.identity.member_id) as f64,
-        ),
-        (
-            "etcd_server_is_learner",
-            "Whether or not this member is a learner. 1 if is, 0 otherwise.",
-            u64::from(s.is_learner) as f64,
-        ),
-        (
-            "etcd_mvcc_db_total_size_in_bytes",
-            "Total size of the underlying database physically allocated in bytes.",
-            db_size as f64,
-        ),
-        (
-            "etcd_debugging_mvcc_current_revision",
-            "The current revision of store.",
-            store.current_revision() as f64,
-        ),
-        (
-            "etcd_debugging_mvcc_compact_revision",
-            "The revision of the last compaction in store.",
-            store.compact_revision() as f64,
-        ),
-        (
-            "etcd_server_proposals_committed_total",
-            "The total number of consensus proposals committed.",
-            s.commit_index as f64,
-        ),
-        (
-            "etcd_server_proposals_applied_total",
-            "The total number of consensus proposals applied.",
-            s.applied_index as f64,
-        ),
-    ];
-    let mut out = String::new();
-    for (name, help, value) in gauges {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

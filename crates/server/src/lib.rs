@@ -6,6 +6,7 @@
 
 pub mod auto_compaction;
 pub mod backpressure;
+mod client_mux;
 mod cluster;
 pub mod defaults;
 mod election;
@@ -17,9 +18,11 @@ pub mod kv;
 pub mod lease;
 mod lock;
 pub mod maintenance;
+pub mod metrics;
 pub mod quota;
 mod tonic_errors;
 mod validate;
+pub mod version;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -151,6 +154,8 @@ pub struct ServerContext {
     /// member closes the tracker and waits for them, so that the data dir is
     /// released (`bramble::Node::close`).
     pub tasks: TaskTracker,
+    /// The member's live Prometheus collectors (`/metrics`).
+    pub metrics: metrics::Metrics,
 }
 
 impl ServerContext {
@@ -166,7 +171,12 @@ impl ServerContext {
     /// after the backpressure checks (etcd's `too many requests`).
     pub(crate) async fn propose(self: &Arc<Self>, cmd: Command) -> Result<ApplyResult, Status> {
         let ticket = self.gate.admit(&self.node, cmd.encoded_len())?;
+        let pending = self.metrics.pending_proposal();
         let result = self.node.propose(cmd).await;
+        drop(pending);
+        if result.is_err() {
+            self.metrics.proposals_failed.inc();
+        }
         self.gate
             .release(&self.node, &self.tasks, ticket, result.as_ref().map(|_| ()));
         result.map_err(propose_status)
@@ -210,7 +220,9 @@ impl ClientServer {
         self
     }
 
-    /// Serves clients on `listener` until `shutdown` resolves.
+    /// Serves clients on `listener` until `shutdown` resolves: gRPC, and
+    /// etcd's HTTP endpoints (`/health`, `/version`, `/metrics`, ...) on the
+    /// same port.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -244,7 +256,7 @@ impl ClientServer {
             stopped.clone(),
         ))
         .max_decoding_message_size(max);
-        let watch_service = watch::WatchService::with_shutdown(self.ctx.clone(), stopped);
+        let watch_service = watch::WatchService::with_shutdown(self.ctx.clone(), stopped.clone());
         let watch = WatchServer::new(watch_service)
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX);
@@ -255,6 +267,7 @@ impl ClientServer {
         tonic::transport::Server::builder()
             .http2_keepalive_interval(ping_interval)
             .http2_keepalive_timeout(ping_timeout)
+            .layer(metrics::grpc::CountLayer(self.ctx.metrics.grpc.clone()))
             .layer(tonic_errors::RewriteTonicErrorsLayer)
             .add_service(kv)
             .add_service(maintenance)
@@ -265,7 +278,10 @@ impl ClientServer {
             .add_service(ClusterServer::new(cluster::ClusterService::new(
                 self.ctx.clone(),
             )))
-            .serve_with_incoming_shutdown(client_incoming(listener), shutdown)
+            .serve_with_incoming_shutdown(
+                client_mux::split(self.ctx.clone(), client_incoming(listener), stopped),
+                shutdown,
+            )
             .await
     }
 }

@@ -21,21 +21,11 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::errors;
+use crate::version::{storage_version, ETCD_VERSION};
 use crate::ServerContext;
 
 mod downgrade;
 mod snapshot;
-
-/// The etcd version Bramble reports. Kubernetes turns watch progress requests
-/// off below 3.5.13, so this must stay at or above it.
-pub const ETCD_VERSION: &str = "3.5.17";
-
-/// The storage version etcd 3.6 reports (in snapshots, and Status'
-/// `storage_version`): the major.minor of [`ETCD_VERSION`], patch 0.
-fn storage_version() -> String {
-    let minor_end = ETCD_VERSION.rfind('.').unwrap_or(ETCD_VERSION.len());
-    format!("{}.0", &ETCD_VERSION[..minor_end])
-}
 
 /// An alarm as etcd's Status lists it: gogo-protobuf's compact text of the
 /// `AlarmMember` (`memberID:<id> alarm:<TYPE> `, each field followed by a space).

@@ -5,9 +5,12 @@
 //! - [`mvcc`]: etcd's multi-version key-value model (revisions, key index,
 //!   range/put/delete/txn/compact) on redb, the Raft state machine.
 //! - [`atomic_file`]: small files replaced whole or not at all.
+//! - [`latency`]: disk latency histograms (WAL fsync, database commit) the
+//!   server exports as etcd's metrics.
 
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod atomic_file;
+pub mod latency;
 pub mod mvcc;
 pub mod wal;

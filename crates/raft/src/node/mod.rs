@@ -4,6 +4,7 @@
 
 mod checkpoint;
 mod leadership;
+mod meters;
 mod propose;
 mod routing;
 
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use bramble_api::bramblepb::peer_server::PeerServer;
 use bramble_storage::mvcc::MvccStore;
-use bramble_storage::wal::WalRelease;
+use bramble_storage::wal::{WalMeter, WalRelease};
 use openraft::async_runtime::WatchReceiver;
 use openraft::{Config, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
@@ -30,6 +31,7 @@ use crate::fatal::{FatalCause, FatalSignal};
 use crate::forwarded_proposals::Waiters;
 use crate::member_storage::MemberStorage;
 use crate::network::{peer_message_limit, PeerChannels, PeerNetworkFactory};
+use crate::peer_rtt::PeerRtt;
 use crate::peer_service::PeerService;
 use crate::state_machine::StateMachine;
 use crate::types::Raft;
@@ -114,6 +116,12 @@ pub struct RaftNode {
     checkpointer: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Set once by the first fatal failure; then nothing more is served.
     fatal: FatalSignal,
+    /// The WAL's counters, for metrics (does not hold the WAL open).
+    wal_meter: WalMeter,
+    /// Leader changes seen (`meters::count_leader_changes`).
+    leader_changes: Arc<std::sync::atomic::AtomicU64>,
+    /// Heartbeat round trips to each peer.
+    peer_rtt: PeerRtt,
 }
 
 /// How long [`RaftNode::shutdown`] waits for openraft's tasks to let go of
@@ -133,6 +141,7 @@ impl RaftNode {
             snapshots,
         } = MemberStorage::open(&cfg, fatal.clone()).await?;
         let wal_release = log_store.wal().release();
+        let wal_meter = log_store.wal().meter();
 
         let config = Config {
             cluster_name: "bramble".into(),
@@ -180,6 +189,7 @@ impl RaftNode {
         );
         let waiters = Arc::new(Waiters::new(cfg.member_id));
         let (revision_tx, revisions) = watch::channel(store.current_revision());
+        let peer_rtt = PeerRtt::default();
         let raft = Raft::new(
             cfg.member_id,
             Arc::new(config),
@@ -187,6 +197,7 @@ impl RaftNode {
                 channels.clone(),
                 cfg.cluster_id,
                 Duration::from_millis(cfg.election_timeout_ms),
+                peer_rtt.clone(),
             ),
             log_store,
             StateMachine::new(
@@ -230,6 +241,12 @@ impl RaftNode {
             fatal.clone(),
             stop_rx.clone(),
         ));
+        let leader_changes = Arc::default();
+        tokio::spawn(meters::count_leader_changes(
+            raft.metrics(),
+            Arc::clone(&leader_changes),
+            stop_rx.clone(),
+        ));
         let checkpointer = tokio::spawn(checkpoint_loop(
             store.clone(),
             CheckpointPolicy {
@@ -257,6 +274,9 @@ impl RaftNode {
             revisions,
             checkpointer: std::sync::Mutex::new(Some(checkpointer)),
             fatal,
+            wal_meter,
+            leader_changes,
+            peer_rtt,
         })
     }
 

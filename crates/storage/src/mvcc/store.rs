@@ -85,6 +85,8 @@ pub struct MvccStore {
     /// Bumped (under the index write lock) each time a raft snapshot replaces the store;
     /// readers check it did not move since they opened their redb snapshot.
     pub(super) install_epoch: AtomicU64,
+    /// How long each durable commit (a checkpoint: redb's fsync) took.
+    pub(super) commit_latency: crate::latency::LatencyHistogram,
 }
 
 /// What a reader loads before it opens its redb read transaction (see "Concurrency").
@@ -211,6 +213,7 @@ impl MvccStore {
             leases: RwLock::new(leases),
             alarms: RwLock::new(alarms),
             install_epoch: AtomicU64::new(0),
+            commit_latency: Default::default(),
         };
         {
             let mut w = store.lock_writer()?;
@@ -305,9 +308,25 @@ impl MvccStore {
             let mut meta = txn.open_table(META)?;
             schema::write_progress(&mut meta, w.applied, w.rev)?;
         }
+        let started = std::time::Instant::now();
         txn.commit()?;
+        self.commit_latency.observe(started.elapsed());
         w.dirty = false;
         Ok(())
+    }
+
+    /// How long the durable commits of checkpoints took since open: the
+    /// commits that write the database to disk, as etcd's backend commits
+    /// do (`etcd_disk_backend_commit_duration_seconds`). The applies between
+    /// them commit without an fsync and are not counted.
+    pub fn commit_latency(&self) -> crate::latency::LatencySnapshot {
+        self.commit_latency.snapshot()
+    }
+
+    /// Keys in the key index (etcd's `etcd_debugging_mvcc_keys_total`):
+    /// live keys, and deleted ones until a compaction removes them.
+    pub fn index_keys(&self) -> usize {
+        self.index.read().map_or(0, |i| i.len())
     }
 
     /// Loads what a reader needs before opening its redb read transaction: the install

@@ -562,6 +562,35 @@ impl Wal {
     pub fn stats(&self) -> WalStats {
         self.inner.shared.counters.snapshot()
     }
+
+    /// The WAL's counters, readable after the WAL is closed: holding it
+    /// does not keep the WAL (or its directory lock) open.
+    pub fn meter(&self) -> WalMeter {
+        WalMeter(self.inner.shared.counters.clone())
+    }
+}
+
+/// A reader of one WAL's counters for metrics ([`Wal::meter`]).
+#[derive(Clone)]
+pub struct WalMeter(std::sync::Arc<state::Counters>);
+
+impl WalMeter {
+    /// Counters since open.
+    pub fn stats(&self) -> WalStats {
+        self.0.snapshot()
+    }
+
+    /// How long the fdatasyncs of segments took since open (etcd's
+    /// `etcd_disk_wal_fsync_duration_seconds`).
+    pub fn fsync_latency(&self) -> crate::latency::LatencySnapshot {
+        self.0.fsync_latency.snapshot()
+    }
+}
+
+impl fmt::Debug for WalMeter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("WalMeter").field(&self.stats()).finish()
+    }
 }
 
 impl fmt::Debug for Wal {

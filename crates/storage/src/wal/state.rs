@@ -58,6 +58,8 @@ pub(crate) struct Counters {
     pub(crate) entries_written: AtomicU64,
     pub(crate) segments_created: AtomicU64,
     pub(crate) segments_deleted: AtomicU64,
+    /// How long each fdatasync of a segment took.
+    pub(crate) fsync_latency: crate::latency::LatencyHistogram,
 }
 
 impl Counters {
@@ -84,7 +86,7 @@ impl Counters {
 /// The shared part of an open WAL.
 pub(crate) struct Shared {
     state: Mutex<State>,
-    pub(crate) counters: Counters,
+    pub(crate) counters: std::sync::Arc<Counters>,
     /// The WAL directory, for messages.
     pub(crate) dir_path: PathBuf,
     /// Bytes submitted and not yet durable, against their bound.
@@ -95,7 +97,7 @@ impl Shared {
     pub(crate) fn new(state: State, dir_path: PathBuf, queue: QueueBound) -> Shared {
         Shared {
             state: Mutex::new(state),
-            counters: Counters::default(),
+            counters: Default::default(),
             dir_path,
             queue,
         }

@@ -420,6 +420,7 @@ impl Writer {
             );
         }
         Counters::add(&self.counters().syncs, 1);
+        self.counters().fsync_latency.observe(took);
         self.dirty = false;
         Ok(())
     }
