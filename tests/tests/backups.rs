@@ -55,6 +55,19 @@ fn open_backup(file: &Path, key: &str) -> (i64, Option<Vec<u8>>) {
     )
 }
 
+/// The value of the unlabelled metric `name` on the member's client URL (`/metrics`).
+fn metric(endpoint: &str, name: &str) -> f64 {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", &format!("{endpoint}/metrics")])
+        .output()
+        .expect("run curl (scripts/test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
 fn with_backups(dir: &Path, interval: &str, retention: u32) -> ServerConfig {
     ServerConfig {
         extra_args: vec![
@@ -127,6 +140,19 @@ fn backups_rotate_while_writing_and_the_newest_holds_the_last_write() {
     assert_eq!(last.as_deref(), Some(&b"write"[..]));
     let log = server.log();
     assert!(log.contains("backup written and verified"), "{log}");
+    assert!(metric(&server.endpoint(), "bramble_backups_total") >= files.len() as f64);
+    assert_eq!(
+        metric(&server.endpoint(), "bramble_backup_last_size_bytes"),
+        std::fs::metadata(files.last().expect("a backup"))
+            .expect("stat")
+            .len() as f64
+    );
+    assert!(
+        metric(
+            &server.endpoint(),
+            "bramble_backup_last_success_timestamp_seconds"
+        ) > 1.7e9
+    );
     restore_serves_the_last_write(files.last().expect("a backup"));
     println!(
         "{i} puts in 5 s with a backup each second; {} backups kept",
@@ -191,6 +217,8 @@ fn a_failing_backup_directory_does_not_stop_serving() {
     let got = ctl.run(&["get", "k19", "--print-value-only"]);
     got.assert_ok();
     assert_eq!(got.stdout_str().trim(), "v");
+    assert!(metric(&server.endpoint(), "bramble_backup_failures_total") >= 1.0);
+    assert_eq!(metric(&server.endpoint(), "bramble_backups_total"), 0.0);
 }
 
 #[test]

@@ -13,11 +13,11 @@
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bramble_storage::mvcc::{verify_saved_snapshot, MvccStore};
+use prometheus::{Gauge, IntCounter, IntGauge};
 use tokio_util::sync::CancellationToken;
 
 /// Backup files are named `<PREFIX><UTC time>-r<revision><SUFFIX>`; the time sorts
@@ -38,19 +38,70 @@ pub(crate) struct BackupConfig {
     pub(crate) retention: usize,
 }
 
-/// What the backups did so far (for logs and metrics).
-#[derive(Debug, Default)]
+/// What the backups did so far: Prometheus collectors (Bramble's own names),
+/// registered with the member's `/metrics`.
+#[derive(Clone)]
 pub(crate) struct BackupStats {
-    /// Backups written and verified.
-    pub(crate) successes: AtomicU64,
-    /// Backups that failed.
-    pub(crate) failures: AtomicU64,
-    /// Unix time (seconds) of the last success; 0 before the first.
-    pub(crate) last_success_unix: AtomicU64,
-    /// Size in bytes of the last successful backup.
-    pub(crate) last_bytes: AtomicU64,
-    /// Milliseconds the last successful backup took.
-    pub(crate) last_duration_ms: AtomicU64,
+    successes: IntCounter,
+    failures: IntCounter,
+    last_success: Gauge,
+    last_bytes: IntGauge,
+    last_duration: Gauge,
+}
+
+impl BackupStats {
+    /// New collectors, registered with `metrics`.
+    pub(crate) fn registered(metrics: &bramble_server::metrics::Metrics) -> BackupStats {
+        // Fixed, valid names: creating them cannot fail.
+        let stats = BackupStats {
+            successes: IntCounter::new(
+                "bramble_backups_total",
+                "Scheduled backups written and verified.",
+            )
+            .expect("a valid metric"),
+            failures: IntCounter::new(
+                "bramble_backup_failures_total",
+                "Scheduled backups that failed.",
+            )
+            .expect("a valid metric"),
+            last_success: Gauge::new(
+                "bramble_backup_last_success_timestamp_seconds",
+                "Unix time of the last successful scheduled backup (0: none yet).",
+            )
+            .expect("a valid metric"),
+            last_bytes: IntGauge::new(
+                "bramble_backup_last_size_bytes",
+                "Size of the last successful scheduled backup.",
+            )
+            .expect("a valid metric"),
+            last_duration: Gauge::new(
+                "bramble_backup_last_duration_seconds",
+                "How long the last successful scheduled backup took.",
+            )
+            .expect("a valid metric"),
+        };
+        let collectors: [Box<dyn prometheus::core::Collector>; 5] = [
+            Box::new(stats.successes.clone()),
+            Box::new(stats.failures.clone()),
+            Box::new(stats.last_success.clone()),
+            Box::new(stats.last_bytes.clone()),
+            Box::new(stats.last_duration.clone()),
+        ];
+        for c in collectors {
+            if let Err(e) = metrics.register(c) {
+                tracing::warn!(error = %e, "backup metrics not registered");
+            }
+        }
+        stats
+    }
+
+    fn succeeded(&self, written: &Written, took: Duration) {
+        self.successes.inc();
+        self.last_bytes
+            .set(i64::try_from(written.bytes).unwrap_or(i64::MAX));
+        self.last_duration.set(took.as_secs_f64());
+        self.last_success.set(unix_now() as f64);
+    }
 }
 
 /// One successful backup.
@@ -83,7 +134,7 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Bac
 pub(crate) async fn run(
     store: Arc<MvccStore>,
     config: BackupConfig,
-    stats: Arc<BackupStats>,
+    stats: BackupStats,
     stop: CancellationToken,
 ) {
     let dir = config.dir.clone();
@@ -109,12 +160,7 @@ pub(crate) async fn run(
         let elapsed = started.elapsed();
         match result {
             Ok(Ok(w)) => {
-                stats.successes.fetch_add(1, Ordering::Relaxed);
-                stats.last_bytes.store(w.bytes, Ordering::Relaxed);
-                stats
-                    .last_duration_ms
-                    .store(elapsed.as_millis() as u64, Ordering::Relaxed);
-                stats.last_success_unix.store(unix_now(), Ordering::Relaxed);
+                stats.succeeded(&w, elapsed);
                 tracing::info!(
                     path = %w.path.display(),
                     bytes = w.bytes,
@@ -124,11 +170,11 @@ pub(crate) async fn run(
                 );
             }
             Ok(Err(e)) => {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
+                stats.failures.inc();
                 tracing::error!(error = %e, "backup failed; serving goes on, next try in one interval");
             }
             Err(e) => {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
+                stats.failures.inc();
                 tracing::error!(error = %e, "backup task failed; serving goes on");
             }
         }

@@ -156,7 +156,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             "scheduled backups"
         );
         let store = node.context().node.store().clone();
-        let stats = std::sync::Arc::new(crate::backups::BackupStats::default());
+        let stats = crate::backups::BackupStats::registered(&node.context().metrics);
         let stop = stop.clone();
         servers.push(tokio::spawn(async move {
             crate::backups::run(store, config, stats, stop).await;

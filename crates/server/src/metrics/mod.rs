@@ -70,6 +70,15 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Adds collectors that upper layers own (the `bramble` crate's scheduled
+    /// backups); an invalid or duplicate name is an error.
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> prometheus::Result<()> {
+        self.registry.register(collector)
+    }
+
     /// Counts one proposal in `etcd_server_proposals_pending` until the
     /// returned guard is dropped, also when the caller's future is (a client
     /// that went away).
