@@ -138,7 +138,7 @@ fn nospace_fill_and_recover() {
                 assert!(status.raft_used_db_size() > 0, "{kind}");
                 assert!(status.raft_used_db_size() <= status.db_size(), "{kind}");
                 assert_eq!(status.db_size_quota(), 16 << 20, "{kind}");
-                assert_eq!(status.storage_version(), "3.5.0", "{kind}");
+                assert_eq!(status.storage_version(), "3.6.0", "{kind}");
             }
         });
     }

@@ -4,7 +4,7 @@
 
 /// The etcd version Bramble reports. Kubernetes turns watch progress requests
 /// off below 3.5.13, so this must stay at or above it.
-pub const ETCD_VERSION: &str = "3.5.17";
+pub const ETCD_VERSION: &str = "3.6.16";
 
 /// `major.minor` of a version string such as `3.5.17` (0 for a part that
 /// does not parse: only our own constant is ever passed).
