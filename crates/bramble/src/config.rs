@@ -151,6 +151,25 @@ pub struct Flags {
     )]
     pub snapshot_catchup_entries: u64,
 
+    /// Sets the maximum revisions deleted in each compaction batch (0: etcd's
+    /// default, 1000).
+    #[arg(
+        long = "compaction-batch-limit",
+        env = "ETCD_COMPACTION_BATCH_LIMIT",
+        default_value_t = 0
+    )]
+    pub compaction_batch_limit: usize,
+
+    /// Sets the sleep interval between each compaction batch (0: etcd's default,
+    /// 10ms).
+    #[arg(
+        long = "compaction-sleep-interval",
+        env = "ETCD_COMPACTION_SLEEP_INTERVAL",
+        default_value = "0s",
+        value_parser = parse_go_duration
+    )]
+    pub compaction_sleep_interval: std::time::Duration,
+
     /// Duration of periodic watch progress notifications (a Go duration such as `10m0s`).
     #[arg(
         long = "watch-progress-notify-interval",
@@ -325,6 +344,14 @@ const DEPRECATED_NAMES: &[Renamed] = &[
     Renamed {
         old: "experimental-watch-progress-notify-interval",
         new: "watch-progress-notify-interval",
+    },
+    Renamed {
+        old: "experimental-compaction-batch-limit",
+        new: "compaction-batch-limit",
+    },
+    Renamed {
+        old: "experimental-compaction-sleep-interval",
+        new: "compaction-sleep-interval",
     },
 ];
 

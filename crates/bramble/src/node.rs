@@ -76,6 +76,12 @@ pub struct NodeOptions {
     /// etcd's `--experimental-snapshot-catchup-entries`: entries kept in the
     /// WAL behind a snapshot, so a follower a little behind needs no snapshot.
     pub snapshot_catchup_entries: u64,
+    /// etcd's `--compaction-batch-limit`: key-table rows a compaction's
+    /// background deletion looks at per transaction.
+    pub compaction_batch_limit: usize,
+    /// etcd's `--compaction-sleep-interval`: the pause between two of those
+    /// transactions, so applies are not held up.
+    pub compaction_sleep_interval: std::time::Duration,
     /// etcd's `--initial-cluster`: every initial member's name and peer URLs.
     /// Empty means a one-member cluster of this member alone.
     pub initial_cluster: Vec<(String, Vec<String>)>,
@@ -110,6 +116,8 @@ impl NodeOptions {
             election_timeout_ms: defaults::ELECTION_TIMEOUT_MS,
             snapshot_count: defaults::SNAPSHOT_COUNT,
             snapshot_catchup_entries: defaults::SNAPSHOT_CATCHUP_ENTRIES,
+            compaction_batch_limit: defaults::COMPACTION_BATCH_LIMIT,
+            compaction_sleep_interval: defaults::COMPACTION_SLEEP_INTERVAL,
             initial_cluster: Vec::new(),
             initial_cluster_state: ClusterState::New,
             listen_peer_addrs: Vec::new(),
@@ -212,6 +220,8 @@ impl Node {
         cfg.cluster_id = ids.cluster_id;
         cfg.snapshot_count = opts.snapshot_count;
         cfg.snapshot_catchup_entries = opts.snapshot_catchup_entries;
+        cfg.compaction_batch_limit = opts.compaction_batch_limit;
+        cfg.compaction_sleep_interval = opts.compaction_sleep_interval;
         cfg.limits = bramble_raft::admission::Limits {
             max_request_bytes: opts.limits.max_request_bytes,
             max_txn_ops: opts.limits.max_txn_ops,

@@ -48,6 +48,15 @@ pub(crate) fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         d if d.is_zero() => crate::defaults::WATCH_PROGRESS_NOTIFY_INTERVAL,
         d => d,
     };
+    // etcd takes 0 for either compaction setting as "the default".
+    let compaction_batch_limit = match flags.compaction_batch_limit {
+        0 => crate::defaults::COMPACTION_BATCH_LIMIT,
+        n => n,
+    };
+    let compaction_sleep_interval = match flags.compaction_sleep_interval {
+        d if d.is_zero() => crate::defaults::COMPACTION_SLEEP_INTERVAL,
+        d => d,
+    };
     Ok(NodeOptions {
         name: flags.name.clone(),
         data_dir,
@@ -64,6 +73,8 @@ pub(crate) fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         election_timeout_ms: flags.election_timeout,
         snapshot_count: flags.snapshot_count,
         snapshot_catchup_entries: flags.snapshot_catchup_entries,
+        compaction_batch_limit,
+        compaction_sleep_interval,
         initial_cluster,
         initial_cluster_state,
         listen_peer_addrs: bind_addrs(&flags.listen_peer_urls)?,

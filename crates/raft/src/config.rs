@@ -28,6 +28,12 @@ pub struct NodeConfig {
     pub checkpoint_interval: Duration,
     /// A checkpoint is also taken after this many applied entries.
     pub checkpoint_entries: u64,
+    /// etcd's `--compaction-batch-limit`: key-table rows a compaction's deletion
+    /// looks at per transaction.
+    pub compaction_batch_limit: usize,
+    /// etcd's `--compaction-sleep-interval`: the pause between two of those
+    /// transactions.
+    pub compaction_sleep_interval: Duration,
     /// etcd's `--snapshot-count`: applied entries between snapshots (0: never).
     pub snapshot_count: u64,
     /// etcd's `--experimental-snapshot-catchup-entries`: entries kept in the
@@ -59,6 +65,8 @@ impl NodeConfig {
             // and a crash only replays the WAL written since the last one.
             checkpoint_interval: Duration::from_secs(30),
             checkpoint_entries: 10_000,
+            compaction_batch_limit: crate::defaults::COMPACTION_BATCH_LIMIT,
+            compaction_sleep_interval: crate::defaults::COMPACTION_SLEEP_INTERVAL,
             snapshot_count: crate::defaults::SNAPSHOT_COUNT,
             snapshot_catchup_entries: crate::defaults::SNAPSHOT_CATCHUP_ENTRIES,
             cluster_id: crate::derived_ids::cluster_id(&[member_id]),

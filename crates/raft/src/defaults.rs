@@ -16,6 +16,14 @@ pub const SNAPSHOT_COUNT: u64 = 100_000;
 /// a snapshot, so a follower a little behind needs no snapshot.
 pub const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5_000;
 
+/// `--compaction-batch-limit`: key-table rows a compaction's deletion looks at
+/// per transaction (etcd's 1000).
+pub const COMPACTION_BATCH_LIMIT: usize = bramble_storage::mvcc::DEFAULT_COMPACTION_BATCH_LIMIT;
+
+/// `--compaction-sleep-interval`: the pause between two deletion transactions
+/// of a compaction (etcd's 10 ms).
+pub const COMPACTION_SLEEP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// `--max-request-bytes`: the largest client request, 1.5 MiB.
 pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
 

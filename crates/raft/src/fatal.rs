@@ -36,6 +36,8 @@ pub enum FatalCause {
     Checkpoint,
     /// Building, installing or reading a snapshot failed.
     Snapshot,
+    /// Deleting the rows of a compaction (a redb commit) failed.
+    Compaction,
     /// openraft's core stopped without being asked to (a storage error it
     /// reported itself, or a panic).
     RaftCore,
@@ -48,6 +50,7 @@ impl fmt::Display for FatalCause {
             FatalCause::Apply => "applying to the state machine failed",
             FatalCause::Checkpoint => "state machine checkpoint failed",
             FatalCause::Snapshot => "snapshot failed",
+            FatalCause::Compaction => "compaction failed",
             FatalCause::RaftCore => "raft core stopped",
         })
     }

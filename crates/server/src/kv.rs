@@ -176,12 +176,27 @@ impl Kv for KvService {
         &self,
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        match self.propose(Op::Compaction(req.into_inner())).await? {
+        let req = req.into_inner();
+        let (rev, physical) = (req.revision, req.physical);
+        match self.propose(Op::Compaction(req)).await? {
             ApplyResult::Compaction(mut r) => {
+                if physical {
+                    wait_compacted(self.ctx.node.store(), rev).await;
+                }
                 self.identity().fill(&mut r.header, &self.ctx.node);
                 Ok(Response::new(r))
             }
             _ => Err(unexpected("compact")),
         }
+    }
+}
+
+/// etcd's `physical`: waits until this member's store has deleted the rows of a
+/// compaction at `rev` (or a later one), which happens in the background after
+/// the apply. Polls: a dropped request (the client went away) stops waiting.
+async fn wait_compacted(store: &MvccStore, rev: i64) {
+    const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+    while store.finished_compact_revision() < rev {
+        tokio::time::sleep(POLL).await;
     }
 }

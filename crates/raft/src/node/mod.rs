@@ -3,6 +3,7 @@
 //! for a linearizable read point, report status).
 
 mod checkpoint;
+mod compactor;
 mod leadership;
 mod meters;
 mod propose;
@@ -37,6 +38,7 @@ use crate::state_machine::StateMachine;
 use crate::types::Raft;
 
 use checkpoint::{checkpoint_loop, CheckpointPolicy};
+use compactor::{compaction_loop, CompactionPacing};
 
 /// Why a member could not start.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +115,9 @@ pub struct RaftNode {
     wal_release: WalRelease,
     /// The store's current revision, published after each applied run.
     revisions: watch::Receiver<i64>,
-    checkpointer: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The checkpoint and compaction loops, which shutdown waits for (they hold
+    /// the store).
+    background: std::sync::Mutex<Vec<JoinHandle<()>>>,
     /// Set once by the first fatal failure; then nothing more is served.
     fatal: FatalSignal,
     /// The WAL's counters, for metrics (does not hold the WAL open).
@@ -253,6 +257,15 @@ impl RaftNode {
                 every: cfg.checkpoint_interval,
                 entries: cfg.checkpoint_entries,
             },
+            stop_rx.clone(),
+            fatal.clone(),
+        ));
+        let compactor = tokio::spawn(compaction_loop(
+            store.clone(),
+            CompactionPacing {
+                batch_limit: cfg.compaction_batch_limit,
+                pause: cfg.compaction_sleep_interval,
+            },
             stop_rx,
             fatal.clone(),
         ));
@@ -272,7 +285,7 @@ impl RaftNode {
             stopping,
             wal_release,
             revisions,
-            checkpointer: std::sync::Mutex::new(Some(checkpointer)),
+            background: std::sync::Mutex::new(vec![checkpointer, compactor]),
             fatal,
             wal_meter,
             leader_changes,
@@ -376,8 +389,12 @@ impl RaftNode {
     /// failed before it was stopped) is reported to [`Self::fatal`].
     pub async fn shutdown(&self) {
         let _ = self.stopping.send(true);
-        let handle = self.checkpointer.lock().ok().and_then(|mut h| h.take());
-        if let Some(h) = handle {
+        let handles = self
+            .background
+            .lock()
+            .map(|mut h| std::mem::take(&mut *h))
+            .unwrap_or_default();
+        for h in handles {
             let _ = h.await;
         }
         if let Err(e) = self.raft.shutdown().await {

@@ -7,18 +7,27 @@
 //! 2. schedule: the compact revision is stored (`scheduled_compact_revision`) in the apply
 //!    transaction, which commits; then it is published, so reads below it fail.
 //! 3. the key index drops the superseded revisions; what remains at or below `rev` (each
-//!    key's version visible at `rev`, unless that is a tombstone) is the keep set;
-//! 4. physical deletion: every key-table row at or below `rev` not in the keep set is
-//!    deleted, in chunks of [`DELETE_CHUNK`] rows per redb transaction (bounded memory),
-//!    the last of which stores `finished_compact_revision`.
+//!    key's version visible at `rev`, unless that is a tombstone) is the keep set. The
+//!    apply ends here: the deletion is a [`CompactionJob`] for later.
+//! 4. physical deletion, in the background as etcd does: each
+//!    [`MvccStore::compaction_step`] looks at a batch of key-table rows at or below `rev`
+//!    (etcd's `--compaction-batch-limit`) and deletes those not in the keep set, in one
+//!    redb transaction under the applier lock, so applies wait for one batch at most,
+//!    never for the whole deletion. The last batch stores `finished_compact_revision`.
+//!    The raft layer runs the steps with a pause between them (etcd's
+//!    `--compaction-sleep-interval`); a Compact with `physical` set waits for the end
+//!    ([`MvccStore::finished_compact_revision`]).
 //!
-//! `physical` in the request makes no difference: the deletion always completes before
-//! the apply returns (etcd runs it in the background and `physical` waits for it). If
-//! the deletion fails (a storage error) it is retried by the next apply or checkpoint,
-//! and on open (scheduled > finished).
+//! Readers never see a difference: reads below the compact revision are refused from
+//! step 2 on, and HashKV decides what a compaction keeps from the index, not from what
+//! is deleted yet. A new compaction before the last one's deletion ended replaces it
+//! (its keep set is a subset: what is superseded at `rev` is superseded at any later
+//! revision) and starts its scan again from the lowest revision. A crash mid-way leaves
+//! scheduled > finished in the file, and opening the store schedules the rest again.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::MutexGuard;
 
 use redb::{Durability, ReadableTable};
 
@@ -27,8 +36,9 @@ use super::revision::Revision;
 use super::schema::{self, KEYS, META};
 use super::store::{MvccStore, WriterState};
 
-/// Key-table rows looked at per deletion transaction.
-pub(super) const DELETE_CHUNK: usize = 4096;
+/// Key-table rows looked at per deletion transaction unless told otherwise (etcd's
+/// `--compaction-batch-limit` default).
+pub const DEFAULT_COMPACTION_BATCH_LIMIT: usize = 1000;
 
 /// Whether a compaction at `rev` may run, given the current and compact revisions.
 pub(super) fn check(rev: i64, current_rev: i64, compact_rev: i64) -> Result<(), MvccError> {
@@ -41,89 +51,165 @@ pub(super) fn check(rev: i64, current_rev: i64, compact_rev: i64) -> Result<(), 
     Ok(())
 }
 
+/// The physical deletion of a scheduled compaction, as far as it got.
+#[derive(Debug)]
+pub(super) struct CompactionJob {
+    /// The compaction revision: rows at or below it are looked at.
+    rev: i64,
+    /// The revisions at or below `rev` that stay (what a reader at `rev` sees).
+    keep: HashSet<Revision>,
+    /// The key-table key the next batch starts at (every row before it is done).
+    resume: Vec<u8>,
+}
+
+/// What [`MvccStore::compaction_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompactionStep {
+    /// No deletion was pending.
+    Idle,
+    /// One batch was deleted; more rows remain.
+    More,
+    /// The last batch of the compaction at this revision was deleted.
+    Finished(i64),
+}
+
 impl MvccStore {
-    /// Steps 2 (publish) to 4 of a compaction whose schedule is committed. A deletion
-    /// error leaves it pending (retried later) and is only logged: the compaction is
-    /// already in effect for readers.
+    /// Steps 2 (publish) and 3 of a compaction whose schedule is committed, and step 4
+    /// handed to the background (see the module docs).
     pub(super) fn run_compaction(&self, w: &mut WriterState, rev: i64) -> Result<(), MvccError> {
         assert!(
             rev <= w.rev && rev <= w.compact_rev,
             "compaction at {rev} not scheduled"
         );
-        w.pending_compaction = Some(rev);
         if self.compact_rev.load(Ordering::SeqCst) < rev {
             self.compact_rev.store(rev, Ordering::SeqCst);
         }
         let keep = self.write_index()?.compact(rev);
-        match self.delete_compacted(rev, &keep) {
-            Ok(deleted) => {
-                tracing::debug!(revision = rev, deleted, kept = keep.len(), "compacted");
-                w.pending_compaction = None;
-                w.dirty = true;
-            }
-            Err(e) => {
-                tracing::warn!(revision = rev, error = %e, "compaction deletion failed; will retry");
-            }
+        let start = Revision::new(0, 0).to_key(false).as_slice().to_vec();
+        tracing::debug!(revision = rev, kept = keep.len(), "compaction scheduled");
+        *self.lock_compaction_job() = Some(CompactionJob {
+            rev,
+            keep,
+            resume: start,
+        });
+        if let Some(wake) = self.compaction_waker.get() {
+            wake();
         }
         Ok(())
     }
 
-    /// Retries an interrupted compaction deletion, if any.
-    pub(super) fn finish_pending_compaction(&self, w: &mut WriterState) {
-        if let Some(rev) = w.pending_compaction {
-            if let Err(e) = self.run_compaction(w, rev) {
-                tracing::warn!(revision = rev, error = %e, "compaction retry failed");
+    /// Sets what to call when a compaction's deletion is scheduled (the raft layer's
+    /// background loop, which then calls [`MvccStore::compaction_step`]). Once only:
+    /// a second call is ignored.
+    pub fn set_compaction_waker(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        if self.compaction_waker.set(wake).is_err() {
+            tracing::warn!("compaction waker set twice; the first one stays");
+        }
+    }
+
+    /// Whether a compaction's deletion is scheduled and not finished.
+    pub fn compaction_pending(&self) -> bool {
+        self.lock_compaction_job().is_some()
+    }
+
+    /// Deletes one batch of the pending compaction: looks at up to `batch_limit` rows
+    /// (at least 1) in one redb transaction, under the applier lock. A storage error
+    /// leaves the job where it was (the transaction is aborted).
+    pub fn compaction_step(&self, batch_limit: usize) -> Result<CompactionStep, MvccError> {
+        let mut w = self.lock_writer()?;
+        self.compaction_step_locked(&mut w, batch_limit)
+    }
+
+    /// Runs the pending compaction's deletion to its end (before a defragmentation,
+    /// and for callers without a background loop: tests and tools).
+    pub fn finish_compaction(&self) -> Result<(), MvccError> {
+        let mut w = self.lock_writer()?;
+        self.finish_compaction_locked(&mut w)
+    }
+
+    /// [`MvccStore::finish_compaction`] by the holder of the applier lock.
+    pub(super) fn finish_compaction_locked(&self, w: &mut WriterState) -> Result<(), MvccError> {
+        loop {
+            match self.compaction_step_locked(w, DEFAULT_COMPACTION_BATCH_LIMIT)? {
+                CompactionStep::More => continue,
+                CompactionStep::Idle | CompactionStep::Finished(_) => return Ok(()),
             }
         }
     }
 
-    /// Deletes the rows at or below `rev` that are not in `keep`; returns how many.
-    fn delete_compacted(&self, rev: i64, keep: &HashSet<Revision>) -> Result<u64, MvccError> {
-        let end = Revision::new(rev + 1, 0).to_key(false);
-        let mut start: Vec<u8> = Revision::new(0, 0).to_key(false).as_slice().to_vec();
-        let mut deleted = 0u64;
-        loop {
-            let mut txn = self.db().begin_write()?;
-            txn.set_durability(Durability::None)?;
-            let done = {
-                let mut keys = txn.open_table(KEYS)?;
-                let mut doomed: Vec<Vec<u8>> = Vec::new();
-                let mut resume: Option<Vec<u8>> = None;
-                let mut scanned = 0usize;
-                for entry in keys.range(start.as_slice()..end.as_slice())? {
-                    let (k, _) = entry?;
-                    let (r, _) = Revision::from_key(k.value())?;
-                    if !keep.contains(&r) {
-                        doomed.push(k.value().to_vec());
-                    }
-                    scanned += 1;
-                    if scanned == DELETE_CHUNK {
-                        resume = Some(k.value().to_vec());
-                        break;
-                    }
+    /// The revision of the last compaction whose deletion finished (-1: none).
+    pub fn finished_compact_revision(&self) -> i64 {
+        self.finished_compact_rev.load(Ordering::SeqCst)
+    }
+
+    fn compaction_step_locked(
+        &self,
+        w: &mut WriterState,
+        batch_limit: usize,
+    ) -> Result<CompactionStep, MvccError> {
+        let mut job_guard = self.lock_compaction_job();
+        let Some(job) = job_guard.as_mut() else {
+            return Ok(CompactionStep::Idle);
+        };
+        let end = Revision::new(job.rev + 1, 0).to_key(false);
+        let mut txn = self.db().begin_write()?;
+        // As applies: the next checkpoint makes it durable, and a crash before that
+        // only means deleting these rows again.
+        txn.set_durability(Durability::None)?;
+        let resume = {
+            let mut keys = txn.open_table(KEYS)?;
+            let mut doomed: Vec<Vec<u8>> = Vec::new();
+            let mut resume: Option<Vec<u8>> = None;
+            let mut scanned = 0usize;
+            for entry in keys.range(job.resume.as_slice()..end.as_slice())? {
+                let (k, _) = entry?;
+                let (r, _) = Revision::from_key(k.value())?;
+                if !job.keep.contains(&r) {
+                    doomed.push(k.value().to_vec());
                 }
-                for k in &doomed {
-                    keys.remove(k.as_slice())?;
+                scanned += 1;
+                if scanned >= batch_limit.max(1) {
+                    // The smallest key after this one.
+                    let mut next = k.value().to_vec();
+                    next.push(0);
+                    resume = Some(next);
+                    break;
                 }
-                deleted += doomed.len() as u64;
-                match resume {
-                    Some(mut k) => {
-                        // The smallest key after `k`.
-                        k.push(0);
-                        start = k;
-                        false
-                    }
-                    None => {
-                        let mut meta = txn.open_table(META)?;
-                        schema::write_compact(&mut meta, schema::META_FINISHED_COMPACT, rev)?;
-                        true
-                    }
-                }
-            };
-            txn.commit()?;
-            if done {
-                return Ok(deleted);
+            }
+            for k in &doomed {
+                keys.remove(k.as_slice())?;
+            }
+            if resume.is_none() {
+                let mut meta = txn.open_table(META)?;
+                schema::write_compact(&mut meta, schema::META_FINISHED_COMPACT, job.rev)?;
+            }
+            resume
+        };
+        txn.commit()?;
+        w.dirty = true;
+        match resume {
+            Some(next) => {
+                job.resume = next;
+                Ok(CompactionStep::More)
+            }
+            None => {
+                let rev = job.rev;
+                *job_guard = None;
+                drop(job_guard);
+                self.finished_compact_rev.store(rev, Ordering::SeqCst);
+                tracing::debug!(revision = rev, "compaction finished");
+                Ok(CompactionStep::Finished(rev))
             }
         }
+    }
+
+    /// The pending deletion; taken only by the holder of the applier lock (or by
+    /// `run_compaction`, which holds it too), so it never waits long.
+    pub(super) fn lock_compaction_job(&self) -> MutexGuard<'_, Option<CompactionJob>> {
+        // A panic mid-step leaves the job's resume point at a committed batch boundary
+        // or before it: scanning rows again is harmless.
+        self.compaction_job
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -57,7 +57,7 @@ impl MvccStore {
         let size_before = size("defragment: size of")?;
         let mut w = self.lock_writer()?;
         // Pending compaction deletions first, so the pages they free are reclaimed too.
-        self.finish_pending_compaction(&mut w);
+        self.finish_compaction_locked(&mut w)?;
         let started = Instant::now();
         loop {
             let mut db = self.db_exclusive();

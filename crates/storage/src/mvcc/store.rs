@@ -35,12 +35,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bramble_api::etcdserverpb::AlarmMember;
 use redb::{Builder, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::alarm;
+use super::compaction::CompactionJob;
 use super::error::MvccError;
 use super::lease::{self, LeaseTable};
 use super::revision::Revision;
@@ -87,6 +88,13 @@ pub struct MvccStore {
     pub(super) install_epoch: AtomicU64,
     /// How long each durable commit (a checkpoint: redb's fsync) took.
     pub(super) commit_latency: crate::latency::LatencyHistogram,
+    /// The physical deletion of the last compaction, while it is not finished (see
+    /// [`super::compaction`]); only the holder of `writer` takes it.
+    pub(super) compaction_job: Mutex<Option<CompactionJob>>,
+    /// Called when a compaction's deletion is scheduled: wakes the background loop.
+    pub(super) compaction_waker: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// The last compaction whose deletion finished, for Compact's `physical` waiters.
+    pub(super) finished_compact_rev: AtomicI64,
 }
 
 /// What a reader loads before it opens its redb read transaction (see "Concurrency").
@@ -143,8 +151,6 @@ pub(super) struct WriterState {
     pub applied: (u64, u64),
     /// Something was committed since the last checkpoint.
     pub dirty: bool,
-    /// A compaction whose physical deletion did not finish (an error interrupted it).
-    pub pending_compaction: Option<i64>,
 }
 
 impl WriterState {
@@ -156,14 +162,13 @@ impl WriterState {
             compact_rev: meta.scheduled_compact,
             applied: meta.applied,
             dirty: false,
-            pending_compaction: None,
         }
     }
 }
 
 impl MvccStore {
     /// Opens (or creates) the store in the redb file at `path` and rebuilds the key index
-    /// from it. Completes a compaction that was interrupted.
+    /// from it. Schedules again the deletion of a compaction that was interrupted.
     pub fn open(path: &Path, opts: MvccOptions) -> Result<MvccStore, MvccError> {
         let db = Builder::new()
             .set_cache_size(opts.cache_size_bytes)
@@ -214,6 +219,9 @@ impl MvccStore {
             alarms: RwLock::new(alarms),
             install_epoch: AtomicU64::new(0),
             commit_latency: Default::default(),
+            compaction_job: Mutex::new(None),
+            compaction_waker: OnceLock::new(),
+            finished_compact_rev: AtomicI64::new(meta.finished_compact),
         };
         {
             let mut w = store.lock_writer()?;
@@ -222,12 +230,17 @@ impl MvccStore {
         Ok(store)
     }
 
-    /// Completes a compaction that the committed state scheduled but did not finish.
+    /// Schedules again the deletion of a compaction that the committed state scheduled
+    /// but did not finish (the background loop, or `finish_compaction`, runs it).
     pub(super) fn resume_compaction(
         &self,
         w: &mut WriterState,
         meta: &Meta,
     ) -> Result<(), MvccError> {
+        // After a snapshot install, a job of the replaced state means nothing.
+        *self.lock_compaction_job() = None;
+        self.finished_compact_rev
+            .store(meta.finished_compact, Ordering::SeqCst);
         if meta.scheduled_compact > meta.finished_compact {
             tracing::info!(
                 revision = meta.scheduled_compact,
@@ -298,7 +311,6 @@ impl MvccStore {
 
     /// [`MvccStore::checkpoint`] by the holder of the writer lock.
     pub(super) fn checkpoint_locked(&self, w: &mut WriterState) -> Result<(), MvccError> {
-        self.finish_pending_compaction(w);
         if !w.dirty {
             return Ok(());
         }

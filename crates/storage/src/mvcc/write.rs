@@ -16,8 +16,8 @@
 //! [`MvccStore::apply_batch`] / [`MvccStore::apply_entries`] apply many entries in one
 //! redb write transaction (one commit instead of one per entry: the SD card sees far
 //! fewer page writes). A compaction entry ends its transaction: the entries before it
-//! are committed, then the compaction's deletions run, then the rest continues in a new
-//! transaction.
+//! are committed, then the compaction is scheduled (its deletions run later, in the
+//! background: [`super::compaction`]), then the rest continues in a new transaction.
 
 use std::sync::RwLock;
 
@@ -168,7 +168,6 @@ impl MvccStore {
             }
             prev = (index, term);
         }
-        self.finish_pending_compaction(&mut w);
         let mut results = Vec::with_capacity(entries.len());
         let mut next = 0;
         while next < entries.len() {
@@ -181,7 +180,7 @@ impl MvccStore {
     }
 
     /// Applies entries from `*next` on in one redb transaction, until the end or until a
-    /// compaction (returned: its deletions run after this commit).
+    /// compaction (returned: it is scheduled after this commit).
     fn apply_in_one_txn(
         &self,
         w: &mut WriterState,

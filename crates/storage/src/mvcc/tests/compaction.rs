@@ -73,6 +73,7 @@ fn physical_flag_makes_no_difference() {
                 physical,
             })),
         });
+        s.store.finish_compaction().unwrap();
         (s.rows(), s.dump(0), s.store.compact_revision())
     };
     assert_eq!(mk(true), mk(false));
@@ -81,7 +82,7 @@ fn physical_flag_makes_no_difference() {
 #[test]
 fn many_rows_are_deleted_in_chunks() {
     let s = TestStore::new();
-    let n = super::super::compaction::DELETE_CHUNK * 2 + 500;
+    let n = DEFAULT_COMPACTION_BATCH_LIMIT * 2 + 500;
     let cmds: Vec<Command> = (0..n)
         .map(|i| put_cmd(put(&format!("k{}", i % 10), &i.to_string())))
         .collect();
@@ -119,6 +120,7 @@ fn compaction_mid_batch_then_more_entries() {
         .map(|(i, c)| (i as u64 + 1, 1, c))
         .collect();
     let r = s.store.apply_batch(&entries).unwrap();
+    s.store.finish_compaction().unwrap();
     assert_eq!(r.len(), 6);
     assert!(matches!(r[2], ApplyResult::Compaction(_)));
     assert_eq!(r[4], ApplyResult::Error(MvccError::Compacted));
@@ -154,6 +156,12 @@ fn interrupted_compaction_resumes_on_open() {
     assert_eq!(s.rows(), 10);
     let s = s.reopen();
     assert_eq!(s.store.compact_revision(), 9);
+    // Scheduled again, not run: opening does not wait for the deletion.
+    assert!(s.store.compaction_pending());
+    assert_eq!(s.rows(), 10);
+    assert_eq!(s.get_at("k", 8), Err(MvccError::Compacted));
+    s.store.finish_compaction().unwrap();
+    assert!(!s.store.compaction_pending());
     assert_eq!(s.rows(), 3); // k@9, k@10, k@11
     assert_eq!(s.get_at("k", 8), Err(MvccError::Compacted));
     assert_eq!(s.get_at("k", 9).unwrap().unwrap().value, b"7");
@@ -163,4 +171,131 @@ fn interrupted_compaction_resumes_on_open() {
     assert_eq!((meta.scheduled_compact, meta.finished_compact), (9, 9));
     drop(r);
     assert_eq!(s.compact(9), Err(MvccError::Compacted));
+}
+
+/// A store holding `n` revisions of 10 keys, compacted at its head with the deletion
+/// left pending.
+fn with_pending_compaction(n: usize) -> (TestStore, i64) {
+    let s = TestStore::new();
+    let cmds: Vec<Command> = (0..n)
+        .map(|i| put_cmd(put(&format!("k{}", i % 10), &i.to_string())))
+        .collect();
+    let entries: Vec<(u64, u64, &Command)> = cmds
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i as u64 + 1, 1, c))
+        .collect();
+    s.store.apply_batch(&entries).unwrap();
+    let current = s.store.current_revision();
+    assert_eq!(s.compact_scheduled(current), Ok(current));
+    (s, current)
+}
+
+#[test]
+fn the_apply_schedules_and_the_steps_delete_in_batches() {
+    let (s, current) = with_pending_compaction(5000);
+    let live = s.dump(0);
+    // The apply deleted nothing, yet reads below the compaction are refused at once.
+    assert!(s.store.compaction_pending());
+    assert_eq!(s.rows(), 5000);
+    assert_eq!(s.get_at("k1", current - 20), Err(MvccError::Compacted));
+    assert_eq!(s.store.finished_compact_revision(), -1);
+
+    // Each step looks at `batch` rows; applies go on in between.
+    let mut steps = 0;
+    loop {
+        match s.store.compaction_step(700).unwrap() {
+            CompactionStep::More => {
+                steps += 1;
+                s.put("other", &steps.to_string());
+                assert_eq!(s.dump(current), live, "reads at the compaction unchanged");
+            }
+            CompactionStep::Finished(rev) => {
+                assert_eq!(rev, current);
+                break;
+            }
+            CompactionStep::Idle => panic!("idle while pending"),
+        }
+    }
+    // 5000 rows at or below the compaction, 700 a step: 7 full steps, then the last.
+    assert_eq!(steps, 7);
+    assert_eq!(s.store.compaction_step(700).unwrap(), CompactionStep::Idle);
+    assert_eq!(s.store.finished_compact_revision(), current);
+    // 10 keys kept, plus the puts of "other" made during the deletion.
+    assert_eq!(s.rows(), 10 + steps);
+    let s = s.reopen();
+    assert!(!s.store.compaction_pending());
+    assert_eq!(s.rows(), 10 + steps);
+}
+
+#[test]
+fn a_new_compaction_replaces_a_pending_one() {
+    let (s, first) = with_pending_compaction(3000);
+    assert_eq!(s.store.compaction_step(1000).unwrap(), CompactionStep::More);
+    for i in 0..100 {
+        s.put("k1", &format!("late{i}"));
+    }
+    let second = s.store.current_revision();
+    assert_eq!(s.compact_scheduled(second), Ok(second));
+    assert!(first < second);
+    s.store.finish_compaction().unwrap();
+    assert_eq!(s.store.finished_compact_revision(), second);
+    // The keep set of the later compaction: one row per key.
+    assert_eq!(s.rows(), 10);
+    assert_eq!(s.get("k1").unwrap().value, b"late99");
+}
+
+#[test]
+fn the_waker_is_called_when_a_deletion_is_scheduled() {
+    let s = TestStore::new();
+    for i in 0..10 {
+        s.put("k", &i.to_string());
+    }
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = calls.clone();
+    s.store.set_compaction_waker(Box::new(move || {
+        c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    s.compact_scheduled(5).unwrap();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(s.store.compaction_pending());
+}
+
+#[test]
+fn hash_kv_is_the_same_before_during_and_after_the_deletion() {
+    let (s, current) = with_pending_compaction(3000);
+    s.put("after", "1");
+    let before = s.store.hash_kv(0).unwrap();
+    assert_eq!(s.store.compaction_step(1000).unwrap(), CompactionStep::More);
+    let during = s.store.hash_kv(0).unwrap();
+    s.store.finish_compaction().unwrap();
+    let after = s.store.hash_kv(0).unwrap();
+    assert_eq!(before, during);
+    assert_eq!(before, after);
+    assert_eq!(after.compact_revision, current);
+}
+
+#[test]
+fn a_snapshot_taken_mid_deletion_installs_and_finishes() {
+    let (src, current) = with_pending_compaction(3000);
+    assert_eq!(
+        src.store.compaction_step(1000).unwrap(),
+        CompactionStep::More
+    );
+    let mut bytes = Vec::new();
+    src.store
+        .begin_snapshot()
+        .unwrap()
+        .write_to(&mut bytes)
+        .unwrap();
+    let dst = TestStore::new();
+    dst.store.install_snapshot(&mut bytes.as_slice()).unwrap();
+    // The rows not deleted yet came along; the install schedules their deletion again.
+    assert!(dst.store.compaction_pending());
+    assert_eq!(dst.get_at("k1", current - 20), Err(MvccError::Compacted));
+    dst.store.finish_compaction().unwrap();
+    src.store.finish_compaction().unwrap();
+    assert_eq!(dst.rows(), 10);
+    assert_eq!(dst.dump(0), src.dump(0));
+    assert_eq!(dst.store.hash_kv(0).unwrap(), src.store.hash_kv(0).unwrap());
 }

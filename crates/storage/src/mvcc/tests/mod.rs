@@ -15,7 +15,9 @@ use bramble_api::etcdserverpb::{
 };
 use bramble_api::mvccpb::KeyValue;
 
-use super::{ApplyResult, MvccError, MvccOptions, MvccStore};
+use super::{
+    ApplyResult, CompactionStep, MvccError, MvccOptions, MvccStore, DEFAULT_COMPACTION_BATCH_LIMIT,
+};
 
 mod alarm;
 mod compaction;
@@ -100,7 +102,16 @@ impl TestStore {
         }
     }
 
+    /// Applies a compaction and runs its deletion to the end, as the background loop
+    /// would (`compact_scheduled` leaves the deletion pending).
     pub(super) fn compact(&self, rev: i64) -> Result<i64, MvccError> {
+        let r = self.compact_scheduled(rev);
+        self.store.finish_compaction().unwrap();
+        r
+    }
+
+    /// Applies a compaction; its deletion stays pending.
+    pub(super) fn compact_scheduled(&self, rev: i64) -> Result<i64, MvccError> {
         match self.apply(compact_cmd(rev)) {
             ApplyResult::Compaction(r) => Ok(r.header.unwrap().revision),
             ApplyResult::Error(e) => Err(e),
