@@ -1,6 +1,8 @@
 //! MVCC state machine: applying puts of 256-byte values (redb `Durability::None`, a
 //! checkpoint every 1000 entries as the raft layer does), one at a time and in batches
-//! of 100; reading one key; reading a 1000-key prefix with limit 100.
+//! of 100; reading one key; reading a 1000-key prefix with limit 100; compacting a history
+//! of 20,000 revisions: the apply (what stalls every write behind it), one background
+//! batch, and the whole deletion (what the apply cost when it deleted inline).
 //!
 //! Runs against a tempdir on whatever disk holds $TMPDIR.
 
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use bramble_api::bramblepb::Command;
 use bramble_api::etcdserverpb::RangeRequest;
+use bramble_storage::mvcc::{CompactionStep, DEFAULT_COMPACTION_BATCH_LIMIT};
 use bramble_testkit::store::{self, TempStore};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -104,12 +107,80 @@ fn bench_range(c: &mut Criterion) {
     g.finish();
 }
 
+/// Revisions of history the compaction benchmarks delete: 2,000 keys, 10 versions each.
+const COMPACTED_REVISIONS: u64 = 20_000;
+
+/// A store holding [`COMPACTED_REVISIONS`] puts, and the command that compacts all but
+/// each key's last version.
+fn compactable_store() -> (TempStore, Command) {
+    let fixture = TempStore::open();
+    let cmds: Vec<Command> = (0..COMPACTED_REVISIONS)
+        .map(|i| {
+            store::put(
+                format!("/registry/pods/default/pod-{:04}", i % 2_000),
+                VALUE,
+            )
+        })
+        .collect();
+    fixture.load(&cmds);
+    (fixture, store::compact(COMPACTED_REVISIONS as i64))
+}
+
+fn bench_compaction(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mvcc_compact_20k_revisions");
+    g.sample_size(10);
+    let next_index = COMPACTED_REVISIONS + 1;
+    g.bench_function("apply", |b| {
+        b.iter_batched(
+            compactable_store,
+            |(fixture, cmd)| {
+                fixture.store.apply(next_index, 1, &cmd).expect("apply");
+                fixture
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("one_batch", |b| {
+        b.iter_batched(
+            || {
+                let (fixture, cmd) = compactable_store();
+                fixture.store.apply(next_index, 1, &cmd).expect("apply");
+                fixture
+            },
+            |fixture| {
+                let step = fixture
+                    .store
+                    .compaction_step(DEFAULT_COMPACTION_BATCH_LIMIT)
+                    .expect("step");
+                assert_eq!(step, CompactionStep::More);
+                fixture
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("whole_deletion", |b| {
+        b.iter_batched(
+            || {
+                let (fixture, cmd) = compactable_store();
+                fixture.store.apply(next_index, 1, &cmd).expect("apply");
+                fixture
+            },
+            |fixture| {
+                fixture.store.finish_compaction().expect("finish");
+                fixture
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = bench_put, bench_range
+    targets = bench_put, bench_range, bench_compaction
 }
 criterion_main!(benches);

@@ -10,6 +10,7 @@
 //! - [`cluster`]: a multi-process cluster: crash, pause, restart, add, remove, partition.
 //! - [`netns`]: a network namespace per cluster member, so tests can partition them.
 //! - [`client`]: the same idea over gRPC with the etcd-client crate, compared call by call.
+//! - [`load`]: fill a server, and a writer recording its longest put during maintenance.
 //! - [`etcdctl`]: run `etcdctl` against an endpoint, capturing output and exit code.
 //! - [`faults`]: disk faults: strace injection, a background liveness probe (the small
 //!   tmpfs is `bramble_testkit::disk`).
@@ -30,6 +31,7 @@ pub mod cluster;
 pub mod etcdctl;
 pub mod faults;
 pub mod linearizability;
+pub mod load;
 pub mod netns;
 pub mod normalize;
 pub mod ports;

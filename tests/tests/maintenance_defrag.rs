@@ -10,10 +10,9 @@
 //!   server (numbers in docs/operations.md).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bramble_tests::load::{fill, WriteProbe};
 use bramble_tests::target::differential_targets;
 use bramble_tests::{client, Kind, Server};
 use etcd_client::{Client, CompactionOptions, DeleteOptions, GetOptions};
@@ -26,27 +25,6 @@ fn db_size(server: &Server) -> u64 {
     std::fs::metadata(db_file(server))
         .unwrap_or_else(|e| panic!("{}: {e}", db_file(server).display()))
         .len()
-}
-
-/// Puts `n` values of `size` bytes under `prefix` with `concurrency` clients.
-async fn fill(endpoint: &str, prefix: &str, n: usize, size: usize, concurrency: usize) {
-    let value = vec![b'v'; size];
-    let mut tasks = Vec::new();
-    for w in 0..concurrency {
-        let mut c = client::connect_endpoint(endpoint).await;
-        let value = value.clone();
-        let prefix = prefix.to_string();
-        tasks.push(tokio::spawn(async move {
-            for i in (w..n).step_by(concurrency) {
-                c.put(format!("{prefix}{i:08}"), value.clone(), None)
-                    .await
-                    .unwrap_or_else(|e| panic!("put {i}: {e}"));
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("fill task");
-    }
 }
 
 /// Deletes everything under `prefix` and compacts at the current revision.
@@ -145,30 +123,14 @@ fn defrag_measure() {
         std::thread::sleep(Duration::from_millis(200));
         let before = db_size(&server);
         let (took, worst, puts) = runtime.block_on(async {
-            let stop = Arc::new(AtomicBool::new(false));
-            let writer = {
-                let stop = stop.clone();
-                let mut c = client::connect_endpoint(&endpoint).await;
-                tokio::spawn(async move {
-                    let mut worst = Duration::ZERO;
-                    let mut puts = 0u64;
-                    while !stop.load(Ordering::SeqCst) {
-                        let t = Instant::now();
-                        c.put("during", "defrag", None).await.expect("put during");
-                        worst = worst.max(t.elapsed());
-                        puts += 1;
-                    }
-                    (worst, puts)
-                })
-            };
+            let probe = WriteProbe::start(&endpoint, "during").await;
             tokio::time::sleep(Duration::from_millis(100)).await;
             let mut m = client::connect_endpoint(&endpoint).await;
             let t = Instant::now();
             m.defragment().await.expect("defragment");
             let took = t.elapsed();
             tokio::time::sleep(Duration::from_millis(100)).await;
-            stop.store(true, Ordering::SeqCst);
-            let (worst, puts) = writer.await.expect("writer");
+            let (worst, puts) = probe.stop().await;
             (took, worst, puts)
         });
         let after = db_size(&server);

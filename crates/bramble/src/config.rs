@@ -119,6 +119,11 @@ pub struct Flags {
     #[arg(long = "log-level", env = "ETCD_LOG_LEVEL", default_value = defaults::LOG_LEVEL)]
     pub log_level: String,
 
+    /// Configures log format. Only supports json, console. (Bramble's default is console;
+    /// etcd 3.6's is json.)
+    #[arg(long = "log-format", env = "ETCD_LOG_FORMAT", default_value = defaults::LOG_FORMAT)]
+    pub log_format: String,
+
     /// Time (in milliseconds) of a heartbeat interval.
     #[arg(
         long = "heartbeat-interval",

@@ -23,6 +23,9 @@ pub(crate) const INITIAL_CLUSTER_TOKEN: &str = "etcd-cluster";
 
 /// `--log-level`.
 pub(crate) const LOG_LEVEL: &str = "info";
+/// `--log-format`: tracing's readable lines. etcd 3.6 defaults to json; a terminal or
+/// `journalctl` reader is better served by lines, and `--log-format json` gives etcd's.
+pub(crate) const LOG_FORMAT: &str = "console";
 
 /// `--backup-retention`: with the flag's default interval of one hour (`1h`, in
 /// the flag's attribute), a day of backups.

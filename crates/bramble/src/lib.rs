@@ -11,6 +11,7 @@ mod backups;
 pub mod config;
 mod defaults;
 mod identity_file;
+pub mod logging;
 mod node;
 mod publish;
 pub mod server;

@@ -43,25 +43,15 @@ fn main() -> std::process::ExitCode {
         Err(refusal) => return refuse(&refusal),
     }
 
-    let filter = match flags.log_level.as_str() {
-        "debug" => "debug",
-        "info" => "info",
-        "warn" => "warn",
-        "error" | "panic" | "fatal" | "dpanic" => "error",
-        other => {
-            eprintln!("bramble: --log-level must be debug, info, warn, error, panic or fatal, not {other:?}");
-            return std::process::ExitCode::FAILURE;
-        }
+    let level = match bramble::logging::level_filter(&flags.log_level) {
+        Ok(level) => level,
+        Err(refusal) => return refuse(&refusal),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BRAMBLE_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(format!("{filter},openraft=warn"))
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let format = match bramble::logging::LogFormat::parse(&flags.log_format) {
+        Ok(format) => format,
+        Err(refusal) => return refuse(&refusal),
+    };
+    bramble::logging::init(level, format);
     for w in warnings {
         tracing::warn!("{w}");
     }

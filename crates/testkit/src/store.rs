@@ -3,7 +3,7 @@
 
 use bramble_api::bramblepb::command::Op;
 use bramble_api::bramblepb::Command;
-use bramble_api::etcdserverpb::PutRequest;
+use bramble_api::etcdserverpb::{CompactionRequest, PutRequest};
 use bramble_storage::mvcc::{MvccOptions, MvccStore};
 use tempfile::TempDir;
 
@@ -45,6 +45,16 @@ pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Command {
         op: Some(Op::Put(PutRequest {
             key: key.into(),
             value: value.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// The command that compacts the history up to `revision`.
+pub fn compact(revision: i64) -> Command {
+    Command {
+        op: Some(Op::Compaction(CompactionRequest {
+            revision,
             ..Default::default()
         })),
     }

@@ -155,6 +155,30 @@ fn renamed_flags_take_both_names_and_warn_on_the_old_one() {
 }
 
 #[test]
+fn compaction_batch_flags_take_both_names() {
+    let (out, warn) = preprocess_args(args(&[
+        "bramble",
+        "--experimental-compaction-batch-limit=50",
+        "--compaction-sleep-interval",
+        "25ms",
+    ]))
+    .expect("accepted");
+    assert_eq!(
+        warn,
+        [
+            "--experimental-compaction-batch-limit is deprecated in v3.6 and will be \
+          decommissioned in v3.7. Use '--compaction-batch-limit' instead."
+        ]
+    );
+    let f = Flags::try_parse_from(out).expect("parses");
+    assert_eq!(f.compaction_batch_limit, 50);
+    assert_eq!(
+        f.compaction_sleep_interval,
+        std::time::Duration::from_millis(25)
+    );
+}
+
+#[test]
 fn flag_defaults_are_etcds() {
     let f = Flags::try_parse_from(["bramble"]).expect("parses");
     assert_eq!(f.name, "default");
@@ -171,6 +195,9 @@ fn flag_defaults_are_etcds() {
     assert_eq!(f.election_timeout, 1000);
     assert_eq!(f.snapshot_count, 100_000);
     assert_eq!(f.snapshot_catchup_entries, 5_000);
+    // 0 stands for etcd's defaults (1000 revisions, 10 ms), as etcd reads these flags.
+    assert_eq!(f.compaction_batch_limit, 0);
+    assert_eq!(f.compaction_sleep_interval, std::time::Duration::ZERO);
 }
 
 #[test]
