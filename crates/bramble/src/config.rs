@@ -18,6 +18,7 @@ use clap::Parser;
 
 use bramble_server::auto_compaction::AutoCompaction;
 
+use crate::config_file;
 use crate::defaults;
 use crate::unsupported_flags::{self, Verdict};
 
@@ -32,6 +33,11 @@ pub struct Flags {
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = defaults::NAME)]
     pub name: String,
+
+    /// Path to the server configuration file (etcd's YAML). Note that if a configuration
+    /// file is provided, other command line flags and environment variables will be ignored.
+    #[arg(long = "config-file", env = "ETCD_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
 
     /// Path to the data directory.
     #[arg(long = "data-dir", env = "ETCD_DATA_DIR")]
@@ -367,6 +373,56 @@ pub(crate) fn env_name(name: &str) -> String {
 
 /// The warnings for `ETCD_*` variables of unsupported flags, or the reason to refuse
 /// to start (see [`preprocess_args`]).
+/// Why the command line cannot start a server.
+#[derive(Debug)]
+pub enum CommandLineError {
+    /// A setting Bramble refuses, or a config file it cannot read: the reason.
+    Refused(String),
+    /// clap's own outcome: a parse error, or `--help` (printed by [`clap::Error::exit`]).
+    Clap(clap::Error),
+}
+
+impl From<String> for CommandLineError {
+    fn from(reason: String) -> Self {
+        CommandLineError::Refused(reason)
+    }
+}
+
+impl From<clap::Error> for CommandLineError {
+    fn from(e: clap::Error) -> Self {
+        CommandLineError::Clap(e)
+    }
+}
+
+/// The command line, parsed: the settings of a `--config-file` alone when one is named
+/// (etcd then ignores every other flag and `ETCD_*` variable), else the flags and the
+/// variables. Returns the flags and the warnings to log once logging is set up.
+pub fn parse_command_line(argv: Vec<String>) -> Result<(Flags, Vec<String>), CommandLineError> {
+    let program = argv.first().cloned().unwrap_or_else(|| "bramble".into());
+    let Some(file) = config_file::named(&argv) else {
+        let (args, mut warnings) = preprocess_args(argv)?;
+        let flags = Flags::try_parse_from(args)?;
+        warnings.extend(unsupported_env_warnings()?);
+        return Ok((flags, warnings));
+    };
+    let from_file = config_file::args_from_file(std::path::Path::new(&file))?;
+    let (args, mut warnings) = preprocess_args(std::iter::once(program).chain(from_file))?;
+    // The file's settings alone: without the variables clap would fill in.
+    let command = <Flags as clap::CommandFactory>::command().mut_args(|a| a.env(None));
+    let matches = command.try_get_matches_from(args)?;
+    let mut flags = <Flags as clap::FromArgMatches>::from_arg_matches(&matches)?;
+    flags.config_file = Some(PathBuf::from(&file));
+    // etcd logs this line at info on every start from a file; as a warning here, since
+    // it says that flags given beside the file do nothing.
+    warnings.push(format!(
+        "loaded server configuration from {file}, other configuration command line flags \
+         and environment variables will be ignored if provided"
+    ));
+    Ok((flags, warnings))
+}
+
+/// The `ETCD_*` variables of unsupported flags: warnings for the harmless ones, an error
+/// for those that change safety.
 pub fn unsupported_env_warnings() -> Result<Vec<String>, String> {
     unsupported_flags::judge_env()
 }

@@ -9,6 +9,7 @@
 
 mod backups;
 pub mod config;
+mod config_file;
 mod defaults;
 mod identity_file;
 pub mod logging;

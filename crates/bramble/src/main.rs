@@ -1,8 +1,6 @@
 //! The `bramble` binary: an etcd-compatible server, started with etcd's flags.
 
-use clap::Parser;
-
-use bramble::config::{preprocess_args, unsupported_env_warnings, Flags};
+use bramble::config::{parse_command_line, CommandLineError};
 
 /// The exit status after a fatal failure of the member (etcd's `lg.Fatal`
 /// exits with 1 too), for systemd or the kubelet to restart it.
@@ -20,11 +18,11 @@ fn main() -> std::process::ExitCode {
     if argv.get(1).map(String::as_str) == Some(bramble::snapshot_command::SUBCOMMAND) {
         return bramble::snapshot_command::run(&argv[2..]);
     }
-    let (args, mut warnings) = match preprocess_args(argv) {
-        Ok(parsed) => parsed,
-        Err(refusal) => return refuse(&refusal),
-    };
-    if args.iter().skip(1).any(|a| a == "--version") {
+    if argv
+        .iter()
+        .skip(1)
+        .any(|a| a == "--version" || a == "-version")
+    {
         // write_all rather than println!: a closed pipe (`| head -1`) is not a panic.
         use std::io::Write;
         let text = format!(
@@ -37,11 +35,11 @@ fn main() -> std::process::ExitCode {
         let _ = std::io::stdout().write_all(text.as_bytes());
         return std::process::ExitCode::SUCCESS;
     }
-    let flags = Flags::parse_from(args);
-    match unsupported_env_warnings() {
-        Ok(more) => warnings.extend(more),
-        Err(refusal) => return refuse(&refusal),
-    }
+    let (flags, warnings) = match parse_command_line(argv) {
+        Ok(parsed) => parsed,
+        Err(CommandLineError::Refused(reason)) => return refuse(&reason),
+        Err(CommandLineError::Clap(e)) => e.exit(),
+    };
 
     let level = match bramble::logging::level_filter(&flags.log_level) {
         Ok(level) => level,

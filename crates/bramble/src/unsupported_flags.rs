@@ -7,8 +7,8 @@
 //! unless it is set to its off value: TLS and client-certificate auth (ignoring them
 //! would serve in plain text whoever connects), `--force-new-cluster` (the operator
 //! means to rewrite the membership), the corruption checks (the operator counts on
-//! them), discovery and the v2 proxy (another way to form a cluster), and
-//! `--config-file` (it may set any of these).
+//! them), and discovery and the v2 proxy (another way to form a cluster). The same
+//! judgement applies to the settings of a `--config-file` (crate::config_file).
 //!
 //! Any flag that is in neither list nor known to clap is an error (a misspelt flag).
 
@@ -191,12 +191,6 @@ const UNSUPPORTED: &[UnsupportedFlag] = &[
     refused("proxy", true, &["off"], "the v2 proxy is not implemented"),
     // The WAL stays under the data dir, fsynced as always.
     ignored("wal-dir", true),
-    refused(
-        "config-file",
-        true,
-        EMPTY,
-        "config files are not read yet: its settings would be ignored, pass them as flags",
-    ),
     ignored("cors", true),
     ignored("host-whitelist", true),
     ignored("auth-token", true),
@@ -284,7 +278,6 @@ mod tests {
         assert!(judge("force-new-cluster", "x", Some("0")).is_ok());
         assert!(judge("experimental-corrupt-check-time", "x", Some("1m")).is_err());
         assert!(judge("experimental-corrupt-check-time", "x", Some("0s")).is_ok());
-        assert!(judge("config-file", "x", Some("/etc/etcd.yaml")).is_err());
         assert!(judge("proxy", "x", Some("on")).is_err());
         assert!(judge("proxy", "x", Some("off")).is_ok());
         let why = judge(

@@ -41,7 +41,6 @@ fn flags_that_change_safety_refuse_to_start() {
         &["bramble", "--client-cert-auth=true"],
         &["bramble", "-cert-file", "/etc/etcd/server.crt"],
         &["bramble", "--force-new-cluster"],
-        &["bramble", "--config-file=/etc/etcd.yaml"],
         &["bramble", "--experimental-initial-corrupt-check=true"],
     ] {
         let refusal = preprocess_args(args(argv)).expect_err("refused");
