@@ -30,6 +30,9 @@ const COMPARED: &[&str] = &[
     "etcd_debugging_mvcc_keys_total",
     "etcd_debugging_mvcc_current_revision",
     "etcd_debugging_mvcc_compact_revision",
+    "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds",
+    "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds",
+    "etcd_debugging_mvcc_db_compaction_keys_total",
     "grpc_server_started_total",
     "grpc_server_handled_total",
     "process_cpu_seconds_total",
@@ -222,6 +225,36 @@ fn metrics_move_after_writes() {
     let failed = parse(&scrape_text(&server));
     let range = [("grpc_method", "Range"), ("grpc_code", "OutOfRange")];
     assert_eq!(value(&failed, "grpc_server_handled_total", &range), 1.0);
+
+    // A physical compaction after each key was put again: its batches, its total time,
+    // and the rows it deleted (the 20 superseded first versions).
+    for i in 0..WRITES {
+        server
+            .etcdctl()
+            .run(&["put", &format!("key{i}"), "again"])
+            .assert_ok();
+    }
+    let rev = value(
+        &parse(&scrape_text(&server)),
+        "etcd_debugging_mvcc_current_revision",
+        &[],
+    );
+    server
+        .etcdctl()
+        .run(&["compact", &(rev as i64).to_string(), "--physical"])
+        .assert_ok();
+    let compacted = parse(&scrape_text(&server));
+    let moved = |name: &str| value(&compacted, name, &[]) - value(&failed, name, &[]);
+    assert_eq!(
+        moved("etcd_debugging_mvcc_db_compaction_keys_total"),
+        writes
+    );
+    // A histogram's value here is its observation count.
+    assert_eq!(
+        moved("etcd_debugging_mvcc_db_compaction_total_duration_milliseconds"),
+        1.0
+    );
+    assert!(moved("etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds") >= 1.0);
 
     // etcd_disk_backend_commit_duration_seconds moves with checkpoints,
     // 30 s apart by default: bramble-storage's

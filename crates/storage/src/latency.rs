@@ -102,6 +102,19 @@ impl LatencyHistogram {
     }
 }
 
+impl LatencySnapshot {
+    /// The same histogram in milliseconds (bounds and sum), for etcd's
+    /// `*_duration_milliseconds` metrics.
+    pub fn in_milliseconds(&self) -> LatencySnapshot {
+        LatencySnapshot {
+            bounds: self.bounds.iter().map(|b| b * 1000.0).collect(),
+            cumulative: self.cumulative.clone(),
+            count: self.count,
+            sum_seconds: self.sum_seconds * 1000.0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -120,6 +120,7 @@ async fn read_at_scrape(ctx: &ServerContext) -> Vec<MetricFamily> {
     let wal = ctx.node.wal_meter();
     let wal_stats = wal.stats();
     let db_size = ctx.db_file_size().await as f64;
+    let compaction = store.compaction_metrics();
     let bit = |b: bool| if b { 1.0 } else { 0.0 };
     vec![
         gauge(
@@ -195,6 +196,21 @@ async fn read_at_scrape(ctx: &ServerContext) -> Vec<MetricFamily> {
             "etcd_debugging_mvcc_compact_revision",
             "The revision of the last compaction in store.",
             store.compact_revision() as f64,
+        ),
+        histogram(
+            "etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds",
+            "Bucketed histogram of db compaction pause duration.",
+            &compaction.pause.in_milliseconds(),
+        ),
+        histogram(
+            "etcd_debugging_mvcc_db_compaction_total_duration_milliseconds",
+            "Bucketed histogram of db compaction total duration.",
+            &compaction.total.in_milliseconds(),
+        ),
+        counter(
+            "etcd_debugging_mvcc_db_compaction_keys_total",
+            "Total number of db keys compacted.",
+            compaction.rows_deleted as f64,
         ),
         peer_round_trips(ctx),
         counter(

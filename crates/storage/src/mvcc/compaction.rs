@@ -26,8 +26,9 @@
 //! scheduled > finished in the file, and opening the store schedules the rest again.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::MutexGuard;
+use std::time::Instant;
 
 use redb::{Durability, ReadableTable};
 
@@ -35,6 +36,7 @@ use super::error::MvccError;
 use super::revision::Revision;
 use super::schema::{self, KEYS, META};
 use super::store::{MvccStore, WriterState};
+use crate::latency::{LatencyHistogram, LatencySnapshot};
 
 /// Key-table rows looked at per deletion transaction unless told otherwise (etcd's
 /// `--compaction-batch-limit` default).
@@ -60,6 +62,43 @@ pub(super) struct CompactionJob {
     keep: HashSet<Revision>,
     /// The key-table key the next batch starts at (every row before it is done).
     resume: Vec<u8>,
+    /// When the compaction was scheduled (etcd's total duration starts there).
+    scheduled_at: Instant,
+}
+
+/// What compactions' deletions took and removed: etcd's
+/// `etcd_debugging_mvcc_db_compaction_*` metrics.
+#[derive(Debug)]
+pub(super) struct CompactionStats {
+    /// Each batch's time under the applier lock (etcd's pause duration:
+    /// `ExponentialBuckets(1, 2, 13)` milliseconds).
+    pause: LatencyHistogram,
+    /// Scheduling to the last batch (etcd's total duration:
+    /// `ExponentialBuckets(100, 2, 14)` milliseconds).
+    total: LatencyHistogram,
+    /// Key-table rows deleted.
+    rows_deleted: AtomicU64,
+}
+
+impl Default for CompactionStats {
+    fn default() -> Self {
+        CompactionStats {
+            pause: LatencyHistogram::exponential(0.001, 13),
+            total: LatencyHistogram::exponential(0.1, 14),
+            rows_deleted: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A copy of the compaction metrics at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CompactionMetrics {
+    /// Each deletion batch's duration (the time applies waited for it).
+    pub pause: LatencySnapshot,
+    /// Each compaction's duration from scheduling to its last batch.
+    pub total: LatencySnapshot,
+    /// Key-table rows (revisions) deleted by compactions since the start.
+    pub rows_deleted: u64,
 }
 
 /// What [`MvccStore::compaction_step`] did.
@@ -91,6 +130,7 @@ impl MvccStore {
             rev,
             keep,
             resume: start,
+            scheduled_at: Instant::now(),
         });
         if let Some(wake) = self.compaction_waker.get() {
             wake();
@@ -137,6 +177,16 @@ impl MvccStore {
         }
     }
 
+    /// The compaction metrics so far.
+    pub fn compaction_metrics(&self) -> CompactionMetrics {
+        let stats = &self.compaction_stats;
+        CompactionMetrics {
+            pause: stats.pause.snapshot(),
+            total: stats.total.snapshot(),
+            rows_deleted: stats.rows_deleted.load(Ordering::Relaxed),
+        }
+    }
+
     /// The revision of the last compaction whose deletion finished (-1: none).
     pub fn finished_compact_revision(&self) -> i64 {
         self.finished_compact_rev.load(Ordering::SeqCst)
@@ -151,11 +201,13 @@ impl MvccStore {
         let Some(job) = job_guard.as_mut() else {
             return Ok(CompactionStep::Idle);
         };
+        let started = Instant::now();
         let end = Revision::new(job.rev + 1, 0).to_key(false);
         let mut txn = self.db().begin_write()?;
         // As applies: the next checkpoint makes it durable, and a crash before that
         // only means deleting these rows again.
         txn.set_durability(Durability::None)?;
+        let deleted;
         let resume = {
             let mut keys = txn.open_table(KEYS)?;
             let mut doomed: Vec<Vec<u8>> = Vec::new();
@@ -179,6 +231,7 @@ impl MvccStore {
             for k in &doomed {
                 keys.remove(k.as_slice())?;
             }
+            deleted = doomed.len() as u64;
             if resume.is_none() {
                 let mut meta = txn.open_table(META)?;
                 schema::write_compact(&mut meta, schema::META_FINISHED_COMPACT, job.rev)?;
@@ -187,6 +240,9 @@ impl MvccStore {
         };
         txn.commit()?;
         w.dirty = true;
+        let stats = &self.compaction_stats;
+        stats.pause.observe(started.elapsed());
+        stats.rows_deleted.fetch_add(deleted, Ordering::Relaxed);
         match resume {
             Some(next) => {
                 job.resume = next;
@@ -194,6 +250,7 @@ impl MvccStore {
             }
             None => {
                 let rev = job.rev;
+                stats.total.observe(job.scheduled_at.elapsed());
                 *job_guard = None;
                 drop(job_guard);
                 self.finished_compact_rev.store(rev, Ordering::SeqCst);

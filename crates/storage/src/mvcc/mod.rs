@@ -62,7 +62,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
-pub use compaction::{CompactionStep, DEFAULT_COMPACTION_BATCH_LIMIT};
+pub use compaction::{CompactionMetrics, CompactionStep, DEFAULT_COMPACTION_BATCH_LIMIT};
 pub use defrag::{DefragInfo, SpaceInfo, DEFRAG_WAIT};
 pub use error::MvccError;
 pub use hash::{KvHash, StoreHash};

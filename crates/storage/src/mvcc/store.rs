@@ -91,6 +91,8 @@ pub struct MvccStore {
     /// The physical deletion of the last compaction, while it is not finished (see
     /// [`super::compaction`]); only the holder of `writer` takes it.
     pub(super) compaction_job: Mutex<Option<CompactionJob>>,
+    /// What the compactions' deletions took and removed, for etcd's metrics.
+    pub(super) compaction_stats: super::compaction::CompactionStats,
     /// Called when a compaction's deletion is scheduled: wakes the background loop.
     pub(super) compaction_waker: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// The last compaction whose deletion finished, for Compact's `physical` waiters.
@@ -220,6 +222,7 @@ impl MvccStore {
             install_epoch: AtomicU64::new(0),
             commit_latency: Default::default(),
             compaction_job: Mutex::new(None),
+            compaction_stats: Default::default(),
             compaction_waker: OnceLock::new(),
             finished_compact_rev: AtomicI64::new(meta.finished_compact),
         };
