@@ -225,7 +225,7 @@ fn the_apply_schedules_and_the_steps_delete_in_batches() {
     assert_eq!(s.rows(), 10 + steps);
     // etcd's metrics: a pause per batch, one total, the rows deleted.
     let m = s.store.compaction_metrics();
-    assert_eq!(m.pause.count, steps as u64 + 1);
+    assert_eq!(m.pause.count, steps + 1);
     assert_eq!(m.total.count, 1);
     assert_eq!(m.rows_deleted, 5000 - 10);
     assert_eq!(m.pause.in_milliseconds().bounds[0], 1.0);
