@@ -32,6 +32,14 @@ pub async fn fill(endpoint: &str, prefix: &str, n: usize, size: usize, concurren
     }
 }
 
+/// The number in variable `name` (a measurement's size), else `default`.
+pub fn count_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A client putting `key` in a loop, one put at a time, until stopped.
 pub struct WriteProbe {
     stop: Arc<AtomicBool>,

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use bramble_tests::load::{fill, WriteProbe};
+use bramble_tests::load::{count_from_env, fill, WriteProbe};
 use bramble_tests::{client, Kind, Server};
 use etcd_client::CompactionOptions;
 
@@ -22,10 +22,7 @@ use etcd_client::CompactionOptions;
 #[ignore = "a measurement: minutes of load (run with -- --ignored --nocapture)"]
 fn compaction_measure() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let keys: usize = std::env::var("COMPACTION_KEYS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50_000);
+    let keys = count_from_env("COMPACTION_KEYS", 50_000);
     for kind in [Kind::Etcd, Kind::Bramble] {
         let server = Server::start(kind);
         let endpoint = server.endpoint();

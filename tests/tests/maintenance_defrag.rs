@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bramble_tests::load::{fill, WriteProbe};
+use bramble_tests::load::{count_from_env, fill, WriteProbe};
 use bramble_tests::target::differential_targets;
 use bramble_tests::{client, Kind, Server};
 use etcd_client::{Client, CompactionOptions, DeleteOptions, GetOptions};
@@ -95,10 +95,7 @@ fn etcdctl_defrag_shrinks_the_file() {
 #[ignore = "a measurement: minutes of load (run with -- --ignored --nocapture)"]
 fn defrag_measure() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let keys: usize = std::env::var("DEFRAG_KEYS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50_000);
+    let keys = count_from_env("DEFRAG_KEYS", 50_000);
     for kind in [Kind::Etcd, Kind::Bramble] {
         let server = Server::start(kind);
         let endpoint = server.endpoint();

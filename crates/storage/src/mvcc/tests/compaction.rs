@@ -83,15 +83,7 @@ fn physical_flag_makes_no_difference() {
 fn many_rows_are_deleted_in_chunks() {
     let s = TestStore::new();
     let n = DEFAULT_COMPACTION_BATCH_LIMIT * 2 + 500;
-    let cmds: Vec<Command> = (0..n)
-        .map(|i| put_cmd(put(&format!("k{}", i % 10), &i.to_string())))
-        .collect();
-    let entries: Vec<(u64, u64, &Command)> = cmds
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (i as u64 + 1, 1, c))
-        .collect();
-    s.store.apply_batch(&entries).unwrap();
+    s.put_many((0..n).map(|i| (format!("k{}", i % 10), i.to_string())));
     let current = s.store.current_revision();
     let live = s.dump(0);
     s.compact(current).unwrap();
@@ -177,15 +169,7 @@ fn interrupted_compaction_resumes_on_open() {
 /// left pending.
 fn with_pending_compaction(n: usize) -> (TestStore, i64) {
     let s = TestStore::new();
-    let cmds: Vec<Command> = (0..n)
-        .map(|i| put_cmd(put(&format!("k{}", i % 10), &i.to_string())))
-        .collect();
-    let entries: Vec<(u64, u64, &Command)> = cmds
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (i as u64 + 1, 1, c))
-        .collect();
-    s.store.apply_batch(&entries).unwrap();
+    s.put_many((0..n).map(|i| (format!("k{}", i % 10), i.to_string())));
     let current = s.store.current_revision();
     assert_eq!(s.compact_scheduled(current), Ok(current));
     (s, current)

@@ -67,6 +67,20 @@ impl TestStore {
     }
 
     /// Grants lease `id` with `ttl`.
+    /// Applies the puts `(key, value)` in one batch, as raft entries 1, 2, ...
+    pub(super) fn put_many(&self, pairs: impl IntoIterator<Item = (String, String)>) {
+        let cmds: Vec<Command> = pairs
+            .into_iter()
+            .map(|(k, v)| put_cmd(put(&k, &v)))
+            .collect();
+        let entries: Vec<(u64, u64, &Command)> = cmds
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as u64 + 1, 1, c))
+            .collect();
+        self.store.apply_batch(&entries).unwrap();
+    }
+
     pub(super) fn grant(&self, id: i64, ttl: i64) -> Result<LeaseGrantResponse, MvccError> {
         match self.apply(grant_cmd(id, ttl)) {
             ApplyResult::LeaseGrant(r) => Ok(r),

@@ -301,15 +301,7 @@ fn invalid_sort_option() {
 fn ranges_spanning_many_index_chunks() {
     let s = TestStore::new();
     let n = super::super::read::CHUNK_KEYS * 2 + 100;
-    let cmds: Vec<Command> = (0..n)
-        .map(|i| put_cmd(put(&format!("k{i:05}"), &format!("{}", i % 7))))
-        .collect();
-    let entries: Vec<(u64, u64, &Command)> = cmds
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (i as u64 + 1, 1, c))
-        .collect();
-    s.store.apply_batch(&entries).unwrap();
+    s.put_many((0..n).map(|i| (format!("k{i:05}"), format!("{}", i % 7))));
     // Delete every other key so chunks hold dead keys too.
     s.del("k00000", "k00500");
     let all = s.range(range("k", "l")).unwrap();
