@@ -67,7 +67,6 @@ fn safety_flags_refuse_to_start_and_create_nothing() {
         (&["-cert-file", "/etc/etcd/pki/server.crt"], None),
         (&["--force-new-cluster"], None),
         (&["--config-file=/etc/etcd/etcd.yaml"], None),
-        (&["--experimental-initial-corrupt-check=true"], None),
         (&[], Some(("ETCD_CLIENT_CERT_AUTH", "true"))),
     ];
     for (args, env) in cases {

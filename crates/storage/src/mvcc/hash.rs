@@ -131,9 +131,19 @@ impl MvccStore {
     /// Runs concurrently with applies; reads the whole key table up to `revision`, so
     /// callers run it on a blocking thread.
     pub fn hash_kv(&self, revision: i64) -> Result<KvHash, MvccError> {
+        self.hash_kv_from(revision, false)
+    }
+
+    /// [`MvccStore::hash_kv`], where `compact_revision_too` says whether the
+    /// compaction revision itself may be hashed (etcd 3.6) or is `Compacted` (3.4, 3.5).
+    pub(super) fn hash_kv_from(
+        &self,
+        revision: i64,
+        compact_revision_too: bool,
+    ) -> Result<KvHash, MvccError> {
         let mut attempts = 0;
         loop {
-            match self.hash_kv_once(revision) {
+            match self.hash_kv_once(revision, compact_revision_too) {
                 Err(MvccError::Compacted) if revision == 0 && attempts < MAX_ATTEMPTS => {
                     attempts += 1
                 }
@@ -143,7 +153,7 @@ impl MvccStore {
         }
     }
 
-    fn hash_kv_once(&self, revision: i64) -> Result<KvHash, MvccError> {
+    fn hash_kv_once(&self, revision: i64, compact_revision_too: bool) -> Result<KvHash, MvccError> {
         // Pin the revision first, then open the snapshot: it holds that revision.
         let pin = self.pin();
         let rtxn = self.db().begin_read()?;
@@ -159,7 +169,7 @@ impl MvccStore {
             self.check_same_store(pin)?;
             self.compact_revision()
         };
-        if revision > 0 && revision <= compact {
+        if revision > 0 && (revision < compact || (revision == compact && !compact_revision_too)) {
             return Err(MvccError::Compacted);
         }
         if revision == 0 && at < compact {
