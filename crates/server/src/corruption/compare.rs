@@ -218,7 +218,8 @@ pub(crate) fn compact_verdict(me: u64, leader: &KvHash, peers: &[PeerHash]) -> C
         return CompactVerdict::Incomplete;
     }
     // Members counted as etcd counts them: every peer asked, and the leader.
-    let quorum = (peers.len() + 1) / 2 + 1;
+    let members = peers.len() + 1;
+    let quorum = members / 2 + 1;
     let majority = by_hash
         .iter()
         .find(|(_, ids)| ids.len() >= quorum)
@@ -300,7 +301,10 @@ mod tests {
         let second = hash(7, 5, 20, 22);
         let agree = peer(2, hash(7, 5, 20, 21));
         let differs = peer(3, hash(8, 5, 20, 21));
-        assert_eq!(periodic_blame(1, &first, &second, &[agree.clone()]), None);
+        assert_eq!(
+            periodic_blame(1, &first, &second, std::slice::from_ref(&agree)),
+            None
+        );
         assert_eq!(
             periodic_blame(1, &first, &second, &[agree.clone(), differs.clone()]),
             Some(3)

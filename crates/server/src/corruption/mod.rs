@@ -153,7 +153,7 @@ async fn compact_hash_check(ctx: &Arc<ServerContext>, checked: &Mutex<i64>) {
     );
     let latest_checked = *checked.lock().await;
     let mut hashes = node.store().compaction_hashes();
-    hashes.sort_by(|a, b| b.hash_revision.cmp(&a.hash_revision));
+    hashes.sort_by_key(|h| std::cmp::Reverse(h.hash_revision));
     hashes.retain(|h| h.hash_revision > latest_checked);
     let total = hashes.len();
     for (i, hash) in hashes.into_iter().enumerate() {
