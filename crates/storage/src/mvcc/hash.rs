@@ -24,10 +24,13 @@
 //!
 //! Errors are etcd 3.4's and 3.5's: a revision above the current one is a
 //! `FutureRevision`; a positive revision at or below the compaction revision is
-//! `Compacted` (etcd 3.6 accepts the compaction revision itself; etcd 3.5.5 and later
-//! also answer the revisions of their last compactions from hashes computed while
-//! compacting, which Bramble does not keep). Revision 0 is the current revision; a
-//! negative one hashes no row, as in etcd.
+//! `Compacted` (etcd 3.6 accepts the compaction revision itself, and etcd 3.5.5 and
+//! later also answer the revisions of their last compactions from hashes computed while
+//! compacting). Bramble keeps those hashes too ([`super::compaction_hash`]) and answers
+//! with them and 3.6's bounds ([`MvccStore::hash_by_rev`]) where members compare hashes
+//! with each other; the client's HashKV keeps 3.4's answers, which the differential
+//! tests compare. Revision 0 is the current revision; a negative one hashes no row, as
+//! in etcd.
 //!
 //! # Concurrency and memory
 //!
