@@ -9,7 +9,7 @@ use bramble_api::bramblepb::corruption_client::CorruptionClient;
 use bramble_api::bramblepb::corruption_server::{Corruption, CorruptionServer};
 use bramble_api::bramblepb::PeerHashKvRequest;
 use bramble_api::etcdserverpb::{HashKvResponse, ResponseHeader};
-use bramble_raft::RaftNode;
+use bramble_raft::{FatalSignal, RaftNode};
 use bramble_storage::mvcc::{KvHash, MvccError, MvccStore};
 use tonic::{Request, Response, Status};
 
@@ -19,6 +19,8 @@ use crate::errors::{self, mvcc_status};
 /// Serves this member's hashes to its peers.
 pub struct CorruptionPeerService {
     store: Arc<MvccStore>,
+    /// A member that failed for good answers nothing: its store is in doubt.
+    fatal: FatalSignal,
     cluster_id: u64,
     member_id: u64,
 }
@@ -28,6 +30,7 @@ impl CorruptionPeerService {
     pub fn new(node: &RaftNode) -> CorruptionServer<CorruptionPeerService> {
         CorruptionServer::new(CorruptionPeerService {
             store: node.store().clone(),
+            fatal: node.fatal().clone(),
             cluster_id: node.cluster_id(),
             member_id: node.member_id(),
         })
@@ -42,6 +45,9 @@ impl Corruption for CorruptionPeerService {
     ) -> Result<Response<HashKvResponse>, Status> {
         let req = req.into_inner();
         bramble_raft::peer_service::check_cluster(self.cluster_id, req.cluster_id)?;
+        if self.fatal.get().is_some() {
+            return Err(errors::stopped());
+        }
         let h = local_hash(&self.store, req.revision)
             .await
             .map_err(|e| match e {
