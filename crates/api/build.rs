@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "bramblepb/command.proto",
         "bramblepb/raft.proto",
         "bramblepb/lease_forward.proto",
+        "bramblepb/corruption.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

@@ -66,7 +66,6 @@ fn safety_flags_refuse_to_start_and_create_nothing() {
         (&["--client-cert-auth"], None),
         (&["-cert-file", "/etc/etcd/pki/server.crt"], None),
         (&["--force-new-cluster"], None),
-        (&["--experimental-initial-corrupt-check=true"], None),
         (&[], Some(("ETCD_CLIENT_CERT_AUTH", "true"))),
     ];
     for (args, env) in cases {

@@ -3,8 +3,7 @@
 //!
 //! etcd flags that Bramble does not implement are accepted with a warning
 //! and ignored, so an etcd command line starts unchanged, unless ignoring one
-//! would change safety (TLS, `--force-new-cluster`, corruption checks,
-//! `--config-file`): those refuse to start unless set off
+//! would change safety (TLS, `--force-new-cluster`, `--config-file`): those refuse to start unless set off
 //! (`crate::unsupported_flags`). Any other unknown flag is an error, and TLS
 //! listener URLs refuse to start (`listen_addrs`).
 //!
@@ -17,6 +16,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use bramble_server::auto_compaction::AutoCompaction;
+use bramble_server::corruption::CorruptionChecks;
 
 use crate::config_file;
 use crate::defaults;
@@ -258,6 +258,105 @@ pub struct Flags {
         default_value_t = defaults::BACKUP_RETENTION
     )]
     pub backup_retention: usize,
+
+    /// Duration of time between cluster corruption check passes (0: off).
+    #[arg(
+        long = "corrupt-check-time",
+        env = "ETCD_CORRUPT_CHECK_TIME",
+        default_value = "0s",
+        value_parser = parse_go_duration
+    )]
+    pub corrupt_check_time: std::time::Duration,
+
+    /// Duration of time between leader checks followers compaction hashes.
+    #[arg(
+        long = "compact-hash-check-time",
+        env = "ETCD_COMPACT_HASH_CHECK_TIME",
+        default_value = "1m0s",
+        value_parser = parse_go_duration
+    )]
+    pub compact_hash_check_time: std::time::Duration,
+
+    /// Comma-separated list of feature gates (Name=true|false): InitialCorruptCheck
+    /// and CompactHashCheck are implemented, the others accepted and ignored.
+    #[arg(long = "feature-gates", env = "ETCD_FEATURE_GATES", default_value = "")]
+    pub feature_gates: String,
+
+    /// Deprecated in etcd 3.6: `--feature-gates=InitialCorruptCheck=true`.
+    #[arg(
+        long = "experimental-initial-corrupt-check",
+        env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK",
+        hide = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = unsupported_flags::parse_go_bool
+    )]
+    pub experimental_initial_corrupt_check: Option<bool>,
+
+    /// Deprecated in etcd 3.6: `--feature-gates=CompactHashCheck=true`.
+    #[arg(
+        long = "experimental-compact-hash-check-enabled",
+        env = "ETCD_EXPERIMENTAL_COMPACT_HASH_CHECK_ENABLED",
+        hide = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = unsupported_flags::parse_go_bool
+    )]
+    pub experimental_compact_hash_check_enabled: Option<bool>,
+}
+
+/// The corruption checks the flags turn on (etcd 3.6's `--feature-gates`
+/// `InitialCorruptCheck` and `CompactHashCheck`, `--corrupt-check-time`,
+/// `--compact-hash-check-time`, and the deprecated `--experimental-*` flags that
+/// set the gates), with the warnings to log.
+pub(crate) fn corruption_checks(flags: &Flags) -> Result<(CorruptionChecks, Vec<String>), String> {
+    let gates = unsupported_flags::feature_gates(&flags.feature_gates)?;
+    let mut warnings = gates.warnings.clone();
+    // etcd's `SetFeatureGatesFromExperimentalFlags`: an old flag sets its gate,
+    // unless the gate is named too, which is an error.
+    let gate = |flag: &str, value: Option<bool>, name: &str, warnings: &mut Vec<String>| {
+        let named = gates.get(name);
+        match (value, named) {
+            (Some(v), Some(_)) => Err(format!(
+                "cannot specify both flags: --{flag}={v} and --feature-gates={name}={v} at the \
+                 same time, please just use --feature-gates={name}={v}"
+            )),
+            (Some(v), None) => {
+                warnings.push(format!(
+                    "--{flag} is deprecated in 3.6 and will be decommissioned in 3.7. Use \
+                     '--feature-gates={name}=true' instead."
+                ));
+                Ok(v)
+            }
+            (None, named) => Ok(named.unwrap_or(false)),
+        }
+    };
+    let initial = gate(
+        "experimental-initial-corrupt-check",
+        flags.experimental_initial_corrupt_check,
+        "InitialCorruptCheck",
+        &mut warnings,
+    )?;
+    let compact_hash = gate(
+        "experimental-compact-hash-check-enabled",
+        flags.experimental_compact_hash_check_enabled,
+        "CompactHashCheck",
+        &mut warnings,
+    )?;
+    if flags.compact_hash_check_time.is_zero() {
+        return Err(format!(
+            "--compact-hash-check-time must be >0 (set to {:?})",
+            flags.compact_hash_check_time
+        ));
+    }
+    let checks = CorruptionChecks {
+        initial,
+        periodic: (!flags.corrupt_check_time.is_zero()).then_some(flags.corrupt_check_time),
+        compact_hash: compact_hash.then_some(flags.compact_hash_check_time),
+    };
+    Ok((checks, warnings))
 }
 
 /// Rewrites argv for clap: Go-style `-flag` becomes `--flag`, and etcd flags that
@@ -337,10 +436,16 @@ struct Renamed {
 }
 
 impl Renamed {
-    /// etcd 3.6's deprecation warning for the old name.
+    /// etcd 3.6's deprecation warning for the old name (etcd writes "v3.6" in all
+    /// but one of them).
     fn warning(&self) -> String {
+        let v = if self.old == "experimental-compact-hash-check-time" {
+            ""
+        } else {
+            "v"
+        };
         format!(
-            "--{} is deprecated in v3.6 and will be decommissioned in v3.7. Use '--{}' instead.",
+            "--{} is deprecated in {v}3.6 and will be decommissioned in {v}3.7. Use '--{}' instead.",
             self.old, self.new
         )
     }
@@ -363,6 +468,14 @@ const DEPRECATED_NAMES: &[Renamed] = &[
     Renamed {
         old: "experimental-compaction-sleep-interval",
         new: "compaction-sleep-interval",
+    },
+    Renamed {
+        old: "experimental-corrupt-check-time",
+        new: "corrupt-check-time",
+    },
+    Renamed {
+        old: "experimental-compact-hash-check-time",
+        new: "compact-hash-check-time",
     },
 ];
 

@@ -24,6 +24,8 @@ use bramble_api::etcdserverpb::{
 use bramble_api::mvccpb::KeyValue;
 use bramble_raft::{FatalError, MemberAttributes, NodeConfig, RaftNode};
 use bramble_server::backpressure::ProposalGate;
+use bramble_server::corruption::peer::CorruptionPeerService;
+use bramble_server::corruption::CorruptionChecks;
 use bramble_server::kv::KvService;
 use bramble_server::lease::expiry::min_lease_ttl;
 use bramble_server::lease::forward::LeaderLeaseService;
@@ -90,6 +92,10 @@ pub struct NodeOptions {
     /// Where to serve the peer protocol (etcd's `--listen-peer-urls`); empty
     /// for a one-member store that never talks to peers.
     pub listen_peer_addrs: Vec<SocketAddr>,
+    /// etcd's corruption checks (`--feature-gates=InitialCorruptCheck=true`,
+    /// `--corrupt-check-time`, `--feature-gates=CompactHashCheck=true`); all off
+    /// by default, as in etcd.
+    pub corruption_checks: CorruptionChecks,
 }
 
 /// etcd's `--initial-cluster-state`: whether the first start creates a
@@ -121,6 +127,7 @@ impl NodeOptions {
             initial_cluster: Vec::new(),
             initial_cluster_state: ClusterState::New,
             listen_peer_addrs: Vec::new(),
+            corruption_checks: CorruptionChecks::default(),
         }
     }
 
@@ -232,6 +239,8 @@ impl Node {
         };
         let single = cfg.bootstrap.as_ref().is_some_and(|m| m.len() == 1);
         let db_path = cfg.db_path();
+        // etcd's `memberInitialized`: a new member has nothing to check yet.
+        let initialized = db_path.exists();
         let node = RaftNode::start(cfg).await.map_err(unavailable)?;
 
         let stop = CancellationToken::new();
@@ -243,12 +252,14 @@ impl Node {
         for l in peer_listeners {
             let service = node.peer_service();
             let lease_service = LeaderLeaseService::new(leader_lease.clone());
+            let hash_service = CorruptionPeerService::new(&node);
             let stopped = stop.clone().cancelled_owned();
             peer_servers.push(tokio::spawn(async move {
                 let incoming = bramble_server::incoming(l);
                 let result = tonic::transport::Server::builder()
                     .add_service(service)
                     .add_service(lease_service)
+                    .add_service(hash_service)
                     .serve_with_incoming_shutdown(incoming, stopped)
                     .await;
                 if let Err(e) = result {
@@ -264,6 +275,19 @@ impl Node {
             node.wait_recovered(Duration::from_secs(60))
                 .await
                 .map_err(unavailable)?;
+        }
+        // etcd checks before it serves peers too; here the peer listener is up
+        // (peers checking at the same time must get an answer), and clients are
+        // served only once this passed.
+        if initialized && opts.corruption_checks.initial {
+            if let Err(why) = bramble_server::corruption::initial_check(&node).await {
+                node.shutdown().await;
+                return Err(Error {
+                    code: tonic::Code::DataLoss,
+                    message: why,
+                    fatal: None,
+                });
+            }
         }
 
         let ctx = Arc::new(ServerContext {
@@ -283,6 +307,7 @@ impl Node {
         });
         Lessor::start(&ctx);
         bramble_server::quota::start_monitor(&ctx);
+        bramble_server::corruption::start(&ctx, opts.corruption_checks);
         let _ = leader_lease.set(LeaseService::new(ctx.clone()));
         let (removed_tx, removed) = watch::channel(false);
         let (published_tx, published) = watch::channel(false);

@@ -57,6 +57,11 @@ pub(crate) fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         d if d.is_zero() => crate::defaults::COMPACTION_SLEEP_INTERVAL,
         d => d,
     };
+    let (corruption_checks, warnings) =
+        crate::config::corruption_checks(flags).map_err(anyhow::Error::msg)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
     Ok(NodeOptions {
         name: flags.name.clone(),
         data_dir,
@@ -78,6 +83,7 @@ pub(crate) fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         initial_cluster,
         initial_cluster_state,
         listen_peer_addrs: bind_addrs(&flags.listen_peer_urls)?,
+        corruption_checks,
     })
 }
 

@@ -6,9 +6,11 @@
 //! (security, durability, which cluster a member forms) refuses to start instead,
 //! unless it is set to its off value: TLS and client-certificate auth (ignoring them
 //! would serve in plain text whoever connects), `--force-new-cluster` (the operator
-//! means to rewrite the membership), the corruption checks (the operator counts on
-//! them), and discovery and the v2 proxy (another way to form a cluster). The same
-//! judgement applies to the settings of a `--config-file` (crate::config_file).
+//! means to rewrite the membership), and discovery and the v2 proxy (another way to
+//! form a cluster). The same judgement applies to the settings of a `--config-file`
+//! (crate::config_file). etcd 3.6's `--feature-gates` are read here too
+//! ([`feature_gates`]): the corruption check gates are implemented, the others are
+//! harmless to ignore.
 //!
 //! Any flag that is in neither list nor known to clap is an error (a misspelt flag).
 
@@ -27,53 +29,85 @@ enum Handling {
         off: &'static [&'static str],
         why: &'static str,
     },
-    /// etcd 3.6's `--feature-gates=Name=bool,...`: each gate judged on its own
-    /// ([`FEATURE_GATES`]).
-    FeatureGates,
 }
 
-/// etcd 3.6's server feature gates, and whether turning each on changes safety.
-/// `None`: harmless to ignore (a performance choice, or a lease behaviour that is
-/// off by default in etcd too); `Some(why)`: refused when set to true.
-const FEATURE_GATES: &[(&str, Option<&str>)] = &[
-    ("InitialCorruptCheck", Some(CORRUPT_CHECK)),
-    ("CompactHashCheck", Some(CORRUPT_CHECK)),
-    ("StopGRPCServiceOnDefrag", None),
-    ("TxnModeWriteWithSharedBuffer", None),
-    ("LeaseCheckpoint", None),
-    ("LeaseCheckpointPersist", None),
-    ("SetMemberLocalAddr", None),
-    ("AllAlpha", None),
-    ("AllBeta", None),
+/// What Bramble does with one of etcd 3.6's server feature gates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Implemented: its value is passed on.
+    Implemented,
+    /// Harmless to ignore (a performance choice, or a lease behaviour that is off
+    /// by default in etcd too): a warning.
+    Ignored,
+}
+
+/// etcd 3.6's server feature gates.
+const FEATURE_GATES: &[(&str, Gate)] = &[
+    ("InitialCorruptCheck", Gate::Implemented),
+    ("CompactHashCheck", Gate::Implemented),
+    ("StopGRPCServiceOnDefrag", Gate::Ignored),
+    ("TxnModeWriteWithSharedBuffer", Gate::Ignored),
+    ("LeaseCheckpoint", Gate::Ignored),
+    ("LeaseCheckpointPersist", Gate::Ignored),
+    ("SetMemberLocalAddr", Gate::Ignored),
+    ("AllAlpha", Gate::Ignored),
+    ("AllBeta", Gate::Ignored),
 ];
 
-/// Judges `--feature-gates` (`Name=true,Other=false`) as etcd parses it: an unknown
-/// gate or a value that is not a boolean is an error; a gate Bramble cannot honour
-/// set to true refuses to start.
-fn judge_feature_gates(how: &str, value: &str) -> Result<String, String> {
+/// The implemented gates a `--feature-gates` value sets, and the warnings for the
+/// ignored ones that are set.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct FeatureGates {
+    /// (gate, value) of each implemented gate named, in order.
+    pub(crate) set: Vec<(String, bool)>,
+    /// Warnings to log.
+    pub(crate) warnings: Vec<String>,
+}
+
+impl FeatureGates {
+    /// The value given to gate `name`, if it was named.
+    pub(crate) fn get(&self, name: &str) -> Option<bool> {
+        self.set
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+    }
+}
+
+/// Reads `--feature-gates` (`Name=true,Other=false`) as etcd parses it: an unknown
+/// gate or a value that is not a boolean is an error.
+pub(crate) fn feature_gates(value: &str) -> Result<FeatureGates, String> {
+    let how = "--feature-gates";
+    let mut gates = FeatureGates::default();
     for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (name, setting) = pair
             .split_once('=')
             .ok_or_else(|| format!("{how}: missing bool value for {pair}"))?;
-        let on = match setting.trim() {
-            v if GO_FALSE.contains(&v) => false,
-            "true" | "1" | "t" | "T" | "TRUE" | "True" => true,
-            other => return Err(format!("{how}: invalid value of {name}={other}")),
-        };
-        let (_, why) = FEATURE_GATES
+        let name = name.trim();
+        let on = parse_go_bool(setting.trim())
+            .map_err(|_| format!("{how}: invalid value of {name}={}", setting.trim()))?;
+        let (_, gate) = FEATURE_GATES
             .iter()
-            .find(|(gate, _)| *gate == name.trim())
+            .find(|(gate, _)| *gate == name)
             .ok_or_else(|| format!("{how}: unrecognized feature gate: {name}"))?;
-        if let (true, Some(why)) = (on, why) {
-            return Err(format!(
-                "{how}: {name}=true is not supported by bramble yet and would change \
-                 safety: {why}. Refusing to start rather than ignore it"
-            ));
+        match gate {
+            Gate::Implemented => gates.set.push((name.to_string(), on)),
+            Gate::Ignored => gates.warnings.push(format!(
+                "{how}: {name}={on} is not supported by bramble yet; ignoring it"
+            )),
         }
     }
-    Ok(format!(
-        "{how} is not supported by bramble yet; ignoring it"
-    ))
+    Ok(gates)
+}
+
+/// Go's `strconv.ParseBool`.
+pub(crate) fn parse_go_bool(text: &str) -> Result<bool, String> {
+    match text {
+        v if GO_FALSE.contains(&v) => Ok(false),
+        "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(true),
+        other => Err(format!("invalid boolean {other:?}")),
+    }
 }
 
 /// One etcd flag Bramble does not implement.
@@ -107,7 +141,6 @@ const fn refused(
 }
 
 const TLS: &str = "TLS is not implemented yet: the member would serve without it";
-const CORRUPT_CHECK: &str = "corruption checks are not implemented yet";
 
 /// Every etcd flag Bramble knows and does not implement. Listed so a typo in a real
 /// flag is still an error.
@@ -135,34 +168,6 @@ const UNSUPPORTED: &[UnsupportedFlag] = &[
     ignored("cipher-suites", true),
     ignored("tls-min-version", true),
     ignored("tls-max-version", true),
-    refused(
-        "experimental-initial-corrupt-check",
-        false,
-        GO_FALSE,
-        CORRUPT_CHECK,
-    ),
-    refused(
-        "experimental-corrupt-check-time",
-        true,
-        &["0", "0s"],
-        CORRUPT_CHECK,
-    ),
-    // etcd 3.6's name.
-    refused("corrupt-check-time", true, &["0", "0s"], CORRUPT_CHECK),
-    // Only with the compact hash check, refused above and below.
-    ignored("compact-hash-check-time", true),
-    ignored("experimental-compact-hash-check-time", true),
-    UnsupportedFlag {
-        name: "feature-gates",
-        takes_value: true,
-        handling: Handling::FeatureGates,
-    },
-    refused(
-        "experimental-compact-hash-check-enabled",
-        false,
-        GO_FALSE,
-        CORRUPT_CHECK,
-    ),
     ignored("experimental-enable-distributed-tracing", false),
     ignored("experimental-backend-bbolt-freelist-type", true),
     ignored("backend-bbolt-freelist-type", true),
@@ -231,7 +236,6 @@ pub(crate) fn judge(name: &str, how: &str, value: Option<&str>) -> Result<String
         Handling::Ignored => Ok(format!(
             "{how} is not supported by bramble yet; ignoring it"
         )),
-        Handling::FeatureGates => judge_feature_gates(how, value.unwrap_or("")),
         Handling::RefusedUnlessOff { off, why } => {
             // A boolean flag alone is true; a value flag alone takes no value here
             // (the caller consumed it), which counts as set.
@@ -276,32 +280,26 @@ mod tests {
         assert!(judge("cert-file", "x", Some("")).is_ok());
         assert!(judge("force-new-cluster", "x", None).is_err());
         assert!(judge("force-new-cluster", "x", Some("0")).is_ok());
-        assert!(judge("experimental-corrupt-check-time", "x", Some("1m")).is_err());
-        assert!(judge("experimental-corrupt-check-time", "x", Some("0s")).is_ok());
         assert!(judge("proxy", "x", Some("on")).is_err());
         assert!(judge("proxy", "x", Some("off")).is_ok());
-        let why = judge(
-            "experimental-initial-corrupt-check",
-            "--e=true",
-            Some("true"),
-        )
-        .expect_err("refused");
-        assert!(why.contains("corruption checks"), "{why}");
     }
 
     #[test]
     fn feature_gates_as_etcd_parses_them() {
-        let gates = |v: &str| judge("feature-gates", "--feature-gates", Some(v));
-        assert!(gates("").is_ok());
-        assert!(gates("StopGRPCServiceOnDefrag=true,LeaseCheckpoint=true").is_ok());
-        assert!(gates("InitialCorruptCheck=false,CompactHashCheck=false").is_ok());
-        let refused = gates("InitialCorruptCheck=true").expect_err("refused");
-        assert!(refused.contains("Refusing to start"), "{refused}");
-        assert!(gates("CompactHashCheck=true").is_err());
-        let unknown = gates("NoSuchGate=true").expect_err("unknown");
+        assert_eq!(feature_gates(""), Ok(FeatureGates::default()));
+        let ignored =
+            feature_gates("StopGRPCServiceOnDefrag=true,LeaseCheckpoint=true").expect("accepted");
+        assert!(ignored.set.is_empty());
+        assert_eq!(ignored.warnings.len(), 2);
+        let gates = feature_gates("InitialCorruptCheck=true,CompactHashCheck=false").expect("ok");
+        assert_eq!(gates.get("InitialCorruptCheck"), Some(true));
+        assert_eq!(gates.get("CompactHashCheck"), Some(false));
+        assert_eq!(gates.get("LeaseCheckpoint"), None);
+        assert!(gates.warnings.is_empty());
+        let unknown = feature_gates("NoSuchGate=true").expect_err("unknown");
         assert!(unknown.contains("unrecognized feature gate"), "{unknown}");
-        assert!(gates("LeaseCheckpoint").is_err(), "no value");
-        assert!(gates("LeaseCheckpoint=maybe").is_err());
+        assert!(feature_gates("LeaseCheckpoint").is_err(), "no value");
+        assert!(feature_gates("LeaseCheckpoint=maybe").is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod auto_compaction;
 pub mod backpressure;
 mod client_mux;
 mod cluster;
+pub mod corruption;
 pub mod defaults;
 mod election;
 pub mod errors;

@@ -41,7 +41,6 @@ fn flags_that_change_safety_refuse_to_start() {
         &["bramble", "--client-cert-auth=true"],
         &["bramble", "-cert-file", "/etc/etcd/server.crt"],
         &["bramble", "--force-new-cluster"],
-        &["bramble", "--experimental-initial-corrupt-check=true"],
     ] {
         let refusal = preprocess_args(args(argv)).expect_err("refused");
         assert!(refusal.contains("Refusing to start"), "{refusal}");
@@ -222,4 +221,81 @@ fn listen_urls() {
     );
     assert!(listen_addrs("https://127.0.0.1:2379").is_err());
     assert!(listen_addrs("127.0.0.1:2379").is_err());
+}
+
+#[test]
+fn corruption_check_flags_as_etcd_3_6() {
+    use std::time::Duration;
+    let checks = |argv: &[&str]| {
+        let (out, warn) = preprocess_args(args(argv)).expect("accepted");
+        let f = Flags::try_parse_from(out).expect("parses");
+        corruption_checks(&f).map(|(c, w)| (c, [warn, w].concat()))
+    };
+    let (off, warn) = checks(&["bramble"]).expect("ok");
+    assert_eq!(off, CorruptionChecks::default());
+    assert!(warn.is_empty());
+
+    let (on, warn) = checks(&[
+        "bramble",
+        "--feature-gates=InitialCorruptCheck=true,CompactHashCheck=true",
+        "--corrupt-check-time=5s",
+        "--compact-hash-check-time=2s",
+    ])
+    .expect("ok");
+    assert_eq!(
+        on,
+        CorruptionChecks {
+            initial: true,
+            periodic: Some(Duration::from_secs(5)),
+            compact_hash: Some(Duration::from_secs(2)),
+        }
+    );
+    assert!(warn.is_empty(), "{warn:?}");
+
+    // The 3.4/3.5 names, with etcd 3.6's deprecation warnings.
+    let (old, warn) = checks(&[
+        "bramble",
+        "--experimental-initial-corrupt-check",
+        "--experimental-corrupt-check-time=3s",
+        "--experimental-compact-hash-check-enabled=true",
+        "--experimental-compact-hash-check-time=4s",
+    ])
+    .expect("ok");
+    assert_eq!(
+        old,
+        CorruptionChecks {
+            initial: true,
+            periodic: Some(Duration::from_secs(3)),
+            compact_hash: Some(Duration::from_secs(4)),
+        }
+    );
+    assert!(warn.contains(
+        &"--experimental-corrupt-check-time is deprecated in v3.6 and will be decommissioned \
+          in v3.7. Use '--corrupt-check-time' instead."
+            .to_string()
+    ));
+    assert!(warn.contains(
+        &"--experimental-compact-hash-check-time is deprecated in 3.6 and will be \
+          decommissioned in 3.7. Use '--compact-hash-check-time' instead."
+            .to_string()
+    ));
+    assert!(warn.contains(
+        &"--experimental-compact-hash-check-enabled is deprecated in 3.6 and will be \
+          decommissioned in 3.7. Use '--feature-gates=CompactHashCheck=true' instead."
+            .to_string()
+    ));
+    assert_eq!(warn.len(), 4, "{warn:?}");
+
+    let (off, _) = checks(&["bramble", "--experimental-initial-corrupt-check=false"]).expect("ok");
+    assert!(!off.initial);
+    // Both the old flag and its gate: etcd's error.
+    let both = checks(&[
+        "bramble",
+        "--experimental-initial-corrupt-check=true",
+        "--feature-gates=InitialCorruptCheck=true",
+    ])
+    .expect_err("refused");
+    assert!(both.contains("cannot specify both flags"), "{both}");
+    assert!(checks(&["bramble", "--compact-hash-check-time=0s"]).is_err());
+    assert!(checks(&["bramble", "--feature-gates=InitialCorruptCheck=maybe"]).is_err());
 }

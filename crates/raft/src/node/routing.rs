@@ -97,7 +97,7 @@ impl RaftNode {
 
     /// A channel to member `id`'s peer URL, as this member's current
     /// membership lists it.
-    pub(crate) fn peer_channel(&self, id: u64) -> Result<Channel, ProposeError> {
+    pub fn peer_channel(&self, id: u64) -> Result<Channel, ProposeError> {
         let member = {
             let m = self.raft.metrics().borrow_watched().clone();
             m.membership_config

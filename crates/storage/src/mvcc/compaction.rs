@@ -32,6 +32,7 @@ use std::time::Instant;
 
 use redb::{Durability, ReadableTable};
 
+use super::compaction_hash::CompactionHasher;
 use super::error::MvccError;
 use super::revision::Revision;
 use super::schema::{self, KEYS, META};
@@ -64,6 +65,9 @@ pub(super) struct CompactionJob {
     resume: Vec<u8>,
     /// When the compaction was scheduled (etcd's total duration starts there).
     scheduled_at: Instant,
+    /// The compaction's hash as far as the scan got, unless this compaction stores
+    /// none (see [`super::compaction_hash`]).
+    hasher: Option<CompactionHasher>,
 }
 
 /// What compactions' deletions took and removed: etcd's
@@ -120,18 +124,28 @@ impl MvccStore {
             rev <= w.rev && rev <= w.compact_rev,
             "compaction at {rev} not scheduled"
         );
-        if self.compact_rev.load(Ordering::SeqCst) < rev {
+        let prev = self.compact_rev.load(Ordering::SeqCst);
+        if prev < rev {
             self.compact_rev.store(rev, Ordering::SeqCst);
         }
         let keep = self.write_index()?.compact(rev);
         let start = Revision::new(0, 0).to_key(false).as_slice().to_vec();
         tracing::debug!(revision = rev, kept = keep.len(), "compaction scheduled");
-        *self.lock_compaction_job() = Some(CompactionJob {
+        let mut job = self.lock_compaction_job();
+        // As etcd, a hash only when the previous compaction's deletion had finished
+        // (not for a resumed one, whose `prev` is itself, nor one that replaces a
+        // pending deletion).
+        let previous_done =
+            prev < rev && job.is_none() && self.finished_compact_rev.load(Ordering::SeqCst) == prev;
+        let hasher = previous_done.then(|| CompactionHasher::new(prev, rev, !keep.is_empty()));
+        *job = Some(CompactionJob {
             rev,
             keep,
             resume: start,
             scheduled_at: Instant::now(),
+            hasher,
         });
+        drop(job);
         if let Some(wake) = self.compaction_waker.get() {
             wake();
         }
@@ -214,10 +228,14 @@ impl MvccStore {
             let mut resume: Option<Vec<u8>> = None;
             let mut scanned = 0usize;
             for entry in keys.range(job.resume.as_slice()..end.as_slice())? {
-                let (k, _) = entry?;
-                let (r, _) = Revision::from_key(k.value())?;
-                if !job.keep.contains(&r) {
+                let (k, v) = entry?;
+                let (r, tombstone) = Revision::from_key(k.value())?;
+                let kept = job.keep.contains(&r);
+                if !kept {
                     doomed.push(k.value().to_vec());
+                }
+                if let Some(h) = job.hasher.as_mut() {
+                    h.write_row(r, tombstone, kept, v.value());
                 }
                 scanned += 1;
                 if scanned >= batch_limit.max(1) {
@@ -251,9 +269,13 @@ impl MvccStore {
             None => {
                 let rev = job.rev;
                 stats.total.observe(job.scheduled_at.elapsed());
+                let hash = job.hasher.as_ref().map(CompactionHasher::finish);
                 *job_guard = None;
                 drop(job_guard);
                 self.finished_compact_rev.store(rev, Ordering::SeqCst);
+                if let Some(hash) = hash {
+                    self.compaction_hashes.store(hash);
+                }
                 tracing::debug!(revision = rev, "compaction finished");
                 Ok(CompactionStep::Finished(rev))
             }

@@ -24,10 +24,13 @@
 //!
 //! Errors are etcd 3.4's and 3.5's: a revision above the current one is a
 //! `FutureRevision`; a positive revision at or below the compaction revision is
-//! `Compacted` (etcd 3.6 accepts the compaction revision itself; etcd 3.5.5 and later
-//! also answer the revisions of their last compactions from hashes computed while
-//! compacting, which Bramble does not keep). Revision 0 is the current revision; a
-//! negative one hashes no row, as in etcd.
+//! `Compacted` (etcd 3.6 accepts the compaction revision itself, and etcd 3.5.5 and
+//! later also answer the revisions of their last compactions from hashes computed while
+//! compacting). Bramble keeps those hashes too ([`super::compaction_hash`]) and answers
+//! with them and 3.6's bounds ([`MvccStore::hash_by_rev`]) where members compare hashes
+//! with each other; the client's HashKV keeps 3.4's answers, which the differential
+//! tests compare. Revision 0 is the current revision; a negative one hashes no row, as
+//! in etcd.
 //!
 //! # Concurrency and memory
 //!
@@ -131,9 +134,19 @@ impl MvccStore {
     /// Runs concurrently with applies; reads the whole key table up to `revision`, so
     /// callers run it on a blocking thread.
     pub fn hash_kv(&self, revision: i64) -> Result<KvHash, MvccError> {
+        self.hash_kv_from(revision, false)
+    }
+
+    /// [`MvccStore::hash_kv`], where `compact_revision_too` says whether the
+    /// compaction revision itself may be hashed (etcd 3.6) or is `Compacted` (3.4, 3.5).
+    pub(super) fn hash_kv_from(
+        &self,
+        revision: i64,
+        compact_revision_too: bool,
+    ) -> Result<KvHash, MvccError> {
         let mut attempts = 0;
         loop {
-            match self.hash_kv_once(revision) {
+            match self.hash_kv_once(revision, compact_revision_too) {
                 Err(MvccError::Compacted) if revision == 0 && attempts < MAX_ATTEMPTS => {
                     attempts += 1
                 }
@@ -143,7 +156,7 @@ impl MvccStore {
         }
     }
 
-    fn hash_kv_once(&self, revision: i64) -> Result<KvHash, MvccError> {
+    fn hash_kv_once(&self, revision: i64, compact_revision_too: bool) -> Result<KvHash, MvccError> {
         // Pin the revision first, then open the snapshot: it holds that revision.
         let pin = self.pin();
         let rtxn = self.db().begin_read()?;
@@ -159,7 +172,7 @@ impl MvccStore {
             self.check_same_store(pin)?;
             self.compact_revision()
         };
-        if revision > 0 && revision <= compact {
+        if revision > 0 && (revision < compact || (revision == compact && !compact_revision_too)) {
             return Err(MvccError::Compacted);
         }
         if revision == 0 && at < compact {

@@ -43,6 +43,7 @@
 
 mod alarm;
 mod compaction;
+mod compaction_hash;
 mod defrag;
 mod error;
 mod events;
@@ -63,6 +64,7 @@ mod write;
 mod tests;
 
 pub use compaction::{CompactionMetrics, CompactionStep, DEFAULT_COMPACTION_BATCH_LIMIT};
+pub use compaction_hash::MAX_HASHES;
 pub use defrag::{DefragInfo, SpaceInfo, DEFRAG_WAIT};
 pub use error::MvccError;
 pub use hash::{KvHash, StoreHash};

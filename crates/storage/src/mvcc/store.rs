@@ -97,6 +97,8 @@ pub struct MvccStore {
     pub(super) compaction_waker: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// The last compaction whose deletion finished, for Compact's `physical` waiters.
     pub(super) finished_compact_rev: AtomicI64,
+    /// The hashes computed by the last compactions (see [`super::compaction_hash`]).
+    pub(super) compaction_hashes: super::compaction_hash::HashStorage,
 }
 
 /// What a reader loads before it opens its redb read transaction (see "Concurrency").
@@ -225,6 +227,7 @@ impl MvccStore {
             compaction_stats: Default::default(),
             compaction_waker: OnceLock::new(),
             finished_compact_rev: AtomicI64::new(meta.finished_compact),
+            compaction_hashes: Default::default(),
         };
         {
             let mut w = store.lock_writer()?;

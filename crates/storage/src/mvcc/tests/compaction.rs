@@ -290,3 +290,70 @@ fn a_snapshot_taken_mid_deletion_installs_and_finishes() {
     assert_eq!(dst.dump(0), src.dump(0));
     assert_eq!(dst.store.hash_kv(0).unwrap(), src.store.hash_kv(0).unwrap());
 }
+
+#[test]
+fn the_compaction_hash_is_hash_kv_just_before_it() {
+    let s = TestStore::new();
+    for i in 0..300 {
+        s.put(&format!("k{}", i % 13), &i.to_string());
+    }
+    s.del("k3", "");
+    let first = s.store.current_revision();
+    s.compact_scheduled(first).unwrap();
+    s.store.finish_compaction().unwrap();
+    // The first compaction, from -1: one hash.
+    assert_eq!(s.store.compaction_hashes().len(), 1);
+    assert_eq!(s.store.compaction_hashes()[0].compact_revision, -1);
+    for i in 0..500 {
+        s.put(&format!("k{}", i % 17), &format!("b{i}"));
+    }
+    s.del("k5", "");
+    let second = s.store.current_revision();
+    let before = s.store.hash_kv(second).unwrap();
+    assert_eq!(before.compact_revision, first);
+    s.compact_scheduled(second).unwrap();
+    // Batches smaller than the rows, with applies in between.
+    let mut steps = 0;
+    while s.store.compaction_step(37).unwrap() == CompactionStep::More {
+        steps += 1;
+        s.put("during", &steps.to_string());
+    }
+    assert!(steps > 5, "{steps}");
+    let stored = s.store.compaction_hashes();
+    let last = stored.last().copied().expect("a hash at the compaction");
+    assert_eq!(
+        (last.hash, last.compact_revision, last.hash_revision),
+        (before.hash, first, second)
+    );
+    // Peers are answered from it at that revision (etcd 3.6's HashByRev).
+    let answered = s.store.hash_by_rev(second).unwrap();
+    assert_eq!(
+        (answered.hash, answered.compact_revision),
+        (before.hash, first)
+    );
+    assert_eq!(answered.current_revision, s.store.current_revision());
+    // Without a stored hash, the compaction revision itself is hashed as 3.6 does.
+    let other = s.store.hash_by_rev(0).unwrap();
+    assert_eq!(other.compact_revision, second);
+    assert_eq!(s.store.hash_by_rev(second - 1), Err(MvccError::Compacted));
+}
+
+#[test]
+fn resumed_or_replaced_compactions_store_no_hash() {
+    // Replaced while pending (etcd: the previous compaction was not completed).
+    let (s, _) = with_pending_compaction(3000);
+    assert_eq!(s.store.compaction_step(1000).unwrap(), CompactionStep::More);
+    s.put("k1", "late");
+    let second = s.store.current_revision();
+    s.compact_scheduled(second).unwrap();
+    s.store.finish_compaction().unwrap();
+    assert!(s.store.compaction_hashes().is_empty());
+
+    // Interrupted, then resumed when the store opens again.
+    let (s, _) = with_pending_compaction(3000);
+    assert_eq!(s.store.compaction_step(1000).unwrap(), CompactionStep::More);
+    s.store.checkpoint().unwrap();
+    let s = s.reopen();
+    s.store.finish_compaction().unwrap();
+    assert!(s.store.compaction_hashes().is_empty());
+}
