@@ -312,11 +312,18 @@ fn restored_cluster(file: &Path, size: usize) -> (Cluster, Duration) {
 
 /// The migration of one etcd version: history, save, restore into 1 and 3 members,
 /// compare with the source.
-fn migrate_from(label: &str, etcd_bin: &Path) {
+fn migrate_from(label: &str, version: &str, etcd_bin: &Path) {
     let rt = runtime();
     let started = Instant::now();
     let source = SourceEtcd::start(etcd_bin, &rt);
     let mut src = rt.block_on(connect_endpoint(&source.endpoint));
+    let status = rt.block_on(src.status()).expect("status");
+    assert!(
+        status.version().starts_with(version),
+        "{label}: {} is etcd {}",
+        etcd_bin.display(),
+        status.version()
+    );
     let history = rt.block_on(write_history(&mut src));
     assert!(history.current - history.compacted > 40, "{label}");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -411,15 +418,15 @@ fn migrate_from(label: &str, etcd_bin: &Path) {
 
 #[test]
 fn migrates_from_etcd_3_4() {
-    migrate_from("etcd 3.4", &tools::etcd_bin());
+    migrate_from("etcd 3.4", "3.4.", &tools::etcd_bin());
 }
 
 #[test]
 fn migrates_from_etcd_3_5() {
-    migrate_from("etcd 3.5", &built_etcd("v3.5"));
+    migrate_from("etcd 3.5", "3.5.", &built_etcd("v3.5"));
 }
 
 #[test]
 fn migrates_from_etcd_3_6() {
-    migrate_from("etcd 3.6", &built_etcd("v3.6"));
+    migrate_from("etcd 3.6", "3.6.", &built_etcd("v3.6"));
 }
