@@ -430,3 +430,38 @@ fn migrates_from_etcd_3_5() {
 fn migrates_from_etcd_3_6() {
     migrate_from("etcd 3.6", "3.6.", &built_etcd("v3.6"));
 }
+
+/// etcd's users and roles are not imported, so a snapshot with authentication on is
+/// refused (and nothing is written) rather than restored into a cluster that would
+/// serve every client unauthenticated.
+#[test]
+fn a_snapshot_with_authentication_on_is_refused() {
+    let rt = runtime();
+    let source = SourceEtcd::start(&tools::etcd_bin(), &rt);
+    let ctl = Etcdctl::new(source.endpoint.clone());
+    ctl.run(&["put", "k", "v"]).assert_ok();
+    ctl.run(&["user", "add", "root:secret"]).assert_ok();
+    ctl.run(&["auth", "enable"]).assert_ok();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("etcd.db");
+    ctl.run(&[
+        "--user=root:secret",
+        "snapshot",
+        "save",
+        file.to_str().expect("utf-8"),
+    ])
+    .assert_ok();
+    let data = dir.path().join("data");
+    let out = Command::new(tools::bramble_bin())
+        .args(["snapshot", "restore", file.to_str().expect("utf-8")])
+        .arg(format!("--data-dir={}", data.display()))
+        .output()
+        .expect("run bramble snapshot restore");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("authentication is enabled in this etcd snapshot"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "a refused restore wrote {}", data.display());
+}

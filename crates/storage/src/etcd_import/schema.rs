@@ -11,6 +11,11 @@
 //! - bucket `lease`: lease id (8 bytes big-endian) → `leasepb.Lease` (ID, TTL,
 //!   RemainingTTL). The keys attached to a lease name it in their `KeyValue.lease`.
 //!
+//! - bucket `auth`: `authEnabled` = `[1]` when etcd's authentication is on. Users and
+//!   roles (`authUsers`, `authRoles`) are not converted, so a file with auth on is
+//!   refused rather than restored into a cluster that would serve every client
+//!   unauthenticated.
+//!
 //! The current revision is what etcd's `store.restore` computes: the main revision of
 //! the last key row, or the finished compaction revision if that is higher (a compaction
 //! may have removed the last rows, tombstones at the compaction revision).
@@ -28,6 +33,9 @@ use crate::mvcc::{ImportWriter, ImportedCompaction, MvccError, MAX_LEASE_TTL};
 const KEY_BUCKET: &[u8] = b"key";
 const META_BUCKET: &[u8] = b"meta";
 const LEASE_BUCKET: &[u8] = b"lease";
+const AUTH_BUCKET: &[u8] = b"auth";
+/// etcd's auth bucket key, `[1]` when authentication is enabled.
+const AUTH_ENABLED: &[u8] = b"authEnabled";
 /// etcd's meta keys of the compaction state.
 const SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
 const FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
@@ -174,6 +182,20 @@ pub(super) fn convert<S: ?Sized + Source>(
     let bucket = |name: &[u8]| buckets.iter().find(|(n, _)| n == name).map(|(_, r)| r);
     let keys =
         bucket(KEY_BUCKET).ok_or_else(|| schema_err("no key bucket: not an etcd database"))?;
+    if let Some(auth) = bucket(AUTH_BUCKET) {
+        let mut enabled = false;
+        db.for_each(auth, &mut |e| {
+            enabled |= e.key == AUTH_ENABLED && e.value == [1];
+            Ok(())
+        })?;
+        if enabled {
+            return Err(schema_err(
+                "authentication is enabled in this etcd snapshot, and its users and roles are \
+                 not imported: run `etcdctl auth disable` on etcd before saving the snapshot, \
+                 and set up users and roles on Bramble after the restore",
+            ));
+        }
+    }
     let (scheduled, finished) = compaction(db, bucket(META_BUCKET))?;
     let last_main = match db.last(keys)? {
         Some((key, _)) => parse_rev(&key)?.0,
