@@ -96,6 +96,9 @@ pub enum EtcdImportError {
     /// A row of etcd's schema that is not what etcd writes.
     #[error("etcd snapshot: {0}")]
     Schema(String),
+    /// Writing the converted stream failed (the store stopped reading it).
+    #[error("writing the converted stream: {0}")]
+    Write(String),
     /// The SHA-256 trailer is not the database's (etcdutl's words).
     #[error("expected sha256 {expected}, got {got}")]
     HashMismatch {
@@ -213,10 +216,13 @@ pub fn restore_etcd_snapshot(
     let converted = converter
         .join()
         .map_err(|_| EtcdImportError::Io("the converter panicked".into()))?;
-    // The converter's error says what is wrong with the file; the store's then only
-    // says the stream ended early.
-    let content = converted?;
-    let mut info = installed?;
+    // The converter's error says what is wrong with the file (the store's then only
+    // says the stream ended early), unless the store stopped reading first.
+    let (content, mut info) = match (converted, installed) {
+        (Ok(content), Ok(info)) => (content, info),
+        (Err(EtcdImportError::Write(_)), Err(store)) | (Ok(_), Err(store)) => return Err(store),
+        (Err(convert), _) => return Err(convert.into()),
+    };
     if info.snapshot.revision != content.revision {
         return Err(MvccError::BadSnapshot(format!(
             "converted revision {} installed as {}",

@@ -75,7 +75,7 @@ fn schema_err(msg: impl Into<String>) -> EtcdImportError {
 }
 
 fn write_err(e: MvccError) -> EtcdImportError {
-    EtcdImportError::Io(format!("writing the converted stream: {e}"))
+    EtcdImportError::Write(e.to_string())
 }
 
 /// An etcd revision key: (main, sub, tombstone).

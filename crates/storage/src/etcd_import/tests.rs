@@ -346,3 +346,21 @@ fn damage_anywhere_gives_an_answer() {
         let _ = convert(&m);
     }
 }
+
+/// When the store side fails first, its error is the answer, not the converter's
+/// broken pipe.
+#[test]
+fn a_store_failure_is_reported_as_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("snap.db");
+    std::fs::write(&file, FIXTURE).expect("write");
+    let db = dir.path().join("exists.redb");
+    std::fs::write(&db, b"mine").expect("write");
+    let opened = std::fs::File::open(&file).expect("open");
+    let err = restore_etcd_snapshot(&file, opened, &db, &restore_opts(false)).expect_err("exists");
+    assert!(
+        matches!(&err, RestoreError::Store(MvccError::Storage(m)) if m.contains("exists")),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&db).expect("read"), b"mine");
+}
