@@ -43,6 +43,9 @@ const FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
 const REV_BYTES_LEN: usize = 17;
 /// With the tombstone mark.
 const MARKED_REV_BYTES_LEN: usize = 18;
+/// Highest revision accepted: far beyond any real store (a billion writes a second for
+/// 146 years), low enough that the restored store never overflows counting on.
+const MAX_REVISION: i64 = i64::MAX / 2;
 /// Most buckets a root bucket may name (etcd has about a dozen).
 const MAX_ROOT_BUCKETS: usize = 1024;
 
@@ -220,6 +223,9 @@ pub(super) fn convert<S: ?Sized + Source>(
         )));
     }
     let revision = last_main.max(compact_revision).max(1);
+    if revision > MAX_REVISION {
+        return Err(schema_err(format!("revision {revision} is out of range")));
+    }
     let mut w = ImportWriter::new(out, revision, compaction).map_err(write_err)?;
 
     let mut leases = 0u64;
