@@ -30,7 +30,10 @@ pub fn run(data: &[u8]) {
     assert_eq!(info.compact_revision, content.compact_revision);
     // Four meta rows, and one or two for a compaction (scheduled, finished).
     let rows = 4 + content.key_rows + content.leases;
-    assert!((rows..=rows + 2).contains(&info.rows), "{info:?} {content:?}");
+    assert!(
+        (rows..=rows + 2).contains(&info.rows),
+        "{info:?} {content:?}"
+    );
     let dir = crate::scratch_dir();
     let store = MvccStore::open(&dir.path().join("db"), MvccOptions::default()).expect("open");
     match store.install_snapshot(&mut stream.as_slice()) {
