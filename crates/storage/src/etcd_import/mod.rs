@@ -3,7 +3,7 @@
 //!
 //! The file is recognised by content (bbolt's magic in the first meta page), its
 //! SHA-256 trailer checked as etcdutl checks it, and its database read with a reader
-//! made for untrusted files ([`bbolt`]). etcd's buckets ([`schema`]) are converted
+//! made for untrusted files (`bbolt`). etcd's buckets (`schema`) are converted
 //! into a Bramble snapshot stream (every revision row of every key, tombstones
 //! included, the current and compacted revisions, the leases) that is installed by the
 //! same checked path as a Bramble snapshot (`mvcc::restore_stream`): the converter
