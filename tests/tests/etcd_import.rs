@@ -38,8 +38,25 @@ struct SourceEtcd {
 }
 
 impl SourceEtcd {
-    /// Starts `bin` as a fresh one-member etcd; returns once it serves a Range.
+    /// Starts `bin` as a fresh one-member etcd; returns once it serves a Range. Ports are
+    /// probed, then bound by etcd later, so a start that exits early (another process took
+    /// a port) is retried on new ports, twice.
     fn start(bin: &Path, rt: &tokio::runtime::Runtime) -> SourceEtcd {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match SourceEtcd::try_start(bin, rt) {
+                Ok(etcd) => return etcd,
+                Err(log) => last = log,
+            }
+        }
+        panic!(
+            "{} exited before serving (3 attempts):\n{last}",
+            bin.display()
+        );
+    }
+
+    /// One attempt: the etcd, or its log if it exited before serving.
+    fn try_start(bin: &Path, rt: &tokio::runtime::Runtime) -> Result<SourceEtcd, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let (client, peer) = (free_port(), free_port());
         let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log file");
@@ -65,11 +82,11 @@ impl SourceEtcd {
                 }
             });
             if ok {
-                return etcd;
+                return Ok(etcd);
             }
             let log = std::fs::read_to_string(etcd.dir.path().join("etcd.log")).unwrap_or_default();
             if let Ok(Some(status)) = etcd.child.try_wait() {
-                panic!("{} exited ({status}):\n{log}", bin.display());
+                return Err(format!("exit status {status}:\n{log}"));
             }
             assert!(
                 Instant::now() < deadline,
