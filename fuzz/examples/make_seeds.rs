@@ -6,11 +6,12 @@
 use std::path::Path;
 
 fn main() {
-    let targets: [(&str, fn() -> Vec<Vec<u8>>); 4] = [
+    let targets: [(&str, fn() -> Vec<Vec<u8>>); 5] = [
         ("wal_recover", bramble_fuzz::wal_recover::seeds),
         ("snapshot_install", bramble_fuzz::snapshot_install::seeds),
         ("raft_wire", bramble_fuzz::raft_wire::seeds),
         ("kv_requests", bramble_fuzz::kv_requests::seeds),
+        ("etcd_import", bramble_fuzz::etcd_import::seeds),
     ];
     for (name, seeds) in targets {
         let dir = Path::new("corpus").join(name);
@@ -21,6 +22,7 @@ fn main() {
                 "wal_recover" => bramble_fuzz::wal_recover::run(&seed),
                 "snapshot_install" => bramble_fuzz::snapshot_install::run(&seed),
                 "raft_wire" => bramble_fuzz::raft_wire::run(&seed),
+                "etcd_import" => bramble_fuzz::etcd_import::run(&seed),
                 _ => bramble_fuzz::kv_requests::run(&seed),
             }
             std::fs::write(dir.join(format!("seed-{n}")), seed).expect("writing a seed");

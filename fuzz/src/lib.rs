@@ -6,6 +6,7 @@
 //! invariants it asserts (a failed assertion is a finding, as is a panic in the code
 //! under test, an allocation over `-malloc_limit_mb`, or a hang over `-timeout`).
 
+pub mod etcd_import;
 pub mod kv_requests;
 pub mod raft_wire;
 pub mod snapshot_install;

@@ -5,8 +5,8 @@
 //!
 //! `status FILE` checks the whole file (length, SHA-256 trailer, the stream's framing
 //! and crc) and prints what etcdutl prints: hash, revision, total keys, total size.
-//! `restore FILE ...` makes a new cluster member's data dir from it
-//! (`crate::snapshot_restore`).
+//! `restore FILE ...` makes a new cluster member's data dir from it, or from an etcd
+//! snapshot file (migration from etcd, `crate::snapshot_restore`).
 
 use std::fs::File;
 use std::io::{BufReader, Write};

@@ -1,6 +1,8 @@
 //! `bramble snapshot restore FILE ...`: a data dir for one member of a NEW cluster,
-//! made from a file `etcdctl snapshot save` wrote from Bramble, with etcdutl 3.6's
-//! flags, defaults and refusals.
+//! made from a file `etcdctl snapshot save` wrote from Bramble, or from etcd 3.4, 3.5
+//! or 3.6 (a bbolt database, recognised by content and converted with its whole MVCC
+//! history, revisions and leases: `bramble_storage::etcd_import`, the migration from
+//! etcd), with etcdutl 3.6's flags, defaults and refusals.
 //!
 //! The member and cluster ids are derived from `--initial-cluster`,
 //! `--initial-cluster-token` and `--name` exactly as a fresh bootstrap derives them
@@ -33,7 +35,7 @@ const EXIT_ERROR: u8 = 1;
 /// etcdutl 3.6's `snapshot restore` flags, with its defaults.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct RestoreArgs {
-    /// The snapshot file (from `etcdctl snapshot save`).
+    /// The snapshot file (from `etcdctl snapshot save`, of Bramble or of etcd).
     file: Option<PathBuf>,
     /// Path to the output data directory (default: NAME.etcd).
     #[arg(long = "data-dir")]

@@ -73,6 +73,7 @@ pub use snapshot::{
     restore_saved_snapshot, saved_padding, verify_saved_snapshot, verify_snapshot, RestoreError,
     RestoreInfo, RestoreOptions, SavedSnapshotInfo, SnapshotInfo, StoreSnapshot, SAVED_SHA256_LEN,
 };
+pub(crate) use snapshot::{restore_stream, ImportWriter, ImportedCompaction};
 pub use store::{MvccOptions, MvccStore};
 pub use txn_read::is_read_only;
 pub use write::{ApplyResult, RaftEntry};

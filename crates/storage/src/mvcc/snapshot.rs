@@ -43,6 +43,7 @@
 //! stay consistent across an install.
 
 mod format;
+mod import;
 mod restore;
 mod saved;
 
@@ -61,6 +62,8 @@ use super::revision::Revision;
 use super::schema::{self, KEYS, LEASES, META, RAFT};
 use super::store::{self, Loaded, MvccStore, WriterState};
 use format::{bad, Decoder, Encoder, Tag};
+pub(crate) use import::{ImportWriter, ImportedCompaction};
+pub(crate) use restore::restore_stream;
 pub use restore::{restore_saved_snapshot, RestoreError, RestoreInfo, RestoreOptions};
 pub use saved::{saved_padding, verify_saved_snapshot, SavedSnapshotInfo, SAVED_SHA256_LEN};
 

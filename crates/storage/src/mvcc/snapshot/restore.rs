@@ -51,6 +51,9 @@ pub enum RestoreError {
     /// The file is not a whole, intact snapshot, or the database could not be written.
     #[error(transparent)]
     Store(#[from] MvccError),
+    /// The file is an etcd snapshot that could not be read or converted.
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd_import::EtcdImportError),
 }
 
 /// What a restore produced.
@@ -74,22 +77,18 @@ pub fn restore_saved_snapshot(
     db_path: &Path,
     opts: &RestoreOptions,
 ) -> Result<RestoreInfo, RestoreError> {
-    if db_path.exists() {
-        return Err(MvccError::Storage(format!(
-            "{}: exists; a restore writes a new database",
-            db_path.display()
-        ))
-        .into());
-    }
+    refuse_existing(db_path)?;
     let file_err = |e: std::io::Error| bad(format!("{}: {e}", snapshot.display()));
     let mut file = File::open(snapshot).map_err(file_err)?;
+    if crate::etcd_import::is_etcd_snapshot(&mut file).map_err(file_err)? {
+        // etcd's own snapshot file (bbolt): converted as it is installed.
+        return crate::etcd_import::restore_etcd_snapshot(snapshot, file, db_path, opts);
+    }
     let len = file.metadata().map_err(file_err)?.len();
     let (stream, hash_checked) = check_file(&mut file, len, opts.skip_hash_check)?;
     file.seek(SeekFrom::Start(0)).map_err(file_err)?;
-
-    let store = MvccStore::open(db_path, MvccOptions::default())?;
-    let installed = store.install_snapshot(&mut (&mut file).take(stream.bytes))?;
-    if installed.rows != stream.rows || installed.revision != stream.revision {
+    let installed = restore_stream(&mut (&mut file).take(stream.bytes), db_path, opts)?;
+    if installed.snapshot.rows != stream.rows || installed.snapshot.revision != stream.revision {
         // The file changed between the check and the install.
         return Err(bad(format!(
             "{}: changed while it was restored",
@@ -97,6 +96,36 @@ pub fn restore_saved_snapshot(
         ))
         .into());
     }
+    Ok(RestoreInfo {
+        snapshot: stream,
+        hash_checked,
+        ..installed
+    })
+}
+
+/// Refuses a database path that exists: a restore writes a new database.
+fn refuse_existing(db_path: &Path) -> Result<(), RestoreError> {
+    if db_path.exists() {
+        return Err(MvccError::Storage(format!(
+            "{}: exists; a restore writes a new database",
+            db_path.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Installs the snapshot stream read from `input` into a new database at `db_path`,
+/// then applies `opts` (new raft state, bumped revision, compaction mark), durably.
+/// The returned info's `snapshot` is the stream as installed, `hash_checked` false.
+pub(crate) fn restore_stream(
+    input: &mut impl Read,
+    db_path: &Path,
+    opts: &RestoreOptions,
+) -> Result<RestoreInfo, RestoreError> {
+    refuse_existing(db_path)?;
+    let store = MvccStore::open(db_path, MvccOptions::default())?;
+    let installed = store.install_snapshot(input)?;
     let revision = bumped(installed.revision, opts.bump_revision)?;
     let compact_revision = if opts.mark_compacted {
         revision
@@ -110,8 +139,8 @@ pub fn restore_saved_snapshot(
     let store = MvccStore::open(db_path, MvccOptions::default())?;
     store.checkpoint()?;
     Ok(RestoreInfo {
-        snapshot: stream,
-        hash_checked,
+        snapshot: installed,
+        hash_checked: false,
         revision: store.current_revision(),
         compact_revision: store.compact_revision(),
     })
