@@ -90,6 +90,11 @@ pub struct NodeOptions {
     /// Where to serve the peer protocol (etcd's `--listen-peer-urls`); empty
     /// for a one-member store that never talks to peers.
     pub listen_peer_addrs: Vec<SocketAddr>,
+    /// etcd's `--force-new-cluster`: a member whose cluster lost its quorum for
+    /// good restarts as the only member of it, keeping its data, cluster id and
+    /// member id (see [`bramble_raft::force_new_cluster`]). No effect on a data
+    /// dir that holds no cluster yet. Not with [`ClusterState::Existing`].
+    pub force_new_cluster: bool,
 }
 
 /// etcd's `--initial-cluster-state`: whether the first start creates a
@@ -121,6 +126,7 @@ impl NodeOptions {
             initial_cluster: Vec::new(),
             initial_cluster_state: ClusterState::New,
             listen_peer_addrs: Vec::new(),
+            force_new_cluster: false,
         }
     }
 
@@ -208,6 +214,17 @@ impl Node {
             })?;
             peer_listeners.push(l);
         }
+        if opts.force_new_cluster && opts.initial_cluster_state == ClusterState::Existing {
+            // Joining a cluster and making one of this member alone contradict
+            // each other; etcd would silently pick one.
+            return Err(Error {
+                code: tonic::Code::InvalidArgument,
+                message: "--force-new-cluster cannot be used with --initial-cluster-state \
+                          existing: it makes this member a cluster of its own"
+                    .into(),
+                fatal: None,
+            });
+        }
         let ids = crate::identity_file::load_or_create(&opts).await?;
         let member = MemberAttributes {
             name: opts.name.clone(),
@@ -230,7 +247,9 @@ impl Node {
             ClusterState::New => Some(crate::identity_file::initial_members(&opts)?),
             ClusterState::Existing => None,
         };
-        let single = cfg.bootstrap.as_ref().is_some_and(|m| m.len() == 1);
+        cfg.force_new_cluster = opts.force_new_cluster;
+        // A forced member is a one-member cluster too.
+        let single = opts.force_new_cluster || cfg.bootstrap.as_ref().is_some_and(|m| m.len() == 1);
         let db_path = cfg.db_path();
         let node = RaftNode::start(cfg).await.map_err(unavailable)?;
 

@@ -5,8 +5,7 @@
 //! accepted with a warning and dropped. A flag whose silent loss would change safety
 //! (security, durability, which cluster a member forms) refuses to start instead,
 //! unless it is set to its off value: TLS and client-certificate auth (ignoring them
-//! would serve in plain text whoever connects), `--force-new-cluster` (the operator
-//! means to rewrite the membership), the corruption checks (the operator counts on
+//! would serve in plain text whoever connects), the corruption checks (the operator counts on
 //! them), discovery and the v2 proxy (another way to form a cluster), and
 //! `--config-file` (it may set any of these).
 //!
@@ -168,12 +167,6 @@ const UNSUPPORTED: &[UnsupportedFlag] = &[
     ignored("backend-bbolt-freelist-type", true),
     ignored("socket-reuse-port", false),
     ignored("socket-reuse-address", false),
-    refused(
-        "force-new-cluster",
-        false,
-        GO_FALSE,
-        "forcing a new cluster from this member's data is not implemented yet",
-    ),
     // Bramble fsyncs every write whatever this says: ignoring it is the safe side.
     ignored("unsafe-no-fsync", false),
     refused(
@@ -280,8 +273,6 @@ mod tests {
         assert!(judge("client-cert-auth", "x", Some("false")).is_ok());
         assert!(judge("cert-file", "x", Some("/etc/cert.pem")).is_err());
         assert!(judge("cert-file", "x", Some("")).is_ok());
-        assert!(judge("force-new-cluster", "x", None).is_err());
-        assert!(judge("force-new-cluster", "x", Some("0")).is_ok());
         assert!(judge("experimental-corrupt-check-time", "x", Some("1m")).is_err());
         assert!(judge("experimental-corrupt-check-time", "x", Some("0s")).is_ok());
         assert!(judge("config-file", "x", Some("/etc/etcd.yaml")).is_err());
