@@ -304,4 +304,36 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn a_restored_member_with_an_empty_log_is_purged_up_to_its_applied_entry_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (wal, store) = open(dir.path());
+        // What `bramble snapshot restore` leaves: raft index 0 (store index 1, term 0)
+        // applied with the new cluster's membership, an empty WAL.
+        let stored = openraft::StoredMembership::new(Some(log_codec::log_id(0, 0)), three());
+        let blob = log_codec::encode_stored_membership(&stored);
+        store
+            .apply_entries(&[(1, 0, bramble_storage::mvcc::RaftEntry::Membership(&blob))])
+            .expect("apply");
+        let out = force_new_cluster(&wal, &store, 3, &attrs("c")).expect("force");
+        assert_eq!(
+            out,
+            ForceOutcome::Forced {
+                index: 1,
+                applied_index: 0,
+                removed: vec![1, 2],
+            }
+        );
+        assert_eq!(wal.purged_index(), Some(0));
+        assert_eq!(
+            last_log_id_blocking(&wal).expect("last"),
+            Some(log_codec::log_id(0, 1))
+        );
+        let (_, payload) = entry_at(&wal, 1);
+        let EntryPayload::Membership(m) = payload else {
+            panic!("not a membership entry: {payload:?}");
+        };
+        assert_eq!(m.voter_ids().collect::<Vec<_>>(), [3]);
+    }
 }
