@@ -214,6 +214,14 @@ fn scenario(kind: Kind) -> Outcome {
         "{kind}: member list after the force: {list:?}"
     );
     assert_eq!(list[0].id, survivor_id, "{kind}: {list:?}");
+    let listed = cluster.member(survivor).etcdctl().run(&["member", "list"]);
+    listed.assert_ok();
+    let lines: Vec<String> = listed.stdout_str().lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 1, "{kind}: etcdctl member list: {lines:?}");
+    assert!(
+        lines[0].starts_with(&format!("{survivor_id:x}, started, ")),
+        "{kind}: etcdctl member list: {lines:?}"
+    );
     let put_rev = rt.block_on(async {
         let mut c = connect_endpoint(&survivor_ep).await;
         let resp = c
