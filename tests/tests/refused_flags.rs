@@ -1,5 +1,5 @@
 //! etcd flags whose silent loss would change safety (TLS and client-certificate auth,
-//! `--force-new-cluster`, the corruption checks; also set in a `--config-file`) make the real binary
+//! discovery, the v2 proxy; also when set in a `--config-file`) make the real binary
 //! refuse to start, with a clear reason and before it creates anything; set to their off
 //! values they are accepted. (etcd implements them; Bramble does not yet.)
 
@@ -65,7 +65,8 @@ fn safety_flags_refuse_to_start_and_create_nothing() {
     let cases: &[Case] = &[
         (&["--client-cert-auth"], None),
         (&["-cert-file", "/etc/etcd/pki/server.crt"], None),
-        (&["--force-new-cluster"], None),
+        (&["--proxy=on"], None),
+        (&["--discovery-srv", "example.com"], None),
         (&[], Some(("ETCD_CLIENT_CERT_AUTH", "true"))),
     ];
     for (args, env) in cases {

@@ -3,7 +3,7 @@
 //!
 //! etcd flags that Bramble does not implement are accepted with a warning
 //! and ignored, so an etcd command line starts unchanged, unless ignoring one
-//! would change safety (TLS, `--force-new-cluster`, `--config-file`): those refuse to start unless set off
+//! would change safety (TLS): those refuse to start unless set off
 //! (`crate::unsupported_flags`). Any other unknown flag is an error, and TLS
 //! listener URLs refuse to start (`listen_addrs`).
 //!
@@ -98,6 +98,21 @@ pub struct Flags {
         default_value = defaults::INITIAL_CLUSTER_TOKEN
     )]
     pub initial_cluster_token: String,
+
+    /// Force to create a new one member cluster: restart this member of a cluster
+    /// that lost its quorum as the only member, keeping its data, cluster id and
+    /// member id (then add new members with `member add`). Use only when the other
+    /// members are gone for good; no effect on an empty data dir.
+    #[arg(
+        long = "force-new-cluster",
+        env = "ETCD_FORCE_NEW_CLUSTER",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        value_parser = parse_go_bool
+    )]
+    pub force_new_cluster: bool,
 
     /// Maximum client request size in bytes the server will accept.
     #[arg(
@@ -478,6 +493,16 @@ const DEPRECATED_NAMES: &[Renamed] = &[
         new: "compact-hash-check-time",
     },
 ];
+
+/// A boolean as Go's `strconv.ParseBool` reads it (etcd's boolean flags and
+/// variables).
+pub(crate) fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        other => Err(format!("parse error: invalid boolean value {other:?}")),
+    }
+}
 
 /// The `ETCD_*` variable of flag `name`, as etcd names it.
 pub(crate) fn env_name(name: &str) -> String {

@@ -96,6 +96,11 @@ pub struct NodeOptions {
     /// `--corrupt-check-time`, `--feature-gates=CompactHashCheck=true`); all off
     /// by default, as in etcd.
     pub corruption_checks: CorruptionChecks,
+    /// etcd's `--force-new-cluster`: a member whose cluster lost its quorum for
+    /// good restarts as the only member of it, keeping its data, cluster id and
+    /// member id (see [`bramble_raft::force_new_cluster`]). No effect on a data
+    /// dir that holds no cluster yet. Not with [`ClusterState::Existing`].
+    pub force_new_cluster: bool,
 }
 
 /// etcd's `--initial-cluster-state`: whether the first start creates a
@@ -128,6 +133,7 @@ impl NodeOptions {
             initial_cluster_state: ClusterState::New,
             listen_peer_addrs: Vec::new(),
             corruption_checks: CorruptionChecks::default(),
+            force_new_cluster: false,
         }
     }
 
@@ -215,6 +221,17 @@ impl Node {
             })?;
             peer_listeners.push(l);
         }
+        if opts.force_new_cluster && opts.initial_cluster_state == ClusterState::Existing {
+            // Joining a cluster and making one of this member alone contradict
+            // each other; etcd would silently pick one.
+            return Err(Error {
+                code: tonic::Code::InvalidArgument,
+                message: "--force-new-cluster cannot be used with --initial-cluster-state \
+                          existing: it makes this member a cluster of its own"
+                    .into(),
+                fatal: None,
+            });
+        }
         let ids = crate::identity_file::load_or_create(&opts).await?;
         let member = MemberAttributes {
             name: opts.name.clone(),
@@ -237,7 +254,9 @@ impl Node {
             ClusterState::New => Some(crate::identity_file::initial_members(&opts)?),
             ClusterState::Existing => None,
         };
-        let single = cfg.bootstrap.as_ref().is_some_and(|m| m.len() == 1);
+        cfg.force_new_cluster = opts.force_new_cluster;
+        // A forced member is a one-member cluster too.
+        let single = opts.force_new_cluster || cfg.bootstrap.as_ref().is_some_and(|m| m.len() == 1);
         let db_path = cfg.db_path();
         // etcd's `memberInitialized`: a new member has nothing to check yet.
         let initialized = db_path.exists();

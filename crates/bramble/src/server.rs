@@ -43,6 +43,12 @@ pub(crate) fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         "existing" => ClusterState::Existing,
         other => bail!("--initial-cluster-state must be 'new' or 'existing', not {other:?}"),
     };
+    if flags.force_new_cluster && initial_cluster_state == ClusterState::Existing {
+        bail!(
+            "--force-new-cluster cannot be used with --initial-cluster-state existing: it \
+             makes this member a cluster of its own, it does not join one"
+        );
+    }
     // etcd ignores a zero interval (tokio's timers would spin on it).
     let progress_interval = match flags.watch_progress_notify_interval {
         d if d.is_zero() => crate::defaults::WATCH_PROGRESS_NOTIFY_INTERVAL,
@@ -84,6 +90,7 @@ pub(crate) fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         initial_cluster_state,
         listen_peer_addrs: bind_addrs(&flags.listen_peer_urls)?,
         corruption_checks,
+        force_new_cluster: flags.force_new_cluster,
     })
 }
 

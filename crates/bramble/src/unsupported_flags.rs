@@ -5,10 +5,9 @@
 //! accepted with a warning and dropped. A flag whose silent loss would change safety
 //! (security, durability, which cluster a member forms) refuses to start instead,
 //! unless it is set to its off value: TLS and client-certificate auth (ignoring them
-//! would serve in plain text whoever connects), `--force-new-cluster` (the operator
-//! means to rewrite the membership), and discovery and the v2 proxy (another way to
-//! form a cluster). The same judgement applies to the settings of a `--config-file`
-//! (crate::config_file). etcd 3.6's `--feature-gates` are read here too
+//! would serve in plain text whoever connects), and discovery and the v2 proxy
+//! (another way to form a cluster). The same judgement applies to the settings of a
+//! `--config-file` (crate::config_file). etcd 3.6's `--feature-gates` are read here too
 //! ([`feature_gates`]): the corruption check gates are implemented, the others are
 //! harmless to ignore.
 //!
@@ -173,12 +172,6 @@ const UNSUPPORTED: &[UnsupportedFlag] = &[
     ignored("backend-bbolt-freelist-type", true),
     ignored("socket-reuse-port", false),
     ignored("socket-reuse-address", false),
-    refused(
-        "force-new-cluster",
-        false,
-        GO_FALSE,
-        "forcing a new cluster from this member's data is not implemented yet",
-    ),
     // Bramble fsyncs every write whatever this says: ignoring it is the safe side.
     ignored("unsafe-no-fsync", false),
     refused(
@@ -278,8 +271,6 @@ mod tests {
         assert!(judge("client-cert-auth", "x", Some("false")).is_ok());
         assert!(judge("cert-file", "x", Some("/etc/cert.pem")).is_err());
         assert!(judge("cert-file", "x", Some("")).is_ok());
-        assert!(judge("force-new-cluster", "x", None).is_err());
-        assert!(judge("force-new-cluster", "x", Some("0")).is_ok());
         assert!(judge("proxy", "x", Some("on")).is_err());
         assert!(judge("proxy", "x", Some("off")).is_ok());
     }

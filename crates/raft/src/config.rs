@@ -49,6 +49,9 @@ pub struct NodeConfig {
     /// etcd's request limits (`--max-request-bytes`, `--max-txn-ops`), checked
     /// on every proposal, forwarded ones included.
     pub limits: Limits,
+    /// etcd's `--force-new-cluster`: before Raft starts, make this member the
+    /// only one of its cluster, keeping its data (see [`crate::force_new_cluster`]).
+    pub force_new_cluster: bool,
 }
 
 impl NodeConfig {
@@ -72,6 +75,7 @@ impl NodeConfig {
             cluster_id: crate::derived_ids::cluster_id(&[member_id]),
             bootstrap: Some([(member_id, member.clone())].into()),
             limits: Limits::default(),
+            force_new_cluster: false,
             member,
         }
     }

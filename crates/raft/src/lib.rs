@@ -16,6 +16,7 @@ pub mod defaults;
 pub mod derived_ids;
 mod error;
 pub mod fatal;
+pub mod force_new_cluster;
 pub mod forwarded_proposals;
 pub mod idutil;
 pub mod log_codec;

@@ -129,6 +129,39 @@ impl LogStore {
     }
 }
 
+/// The WAL records that purge the log up to `log_id` (remembering its term), as
+/// [`RaftLogStorage::purge`] writes them.
+pub(crate) fn purge_records(log_id: &LogId) -> Vec<Record> {
+    vec![
+        Record::Meta {
+            key: META_PURGED,
+            value: encode_log_id(log_id),
+        },
+        Record::PurgeUpTo {
+            index: log_id.index,
+        },
+    ]
+}
+
+/// The id of the last entry in `wal`, or of the last purged one when the log is
+/// empty, `None` for a log that never held anything. Blocking (may read the disk).
+pub(crate) fn last_log_id_blocking(wal: &Wal) -> io::Result<Option<LogId>> {
+    if let Some(last) = wal.last_index() {
+        let raw = wal.read(last..=last).map_err(io_error)?;
+        return match raw.first() {
+            Some((index, bytes)) => Ok(Some(log_codec::decode_entry(*index, bytes)?.log_id)),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("wal reports last index {last} but cannot read it"),
+            )),
+        };
+    }
+    match wal.meta(META_PURGED) {
+        Some(bytes) => Ok(Some(decode_log_id(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
 fn encode_log_id(id: &LogId) -> Bytes {
     let mut b = Vec::with_capacity(16);
     b.extend_from_slice(&log_codec::log_term(id).to_le_bytes());
@@ -306,18 +339,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let id = encode_log_id(&log_id);
-        let index = log_id.index;
-        self.blocking(move |wal| {
-            wal.append_sync(vec![
-                Record::Meta {
-                    key: META_PURGED,
-                    value: id,
-                },
-                Record::PurgeUpTo { index },
-            ])
-        })
-        .await
+        let records = purge_records(&log_id);
+        self.blocking(move |wal| wal.append_sync(records)).await
     }
 }
 

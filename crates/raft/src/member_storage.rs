@@ -14,9 +14,11 @@ use bramble_storage::wal::Wal;
 
 use crate::config::NodeConfig;
 use crate::fatal::FatalSignal;
+use crate::force_new_cluster::{force_new_cluster, ForceOutcome};
 use crate::log_store::LogStore;
 use crate::node::StartError;
 use crate::snapshot::SnapshotDir;
+use crate::types::MemberAttributes;
 
 /// A member's storage, opened.
 pub(crate) struct MemberStorage {
@@ -26,6 +28,8 @@ pub(crate) struct MemberStorage {
     pub(crate) store: Arc<MvccStore>,
     /// Where snapshots are kept (`member/snap`), temporaries removed.
     pub(crate) snapshots: SnapshotDir,
+    /// What `--force-new-cluster` did, if it was given.
+    pub(crate) forced: Option<ForceOutcome>,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
@@ -48,7 +52,10 @@ impl MemberStorage {
         let options = MvccOptions {
             cache_size_bytes: cfg.mvcc_cache_bytes,
         };
-        tokio::task::spawn_blocking(move || open(wal_dir, db_path, snap_dir, options, fatal))
+        let force = cfg
+            .force_new_cluster
+            .then(|| (cfg.member_id, cfg.member.clone()));
+        tokio::task::spawn_blocking(move || open(wal_dir, db_path, snap_dir, options, fatal, force))
             .await
             .map_err(|e| StartError::Io {
                 path: cfg.data_dir.clone(),
@@ -64,6 +71,7 @@ fn open(
     snap_dir: PathBuf,
     options: MvccOptions,
     fatal: FatalSignal,
+    force: Option<(u64, MemberAttributes)>,
 ) -> Result<MemberStorage, StartError> {
     // The WAL is created before the database, so a database without a
     // WAL means the WAL was lost, not a first start (etcd: wal.Exist).
@@ -84,9 +92,18 @@ fn open(
         Arc::new(MvccStore::open(&db_path, options).map_err(|e| StartError::Mvcc(e.to_string()))?);
     let snapshots = SnapshotDir::new(&snap_dir).map_err(io_error(&snap_dir))?;
     snapshots.remove_temporaries();
+    // Before openraft reads the log: it must start from the rewritten membership.
+    let forced = match force {
+        Some((member_id, attributes)) => Some(
+            force_new_cluster(log_store.wal(), &store, member_id, &attributes)
+                .map_err(StartError::ForceNewCluster)?,
+        ),
+        None => None,
+    };
     Ok(MemberStorage {
         log_store,
         store,
         snapshots,
+        forced,
     })
 }

@@ -40,11 +40,40 @@ fn flags_that_change_safety_refuse_to_start() {
         &["bramble", "--client-cert-auth"][..],
         &["bramble", "--client-cert-auth=true"],
         &["bramble", "-cert-file", "/etc/etcd/server.crt"],
-        &["bramble", "--force-new-cluster"],
+        &["bramble", "--proxy", "on"],
     ] {
         let refusal = preprocess_args(args(argv)).expect_err("refused");
         assert!(refusal.contains("Refusing to start"), "{refusal}");
     }
+}
+
+#[test]
+fn force_new_cluster_is_a_go_boolean_flag() {
+    let parse = |argv: &[&str]| {
+        let (out, _) = preprocess_args(args(argv)).expect("preprocessed");
+        Flags::try_parse_from(out).map(|f| f.force_new_cluster)
+    };
+    assert!(!parse(&["bramble"]).expect("parses"));
+    assert!(parse(&["bramble", "--force-new-cluster"]).expect("parses"));
+    assert!(parse(&["bramble", "-force-new-cluster"]).expect("parses"));
+    assert!(parse(&["bramble", "--force-new-cluster=true"]).expect("parses"));
+    assert!(!parse(&["bramble", "--force-new-cluster=false"]).expect("parses"));
+    assert!(parse(&["bramble", "--force-new-cluster=yes"]).is_err());
+    // A Go boolean flag takes no separate value: the next word is an argument.
+    assert!(parse(&["bramble", "--force-new-cluster", "--name", "x"]).expect("parses"));
+}
+
+#[test]
+fn force_new_cluster_refuses_to_join_an_existing_cluster() {
+    let (out, _) = preprocess_args(args(&[
+        "bramble",
+        "--force-new-cluster",
+        "--initial-cluster-state=existing",
+    ]))
+    .expect("preprocessed");
+    let flags = Flags::try_parse_from(out).expect("parses");
+    let err = crate::server::node_options(&flags).expect_err("refused");
+    assert!(err.to_string().contains("--force-new-cluster"), "{err}");
 }
 
 #[test]

@@ -57,6 +57,9 @@ pub enum StartError {
     /// openraft refused to start.
     #[error("raft: {0}")]
     Raft(String),
+    /// `--force-new-cluster` could not rewrite the membership.
+    #[error("force new cluster: {0}")]
+    ForceNewCluster(#[from] crate::force_new_cluster::ForceError),
     /// The state machine exists but the WAL (the Raft log and vote) is gone:
     /// starting afresh could vote twice in one term, so the member refuses.
     #[error(
@@ -72,6 +75,39 @@ pub enum StartError {
         /// The state machine's database, `member/snap/db`.
         db: PathBuf,
     },
+}
+
+/// Logs what `--force-new-cluster` did, with etcd's line first.
+fn log_forced(outcome: &crate::force_new_cluster::ForceOutcome, member_id: u64, cluster_id: u64) {
+    use crate::force_new_cluster::ForceOutcome;
+    match outcome {
+        ForceOutcome::NothingToForce => tracing::warn!(
+            "force new cluster: no existing raft state in the data dir; starting a new \
+             cluster from the flags (the flag has no effect)"
+        ),
+        ForceOutcome::AlreadyAlone { last_index } => tracing::warn!(
+            "forcing restart of member {member_id:x} in cluster {cluster_id:x} at commit \
+             index {last_index}: it already is the only member"
+        ),
+        ForceOutcome::Forced {
+            index,
+            applied_index,
+            removed,
+        } => {
+            // etcd 3.4: "forcing restart of member %s in cluster %s at commit index %d".
+            tracing::warn!(
+                "forcing restart of member {member_id:x} in cluster {cluster_id:x} at commit \
+                 index {applied_index}"
+            );
+            let removed: Vec<String> = removed.iter().map(|id| format!("{id:x}")).collect();
+            tracing::warn!(
+                "force new cluster: removed members [{}] with a membership entry at index \
+                 {index}; log entries after the applied index {applied_index} are kept and \
+                 committed (etcd discards those beyond its commit index)",
+                removed.join(", ")
+            );
+        }
+    }
 }
 
 /// What the Maintenance.Status RPC reports about Raft.
@@ -143,7 +179,11 @@ impl RaftNode {
             log_store,
             store,
             snapshots,
+            forced,
         } = MemberStorage::open(&cfg, fatal.clone()).await?;
+        if let Some(outcome) = &forced {
+            log_forced(outcome, cfg.member_id, cfg.cluster_id);
+        }
         let wal_release = log_store.wal().release();
         let wal_meter = log_store.wal().meter();
 
@@ -230,6 +270,17 @@ impl RaftNode {
                 raft.initialize(members.clone())
                     .await
                     .map_err(|e| StartError::Raft(e.to_string()))?;
+            }
+        }
+
+        // A forced member is the only voter: campaign now rather than after an
+        // election timeout of silence (its first entry as leader commits the log).
+        if matches!(
+            forced,
+            Some(crate::force_new_cluster::ForceOutcome::Forced { .. })
+        ) {
+            if let Err(e) = raft.trigger().elect(false).await {
+                tracing::warn!("force new cluster: campaign: {e}");
             }
         }
 
