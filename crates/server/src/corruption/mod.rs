@@ -14,7 +14,7 @@
 //!   the same compaction and raises the alarm for the members outside the majority.
 //!
 //! Members ask each other over the peer listener ([`peer`]); the verdicts are
-//! [`compare`]'s.
+//! `compare`'s.
 
 pub(crate) mod compare;
 pub mod peer;
