@@ -30,6 +30,7 @@ pub(crate) mod leader;
 mod plan;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bramble_api::bramblepb as pb;
@@ -187,7 +188,19 @@ impl RaftNode {
         let m = self.raft().metrics().borrow_watched().clone();
         let me = self.member_id();
         let committed = m.committed_membership_config.membership();
-        if committed.get_node(&me).is_none() && committed.nodes().next().is_some() {
+        let listed = committed.get_node(&me).is_some();
+        if listed {
+            self.seen_in_membership.store(true, Ordering::Relaxed);
+        }
+        // Only a member that was listed can read its absence as a removal: a
+        // member that just joined may install a snapshot taken before it was
+        // added (its membership lacks the member until the entries after the
+        // snapshot arrive, seconds later for a large one). It asks the
+        // members it knows instead, below.
+        if !listed
+            && committed.nodes().next().is_some()
+            && self.seen_in_membership.load(Ordering::Relaxed)
+        {
             return true;
         }
         // (A leader that removed itself keeps naming itself the leader

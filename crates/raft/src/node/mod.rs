@@ -162,6 +162,9 @@ pub struct RaftNode {
     leader_changes: Arc<std::sync::atomic::AtomicU64>,
     /// Heartbeat round trips to each peer.
     peer_rtt: PeerRtt,
+    /// Set once this member saw itself in a committed membership: from then on
+    /// its absence there means it was removed (`membership::is_removed`).
+    pub(crate) seen_in_membership: std::sync::atomic::AtomicBool,
 }
 
 /// How long [`RaftNode::shutdown`] waits for openraft's tasks to let go of
@@ -341,6 +344,7 @@ impl RaftNode {
             wal_meter,
             leader_changes,
             peer_rtt,
+            seen_in_membership: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
