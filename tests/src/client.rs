@@ -58,6 +58,64 @@ fn header(h: Option<&ResponseHeader>) -> String {
     }
 }
 
+/// One key as a Range answers it: key, value, create revision, mod revision, version,
+/// lease. Tests compare whole stores as lists of these.
+pub type KeyRow = (Vec<u8>, Vec<u8>, i64, i64, i64, i64);
+
+/// The rows of `kvs`, in their order.
+pub fn key_rows(kvs: &[etcd_client::KeyValue]) -> Vec<KeyRow> {
+    kvs.iter()
+        .map(|kv| {
+            (
+                kv.key().to_vec(),
+                kv.value().to_vec(),
+                kv.create_revision(),
+                kv.mod_revision(),
+                kv.version(),
+                kv.lease(),
+            )
+        })
+        .collect()
+}
+
+/// Every key at `revision` (0: the current one), as `c`'s member alone has it
+/// (serializable: its own copy, not the leader's), and the header's revision.
+pub async fn all_keys_at(c: &mut Client, revision: i64) -> (i64, Vec<KeyRow>) {
+    let resp = c
+        .get(
+            "",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_all_keys()
+                    .with_revision(revision)
+                    .with_serializable(),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("range at {revision}: {e}"));
+    let rev = resp.header().expect("a response header").revision();
+    (rev, key_rows(resp.kvs()))
+}
+
+/// The current keys of `endpoint` ([`all_keys_at`]) once it has applied revision `rev`
+/// (a follower's serializable read may lag behind a commit), or after `patience`
+/// whatever it has.
+pub async fn all_keys_once_at(
+    endpoint: &str,
+    rev: i64,
+    patience: std::time::Duration,
+) -> (i64, Vec<KeyRow>) {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut c = connect_endpoint(endpoint).await;
+    loop {
+        let (at, rows) = all_keys_at(&mut c, 0).await;
+        if at >= rev || tokio::time::Instant::now() > deadline {
+            return (at, rows);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Renders bytes as text when printable UTF-8, else as hex, so diffs stay readable.
 pub fn bytes(b: &[u8]) -> String {
     match std::str::from_utf8(b) {

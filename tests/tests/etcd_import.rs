@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bramble_tests::client::connect_endpoint;
+use bramble_tests::client::{all_keys_at, connect_endpoint};
 use bramble_tests::cluster::{Cluster, ClusterConfig, MemberProcess};
 use bramble_tests::ports::free_port;
 use bramble_tests::server::single_member_args;
@@ -223,41 +223,6 @@ async fn write_history(c: &mut Client) -> History {
     History { compacted, current }
 }
 
-/// One key as a Range answers it.
-type Row = (Vec<u8>, Vec<u8>, i64, i64, i64, i64);
-
-/// Every key at `revision` (0: current), serializable (the member's own copy), and the
-/// header's revision.
-async fn all_at(c: &mut Client, revision: i64) -> (i64, Vec<Row>) {
-    let resp = c
-        .get(
-            "",
-            Some(
-                GetOptions::new()
-                    .with_all_keys()
-                    .with_revision(revision)
-                    .with_serializable(),
-            ),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("range at {revision}: {e}"));
-    let rows = resp
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                kv.key().to_vec(),
-                kv.value().to_vec(),
-                kv.create_revision(),
-                kv.mod_revision(),
-                kv.version(),
-                kv.lease(),
-            )
-        })
-        .collect();
-    (resp.header().expect("header").revision(), rows)
-}
-
 /// Leases as (id, granted TTL, attached keys), by id.
 async fn leases(c: &mut Client) -> Vec<(i64, i64, Vec<Vec<u8>>)> {
     let mut out = Vec::new();
@@ -368,8 +333,8 @@ fn migrate_from(label: &str, version: &str, etcd_bin: &Path) {
                 .collect();
             revs.push(history.current);
             for rev in revs {
-                let (_, want) = rt.block_on(all_at(&mut src, rev));
-                let (_, got) = rt.block_on(all_at(&mut c, rev));
+                let (_, want) = rt.block_on(all_keys_at(&mut src, rev));
+                let (_, got) = rt.block_on(all_keys_at(&mut c, rev));
                 assert!(
                     want == got,
                     "{label}, {size} members, {}: keys at revision {rev} differ \
@@ -379,7 +344,7 @@ fn migrate_from(label: &str, version: &str, etcd_bin: &Path) {
                     got.len()
                 );
             }
-            let (rev, _) = rt.block_on(all_at(&mut c, 0));
+            let (rev, _) = rt.block_on(all_keys_at(&mut c, 0));
             assert_eq!(
                 rev,
                 history.current,

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bramble_storage::mvcc::{verify_saved_snapshot, MvccOptions, MvccStore};
-use bramble_tests::client::connect;
+use bramble_tests::client::{all_keys_at, connect, KeyRow};
 use bramble_tests::{target, tools};
 use bramble_tests::{Kind, Server};
-use etcd_client::{Client, GetOptions, PutOptions};
+use etcd_client::{Client, PutOptions};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -21,30 +21,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Keys as (key, value, create revision, mod revision, version, lease), sorted by key.
-type Rows = Vec<(Vec<u8>, Vec<u8>, i64, i64, i64, i64)>;
-
-async fn live_rows(client: &mut Client) -> (i64, Rows) {
-    let resp = client
-        .get("", Some(GetOptions::new().with_all_keys()))
-        .await
-        .expect("get all keys");
-    let rev = resp.header().expect("header").revision();
-    let rows = resp
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                kv.key().to_vec(),
-                kv.value().to_vec(),
-                kv.create_revision(),
-                kv.mod_revision(),
-                kv.version(),
-                kv.lease(),
-            )
-        })
-        .collect();
-    (rev, rows)
-}
+type Rows = Vec<KeyRow>;
 
 /// Checks a saved Bramble snapshot file and loads its stream into a fresh store; returns
 /// its revision and keys.
@@ -102,7 +79,7 @@ fn snapshot_save_succeeds_and_bramble_file_holds_the_live_store() {
             c.put("leased", "x", Some(PutOptions::new().with_lease(lease)))
                 .await
                 .expect("put with lease");
-            live_rows(&mut c).await
+            all_keys_at(&mut c, 0).await
         });
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("snap.db");

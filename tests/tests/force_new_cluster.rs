@@ -21,58 +21,18 @@
 
 use std::time::{Duration, Instant};
 
-use bramble_tests::client::connect_endpoint;
+use bramble_tests::client::{all_keys_once_at, connect_endpoint, KeyRow};
 use bramble_tests::cluster::{Cluster, ClusterConfig};
 use bramble_tests::{target, tools, Kind};
-use etcd_client::GetOptions;
+
+/// How long a member may take to apply a revision before it is compared.
+const CATCH_UP: Duration = Duration::from_secs(20);
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("build tokio runtime")
-}
-
-/// Keys as (key, value, create revision, mod revision, version), sorted by key.
-type Rows = Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)>;
-
-/// Every key and the revision, as `endpoint` alone has them (serializable).
-async fn rows_at(endpoint: &str) -> (i64, Rows) {
-    let mut c = connect_endpoint(endpoint).await;
-    let resp = c
-        .get(
-            "",
-            Some(GetOptions::new().with_all_keys().with_serializable()),
-        )
-        .await
-        .expect("get all keys");
-    let rev = resp.header().expect("header").revision();
-    let rows = resp
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                kv.key().to_vec(),
-                kv.value().to_vec(),
-                kv.create_revision(),
-                kv.mod_revision(),
-                kv.version(),
-            )
-        })
-        .collect();
-    (rev, rows)
-}
-
-/// [`rows_at`] once `endpoint` has applied revision `rev` (or after 20 s, whatever it has).
-async fn rows_once_at(endpoint: &str, rev: i64) -> (i64, Rows) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (at, rows) = rows_at(endpoint).await;
-        if at >= rev || Instant::now() > deadline {
-            return (at, rows);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The cluster id and member id in `endpoint`'s Status header.
@@ -157,9 +117,9 @@ fn scenario(kind: Kind) -> Outcome {
                 .await
                 .expect("put with one member down");
         }
-        let (rev, _) = rows_at(&leader_ep).await;
+        let (rev, _) = all_keys_once_at(&leader_ep, 0, Duration::ZERO).await;
         // Every key, as the survivor applied it.
-        rows_once_at(&survivor_ep, rev).await
+        all_keys_once_at(&survivor_ep, rev, CATCH_UP).await
     });
     // The last write, then the leader dies at once: the survivor has the entry, but
     // may not have learnt it was committed.
@@ -200,9 +160,9 @@ fn scenario(kind: Kind) -> Outcome {
         log.contains("forcing restart of member") || log.contains("forcing restart member"),
         "{kind}: no force-new-cluster line in the log:\n{log}"
     );
-    let (rev, rows) = rt.block_on(rows_once_at(&survivor_ep, last_rev));
+    let (rev, rows) = rt.block_on(all_keys_once_at(&survivor_ep, last_rev, CATCH_UP));
     let kept_last_write = rows.iter().any(|r| r.0 == b"last");
-    let without_last: Rows = rows.iter().filter(|r| r.0 != b"last").cloned().collect();
+    let without_last: Vec<KeyRow> = rows.iter().filter(|r| r.0 != b"last").cloned().collect();
     assert_eq!(without_last, rows_before, "{kind}: acknowledged keys");
     if kept_last_write {
         assert_eq!(rev, last_rev, "{kind}: revision with the last write");
@@ -253,7 +213,8 @@ fn scenario(kind: Kind) -> Outcome {
     let m = cluster.member_mut(survivor);
     m.set_flag("force-new-cluster", "false");
     m.restart();
-    let (rev_restarted, rows_restarted) = rt.block_on(rows_once_at(&survivor_ep, put_rev));
+    let (rev_restarted, rows_restarted) =
+        rt.block_on(all_keys_once_at(&survivor_ep, put_rev, CATCH_UP));
     assert_eq!(
         rev_restarted, put_rev,
         "{kind}: revision after a plain restart"
@@ -298,10 +259,10 @@ fn scenario(kind: Kind) -> Outcome {
         3,
         "{kind}: member list after two adds: {list:?}"
     );
-    let mut seen: Vec<(Rows, u64)> = Vec::new();
+    let mut seen: Vec<(Vec<KeyRow>, u64)> = Vec::new();
     for i in [survivor, n3, n4] {
         let ep = cluster.member(i).endpoint();
-        let (at, rows) = rt.block_on(rows_once_at(&ep, final_rev));
+        let (at, rows) = rt.block_on(all_keys_once_at(&ep, final_rev, CATCH_UP));
         assert_eq!(at, final_rev, "{kind} member {i}: revision");
         seen.push((rows, hashkv(&ep, final_rev)));
     }

@@ -8,11 +8,15 @@
 //! its refusals, which leave nothing behind.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use bramble_tests::client::connect_endpoint;
+use bramble_tests::client::{all_keys_once_at, connect_endpoint, KeyRow};
 use bramble_tests::cluster::{Cluster, ClusterConfig, MemberProcess};
 use bramble_tests::{target, tools};
 use bramble_tests::{Kind, Server};
+
+/// How long a restored follower may take to apply a revision before it is compared.
+const CATCH_UP: Duration = Duration::from_secs(10);
 use etcd_client::{Client, GetOptions, PutOptions, WatchOptions};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -20,51 +24,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("build tokio runtime")
-}
-
-/// Keys as (key, value, create revision, mod revision, version, lease), sorted by key.
-type Rows = Vec<(Vec<u8>, Vec<u8>, i64, i64, i64, i64)>;
-
-/// Every key and the revision, read from `endpoint` alone (serializable: this member's
-/// own copy, not the leader's).
-async fn rows_at(endpoint: &str) -> (i64, Rows) {
-    let mut c = connect_endpoint(endpoint).await;
-    let resp = c
-        .get(
-            "",
-            Some(GetOptions::new().with_all_keys().with_serializable()),
-        )
-        .await
-        .expect("get all keys");
-    let rev = resp.header().expect("header").revision();
-    let rows = resp
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                kv.key().to_vec(),
-                kv.value().to_vec(),
-                kv.create_revision(),
-                kv.mod_revision(),
-                kv.version(),
-                kv.lease(),
-            )
-        })
-        .collect();
-    (rev, rows)
-}
-
-/// [`rows_at`] once the member has applied revision `rev` (a follower's serializable
-/// read may lag a moment behind a commit), or after 10 s whatever it has.
-async fn rows_once_at(endpoint: &str, rev: i64) -> (i64, Rows) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (at, rows) = rows_at(endpoint).await;
-        if at >= rev || tokio::time::Instant::now() > deadline {
-            return (at, rows);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 /// The history the scenario writes: a lease, several versions, a delete, a compaction.
@@ -149,7 +108,7 @@ fn run_restore(kind: Kind, args: &[String]) -> (i32, String) {
 /// What the original member held when it was saved.
 struct Original {
     rev: i64,
-    rows: Rows,
+    rows: Vec<KeyRow>,
     hash: u64,
     lease: i64,
 }
@@ -162,7 +121,7 @@ fn save_original(kind: Kind, file: &Path) -> Original {
         let mut c = connect_endpoint(&server.endpoint()).await;
         write_history(&mut c).await
     });
-    let (rev, rows) = rt.block_on(rows_at(&server.endpoint()));
+    let (rev, rows) = rt.block_on(all_keys_once_at(&server.endpoint(), 0, Duration::ZERO));
     let hash = hashkv(&server.endpoint(), rev);
     server
         .etcdctl()
@@ -187,7 +146,7 @@ fn restored_cluster(kind: Kind, file: &Path, extra: &[&str]) -> Cluster {
 #[test]
 fn a_new_cluster_restored_from_a_snapshot_serves_the_data_on_every_member() {
     let rt = runtime();
-    let mut seen: Vec<(Kind, i64, Rows)> = Vec::new();
+    let mut seen: Vec<(Kind, i64, Vec<KeyRow>)> = Vec::new();
     for kind in target::differential_targets() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("snap.db");
@@ -195,7 +154,7 @@ fn a_new_cluster_restored_from_a_snapshot_serves_the_data_on_every_member() {
         let mut cluster = restored_cluster(kind, &file, &[]);
 
         for m in cluster.members() {
-            let (rev, rows) = rt.block_on(rows_at(&m.endpoint()));
+            let (rev, rows) = rt.block_on(all_keys_once_at(&m.endpoint(), 0, Duration::ZERO));
             assert_eq!(rev, original.rev, "{kind} {}: revision", m.name());
             assert_eq!(rows, original.rows, "{kind} {}: keys", m.name());
             assert_eq!(
@@ -239,11 +198,12 @@ fn a_new_cluster_restored_from_a_snapshot_serves_the_data_on_every_member() {
         cluster.restart_all();
         let mut expected = original.rows.clone();
         for m in cluster.members() {
-            let (rev, rows) = rt.block_on(rows_once_at(&m.endpoint(), original.rev + 1));
+            let (rev, rows) =
+                rt.block_on(all_keys_once_at(&m.endpoint(), original.rev + 1, CATCH_UP));
             assert_eq!(rev, original.rev + 1, "{kind} {} after restart", m.name());
             let after: Vec<_> = rows.iter().filter(|r| r.0 == b"after").cloned().collect();
             assert_eq!(after.len(), 1, "{kind} {}: {rows:?}", m.name());
-            let before: Rows = rows.into_iter().filter(|r| r.0 != b"after").collect();
+            let before: Vec<KeyRow> = rows.into_iter().filter(|r| r.0 != b"after").collect();
             assert_eq!(before, expected, "{kind} {} after restart", m.name());
         }
         expected.sort();
@@ -251,7 +211,7 @@ fn a_new_cluster_restored_from_a_snapshot_serves_the_data_on_every_member() {
     }
     // etcd and Bramble agree on every revision, version and value (lease ids are each
     // server's own).
-    let masked = |rows: &Rows| -> Rows {
+    let masked = |rows: &Vec<KeyRow>| -> Vec<KeyRow> {
         rows.iter()
             .map(|r| (r.0.clone(), r.1.clone(), r.2, r.3, r.4, i64::from(r.5 != 0)))
             .collect()
@@ -330,7 +290,7 @@ fn bump_revision_and_mark_compacted_tell_an_old_watcher_to_resync() {
         assert_eq!(put.header().expect("header").revision(), new_rev + 1);
     });
     for m in cluster.members() {
-        let (rev, rows) = rt.block_on(rows_once_at(&m.endpoint(), new_rev + 1));
+        let (rev, rows) = rt.block_on(all_keys_once_at(&m.endpoint(), new_rev + 1, CATCH_UP));
         assert_eq!(rev, new_rev + 1, "{}", m.name());
         let b: Vec<_> = rows.iter().filter(|r| r.0 == b"b").collect();
         let was: Vec<_> = original.rows.iter().filter(|r| r.0 == b"b").collect();
