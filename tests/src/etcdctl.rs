@@ -69,6 +69,19 @@ impl Etcdctl {
         self.run_stdin(args, None)
     }
 
+    /// `etcdctl endpoint hashkv --rev REV`: the endpoint's hash at `rev`.
+    pub fn hashkv(&self, rev: i64) -> u64 {
+        let out = self.run(&["endpoint", "hashkv", &format!("--rev={rev}"), "-w", "json"]);
+        out.assert_ok();
+        let text = out.stdout_str();
+        let at = text.find("\"hash\":").expect("a hash") + "\"hash\":".len();
+        text[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or_else(|| panic!("hashkv output: {text}"))
+    }
+
     /// Runs etcdctl, writing `stdin` (if any) to it and closing it.
     pub fn run_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let bin = tools::etcdctl_bin();

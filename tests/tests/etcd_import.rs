@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bramble_tests::client::{all_keys_at, connect_endpoint};
-use bramble_tests::cluster::{Cluster, ClusterConfig, MemberProcess};
+use bramble_tests::cluster::{Cluster, ClusterConfig};
 use bramble_tests::ports::free_port;
 use bramble_tests::server::single_member_args;
 use bramble_tests::{tools, Etcdctl, Kind};
@@ -241,29 +241,6 @@ async fn leases(c: &mut Client) -> Vec<(i64, i64, Vec<Vec<u8>>)> {
     out
 }
 
-/// The restore command's arguments for `member` from `file`.
-fn restore_args(member: &MemberProcess, file: &Path) -> Vec<String> {
-    let flag = |name: &str| {
-        member
-            .flag(name)
-            .unwrap_or_else(|| panic!("member has no --{name}"))
-            .to_string()
-    };
-    vec![
-        "snapshot".into(),
-        "restore".into(),
-        file.display().to_string(),
-        format!("--name={}", member.name()),
-        format!("--data-dir={}", member.data_dir().display()),
-        format!("--initial-cluster={}", flag("initial-cluster")),
-        format!("--initial-cluster-token={}", flag("initial-cluster-token")),
-        format!(
-            "--initial-advertise-peer-urls={}",
-            flag("initial-advertise-peer-urls")
-        ),
-    ]
-}
-
 /// A Bramble cluster of `size` whose members were restored from `file`; returns it
 /// and how long the restores took.
 fn restored_cluster(file: &Path, size: usize) -> (Cluster, Duration) {
@@ -277,7 +254,7 @@ fn restored_cluster(file: &Path, size: usize) -> (Cluster, Duration) {
         |m| {
             let start = Instant::now();
             let out = Command::new(tools::bramble_bin())
-                .args(restore_args(m, file))
+                .args(m.restore_args(file))
                 .output()
                 .expect("run bramble snapshot restore");
             took += start.elapsed();

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bramble_tests::client::{all_keys_once_at, connect_endpoint, KeyRow};
 use bramble_tests::cluster::{Cluster, ClusterConfig};
-use bramble_tests::{target, tools, Kind};
+use bramble_tests::{target, tools, Etcdctl, Kind};
 
 /// How long a member may take to apply a revision before it is compared.
 const CATCH_UP: Duration = Duration::from_secs(20);
@@ -41,25 +41,6 @@ async fn ids(endpoint: &str) -> (u64, u64) {
     let st = c.status().await.expect("status");
     let h = st.header().expect("header");
     (h.cluster_id(), h.member_id())
-}
-
-/// `etcdctl endpoint hashkv --rev REV` on `endpoint`: the hash.
-fn hashkv(endpoint: &str, rev: i64) -> u64 {
-    let out = bramble_tests::etcdctl::Etcdctl::new(endpoint).run(&[
-        "endpoint",
-        "hashkv",
-        &format!("--rev={rev}"),
-        "-w",
-        "json",
-    ]);
-    out.assert_ok();
-    let text = out.stdout_str();
-    let at = text.find("\"hash\":").expect("a hash") + "\"hash\":".len();
-    text[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or_else(|| panic!("hashkv output: {text}"))
 }
 
 /// Whether etcd kept the write acknowledged just before its leader died (Bramble must).
@@ -264,7 +245,7 @@ fn scenario(kind: Kind) -> Outcome {
         let ep = cluster.member(i).endpoint();
         let (at, rows) = rt.block_on(all_keys_once_at(&ep, final_rev, CATCH_UP));
         assert_eq!(at, final_rev, "{kind} member {i}: revision");
-        seen.push((rows, hashkv(&ep, final_rev)));
+        seen.push((rows, Etcdctl::new(&ep).hashkv(final_rev)));
     }
     for pair in seen.windows(2) {
         assert_eq!(pair[0].0, pair[1].0, "{kind}: keys differ between members");

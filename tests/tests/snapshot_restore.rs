@@ -13,7 +13,7 @@ use std::time::Duration;
 use bramble_tests::client::{all_keys_once_at, connect_endpoint, KeyRow};
 use bramble_tests::cluster::{Cluster, ClusterConfig, MemberProcess};
 use bramble_tests::{target, tools};
-use bramble_tests::{Kind, Server};
+use bramble_tests::{Etcdctl, Kind, Server};
 
 /// How long a restored follower may take to apply a revision before it is compared.
 const CATCH_UP: Duration = Duration::from_secs(10);
@@ -43,47 +43,9 @@ async fn write_history(c: &mut Client) -> i64 {
     lease
 }
 
-/// `etcdctl endpoint hashkv --rev REV` on `endpoint`: the hash.
-fn hashkv(endpoint: &str, rev: i64) -> u64 {
-    let out = bramble_tests::etcdctl::Etcdctl::new(endpoint).run(&[
-        "endpoint",
-        "hashkv",
-        &format!("--rev={rev}"),
-        "-w",
-        "json",
-    ]);
-    out.assert_ok();
-    let text = out.stdout_str();
-    let at = text.find("\"hash\":").expect("a hash") + "\"hash\":".len();
-    text[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or_else(|| panic!("hashkv output: {text}"))
-}
-
-/// The restore command's arguments for `member` from `file`, with the member's own
-/// cluster flags; `extra` appended.
-fn restore_command(member: &MemberProcess, file: &Path, extra: &[&str]) -> Vec<String> {
-    let flag = |name: &str| {
-        member
-            .flag(name)
-            .unwrap_or_else(|| panic!("member has no --{name}"))
-            .to_string()
-    };
-    let mut args = vec![
-        "snapshot".to_string(),
-        "restore".to_string(),
-        file.display().to_string(),
-        format!("--name={}", member.name()),
-        format!("--data-dir={}", member.data_dir().display()),
-        format!("--initial-cluster={}", flag("initial-cluster")),
-        format!("--initial-cluster-token={}", flag("initial-cluster-token")),
-        format!(
-            "--initial-advertise-peer-urls={}",
-            flag("initial-advertise-peer-urls")
-        ),
-    ];
+/// The restore arguments of `member` from `file`, `extra` appended.
+fn restore_with(member: &MemberProcess, file: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = member.restore_args(file);
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
@@ -122,7 +84,7 @@ fn save_original(kind: Kind, file: &Path) -> Original {
         write_history(&mut c).await
     });
     let (rev, rows) = rt.block_on(all_keys_once_at(&server.endpoint(), 0, Duration::ZERO));
-    let hash = hashkv(&server.endpoint(), rev);
+    let hash = Etcdctl::new(server.endpoint()).hashkv(rev);
     server
         .etcdctl()
         .run(&["snapshot", "save", file.to_str().expect("utf-8")])
@@ -138,7 +100,7 @@ fn save_original(kind: Kind, file: &Path) -> Original {
 /// Starts a 3-member `kind` cluster on data dirs restored from `file`.
 fn restored_cluster(kind: Kind, file: &Path, extra: &[&str]) -> Cluster {
     Cluster::start_prepared(kind, ClusterConfig::default(), |m| {
-        let (code, stderr) = run_restore(kind, &restore_command(m, file, extra));
+        let (code, stderr) = run_restore(kind, &restore_with(m, file, extra));
         assert_eq!(code, 0, "{kind} restore of {}: {stderr}", m.name());
     })
 }
@@ -158,7 +120,7 @@ fn a_new_cluster_restored_from_a_snapshot_serves_the_data_on_every_member() {
             assert_eq!(rev, original.rev, "{kind} {}: revision", m.name());
             assert_eq!(rows, original.rows, "{kind} {}: keys", m.name());
             assert_eq!(
-                hashkv(&m.endpoint(), original.rev),
+                Etcdctl::new(m.endpoint()).hashkv(original.rev),
                 original.hash,
                 "{kind} {}: hashkv at {}",
                 m.name(),

@@ -220,6 +220,29 @@ impl MemberProcess {
         self.args.push(format!("{prefix}{value}"));
     }
 
+    /// `snapshot restore FILE` with this member's name, data dir and cluster flags: the
+    /// arguments of `etcdctl`'s (3.4) and `bramble`'s restore, which take the same ones.
+    pub fn restore_args(&self, file: &Path) -> Vec<String> {
+        let flag = |name: &str| {
+            self.flag(name)
+                .unwrap_or_else(|| panic!("member has no --{name}"))
+                .to_string()
+        };
+        vec![
+            "snapshot".to_string(),
+            "restore".to_string(),
+            file.display().to_string(),
+            format!("--name={}", self.name()),
+            format!("--data-dir={}", self.data_dir().display()),
+            format!("--initial-cluster={}", flag("initial-cluster")),
+            format!("--initial-cluster-token={}", flag("initial-cluster-token")),
+            format!(
+                "--initial-advertise-peer-urls={}",
+                flag("initial-advertise-peer-urls")
+            ),
+        ]
+    }
+
     /// `--data-dir`.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
