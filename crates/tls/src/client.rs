@@ -1,0 +1,191 @@
+//! The dialling side of the peer port: a member connecting to another presents its peer
+//! certificate (or `--peer-client-cert-file`) and checks the other's against the peer
+//! trusted CA, as etcd's peer transport does. [`Connector`] makes tonic channels over it.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Uri;
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::reload::Reloading;
+use crate::settings::TlsSettings;
+use crate::verify::SelfSignedServers;
+use crate::{pem_files, TlsError};
+
+/// A port's client-side TLS.
+pub struct ClientTls {
+    config: Reloading<ClientConfig>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// Loads the files at once: a certificate that cannot be used refuses the start.
+    pub fn new(settings: TlsSettings) -> Result<Arc<ClientTls>, TlsError> {
+        if settings.trusted_ca_file.is_none() && !settings.self_signed {
+            return Err(TlsError::Config(
+                "peer TLS: a trusted CA file is needed to verify the other members' \
+                 certificates (or use auto TLS)"
+                    .into(),
+            ));
+        }
+        let (cert, key) = settings.dial_cert();
+        let mut paths = vec![cert.clone(), key.clone()];
+        paths.extend(settings.trusted_ca_file.clone());
+        let config = Reloading::new(paths, Box::new(move |files| build(&settings, files)))?;
+        Ok(Arc::new(ClientTls { config }))
+    }
+
+    /// The config for the next connection (reads files: call it off the async runtime).
+    pub fn current(&self) -> Arc<ClientConfig> {
+        self.config.current()
+    }
+}
+
+fn build(settings: &TlsSettings, files: &[Vec<u8>]) -> Result<ClientConfig, TlsError> {
+    let provider = crate::provider(&settings.protocol);
+    let (cert_path, key_path) = settings.dial_cert();
+    let certs = pem_files::certs(cert_path, &files[0])?;
+    let key = pem_files::key(key_path, &files[1])?;
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&settings.protocol.versions())?;
+    let builder = match (&settings.trusted_ca_file, files.get(2)) {
+        (Some(path), Some(ca)) => builder.with_root_certificates(pem_files::roots(path, ca)?),
+        _ => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SelfSignedServers(provider))),
+    };
+    let mut config = builder.with_client_auth_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Dials `http://` and `https://` URIs for tonic (`Endpoint::connect_with_connector`):
+/// plain TCP for http, TLS with [`ClientTls`] for https.
+#[derive(Clone, Debug, Default)]
+pub struct Connector {
+    tls: Option<Arc<ClientTls>>,
+}
+
+impl Connector {
+    /// A connector that dials https with `tls` (none: https URIs are refused).
+    pub fn new(tls: Option<Arc<ClientTls>>) -> Connector {
+        Connector { tls }
+    }
+
+    /// Connects to `uri`.
+    pub async fn connect(&self, uri: Uri) -> io::Result<ClientStream> {
+        let host = uri
+            .host()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URI has no host"))?;
+        // A bracketed IPv6 literal is a host without its brackets here.
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("unsupported URI scheme {other:?}"),
+                ))
+            }
+        };
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+        tcp.set_nodelay(true)?;
+        if !https {
+            return Ok(ClientStream::Plain(tcp));
+        }
+        let Some(tls) = &self.tls else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{uri} is https but this member has no peer TLS (--peer-cert-file and \
+                     --peer-key-file, or --peer-auto-tls)"
+                ),
+            ));
+        };
+        let name = ServerName::try_from(host)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let tls = tls.clone();
+        let config = tokio::task::spawn_blocking(move || tls.current())
+            .await
+            .map_err(io::Error::other)?;
+        let stream = TlsConnector::from(config).connect(name, tcp).await?;
+        Ok(ClientStream::Tls(Box::new(stream)))
+    }
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<ClientStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.connect(uri).await.map(TokioIo::new) })
+    }
+}
+
+/// A dialled connection, plain or TLS.
+pub enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
