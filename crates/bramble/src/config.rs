@@ -3,9 +3,9 @@
 //!
 //! etcd flags that Bramble does not implement are accepted with a warning
 //! and ignored, so an etcd command line starts unchanged, unless ignoring one
-//! would change safety (TLS): those refuse to start unless set off
-//! (`crate::unsupported_flags`). Any other unknown flag is an error, and TLS
-//! listener URLs refuse to start (`listen_addrs`).
+//! would change safety: those refuse to start unless set off
+//! (`crate::unsupported_flags`). Any other unknown flag is an error. The TLS flags
+//! are in `tls_flags`, read by `crate::tls`.
 //!
 //! Defaults are etcd's, from `crate::defaults`. The Go-duration flags keep
 //! their default as text for `--help`; a test checks it is the same value.
@@ -18,6 +18,7 @@ use clap::Parser;
 use bramble_server::auto_compaction::AutoCompaction;
 use bramble_server::corruption::CorruptionChecks;
 
+pub use self::tls_flags::TlsFlags;
 use crate::config_file;
 use crate::defaults;
 use crate::unsupported_flags::{self, Verdict};
@@ -320,6 +321,10 @@ pub struct Flags {
         value_parser = unsupported_flags::parse_go_bool
     )]
     pub experimental_compact_hash_check_enabled: Option<bool>,
+
+    /// The TLS flags of the client and peer ports.
+    #[command(flatten)]
+    pub tls: TlsFlags,
 }
 
 /// The corruption checks the flags turn on (etcd 3.6's `--feature-gates`
@@ -653,17 +658,30 @@ pub(crate) fn split_urls(list: &str) -> Vec<String> {
         .collect()
 }
 
-/// Resolves an `http://host:port` listen URL to socket addresses.
-pub(crate) fn listen_addrs(url: &str) -> Result<Vec<SocketAddr>, String> {
-    let rest = if let Some(r) = url.strip_prefix("http://") {
-        r
-    } else if url.starts_with("https://") || url.starts_with("unixs://") {
-        return Err(format!(
-            "{url}: TLS listeners are not supported by bramble yet"
-        ));
+/// Whether a listen URL is `https://` (TLS); an error for a scheme Bramble does not
+/// listen on.
+pub(crate) fn is_https(url: &str) -> Result<bool, String> {
+    if url.starts_with("http://") {
+        Ok(false)
+    } else if url.starts_with("https://") {
+        Ok(true)
+    } else if url.starts_with("unix://") || url.starts_with("unixs://") {
+        Err(format!(
+            "{url}: unix socket listeners are not supported by bramble yet"
+        ))
     } else {
-        return Err(format!("{url}: expected an http:// URL"));
-    };
+        Err(format!("{url}: expected an http:// or https:// URL"))
+    }
+}
+
+/// Resolves an `http://host:port` or `https://host:port` listen URL to socket addresses.
+pub(crate) fn listen_addrs(url: &str) -> Result<Vec<SocketAddr>, String> {
+    let https = is_https(url)?;
+    let rest = &url[if https {
+        "https://".len()
+    } else {
+        "http://".len()
+    }..];
     let hostport = rest.trim_end_matches('/');
     let addrs: Vec<SocketAddr> = hostport
         .to_socket_addrs()
@@ -690,6 +708,8 @@ pub(crate) fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<Strin
     }
     Ok(members)
 }
+
+mod tls_flags;
 
 #[cfg(test)]
 mod tests;

@@ -192,7 +192,7 @@ async fn refuse_if_bootstrapped(opts: &NodeOptions, member_id: u64) -> Result<()
             continue;
         }
         for url in urls {
-            let Ok(reply) = members_of(&url).await else {
+            let Ok(reply) = members_of(opts, &url).await else {
                 continue;
             };
             let membership = reply.membership.unwrap_or_default();
@@ -223,7 +223,7 @@ async fn fetch_from_peers(opts: &NodeOptions) -> Result<Identity, Error> {
             continue;
         }
         for url in urls {
-            match members_of(&url).await {
+            match members_of(opts, &url).await {
                 Ok(reply) => {
                     let membership = reply.membership.unwrap_or_default();
                     let me = membership.members.iter().find(|m| {
@@ -253,12 +253,18 @@ async fn fetch_from_peers(opts: &NodeOptions) -> Result<Identity, Error> {
     })
 }
 
-async fn members_of(url: &str) -> Result<bramble_api::bramblepb::MembersReply, String> {
+async fn members_of(
+    opts: &NodeOptions,
+    url: &str,
+) -> Result<bramble_api::bramblepb::MembersReply, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(2));
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let channel = endpoint
+        .connect_with_connector(opts.peer_connector())
+        .await
+        .map_err(|e| e.to_string())?;
     PeerClient::new(channel)
         .members(MembersRequest {})
         .await

@@ -18,10 +18,11 @@ mod publish;
 pub mod server;
 pub mod snapshot_command;
 mod snapshot_restore;
+mod tls;
 mod unsupported_flags;
 
 pub use bramble_api as api;
-pub use node::{ClusterState, Error, Node, NodeOptions};
+pub use node::{ClusterState, Error, ListenAddr, Node, NodeOptions, PeerTls};
 
 /// Bramble's version, as clap shows it.
 pub(crate) const VERSION_LINE: &str = env!("CARGO_PKG_VERSION");

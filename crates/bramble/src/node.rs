@@ -91,7 +91,10 @@ pub struct NodeOptions {
     pub initial_cluster_state: ClusterState,
     /// Where to serve the peer protocol (etcd's `--listen-peer-urls`); empty
     /// for a one-member store that never talks to peers.
-    pub listen_peer_addrs: Vec<SocketAddr>,
+    pub listen_peer_addrs: Vec<ListenAddr>,
+    /// The peer port's TLS, both sides: required by a TLS listen address, and
+    /// used to dial `https://` peer URLs.
+    pub peer_tls: Option<PeerTls>,
     /// etcd's corruption checks (`--feature-gates=InitialCorruptCheck=true`,
     /// `--corrupt-check-time`, `--feature-gates=CompactHashCheck=true`); all off
     /// by default, as in etcd.
@@ -101,6 +104,31 @@ pub struct NodeOptions {
     /// member id (see [`bramble_raft::force_new_cluster`]). No effect on a data
     /// dir that holds no cluster yet. Not with [`ClusterState::Existing`].
     pub force_new_cluster: bool,
+}
+
+/// One address to listen on, and whether it speaks TLS (an `https://` URL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Whether connections there speak TLS.
+    pub tls: bool,
+}
+
+impl From<SocketAddr> for ListenAddr {
+    /// A plain-text listen address.
+    fn from(addr: SocketAddr) -> Self {
+        ListenAddr { addr, tls: false }
+    }
+}
+
+/// The peer port's TLS: how this member accepts peers, and how it dials them.
+#[derive(Debug, Clone)]
+pub struct PeerTls {
+    /// The accepting side (the peer listeners).
+    pub server: Arc<bramble_tls::ServerTls>,
+    /// The dialling side (connections to other members).
+    pub client: Arc<bramble_tls::ClientTls>,
 }
 
 /// etcd's `--initial-cluster-state`: whether the first start creates a
@@ -114,6 +142,11 @@ pub enum ClusterState {
 }
 
 impl NodeOptions {
+    /// How this member dials its peers.
+    pub(crate) fn peer_connector(&self) -> bramble_tls::Connector {
+        bramble_tls::Connector::new(self.peer_tls.as_ref().map(|t| t.client.clone()))
+    }
+
     /// etcd's defaults for a member named `default`, data in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         NodeOptions {
@@ -132,6 +165,7 @@ impl NodeOptions {
             initial_cluster: Vec::new(),
             initial_cluster_state: ClusterState::New,
             listen_peer_addrs: Vec::new(),
+            peer_tls: None,
             corruption_checks: CorruptionChecks::default(),
             force_new_cluster: false,
         }
@@ -213,13 +247,27 @@ impl Node {
         )?;
         // Bind first: a port in use should fail before any data is touched.
         let mut peer_listeners = Vec::new();
-        for addr in &opts.listen_peer_addrs {
-            let l = TcpListener::bind(addr).await.map_err(|e| Error {
+        for listen in &opts.listen_peer_addrs {
+            let tls = match (listen.tls, &opts.peer_tls) {
+                (false, _) => None,
+                (true, Some(tls)) => Some(tls.server.clone()),
+                (true, None) => {
+                    return Err(Error {
+                        code: tonic::Code::InvalidArgument,
+                        message: format!(
+                            "listen on {} (peers): TLS needs a peer certificate",
+                            listen.addr
+                        ),
+                        fatal: None,
+                    })
+                }
+            };
+            let l = TcpListener::bind(listen.addr).await.map_err(|e| Error {
                 code: tonic::Code::Unavailable,
-                message: format!("listen on {addr} (peers): {e}"),
+                message: format!("listen on {} (peers): {e}", listen.addr),
                 fatal: None,
             })?;
-            peer_listeners.push(l);
+            peer_listeners.push((l, tls));
         }
         if opts.force_new_cluster && opts.initial_cluster_state == ClusterState::Existing {
             // Joining a cluster and making one of this member alone contradict
@@ -242,6 +290,7 @@ impl Node {
         cfg.heartbeat_interval_ms = opts.heartbeat_interval_ms;
         cfg.election_timeout_ms = opts.election_timeout_ms;
         cfg.cluster_id = ids.cluster_id;
+        cfg.peer_connector = opts.peer_connector();
         cfg.snapshot_count = opts.snapshot_count;
         cfg.snapshot_catchup_entries = opts.snapshot_catchup_entries;
         cfg.compaction_batch_limit = opts.compaction_batch_limit;
@@ -268,13 +317,13 @@ impl Node {
         let mut peer_servers = Vec::new();
         // Followers' lease renewals reach the leader's clock through this.
         let leader_lease = Arc::new(OnceLock::new());
-        for l in peer_listeners {
+        for (l, tls) in peer_listeners {
             let service = node.peer_service();
             let lease_service = LeaderLeaseService::new(leader_lease.clone());
             let hash_service = CorruptionPeerService::new(&node);
             let stopped = stop.clone().cancelled_owned();
             peer_servers.push(tokio::spawn(async move {
-                let incoming = bramble_server::incoming(l);
+                let incoming = bramble_tls::incoming::incoming(bramble_server::incoming(l), tls);
                 let result = tonic::transport::Server::builder()
                     .add_service(service)
                     .add_service(lease_service)

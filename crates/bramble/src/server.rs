@@ -3,19 +3,22 @@
 //! disk or Raft core, see [`bramble_raft::fatal`]) ends [`run`] at once with
 //! that [`FatalError`]; `main` turns it into a non-zero exit.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bramble_raft::FatalError;
 use bramble_server::{ClientServer, Keepalive, Limits};
+use bramble_tls::ServerTls;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::backups::BackupConfig;
-use crate::config::{auto_compaction, listen_addrs, parse_initial_cluster, split_urls, Flags};
-use crate::node::{ClusterState, Node, NodeOptions};
+use crate::config::{
+    auto_compaction, is_https, listen_addrs, parse_initial_cluster, split_urls, Flags,
+};
+use crate::node::{ClusterState, ListenAddr, Node, NodeOptions};
 
 /// The shortest `--backup-interval`: a full copy of the store more often than this
 /// would mostly wear the SD card.
@@ -70,7 +73,7 @@ pub(crate) fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
     }
     Ok(NodeOptions {
         name: flags.name.clone(),
-        data_dir,
+        data_dir: data_dir.clone(),
         peer_urls,
         client_urls: split_urls(&flags.advertise_client_urls),
         cluster_token: flags.initial_cluster_token.clone(),
@@ -88,25 +91,27 @@ pub(crate) fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         compaction_sleep_interval,
         initial_cluster,
         initial_cluster_state,
+        peer_tls: crate::tls::peer_tls(flags, &data_dir)?,
         listen_peer_addrs: bind_addrs(&flags.listen_peer_urls)?,
         corruption_checks,
         force_new_cluster: flags.force_new_cluster,
     })
 }
 
-/// Picks the addresses to bind for each listen URL. Like Go's net.Listen,
-/// a name is bound at its first IPv4 address if it has one.
-fn bind_addrs(urls: &str) -> anyhow::Result<Vec<SocketAddr>> {
+/// Picks the address to bind for each listen URL, and whether it is TLS. Like
+/// Go's net.Listen, a name is bound at its first IPv4 address if it has one.
+fn bind_addrs(urls: &str) -> anyhow::Result<Vec<ListenAddr>> {
     let mut out = Vec::new();
     for url in split_urls(urls) {
         let addrs = listen_addrs(&url).map_err(anyhow::Error::msg)?;
+        let tls = is_https(&url).map_err(anyhow::Error::msg)?;
         let pick = addrs
             .iter()
             .find(|a| a.is_ipv4())
             .or_else(|| addrs.first())
             .copied();
-        if let Some(a) = pick {
-            out.push(a);
+        if let Some(addr) = pick {
+            out.push(ListenAddr { addr, tls });
         }
     }
     Ok(out)
@@ -131,9 +136,10 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         Some(urls) => bind_addrs(urls)?,
         None => Vec::new(),
     };
+    let client_tls = crate::tls::client_tls(&flags, &opts.data_dir)?;
     // Bind first: a port in use should fail before any data is touched.
-    let listeners = bind_all(&addrs).await?;
-    let metrics_listeners = bind_all(&metrics_addrs).await?;
+    let listeners = bind_all(&addrs, &client_tls).await?;
+    let metrics_listeners = bind_all(&metrics_addrs, &client_tls).await?;
     tracing::info!(data_dir = %opts.data_dir.display(), name = %opts.name, "starting bramble");
     let node = Node::open(opts).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let ident = node.context().identity;
@@ -141,14 +147,14 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         member_id = %format!("{:x}", ident.member_id),
         cluster_id = %format!("{:x}", ident.cluster_id),
         "ready to serve client requests on {}",
-        addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
+        addrs.iter().map(describe).collect::<Vec<_>>().join(",")
     );
 
     let stop = CancellationToken::new();
     // Leaving early (an error) stops the servers too.
     let _stop_on_return = stop.clone().drop_guard();
     let mut servers = Vec::new();
-    for l in listeners {
+    for (l, tls) in listeners {
         let stop = stop.clone();
         let server = ClientServer::new(node.context().clone()).with_keepalive(keepalive(&flags));
         // As etcd, clients are served once this member published itself
@@ -159,7 +165,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
                 _ = published.wait_for(|p| *p) => {}
                 _ = stop.cancelled() => return Ok(()),
             }
-            server.serve(l, stop.cancelled_owned()).await
+            server.serve(l, tls, stop.cancelled_owned()).await
         }));
     }
 
@@ -188,11 +194,11 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         }));
     }
 
-    for l in metrics_listeners {
+    for (l, tls) in metrics_listeners {
         let stopped = stop.clone().cancelled_owned();
         let ctx = node.context().clone();
         servers.push(tokio::spawn(async move {
-            bramble_server::http::serve(ctx, l, stopped).await;
+            bramble_server::http::serve(ctx, l, tls, stopped).await;
             Ok(())
         }));
     }
@@ -201,7 +207,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             "serving /health, /livez, /readyz and /metrics on {}",
             metrics_addrs
                 .iter()
-                .map(|a| a.to_string())
+                .map(describe)
                 .collect::<Vec<_>>()
                 .join(",")
         );
@@ -281,14 +287,32 @@ pub fn fatal_cause(e: &anyhow::Error) -> Option<&FatalError> {
     e.downcast_ref::<FatalError>()
 }
 
-/// Binds a listener on every address.
-async fn bind_all(addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
+/// `https://addr` or `http://addr`, for the log.
+fn describe(a: &ListenAddr) -> String {
+    let scheme = if a.tls { "https" } else { "http" };
+    format!("{scheme}://{}", a.addr)
+}
+
+/// A bound listener and the TLS it serves with (none: plain text).
+type Listener = (TcpListener, Option<Arc<ServerTls>>);
+
+/// Binds a listener on every address; the TLS ones serve with `tls`, which
+/// `crate::tls::client_tls` made sure exists when one is TLS.
+async fn bind_all(
+    addrs: &[ListenAddr],
+    tls: &Option<Arc<ServerTls>>,
+) -> anyhow::Result<Vec<Listener>> {
     let mut listeners = Vec::new();
     for a in addrs {
-        let l = TcpListener::bind(a)
+        let l = TcpListener::bind(a.addr)
             .await
-            .with_context(|| format!("listen on {a}"))?;
-        listeners.push(l);
+            .with_context(|| format!("listen on {}", a.addr))?;
+        let tls = match (a.tls, tls) {
+            (false, _) => None,
+            (true, Some(tls)) => Some(tls.clone()),
+            (true, None) => bail!("listen on https://{}: no client TLS", a.addr),
+        };
+        listeners.push((l, tls));
     }
     Ok(listeners)
 }

@@ -4,9 +4,9 @@
 //! Bramble unchanged, so a flag that only tunes something Bramble does differently is
 //! accepted with a warning and dropped. A flag whose silent loss would change safety
 //! (security, durability, which cluster a member forms) refuses to start instead,
-//! unless it is set to its off value: TLS and client-certificate auth (ignoring them
-//! would serve in plain text whoever connects), and discovery and the v2 proxy
-//! (another way to form a cluster). The same judgement applies to the settings of a
+//! unless it is set to its off value: certificate revocation lists (ignoring one would
+//! let a revoked certificate in), and discovery and the v2 proxy (another way to form a
+//! cluster). The same judgement applies to the settings of a
 //! `--config-file` (crate::config_file). etcd 3.6's `--feature-gates` are read here too
 //! ([`feature_gates`]): the corruption check gates are implemented, the others are
 //! harmless to ignore.
@@ -139,21 +139,12 @@ const fn refused(
     }
 }
 
-const TLS: &str = "TLS is not implemented yet: the member would serve without it";
+const CRL: &str =
+    "certificate revocation lists are not implemented: a revoked certificate would be let in";
 
 /// Every etcd flag Bramble knows and does not implement. Listed so a typo in a real
 /// flag is still an error.
 const UNSUPPORTED: &[UnsupportedFlag] = &[
-    refused("client-cert-auth", false, GO_FALSE, TLS),
-    refused("peer-client-cert-auth", false, GO_FALSE, TLS),
-    refused("cert-file", true, EMPTY, TLS),
-    refused("key-file", true, EMPTY, TLS),
-    refused("trusted-ca-file", true, EMPTY, TLS),
-    refused("peer-cert-file", true, EMPTY, TLS),
-    refused("peer-key-file", true, EMPTY, TLS),
-    refused("peer-trusted-ca-file", true, EMPTY, TLS),
-    refused("auto-tls", false, GO_FALSE, TLS),
-    refused("peer-auto-tls", false, GO_FALSE, TLS),
     ignored("metrics", true),
     ignored("logger", true),
     ignored("log-outputs", true),
@@ -163,10 +154,14 @@ const UNSUPPORTED: &[UnsupportedFlag] = &[
     ignored("pre-vote", false),
     ignored("max-snapshots", true),
     ignored("max-wals", true),
-    // Only constrain TLS, which refuses to start above.
-    ignored("cipher-suites", true),
-    ignored("tls-min-version", true),
-    ignored("tls-max-version", true),
+    refused("client-crl-file", true, EMPTY, CRL),
+    refused("peer-crl-file", true, EMPTY, CRL),
+    refused(
+        "experimental-peer-skip-client-san-verification",
+        false,
+        GO_FALSE,
+        "skipping the SAN check of peer certificates is not implemented",
+    ),
     ignored("experimental-enable-distributed-tracing", false),
     ignored("experimental-backend-bbolt-freelist-type", true),
     ignored("backend-bbolt-freelist-type", true),
@@ -266,11 +261,12 @@ mod tests {
 
     #[test]
     fn safety_flags_refuse_unless_off() {
-        assert!(judge("client-cert-auth", "--client-cert-auth", None).is_err());
-        assert!(judge("client-cert-auth", "x", Some("true")).is_err());
-        assert!(judge("client-cert-auth", "x", Some("false")).is_ok());
-        assert!(judge("cert-file", "x", Some("/etc/cert.pem")).is_err());
-        assert!(judge("cert-file", "x", Some("")).is_ok());
+        let skip = "experimental-peer-skip-client-san-verification";
+        assert!(judge(skip, "--x", None).is_err());
+        assert!(judge(skip, "x", Some("true")).is_err());
+        assert!(judge(skip, "x", Some("false")).is_ok());
+        assert!(judge("client-crl-file", "x", Some("/etc/crl.pem")).is_err());
+        assert!(judge("client-crl-file", "x", Some("")).is_ok());
         assert!(judge("proxy", "x", Some("on")).is_err());
         assert!(judge("proxy", "x", Some("off")).is_ok());
     }

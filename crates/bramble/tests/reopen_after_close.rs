@@ -51,7 +51,7 @@ fn member_options(
         .map(|(j, a)| (format!("m{j}"), vec![url(a)]))
         .collect();
     o.initial_cluster_state = state;
-    o.listen_peer_addrs = vec![peers[i]];
+    o.listen_peer_addrs = vec![peers[i].into()];
     o
 }
 

@@ -52,6 +52,9 @@ pub struct NodeConfig {
     /// etcd's `--force-new-cluster`: before Raft starts, make this member the
     /// only one of its cluster, keeping its data (see [`crate::force_new_cluster`]).
     pub force_new_cluster: bool,
+    /// How this member dials its peers: plain TCP for `http://` peer URLs, TLS with
+    /// the peer certificate for `https://` ones.
+    pub peer_connector: bramble_tls::Connector,
 }
 
 impl NodeConfig {
@@ -76,6 +79,7 @@ impl NodeConfig {
             bootstrap: Some([(member_id, member.clone())].into()),
             limits: Limits::default(),
             force_new_cluster: false,
+            peer_connector: bramble_tls::Connector::default(),
             member,
         }
     }

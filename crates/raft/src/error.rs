@@ -130,7 +130,7 @@ mod tests {
 
     /// Asks the peer at `url` for its read index, as a follower does.
     async fn read_index(url: &str) -> tonic::Status {
-        let channels = PeerChannels::new(Duration::from_secs(5), 1 << 20);
+        let channels = PeerChannels::new(Duration::from_secs(5), 1 << 20, Default::default());
         let channel = channels.channel(url).expect("channel");
         channels
             .client_on(channel)

@@ -94,16 +94,23 @@ pub(crate) struct PeerChannels {
     connect_timeout: Duration,
     /// The largest message sent or received ([`peer_message_limit`]).
     max_message: usize,
+    /// Dials http and https peer URLs.
+    connector: bramble_tls::Connector,
 }
 
 impl PeerChannels {
-    /// A cache whose connections give up connecting after `connect_timeout`
-    /// and carry messages of up to `max_message` bytes.
-    pub(crate) fn new(connect_timeout: Duration, max_message: usize) -> Self {
+    /// A cache whose connections give up connecting after `connect_timeout`,
+    /// carry messages of up to `max_message` bytes and are made by `connector`.
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        max_message: usize,
+        connector: bramble_tls::Connector,
+    ) -> Self {
         PeerChannels {
             channels: Arc::default(),
             connect_timeout,
             max_message,
+            connector,
         }
     }
 
@@ -129,7 +136,7 @@ impl PeerChannels {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+        let channel = endpoint.connect_with_connector_lazy(self.connector.clone());
         map.insert(url.to_string(), channel.clone());
         Ok(channel)
     }

@@ -2,10 +2,13 @@
 //! (`/health`, `/version`, `/metrics`, ...) share one listener, as they do
 //! in etcd, where kubeadm's preflight GETs `<client URL>/version`.
 //!
-//! Each accepted connection is classified by its first bytes: HTTP/2's
+//! Each accepted plain connection is classified by its first bytes: HTTP/2's
 //! connection preface means gRPC (tonic gets the very same `TcpStream`, so
 //! gRPC pays one `peek` per connection and nothing per request); anything
-//! else is HTTP/1.1 for [`crate::http`]. Waiting for those bytes is bounded:
+//! else is HTTP/1.1 for [`crate::http`]. A TLS connection is classified by the
+//! protocol its handshake agreed (ALPN): `h2` is gRPC, anything else HTTP/1.1
+//! (as Go's HTTP server, which serves etcd's TLS port, treats a client that
+//! names no protocol). Waiting for those bytes is bounded:
 //! a connection that stays silent or trickles is closed after
 //! [`CLASSIFY_TIMEOUT`], and at most [`MAX_UNCLASSIFIED`] connections wait
 //! at once (further ones wait in the kernel's listen backlog).
@@ -14,6 +17,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bramble_tls::{ServerStream, ServerTls};
 use futures::{Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -36,9 +40,6 @@ const MAX_UNCLASSIFIED: usize = 256;
 const PARTIAL_PREFACE_PAUSE: Duration = Duration::from_millis(5);
 /// Classified gRPC connections waiting for tonic to take them.
 const GRPC_QUEUE: usize = 64;
-/// Pause after a failed accept (e.g. out of file descriptors), so that the
-/// loop does not spin while the condition lasts.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// What a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,14 +78,27 @@ async fn classify(stream: &TcpStream) -> io::Result<Option<Protocol>> {
     }
 }
 
-/// Accepts from `incoming` until `stop` is cancelled or the returned stream
-/// is dropped, serves the HTTP/1.1 connections itself and yields the gRPC
-/// ones, for tonic's `serve_with_incoming_shutdown`.
+/// The protocol a TLS connection's handshake agreed.
+fn decide_tls(alpn: Option<&[u8]>) -> Protocol {
+    match alpn {
+        Some(b"h2") => Protocol::Grpc,
+        _ => Protocol::Http1,
+    }
+}
+
+/// Accepts from `incoming` (through a TLS handshake with `tls` if given)
+/// until `stop` is cancelled or the returned stream is dropped, serves the
+/// HTTP/1.1 connections itself and yields the gRPC ones, for tonic's
+/// `serve_with_incoming_shutdown`.
 pub(crate) fn split(
     ctx: Arc<ServerContext>,
-    mut incoming: TcpIncoming,
+    incoming: TcpIncoming,
+    tls: Option<Arc<ServerTls>>,
     stop: CancellationToken,
-) -> impl Stream<Item = io::Result<TcpStream>> {
+) -> impl Stream<Item = io::Result<ServerStream>> {
+    // Accept errors are paused on and logged there; handshakes are bounded
+    // there too.
+    let mut incoming = Box::pin(bramble_tls::incoming::incoming(incoming, tls));
     let (grpc, grpc_rx) = mpsc::channel(GRPC_QUEUE);
     let unclassified = Arc::new(Semaphore::new(MAX_UNCLASSIFIED));
     let http_slots = Arc::new(Semaphore::new(crate::http::MAX_CONNECTIONS));
@@ -122,10 +136,7 @@ pub(crate) fn split(
                         }
                     });
                 }
-                Some(Err(e)) => {
-                    tracing::warn!("client accept: {e}");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                }
+                Some(Err(e)) => tracing::warn!("client accept: {e}"),
             }
         }
     });
@@ -136,12 +147,16 @@ pub(crate) fn split(
 /// and hands it to gRPC or serves its HTTP request.
 async fn route(
     ctx: Arc<ServerContext>,
-    stream: TcpStream,
+    stream: ServerStream,
     permit: OwnedSemaphorePermit,
-    grpc: mpsc::Sender<io::Result<TcpStream>>,
+    grpc: mpsc::Sender<io::Result<ServerStream>>,
     http_slots: Arc<Semaphore>,
 ) {
-    let protocol = tokio::time::timeout(CLASSIFY_TIMEOUT, classify(&stream)).await;
+    let protocol = if stream.is_tls() {
+        Ok(Ok(Some(decide_tls(stream.alpn_protocol()))))
+    } else {
+        tokio::time::timeout(CLASSIFY_TIMEOUT, classify(stream.tcp())).await
+    };
     match protocol {
         Ok(Ok(Some(Protocol::Grpc))) => {
             // The slot is held until tonic has the connection, so that
@@ -181,6 +196,9 @@ mod tests {
             Some(Protocol::Http1)
         );
         assert_eq!(decide(b"\x16\x03\x01"), Some(Protocol::Http1));
+        assert_eq!(decide_tls(Some(b"h2")), Protocol::Grpc);
+        assert_eq!(decide_tls(Some(b"http/1.1")), Protocol::Http1);
+        assert_eq!(decide_tls(None), Protocol::Http1);
     }
 
     /// A preface split over two writes is waited for, and classifying

@@ -25,6 +25,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use bramble_tls::ServerTls;
+
 use crate::ServerContext;
 
 /// Largest request head (request line and headers) accepted: probes send a
@@ -42,10 +44,12 @@ pub(crate) const MAX_CONNECTIONS: usize = 256;
 /// etcd gives the linearizable health read one second.
 const HEALTH_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Serves the HTTP endpoints on `listener` until `shutdown` resolves.
+/// Serves the HTTP endpoints on `listener` (over TLS with `tls`) until
+/// `shutdown` resolves.
 pub async fn serve(
     ctx: Arc<ServerContext>,
     listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -63,7 +67,7 @@ pub async fn serve(
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve_connection(ctx.clone(), stream, permit));
+                    tokio::spawn(serve_connection(ctx.clone(), stream, tls.clone(), permit));
                 }
                 Err(e) => {
                     tracing::warn!("http accept: {e}");
@@ -74,13 +78,23 @@ pub async fn serve(
     }
 }
 
-/// Serves one request on `stream`; `_permit` holds its connection slot.
+/// Serves one request on `stream` (after a TLS handshake with `tls`, within
+/// [`CONNECTION_TIMEOUT`]); `_permit` holds its connection slot.
 async fn serve_connection(
     ctx: Arc<ServerContext>,
     stream: TcpStream,
+    tls: Option<Arc<ServerTls>>,
     _permit: OwnedSemaphorePermit,
 ) {
-    serve_one(ctx, stream).await
+    let Some(tls) = tls else {
+        return serve_one(ctx, stream).await;
+    };
+    let handshake = bramble_tls::incoming::handshake(&tls, stream);
+    match tokio::time::timeout(CONNECTION_TIMEOUT, handshake).await {
+        Ok(Ok(stream)) => serve_one(ctx, stream).await,
+        Ok(Err(e)) => tracing::debug!("http client: TLS handshake: {e}"),
+        Err(_) => tracing::debug!("http client: TLS handshake timed out"),
+    }
 }
 
 /// Serves one request on `io`, within [`CONNECTION_TIMEOUT`]. The caller

@@ -221,12 +221,13 @@ impl ClientServer {
         self
     }
 
-    /// Serves clients on `listener` until `shutdown` resolves: gRPC, and
-    /// etcd's HTTP endpoints (`/health`, `/version`, `/metrics`, ...) on the
-    /// same port.
+    /// Serves clients on `listener` (over TLS with `tls`) until `shutdown`
+    /// resolves: gRPC, and etcd's HTTP endpoints (`/health`, `/version`,
+    /// `/metrics`, ...) on the same port.
     pub async fn serve(
         self,
         listener: TcpListener,
+        tls: Option<Arc<bramble_tls::ServerTls>>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
         let max = self.ctx.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
@@ -280,7 +281,7 @@ impl ClientServer {
                 self.ctx.clone(),
             )))
             .serve_with_incoming_shutdown(
-                client_mux::split(self.ctx.clone(), client_incoming(listener), stopped),
+                client_mux::split(self.ctx.clone(), client_incoming(listener), tls, stopped),
                 shutdown,
             )
             .await

@@ -92,7 +92,10 @@ impl Connector {
             .host()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URI has no host"))?;
         // A bracketed IPv6 literal is a host without its brackets here.
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,

@@ -163,7 +163,9 @@ impl Protocol {
                      the ECDHE suites with AES-GCM or ChaCha20-Poly1305)"
                 )));
             } else {
-                return Err(TlsError::Config(format!("unexpected TLS cipher suite {n:?}")));
+                return Err(TlsError::Config(format!(
+                    "unexpected TLS cipher suite {n:?}"
+                )));
             }
         }
         if suites.is_empty() && min == Version::Tls12 && max == Version::Tls12 {

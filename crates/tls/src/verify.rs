@@ -39,14 +39,17 @@ pub(crate) fn valid_for_host(der: &[u8], host: &str) -> bool {
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let ip: Option<IpAddr> = host.parse().ok();
-    sans.value.general_names.iter().any(|name| match (name, ip) {
-        (GeneralName::IPAddress(bytes), Some(ip)) => match ip {
-            IpAddr::V4(v4) => *bytes == v4.octets().as_slice(),
-            IpAddr::V6(v6) => *bytes == v6.octets().as_slice(),
-        },
-        (GeneralName::DNSName(pattern), None) => dns_matches(pattern, host),
-        _ => false,
-    })
+    sans.value
+        .general_names
+        .iter()
+        .any(|name| match (name, ip) {
+            (GeneralName::IPAddress(bytes), Some(ip)) => match ip {
+                IpAddr::V4(v4) => *bytes == v4.octets().as_slice(),
+                IpAddr::V6(v6) => *bytes == v6.octets().as_slice(),
+            },
+            (GeneralName::DNSName(pattern), None) => dns_matches(pattern, host),
+            _ => false,
+        })
 }
 
 fn dns_matches(pattern: &str, host: &str) -> bool {

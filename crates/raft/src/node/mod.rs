@@ -233,6 +233,7 @@ impl RaftNode {
         let channels = PeerChannels::new(
             Duration::from_millis(cfg.election_timeout_ms.max(100)),
             peer_message_limit(cfg.limits.max_request_bytes),
+            cfg.peer_connector.clone(),
         );
         let waiters = Arc::new(Waiters::new(cfg.member_id));
         let (revision_tx, revisions) = watch::channel(store.current_revision());
