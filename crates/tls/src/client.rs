@@ -107,23 +107,26 @@ impl Connector {
             }
         };
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = match (&self.tls, https) {
+            (_, false) => None,
+            (Some(tls), true) => Some(tls.clone()),
+            (None, true) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{uri} is https but this member has no peer TLS (--peer-cert-file and \
+                         --peer-key-file, or --peer-auto-tls)"
+                    ),
+                ))
+            }
+        };
         let tcp = TcpStream::connect((host.as_str(), port)).await?;
         tcp.set_nodelay(true)?;
-        if !https {
+        let Some(tls) = tls else {
             return Ok(ClientStream::Plain(tcp));
-        }
-        let Some(tls) = &self.tls else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "{uri} is https but this member has no peer TLS (--peer-cert-file and \
-                     --peer-key-file, or --peer-auto-tls)"
-                ),
-            ));
         };
         let name = ServerName::try_from(host)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let tls = tls.clone();
         let config = tokio::task::spawn_blocking(move || tls.current())
             .await
             .map_err(io::Error::other)?;

@@ -25,6 +25,10 @@ pub mod self_signed;
 pub mod server;
 pub mod settings;
 pub mod stream;
+#[cfg(any(test, feature = "test-pki"))]
+pub mod test_pki;
+#[cfg(test)]
+mod tests;
 mod verify;
 
 pub use client::{ClientTls, Connector};
