@@ -49,6 +49,8 @@ impl fmt::Display for Output {
 #[derive(Clone, Debug)]
 pub struct Etcdctl {
     endpoint: String,
+    /// Global flags given to every command (`--cacert`, `--cert`, `--key`, ...).
+    flags: Vec<String>,
 }
 
 impl Etcdctl {
@@ -56,7 +58,14 @@ impl Etcdctl {
     pub fn new(endpoint: impl Into<String>) -> Etcdctl {
         Etcdctl {
             endpoint: endpoint.into(),
+            flags: Vec::new(),
         }
+    }
+
+    /// The same runner, giving `flags` to every command (TLS: `--cacert=...`).
+    pub fn with_flags(mut self, flags: &[String]) -> Etcdctl {
+        self.flags.extend(flags.iter().cloned());
+        self
     }
 
     /// The endpoint this runner talks to.
@@ -90,6 +99,7 @@ impl Etcdctl {
         process::remove_env_prefixed(&mut cmd, process::ETCDCTL_ENV_PREFIX);
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoint))
+            .args(&self.flags)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -23,7 +23,7 @@ use bramble_testkit::{process, temp};
 use crate::etcdctl::Etcdctl;
 use crate::ports::free_port;
 use crate::server::{single_member_args, start_timeout_from_env, tail};
-use crate::tools;
+use crate::target::Kind;
 
 /// One `bramble` process, optionally under strace, in its own process group so that the
 /// tracer and the traced server are killed together.
@@ -35,7 +35,12 @@ pub struct Proc {
 impl Proc {
     /// Starts `bramble args`, under `strace -e inject=<inject>` if given, logging to `log`.
     pub fn spawn(args: &[String], inject: Option<&str>, log: &Path) -> Proc {
-        let bin = tools::bramble_bin();
+        Proc::spawn_kind(Kind::Bramble, args, inject, log)
+    }
+
+    /// [`Proc::spawn`] for a server of `kind` (etcd: the reference).
+    pub fn spawn_kind(kind: Kind, args: &[String], inject: Option<&str>, log: &Path) -> Proc {
+        let bin = kind.binary();
         let mut cmd = match inject {
             Some(inject) => {
                 let mut c = Command::new("strace");
@@ -87,8 +92,12 @@ impl Proc {
 
     /// Waits until `endpoint` serves a read (serializable: a follower needs no quorum).
     pub fn wait_serving(&mut self, endpoint: &str) {
+        self.wait_serving_to(&Etcdctl::new(endpoint))
+    }
+
+    /// Waits until `ctl`'s endpoint serves `ctl` a read.
+    pub fn wait_serving_to(&mut self, ctl: &Etcdctl) {
         let deadline = Instant::now() + start_timeout_from_env();
-        let ctl = Etcdctl::new(endpoint);
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!(

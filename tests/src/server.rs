@@ -18,7 +18,6 @@ use bramble_testkit::{process, temp};
 use crate::etcdctl::Etcdctl;
 use crate::ports::free_port;
 use crate::target::Kind;
-use crate::tools;
 
 /// Flags that tests may change; everything else on the command line is fixed.
 #[derive(Clone, Debug)]
@@ -248,10 +247,7 @@ impl Server {
     }
 
     fn binary(&self) -> PathBuf {
-        match self.kind {
-            Kind::Bramble => tools::bramble_bin(),
-            Kind::Etcd => tools::etcd_bin(),
-        }
+        self.kind.binary()
     }
 
     fn log_path(&self) -> PathBuf {

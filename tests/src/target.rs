@@ -15,6 +15,16 @@ pub enum Kind {
     Etcd,
 }
 
+impl Kind {
+    /// The server binary of this kind.
+    pub fn binary(self) -> std::path::PathBuf {
+        match self {
+            Kind::Bramble => crate::tools::bramble_bin(),
+            Kind::Etcd => crate::tools::etcd_bin(),
+        }
+    }
+}
+
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

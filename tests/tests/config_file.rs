@@ -151,7 +151,7 @@ fn run_bramble_with(yaml_after_data_dir: &str) -> (Option<i32>, String, bool) {
 #[test]
 fn safety_settings_in_the_file_refuse_to_start() {
     let (code, stderr, created) =
-        run_bramble_with("client-transport-security:\n  cert-file: /etc/etcd/server.crt\n");
+        run_bramble_with("peer-transport-security:\n  skip-client-san-verification: true\n");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("Refusing to start"), "{stderr}");
     assert!(!created, "the data dir was created: {stderr}");

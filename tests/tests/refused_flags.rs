@@ -1,7 +1,8 @@
-//! etcd flags whose silent loss would change safety (TLS and client-certificate auth,
-//! discovery, the v2 proxy; also when set in a `--config-file`) make the real binary
-//! refuse to start, with a clear reason and before it creates anything; set to their off
-//! values they are accepted. (etcd implements them; Bramble does not yet.)
+//! etcd flags whose silent loss would change safety (certificate revocation lists,
+//! skipping the SAN check of peers, discovery, the v2 proxy; also when set in a
+//! `--config-file`) make the real binary refuse to start, with a clear reason and before
+//! it creates anything; set to their off values they are accepted. (etcd implements them;
+//! Bramble does not yet.)
 
 use std::process::Command;
 
@@ -63,11 +64,11 @@ type Case<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>);
 #[test]
 fn safety_flags_refuse_to_start_and_create_nothing() {
     let cases: &[Case] = &[
-        (&["--client-cert-auth"], None),
-        (&["-cert-file", "/etc/etcd/pki/server.crt"], None),
+        (&["--experimental-peer-skip-client-san-verification"], None),
+        (&["-client-crl-file", "/etc/etcd/pki/crl.pem"], None),
         (&["--proxy=on"], None),
         (&["--discovery-srv", "example.com"], None),
-        (&[], Some(("ETCD_CLIENT_CERT_AUTH", "true"))),
+        (&[], Some(("ETCD_PEER_CRL_FILE", "/etc/etcd/pki/crl.pem"))),
     ];
     for (args, env) in cases {
         let (code, stderr, created) = run(args, *env);
@@ -84,7 +85,8 @@ fn safety_flags_refuse_to_start_and_create_nothing() {
 fn safety_flags_set_off_are_accepted() {
     let (code, stderr, created) = run(
         &[
-            "--client-cert-auth=false",
+            "--client-crl-file=",
+            "--experimental-peer-skip-client-san-verification=false",
             "--force-new-cluster=false",
             "--experimental-initial-corrupt-check=false",
         ],

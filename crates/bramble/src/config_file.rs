@@ -9,7 +9,7 @@
 //! - durations as integer nanoseconds (Go's `time.Duration` in JSON), or Go duration text;
 //! - lists joined with commas (`log-outputs: [stderr]`);
 //! - `client-transport-security` and `peer-transport-security` maps, whose keys become the
-//!   `--cert-file` and `--peer-cert-file` families (refused until TLS is implemented);
+//!   TLS flags of each port ([`security_flag`]);
 //! - `null` or an empty value leaves the default.
 //!
 //! Unlike etcd, an unknown key is an error rather than silently skipped: a misspelt safety
@@ -92,7 +92,7 @@ pub(crate) fn args_from_yaml(text: &str) -> Result<Vec<String>, String> {
         let key = scalar_key(key)?;
         match key.as_str() {
             "client-transport-security" | "peer-transport-security" => {
-                let prefix = if key.starts_with("peer") { "peer-" } else { "" };
+                let peer = key.starts_with("peer");
                 let Yaml::Hash(inner) = value else {
                     if matches!(value, Yaml::Null) {
                         continue;
@@ -101,7 +101,15 @@ pub(crate) fn args_from_yaml(text: &str) -> Result<Vec<String>, String> {
                 };
                 for (k, v) in inner {
                     let k = scalar_key(k)?;
-                    push(&mut args, &format!("{prefix}{k}"), v)?;
+                    match security_flag(peer, &k)? {
+                        Some(flag) => push(&mut args, &flag, v)?,
+                        None if is_off(v) => {}
+                        None => {
+                            return Err(format!(
+                                "{key}: {k} is not supported by bramble for the client port"
+                            ))
+                        }
+                    }
                 }
             }
             FLAG => return Err(format!("{FLAG} cannot be set inside a config file")),
@@ -109,6 +117,37 @@ pub(crate) fn args_from_yaml(text: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(args)
+}
+
+/// Whether a setting is unset or off (`null`, `false`, empty text or list).
+fn is_off(value: &Yaml) -> bool {
+    match value {
+        Yaml::Null | Yaml::Boolean(false) => true,
+        Yaml::String(s) => s.is_empty(),
+        Yaml::Array(items) => items.is_empty(),
+        _ => false,
+    }
+}
+
+/// The flag of one key of etcd's `client-transport-security` or `peer-transport-security`
+/// (etcd's `securityConfig`); `None` for a key with no flag, accepted only when off.
+fn security_flag(peer: bool, key: &str) -> Result<Option<String>, String> {
+    let section = if peer { "peer" } else { "client" };
+    let flag = match (peer, key) {
+        (false, "cert-file" | "key-file" | "trusted-ca-file" | "auto-tls") => key.to_string(),
+        (false, "client-cert-file" | "client-key-file" | "client-cert-auth") => key.to_string(),
+        (false, "allowed-hostname") => "client-cert-allowed-hostname".into(),
+        (true, "client-cert-file" | "client-key-file") => format!("peer-{key}"),
+        (true, "cert-file" | "key-file" | "trusted-ca-file" | "auto-tls") => format!("peer-{key}"),
+        (true, "client-cert-auth") => "peer-client-cert-auth".into(),
+        (true, "allowed-cn" | "allowed-hostname") => format!("peer-cert-{key}"),
+        (true, "skip-client-san-verification") => {
+            "experimental-peer-skip-client-san-verification".into()
+        }
+        (false, "allowed-cn" | "skip-client-san-verification") => return Ok(None),
+        _ => return Err(format!("{section}-transport-security: unknown key {key:?}")),
+    };
+    Ok(Some(flag))
 }
 
 fn scalar_key(key: &Yaml) -> Result<String, String> {
@@ -157,6 +196,40 @@ mod tests {
 
     fn argv(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn transport_security_maps_to_each_ports_flags() {
+        let yaml = "
+client-transport-security:
+  cert-file: /pki/server.crt
+  client-cert-auth: true
+  allowed-hostname: [a.local]
+  allowed-cn:
+peer-transport-security:
+  cert-file: /pki/peer.crt
+  client-cert-auth: true
+  trusted-ca-file: /pki/ca.crt
+  allowed-cn: [node1, node2]
+";
+        assert_eq!(
+            args_from_yaml(yaml).expect("parses"),
+            argv(&[
+                "--cert-file=/pki/server.crt",
+                "--client-cert-auth=true",
+                "--client-cert-allowed-hostname=a.local",
+                "--peer-cert-file=/pki/peer.crt",
+                "--peer-client-cert-auth=true",
+                "--peer-trusted-ca-file=/pki/ca.crt",
+                "--peer-cert-allowed-cn=node1,node2",
+            ])
+        );
+        let err = args_from_yaml("client-transport-security:\n  allowed-cn: [x]\n")
+            .expect_err("no such client setting");
+        assert!(err.contains("not supported by bramble"), "{err}");
+        let err =
+            args_from_yaml("peer-transport-security:\n  cert-fiel: x\n").expect_err("misspelt");
+        assert!(err.contains("unknown key \"cert-fiel\""), "{err}");
     }
 
     #[test]

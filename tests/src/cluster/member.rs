@@ -20,7 +20,6 @@ use crate::netns;
 use crate::ports::free_port;
 use crate::server::tail;
 use crate::target::Kind;
-use crate::tools;
 
 /// Ports of every member in netns mode: each has its own address, so etcd's defaults fit.
 const NETNS_PORTS: (u16, u16, u16) = (2379, 2380, 2381);
@@ -352,10 +351,7 @@ impl MemberProcess {
         );
         self.kill9();
         self.starts += 1;
-        let binary = match self.kind {
-            Kind::Bramble => tools::bramble_bin(),
-            Kind::Etcd => tools::etcd_bin(),
-        };
+        let binary = self.kind.binary();
         let mut cmd = match &self.netns {
             Some(ns) => netns::exec(ns, &binary),
             None => Command::new(&binary),

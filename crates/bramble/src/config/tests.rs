@@ -22,9 +22,9 @@ fn ignored_flags_are_dropped_with_their_values() {
         "bramble",
         "--max-snapshots",
         "10",
-        "--client-cert-auth=false",
+        "--experimental-peer-skip-client-san-verification=false",
         "--max-wals=5",
-        "--cert-file",
+        "--client-crl-file",
         "",
         "--name",
         "x",
@@ -37,14 +37,44 @@ fn ignored_flags_are_dropped_with_their_values() {
 #[test]
 fn flags_that_change_safety_refuse_to_start() {
     for argv in [
-        &["bramble", "--client-cert-auth"][..],
-        &["bramble", "--client-cert-auth=true"],
-        &["bramble", "-cert-file", "/etc/etcd/server.crt"],
+        &[
+            "bramble",
+            "--experimental-peer-skip-client-san-verification",
+        ][..],
+        &[
+            "bramble",
+            "--experimental-peer-skip-client-san-verification=true",
+        ],
+        &["bramble", "-peer-crl-file", "/etc/etcd/crl.pem"],
         &["bramble", "--proxy", "on"],
     ] {
         let refusal = preprocess_args(args(argv)).expect_err("refused");
         assert!(refusal.contains("Refusing to start"), "{refusal}");
     }
+}
+
+#[test]
+fn tls_flags_as_etcd_reads_them() {
+    let parse = |argv: &[&str]| {
+        let (out, _) = preprocess_args(args(argv)).expect("preprocessed");
+        Flags::try_parse_from(out).expect("parses")
+    };
+    let f = parse(&["bramble"]);
+    assert!(!f.tls.client_cert_auth && !f.tls.peer_client_cert_auth && !f.tls.auto_tls);
+    assert_eq!(f.tls.tls_min_version, "TLS1.2");
+    assert_eq!(f.tls.self_signed_cert_validity, 1);
+    let f = parse(&[
+        "bramble",
+        "-cert-file",
+        "/pki/server.crt",
+        "--client-cert-auth",
+        "--peer-client-cert-auth=true",
+        "--peer-auto-tls",
+        "--peer-cert-allowed-cn=node1,node2",
+    ]);
+    assert_eq!(f.tls.cert_file, Some(PathBuf::from("/pki/server.crt")));
+    assert!(f.tls.client_cert_auth && f.tls.peer_client_cert_auth && f.tls.peer_auto_tls);
+    assert_eq!(f.tls.peer_cert_allowed_cn, "node1,node2");
 }
 
 #[test]
