@@ -6,7 +6,8 @@
 //! - `one_member_mutual_tls_as_etcd`: the same checks against etcd and Bramble: etcdctl
 //!   with the API server's certificate works; without a certificate, with another CA's
 //!   or an expired one it is refused; a rotated server certificate is served without a
-//!   restart; an http listener beside the https one serves plain text, as etcd allows.
+//!   restart; `/health` is served over TLS (curl); an http listener beside the https one
+//!   serves plain text, as etcd allows.
 //! - `kubeadm_three_members`: three members started with kubeadm's flags form a cluster
 //!   over mutual TLS on the peer port, replicate, and let in no peer with another CA's
 //!   certificate: neither a member joining with one, nor a raw peer RPC.
@@ -214,6 +215,25 @@ fn one_member_mutual_tls_as_etcd() {
             &Etcdctl::new(&endpoint).with_flags(&expired),
             "an expired certificate",
             kind,
+        );
+        // The HTTP endpoints over TLS, with curl (HTTP/1.1 on Bramble, which offers it
+        // first; HTTP/2 on etcd).
+        let pki_dir = pki.dir();
+        let health = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(&ca_file)
+            .arg("--cert")
+            .arg(pki_dir.join("apiserver-etcd-client.crt"))
+            .arg("--key")
+            .arg(pki_dir.join("apiserver-etcd-client.key"))
+            .arg(format!("{endpoint}/health"))
+            .output()
+            .expect("run curl (scripts/test installs it)");
+        let body = String::from_utf8_lossy(&health.stdout);
+        assert!(
+            body.contains("\"health\":\"true\""),
+            "{kind}: /health over TLS: {body} {}",
+            String::from_utf8_lossy(&health.stderr)
         );
         // Plain text on the http listener, as etcd serves it.
         let plain = Etcdctl::new(format!("http://127.0.0.1:{plain_port}"));

@@ -5,12 +5,15 @@
 //! share them round-robin, so many clients multiplex over few connections as
 //! they do in a real Go client.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bramble_api::etcdserverpb::{
     kv_client::KvClient, maintenance_client::MaintenanceClient, StatusRequest,
 };
+use bramble_tls::{ClientTls, Connector, DialSettings};
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
@@ -18,23 +21,41 @@ use tonic::transport::{Channel, Endpoint};
 /// 4 MiB default, and a range benchmark must not fail on its own limit.
 const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
-/// Turns `host:port` or `http://host:port` into a URI tonic can dial.
+/// Turns `host:port`, `http://host:port` or `https://host:port` into a URI
+/// tonic can dial.
 pub(crate) fn endpoint_uri(endpoint: &str) -> Result<String> {
     let e = endpoint.trim();
     if e.is_empty() {
         bail!("empty endpoint");
     }
-    if e.starts_with("https://") {
-        // tonic is built without TLS in this workspace (no `tls-*` feature).
-        bail!("endpoint {e}: TLS endpoints are not supported yet, use http://");
-    }
-    if e.starts_with("http://") {
+    if e.starts_with("http://") || e.starts_with("https://") {
         Ok(e.to_string())
     } else if e.contains("://") {
-        bail!("endpoint {e}: only http:// (or host:port) is supported")
+        bail!("endpoint {e}: only http://, https:// (or host:port) are supported")
     } else {
         Ok(format!("http://{e}"))
     }
+}
+
+/// The TLS for https endpoints (`--cacert`, `--cert`/`--cert-key`); none
+/// without a CA.
+pub(crate) fn tls(
+    cacert: Option<PathBuf>,
+    identity: Option<(PathBuf, PathBuf)>,
+) -> Result<Option<Arc<ClientTls>>> {
+    let Some(ca) = cacert else {
+        if identity.is_some() {
+            bail!("--cert and --cert-key need --cacert");
+        }
+        return Ok(None);
+    };
+    let tls = ClientTls::dial(DialSettings {
+        identity,
+        trusted_ca_file: Some(ca),
+        skip_verify: false,
+        protocol: Default::default(),
+    })?;
+    Ok(Some(tls))
 }
 
 /// Opens `conns` connections, connection `i` to endpoint `i % endpoints.len()`.
@@ -46,7 +67,9 @@ pub(crate) async fn dial(
     endpoints: &[String],
     conns: usize,
     timeout: Duration,
+    tls: Option<Arc<ClientTls>>,
 ) -> Result<Vec<Channel>> {
+    let connector = Connector::new(tls);
     if endpoints.is_empty() {
         bail!("no endpoints");
     }
@@ -57,7 +80,7 @@ pub(crate) async fn dial(
             .with_context(|| format!("bad endpoint {uri}"))?
             .connect_timeout(timeout)
             .tcp_nodelay(true);
-        let ch = tokio::time::timeout(timeout, ep.connect())
+        let ch = tokio::time::timeout(timeout, ep.connect_with_connector(connector.clone()))
             .await
             .with_context(|| format!("connecting to {uri}: timed out after {timeout:?}"))?
             .with_context(|| format!("connecting to {uri}"))?;
@@ -124,7 +147,10 @@ mod tests {
             endpoint_uri(" http://[::1]:2379 ").expect("ok"),
             "http://[::1]:2379"
         );
-        assert!(endpoint_uri("https://127.0.0.1:2379").is_err());
+        assert_eq!(
+            endpoint_uri("https://127.0.0.1:2379").expect("ok"),
+            "https://127.0.0.1:2379"
+        );
         assert!(endpoint_uri("unix:///tmp/etcd.sock").is_err());
         assert!(endpoint_uri("").is_err());
     }

@@ -41,8 +41,8 @@ struct Cli {
 /// (`bramble-bench --clients 8 put` as with etcd's tool, or `put --clients 8`).
 #[derive(Args, Debug)]
 struct Common {
-    /// Endpoints, comma-separated (host:port or http://host:port). Connections
-    /// are spread over them round-robin.
+    /// Endpoints, comma-separated (host:port, http://host:port or
+    /// https://host:port). Connections are spread over them round-robin.
     #[arg(
         long,
         global = true,
@@ -53,6 +53,16 @@ struct Common {
     /// Concurrent clients (each has one request in flight at a time).
     #[arg(long, global = true, default_value_t = 1)]
     clients: usize,
+    /// https endpoints: the CA that signed the servers' certificates.
+    #[arg(long, global = true)]
+    cacert: Option<std::path::PathBuf>,
+    /// https endpoints: the client certificate to present.
+    #[arg(long, global = true, requires = "cert_key")]
+    cert: Option<std::path::PathBuf>,
+    /// https endpoints: the client certificate's key (etcd's benchmark calls it
+    /// `--key`, which is the range workload's key here).
+    #[arg(long = "cert-key", global = true, requires = "cert")]
+    cert_key: Option<std::path::PathBuf>,
     /// gRPC (HTTP/2) connections the clients share round-robin; capped at
     /// --clients. etcd's benchmark defaults to 1 as well.
     #[arg(long, global = true, default_value_t = 1)]
@@ -218,7 +228,8 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
         }
     };
 
-    let channels = conn::dial(&c.endpoints, conns, dial_timeout).await?;
+    let tls = conn::tls(c.cacert.clone(), c.cert.clone().zip(c.cert_key.clone()))?;
+    let channels = conn::dial(&c.endpoints, conns, dial_timeout, tls).await?;
     // Channel i goes to endpoint i % n, so the first min(n, conns) channels
     // cover each used endpoint once.
     let used = c.endpoints.len().min(channels.len());

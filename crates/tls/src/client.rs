@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::io;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,12 +17,41 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::protocol::Protocol;
 use crate::reload::Reloading;
 use crate::settings::TlsSettings;
 use crate::verify::SelfSignedServers;
 use crate::{pem_files, TlsError};
 
-/// A port's client-side TLS.
+/// What a dialling side presents and trusts.
+#[derive(Debug, Clone)]
+pub struct DialSettings {
+    /// The certificate and key to present (none: no client certificate).
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// The CA the server's certificate must chain to.
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Trust any server certificate (a self-signed peer, `--peer-auto-tls`): the
+    /// connection is encrypted, the server unauthenticated.
+    pub skip_verify: bool,
+    /// Versions and cipher suites.
+    pub protocol: Protocol,
+}
+
+impl DialSettings {
+    /// How a member dials its peers, from the peer port's settings: with its peer
+    /// certificate (or `--peer-client-cert-file`), trusting the peer CA.
+    pub fn for_peers(settings: &TlsSettings) -> DialSettings {
+        let (cert, key) = settings.dial_cert();
+        DialSettings {
+            identity: Some((cert.clone(), key.clone())),
+            trusted_ca_file: settings.trusted_ca_file.clone(),
+            skip_verify: settings.self_signed,
+            protocol: settings.protocol.clone(),
+        }
+    }
+}
+
+/// A dialling side's TLS, reloading its files when they change.
 pub struct ClientTls {
     config: Reloading<ClientConfig>,
 }
@@ -33,7 +63,7 @@ impl std::fmt::Debug for ClientTls {
 }
 
 impl ClientTls {
-    /// Loads the files at once: a certificate that cannot be used refuses the start.
+    /// How a member dials its peers ([`DialSettings::for_peers`]).
     pub fn new(settings: TlsSettings) -> Result<Arc<ClientTls>, TlsError> {
         if settings.trusted_ca_file.is_none() && !settings.self_signed {
             return Err(TlsError::Config(
@@ -42,8 +72,20 @@ impl ClientTls {
                     .into(),
             ));
         }
-        let (cert, key) = settings.dial_cert();
-        let mut paths = vec![cert.clone(), key.clone()];
+        ClientTls::dial(DialSettings::for_peers(&settings))
+    }
+
+    /// Loads the files at once: a certificate that cannot be used is an error now.
+    pub fn dial(settings: DialSettings) -> Result<Arc<ClientTls>, TlsError> {
+        if settings.trusted_ca_file.is_none() && !settings.skip_verify {
+            return Err(TlsError::Config(
+                "a trusted CA file is needed to verify the server's certificate".into(),
+            ));
+        }
+        let mut paths = Vec::new();
+        if let Some((cert, key)) = &settings.identity {
+            paths.extend([cert.clone(), key.clone()]);
+        }
         paths.extend(settings.trusted_ca_file.clone());
         let config = Reloading::new(paths, Box::new(move |files| build(&settings, files)))?;
         Ok(Arc::new(ClientTls { config }))
@@ -55,20 +97,29 @@ impl ClientTls {
     }
 }
 
-fn build(settings: &TlsSettings, files: &[Vec<u8>]) -> Result<ClientConfig, TlsError> {
+/// A client config from the bytes of the identity's certificate and key (if any) and
+/// the trusted CA (if any), in that order.
+fn build(settings: &DialSettings, files: &[Vec<u8>]) -> Result<ClientConfig, TlsError> {
     let provider = crate::provider(&settings.protocol);
-    let (cert_path, key_path) = settings.dial_cert();
-    let certs = pem_files::certs(cert_path, &files[0])?;
-    let key = pem_files::key(key_path, &files[1])?;
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&settings.protocol.versions())?;
-    let builder = match (&settings.trusted_ca_file, files.get(2)) {
-        (Some(path), Some(ca)) => builder.with_root_certificates(pem_files::roots(path, ca)?),
+    let ca_at = if settings.identity.is_some() { 2 } else { 0 };
+    let builder = match (&settings.trusted_ca_file, files.get(ca_at)) {
+        (Some(path), Some(ca)) if !settings.skip_verify => {
+            builder.with_root_certificates(pem_files::roots(path, ca)?)
+        }
         _ => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(SelfSignedServers(provider))),
     };
-    let mut config = builder.with_client_auth_cert(certs, key)?;
+    let mut config = match &settings.identity {
+        Some((cert_path, key_path)) => {
+            let certs = pem_files::certs(cert_path, &files[0])?;
+            let key = pem_files::key(key_path, &files[1])?;
+            builder.with_client_auth_cert(certs, key)?
+        }
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }

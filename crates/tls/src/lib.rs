@@ -31,7 +31,7 @@ pub mod test_pki;
 mod tests;
 mod verify;
 
-pub use client::{ClientTls, Connector};
+pub use client::{ClientTls, Connector, DialSettings};
 pub use error::TlsError;
 pub use server::ServerTls;
 pub use settings::{Allowed, TlsSettings};
