@@ -476,69 +476,79 @@ fn refused_settings() {
     let pki = KubeadmPki::new(dir.path(), &ca, "node1", "127.0.0.1");
     let data = dir.path().join("data");
     let (client, peer) = (free_port(), free_port());
-    let base = |client_url: &str, peer_url: &str| -> Vec<String> {
-        vec![
+    let https_client = format!("https://127.0.0.1:{client}");
+    let cert = format!("--cert-file={}", pki.etcd_file("server.crt"));
+    let key = format!("--key-file={}", pki.etcd_file("server.key"));
+    let peer_certs = [
+        format!("--peer-cert-file={}", pki.etcd_file("peer.crt")),
+        format!("--peer-key-file={}", pki.etcd_file("peer.key")),
+        format!("--peer-trusted-ca-file={}", pki.etcd_file("ca.crt")),
+    ];
+    let missing_cert = format!(
+        "TLS key/cert (--cert-file, --key-file) must be provided for client url {https_client} \
+         with HTTPS scheme"
+    );
+    // (client scheme, peer scheme, extra flags, what the refusal says)
+    let cases: Vec<(&str, &str, Vec<String>, &str)> = vec![
+        ("https", "http", vec![], &missing_cert),
+        ("http", "https", vec![], "--peer-cert-file, --peer-key-file"),
+        (
+            "https",
+            "http",
+            vec![
+                cert.clone(),
+                key.clone(),
+                "--client-crl-file=/etc/crl.pem".into(),
+            ],
+            "certificate revocation lists",
+        ),
+        (
+            "http",
+            "http",
+            [&peer_certs[..], &["--peer-client-cert-auth".into()]].concat(),
+            "is http: anyone",
+        ),
+        (
+            "https",
+            "http",
+            vec![
+                cert.clone(),
+                key.clone(),
+                "--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA".into(),
+            ],
+            "not supported by bramble",
+        ),
+        (
+            "https",
+            "http",
+            vec![cert.clone(), key.clone(), "--tls-min-version=TLS1.1".into()],
+            "unexpected TLS version \"TLS1.1\" (must be one of: TLS1.2, TLS1.3)",
+        ),
+        // Client certificates without a CA to check them against.
+        (
+            "https",
+            "http",
+            vec![cert.clone(), key.clone(), "--client-cert-auth".into()],
+            "needs a trusted CA file",
+        ),
+    ];
+    for (client_scheme, peer_scheme, extra, says) in cases {
+        let client_url = format!("{client_scheme}://127.0.0.1:{client}");
+        let peer_url = format!("{peer_scheme}://127.0.0.1:{peer}");
+        let mut args = vec![
             format!("--data-dir={}", data.display()),
             format!("--listen-client-urls={client_url}"),
             format!("--advertise-client-urls={client_url}"),
             format!("--listen-peer-urls={peer_url}"),
             format!("--initial-advertise-peer-urls={peer_url}"),
             format!("--initial-cluster=default={peer_url}"),
-        ]
-    };
-    let https_client = format!("https://127.0.0.1:{client}");
-    let http_client = format!("http://127.0.0.1:{client}");
-    let http_peer = format!("http://127.0.0.1:{peer}");
-    let https_peer = format!("https://127.0.0.1:{peer}");
-    let cert = format!("--cert-file={}", pki.etcd_file("server.crt"));
-    let key = format!("--key-file={}", pki.etcd_file("server.key"));
-
-    let text = start_refused(&base(&https_client, &http_peer));
-    assert!(
-        text.contains(&format!(
-            "TLS key/cert (--cert-file, --key-file) must be provided for client url \
-             {https_client} with HTTPS scheme"
-        )),
-        "{text}"
-    );
-    let text = start_refused(&base(&http_client, &https_peer));
-    assert!(text.contains("--peer-cert-file, --peer-key-file"), "{text}");
-
-    let mut args = base(&https_client, &http_peer);
-    args.extend([cert.clone(), key.clone()]);
-    args.push("--client-crl-file=/etc/crl.pem".into());
-    let text = start_refused(&args);
-    assert!(text.contains("certificate revocation lists"), "{text}");
-
-    let mut args = base(&http_client, &http_peer);
-    args.extend([
-        format!("--peer-cert-file={}", pki.etcd_file("peer.crt")),
-        format!("--peer-key-file={}", pki.etcd_file("peer.key")),
-        format!("--peer-trusted-ca-file={}", pki.etcd_file("ca.crt")),
-        "--peer-client-cert-auth".into(),
-    ]);
-    let text = start_refused(&args);
-    assert!(text.contains("is http: anyone"), "{text}");
-
-    let mut args = base(&https_client, &http_peer);
-    args.extend([cert.clone(), key.clone()]);
-    args.push("--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA".into());
-    let text = start_refused(&args);
-    assert!(text.contains("not supported by bramble"), "{text}");
-
-    let mut args = base(&https_client, &http_peer);
-    args.extend([cert.clone(), key.clone()]);
-    args.push("--tls-min-version=TLS1.1".into());
-    let text = start_refused(&args);
-    assert!(
-        text.contains("unexpected TLS version \"TLS1.1\" (must be one of: TLS1.2, TLS1.3)"),
-        "{text}"
-    );
-
-    // Client certificates without a CA to check them against.
-    let mut args = base(&https_client, &http_peer);
-    args.extend([cert, key, "--client-cert-auth".into()]);
-    let text = start_refused(&args);
-    assert!(text.contains("needs a trusted CA file"), "{text}");
-    assert!(!data.exists(), "nothing is created by a refused start");
+        ];
+        args.extend(extra);
+        let text = start_refused(&args);
+        assert!(text.contains(says), "{args:?}: {text}");
+        assert!(
+            !data.exists(),
+            "{args:?}: a refused start created the data dir"
+        );
+    }
 }

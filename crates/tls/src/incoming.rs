@@ -51,7 +51,7 @@ pub fn incoming(
                 }
             };
             let Some(tls) = tls.clone() else {
-                if out.send(Ok(ServerStream::Plain(tcp))).await.is_err() {
+                if out.send(Ok(ServerStream::plain(tcp))).await.is_err() {
                     return;
                 }
                 continue;
@@ -83,5 +83,5 @@ pub async fn handshake(
         .await
         .map_err(io::Error::other)?;
     let stream = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await?;
-    Ok(ServerStream::Tls(Box::new(stream)))
+    Ok(ServerStream::tls(stream))
 }

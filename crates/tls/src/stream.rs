@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 use tonic::transport::server::Connected;
 
 /// What a request knows of its connection (in its extensions, from tonic).
@@ -19,32 +20,39 @@ pub struct ConnInfo {
     pub common_name: Option<String>,
 }
 
-/// An accepted connection.
-pub enum ServerStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
+/// An accepted connection, plain or TLS.
+pub struct ServerStream(Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>);
 
 impl ServerStream {
+    /// A plain-text connection.
+    pub fn plain(tcp: TcpStream) -> ServerStream {
+        ServerStream(Either::Left(tcp))
+    }
+
+    /// A connection after its TLS handshake.
+    pub fn tls(stream: tokio_rustls::server::TlsStream<TcpStream>) -> ServerStream {
+        ServerStream(Either::Right(Box::new(stream)))
+    }
+
     /// The protocol agreed by ALPN on a TLS connection (none on a plain one).
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        match self {
-            ServerStream::Plain(_) => None,
-            ServerStream::Tls(s) => s.get_ref().1.alpn_protocol(),
+        match &self.0 {
+            Either::Left(_) => None,
+            Either::Right(s) => s.get_ref().1.alpn_protocol(),
         }
     }
 
     /// The TCP connection under it.
     pub fn tcp(&self) -> &TcpStream {
-        match self {
-            ServerStream::Plain(s) => s,
-            ServerStream::Tls(s) => s.get_ref().0,
+        match &self.0 {
+            Either::Left(s) => s,
+            Either::Right(s) => s.get_ref().0,
         }
     }
 
     /// Whether the connection is TLS.
     pub fn is_tls(&self) -> bool {
-        matches!(self, ServerStream::Tls(_))
+        matches!(self.0, Either::Right(_))
     }
 }
 
@@ -52,9 +60,9 @@ impl Connected for ServerStream {
     type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> ConnInfo {
-        let common_name = match self {
-            ServerStream::Plain(_) => None,
-            ServerStream::Tls(s) => s
+        let common_name = match &self.0 {
+            Either::Left(_) => None,
+            Either::Right(s) => s
                 .get_ref()
                 .1
                 .peer_certificates()
@@ -74,10 +82,7 @@ impl AsyncRead for ServerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
     }
 }
 
@@ -87,23 +92,14 @@ impl AsyncWrite for ServerStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ServerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }

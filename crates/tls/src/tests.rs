@@ -241,8 +241,7 @@ async fn the_connector_dials_https_with_the_peer_certificate() {
     let err = plain
         .connect(uri)
         .await
-        .err()
-        .expect("no TLS to dial https with");
+        .expect_err("no TLS to dial https with");
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
     assert!(err.to_string().contains("no peer TLS"), "{err}");
 }
