@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use bramble_storage::mvcc::MvccError;
+use bramble_storage::mvcc::{AuthError, MvccError};
 use tonic::{Code, Status};
 
 fn status(code: Code, msg: &'static str) -> Status {
@@ -73,12 +73,39 @@ pub(crate) fn mvcc_status(e: &MvccError) -> Status {
         MvccError::NoSpace => return no_space(),
         // `etcdserver: corrupt cluster`
         MvccError::CorruptCluster => Code::DataLoss,
+        MvccError::Auth(a) => return auth_status(*a),
         MvccError::EmptyCommand
         | MvccError::OutOfOrder { .. }
         | MvccError::Corrupt(_)
         | MvccError::Storage(_)
         | MvccError::BadSnapshot(_)
         | MvccError::StoreReplaced => return internal(e),
+    };
+    etcd_status(code, e.to_string())
+}
+/// etcd's gRPC error for an auth store error: the text is [`AuthError`]'s
+/// (etcd's), the code etcd's `rpctypes` gives it.
+pub(crate) fn auth_status(e: AuthError) -> Status {
+    let code = match e {
+        AuthError::RootUserNotExist
+        | AuthError::RootRoleNotExist
+        | AuthError::UserAlreadyExist
+        | AuthError::UserNotFound
+        | AuthError::RoleAlreadyExist
+        | AuthError::RoleNotFound
+        | AuthError::RoleNotGranted
+        | AuthError::PermissionNotGranted
+        | AuthError::AuthNotEnabled => Code::FailedPrecondition,
+        AuthError::UserEmpty
+        | AuthError::RoleEmpty
+        | AuthError::AuthFailed
+        | AuthError::PermissionNotGiven
+        | AuthError::InvalidAuthMgmt
+        | AuthError::AuthOldRevision => Code::InvalidArgument,
+        AuthError::PermissionDenied => Code::PermissionDenied,
+        AuthError::InvalidAuthToken => Code::Unauthenticated,
+        // Not one of etcd's gRPC errors: grpc-go sends it as Unknown.
+        AuthError::NoPasswordUser => Code::Unknown,
     };
     etcd_status(code, e.to_string())
 }
