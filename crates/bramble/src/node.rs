@@ -101,6 +101,8 @@ pub struct NodeOptions {
     /// member id (see [`bramble_raft::force_new_cluster`]). No effect on a data
     /// dir that holds no cluster yet. Not with [`ClusterState::Existing`].
     pub force_new_cluster: bool,
+    /// etcd's `--auth-token`, `--auth-token-ttl` and `--bcrypt-cost`.
+    pub auth: bramble_server::auth::AuthOptions,
 }
 
 /// etcd's `--initial-cluster-state`: whether the first start creates a
@@ -134,6 +136,7 @@ impl NodeOptions {
             listen_peer_addrs: Vec::new(),
             corruption_checks: CorruptionChecks::default(),
             force_new_cluster: false,
+            auth: Default::default(),
         }
     }
 
@@ -316,6 +319,7 @@ impl Node {
             gate: ProposalGate::new(opts.limits.max_request_bytes),
             tasks: TaskTracker::new(),
             metrics: bramble_server::metrics::Metrics::new(),
+            auth: bramble_server::auth::Auth::new(opts.auth.clone()),
             db_path,
             quota: bramble_server::quota::Quota::from_flag(opts.limits.quota_backend_bytes),
             lessor: Lessor::new(

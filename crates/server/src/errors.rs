@@ -109,6 +109,19 @@ pub(crate) fn auth_status(e: AuthError) -> Status {
     };
     etcd_status(code, e.to_string())
 }
+/// `bramble: authentication cannot be enabled yet: ...`: Bramble's own refusal
+/// of AuthEnable until every service checks permissions (enabling auth without
+/// enforcing it would let anyone do anything while claiming otherwise).
+pub(crate) fn auth_enable_refused() -> Status {
+    Status::failed_precondition(
+        "bramble: authentication cannot be enabled yet: permission checks are not implemented",
+    )
+}
+/// `bcrypt: password length exceeds 72 bytes`: Go's bcrypt refuses longer
+/// passwords and etcd 3.6 passes the error on, which grpc-go sends as Unknown.
+pub(crate) fn password_too_long() -> Status {
+    Status::unknown("bcrypt: password length exceeds 72 bytes")
+}
 /// `etcdserver: mvcc: database space exceeded` (etcd's `ErrGRPCNoSpace`): the
 /// space quota is exhausted or a NOSPACE alarm is raised.
 pub(crate) fn no_space() -> Status {
