@@ -175,7 +175,14 @@ async fn authenticate_tokens_and_no_plaintext_in_the_log() {
         .expect_err("root is protected");
     assert_eq!(err.message(), "etcdserver: invalid auth management");
 
-    let hash = ctx.node.store().auth_state().user("root").expect("root").password.clone();
+    let hash = ctx
+        .node
+        .store()
+        .auth_state()
+        .user("root")
+        .expect("root")
+        .password
+        .clone();
     drop(svc);
     drop(ctx);
     node.close().await;
