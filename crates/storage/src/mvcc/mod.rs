@@ -65,6 +65,7 @@ mod write;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use auth::imported_row as imported_auth_row;
 pub use auth::{AuthError, AuthInfo, AuthState, ROOT as AUTH_ROOT};
 pub use compaction::{CompactionMetrics, CompactionStep, DEFAULT_COMPACTION_BATCH_LIMIT};
 pub use compaction_hash::MAX_HASHES;

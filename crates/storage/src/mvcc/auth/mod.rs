@@ -477,6 +477,31 @@ pub(super) fn is_auth_change(op: &Op) -> bool {
     )
 }
 
+/// The `auth` row of a store holding `users` and `roles` (etcd's `authpb` records,
+/// as etcd's buckets hold them) at auth `revision`, auth disabled: what an import
+/// from an etcd database stores. Refuses a user or role stored twice, an empty
+/// name, or revision 0 (etcd's revision starts at 1).
+pub(crate) fn imported_row(
+    revision: u64,
+    users: Vec<User>,
+    roles: Vec<Role>,
+) -> Result<Vec<u8>, MvccError> {
+    if revision == 0 {
+        return Err(MvccError::Corrupt("auth revision 0".into()));
+    }
+    if users.iter().any(|u| u.name.is_empty()) || roles.iter().any(|r| r.name.is_empty()) {
+        return Err(MvccError::Corrupt("a user or role without a name".into()));
+    }
+    let rec = AuthRecord {
+        revision,
+        enabled: false,
+        users,
+        roles,
+    };
+    let state = AuthState::from_record(rec)?;
+    Ok(state.to_record().encode_to_vec())
+}
+
 /// Reads the auth state from the raft table (the fresh state if the row is absent).
 pub(super) fn read(
     raft: &impl ReadableTable<&'static str, &'static [u8]>,
