@@ -312,6 +312,18 @@ impl Node {
             }
         }
 
+        // Auth enabled in the data (only possible by a raft entry this build never
+        // proposes) would be served without any permission check: refuse instead.
+        if node.store().auth_enabled() && !bramble_server::auth::ENFORCEMENT_IMPLEMENTED {
+            node.shutdown().await;
+            return Err(Error {
+                code: tonic::Code::FailedPrecondition,
+                message: "authentication is enabled in this data dir, and this build does not \
+                          enforce permissions: refusing to serve it unauthenticated"
+                    .into(),
+                fatal: None,
+            });
+        }
         let ctx = Arc::new(ServerContext {
             node: Arc::new(node),
             identity: ids,

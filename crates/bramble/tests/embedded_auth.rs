@@ -186,10 +186,26 @@ async fn authenticate_tokens_and_no_plaintext_in_the_log() {
     drop(svc);
     drop(ctx);
     node.close().await;
+    drop(node);
     assert!(
         !files_contain(dir.path(), secret.as_bytes()),
         "the plaintext password reached the data dir"
     );
     // The current hash is in the store (the check can see what it looks for).
     assert!(files_contain(dir.path(), &hash), "the hash is stored");
+
+    // A data dir with auth enabled is not served by a build that does not enforce it.
+    let mut opts = NodeOptions::new(dir.path());
+    opts.auth.bcrypt_cost = 4;
+    let err = match Node::open(opts).await {
+        Ok(_) => panic!("a data dir with auth enabled was served"),
+        Err(e) => e,
+    };
+    assert_eq!(err.code, Code::FailedPrecondition, "{}", err.message);
+    assert!(
+        err.message
+            .contains("authentication is enabled in this data dir"),
+        "{}",
+        err.message
+    );
 }

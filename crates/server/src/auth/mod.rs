@@ -129,3 +129,41 @@ impl Auth {
 fn command(op: bramble_api::bramblepb::command::Op) -> Command {
     Command { op: Some(op) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    /// A hash made by Go's `bcrypt.GenerateFromPassword([]byte("etcd-pw"), 4)` (what
+    /// etcd stores, and what a migration from etcd brings along).
+    const GO_HASH: &str = "$2a$04$dkpz3cyRFtpOtLuh8mBG/e/vvZcscRO/IH1zHm/nzramLfPz3Ur1m";
+
+    #[tokio::test]
+    async fn hashes_verify_and_etcds_hashes_too() {
+        let auth = Auth::new(AuthOptions {
+            bcrypt_cost: 4,
+            ..Default::default()
+        });
+        assert!(auth.verify("etcd-pw".into(), GO_HASH.into()).await.unwrap());
+        assert!(!auth.verify("etcd-pW".into(), GO_HASH.into()).await.unwrap());
+        assert!(!auth
+            .verify("x".into(), b"not a hash".to_vec())
+            .await
+            .unwrap());
+        let encoded = auth.hash("pw".into()).await.unwrap();
+        let hash = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        assert!(hash.starts_with(b"$2b$04$"), "{hash:?}");
+        assert!(auth.verify("pw".into(), hash.clone()).await.unwrap());
+        assert!(!auth.verify("pw2".into(), hash).await.unwrap());
+        // 72 bytes is bcrypt's limit; more is refused, as etcd 3.6 does.
+        assert!(auth.hash("p".repeat(MAX_PASSWORD_BYTES)).await.is_ok());
+        let err = auth
+            .hash("p".repeat(MAX_PASSWORD_BYTES + 1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.message(), "bcrypt: password length exceeds 72 bytes");
+    }
+}
