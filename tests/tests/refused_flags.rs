@@ -95,3 +95,45 @@ fn safety_flags_set_off_are_accepted() {
     assert_eq!(code, None, "bramble did not keep running: {stderr}");
     assert!(created, "{stderr}");
 }
+
+/// `--auth-token jwt,...` (not implemented) and a `--bcrypt-cost` outside bcrypt's range
+/// refuse to start, by flag or `ETCD_*` variable; simple tokens and a valid cost start.
+#[test]
+fn auth_flags_refuse_jwt_and_bad_costs() {
+    let jwt = "jwt,pub-key=/k.pub,priv-key=/k,sign-method=RS256,ttl=10m";
+    let cases: &[(Case, &str)] = &[
+        (
+            (&["--auth-token", jwt], None),
+            "JWT tokens are not supported",
+        ),
+        (
+            (&[], Some(("ETCD_AUTH_TOKEN", jwt))),
+            "JWT tokens are not supported",
+        ),
+        ((&["--auth-token=opaque"], None), "unknown token type"),
+        (
+            (&["--bcrypt-cost=3"], None),
+            "--bcrypt-cost 3: must be between 4 and 31",
+        ),
+        (
+            (&["--bcrypt-cost=32"], None),
+            "--bcrypt-cost 32: must be between 4 and 31",
+        ),
+    ];
+    for ((args, env), reason) in cases {
+        let (code, stderr, created) = run(args, *env);
+        assert_eq!(code, Some(1), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains(reason), "{args:?} {env:?}: {stderr}");
+        assert!(!created, "{args:?} {env:?}: the data dir was created");
+    }
+    let (code, stderr, created) = run(
+        &[
+            "--auth-token=simple",
+            "--bcrypt-cost=4",
+            "--auth-token-ttl=10",
+        ],
+        None,
+    );
+    assert_eq!(code, None, "bramble did not keep running: {stderr}");
+    assert!(created, "{stderr}");
+}

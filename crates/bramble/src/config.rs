@@ -137,6 +137,27 @@ pub struct Flags {
     )]
     pub quota_backend_bytes: i64,
 
+    /// Specify auth token type and its options ('simple' or 'jwt'; JWT is refused:
+    /// not implemented yet).
+    #[arg(long = "auth-token", env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+
+    /// The lifetime in seconds of the auth token.
+    #[arg(
+        long = "auth-token-ttl",
+        env = "ETCD_AUTH_TOKEN_TTL",
+        default_value_t = bramble_server::auth::DEFAULT_TOKEN_TTL_SECS
+    )]
+    pub auth_token_ttl: u64,
+
+    /// Specify bcrypt algorithm cost factor for auth password hashing (4 to 31).
+    #[arg(
+        long = "bcrypt-cost",
+        env = "ETCD_BCRYPT_COST",
+        default_value_t = bramble_server::auth::DEFAULT_BCRYPT_COST
+    )]
+    pub bcrypt_cost: u32,
+
     /// Configures log level: debug, info, warn, error, panic, or fatal.
     #[arg(long = "log-level", env = "ETCD_LOG_LEVEL", default_value = defaults::LOG_LEVEL)]
     pub log_level: String,
@@ -713,3 +734,15 @@ mod tls_flags;
 
 #[cfg(test)]
 mod tests;
+
+/// The auth options of `--auth-token`, `--auth-token-ttl` and `--bcrypt-cost`,
+/// checked: a JWT or unknown token type and a bcrypt cost outside 4..=31 are
+/// refused rather than replaced.
+pub(crate) fn auth_options(flags: &Flags) -> Result<bramble_server::auth::AuthOptions, String> {
+    use bramble_server::auth;
+    Ok(auth::AuthOptions {
+        token: auth::parse_auth_token(&flags.auth_token)?,
+        token_ttl: std::time::Duration::from_secs(flags.auth_token_ttl),
+        bcrypt_cost: auth::check_bcrypt_cost(flags.bcrypt_cost)?,
+    })
+}

@@ -104,6 +104,8 @@ pub struct NodeOptions {
     /// member id (see [`bramble_raft::force_new_cluster`]). No effect on a data
     /// dir that holds no cluster yet. Not with [`ClusterState::Existing`].
     pub force_new_cluster: bool,
+    /// etcd's `--auth-token`, `--auth-token-ttl` and `--bcrypt-cost`.
+    pub auth: bramble_server::auth::AuthOptions,
 }
 
 /// One address to listen on, and whether it speaks TLS (an `https://` URL).
@@ -168,6 +170,7 @@ impl NodeOptions {
             peer_tls: None,
             corruption_checks: CorruptionChecks::default(),
             force_new_cluster: false,
+            auth: Default::default(),
         }
     }
 
@@ -358,6 +361,18 @@ impl Node {
             }
         }
 
+        // Auth enabled in the data (only possible by a raft entry this build never
+        // proposes) would be served without any permission check: refuse instead.
+        if node.store().auth_enabled() && !bramble_server::auth::ENFORCEMENT_IMPLEMENTED {
+            node.shutdown().await;
+            return Err(Error {
+                code: tonic::Code::FailedPrecondition,
+                message: "authentication is enabled in this data dir, and this build does not \
+                          enforce permissions: refusing to serve it unauthenticated"
+                    .into(),
+                fatal: None,
+            });
+        }
         let ctx = Arc::new(ServerContext {
             node: Arc::new(node),
             identity: ids,
@@ -365,6 +380,7 @@ impl Node {
             gate: ProposalGate::new(opts.limits.max_request_bytes),
             tasks: TaskTracker::new(),
             metrics: bramble_server::metrics::Metrics::new(),
+            auth: bramble_server::auth::Auth::new(opts.auth.clone()),
             db_path,
             quota: bramble_server::quota::Quota::from_flag(opts.limits.quota_backend_bytes),
             lessor: Lessor::new(

@@ -95,6 +95,7 @@ pub(crate) fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         listen_peer_addrs: bind_addrs(&flags.listen_peer_urls)?,
         corruption_checks,
         force_new_cluster: flags.force_new_cluster,
+        auth: crate::config::auth_options(flags).map_err(anyhow::Error::msg)?,
     })
 }
 

@@ -186,8 +186,6 @@ const UNSUPPORTED: &[UnsupportedFlag] = &[
     ignored("wal-dir", true),
     ignored("cors", true),
     ignored("host-whitelist", true),
-    ignored("auth-token", true),
-    ignored("bcrypt-cost", true),
     ignored("debug", false),
 ];
 

@@ -117,7 +117,18 @@ pub fn check_command(cmd: &Command, limits: &Limits) -> Result<(), Refusal> {
             CommandOp::Compaction(_)
             | CommandOp::LeaseGrant(_)
             | CommandOp::LeaseRevoke(_)
-            | CommandOp::Alarm(_),
+            | CommandOp::Alarm(_)
+            | CommandOp::AuthEnable(_)
+            | CommandOp::AuthDisable(_)
+            | CommandOp::AuthUserAdd(_)
+            | CommandOp::AuthUserDelete(_)
+            | CommandOp::AuthUserChangePassword(_)
+            | CommandOp::AuthUserGrantRole(_)
+            | CommandOp::AuthUserRevokeRole(_)
+            | CommandOp::AuthRoleAdd(_)
+            | CommandOp::AuthRoleDelete(_)
+            | CommandOp::AuthRoleGrantPermission(_)
+            | CommandOp::AuthRoleRevokePermission(_),
         ) => {}
         None => return Err(Refusal::EmptyCommand),
     }

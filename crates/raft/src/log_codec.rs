@@ -104,6 +104,17 @@ pub fn command_record(cmd: &Command) -> pb::CommandRecord {
         Op::LeaseGrant(r) => Rec::LeaseGrant(r.encode_to_vec()),
         Op::LeaseRevoke(r) => Rec::LeaseRevoke(r.encode_to_vec()),
         Op::Alarm(r) => Rec::Alarm(r.encode_to_vec()),
+        Op::AuthEnable(r) => Rec::AuthEnable(r.encode_to_vec()),
+        Op::AuthDisable(r) => Rec::AuthDisable(r.encode_to_vec()),
+        Op::AuthUserAdd(r) => Rec::AuthUserAdd(r.encode_to_vec()),
+        Op::AuthUserDelete(r) => Rec::AuthUserDelete(r.encode_to_vec()),
+        Op::AuthUserChangePassword(r) => Rec::AuthUserChangePassword(r.encode_to_vec()),
+        Op::AuthUserGrantRole(r) => Rec::AuthUserGrantRole(r.encode_to_vec()),
+        Op::AuthUserRevokeRole(r) => Rec::AuthUserRevokeRole(r.encode_to_vec()),
+        Op::AuthRoleAdd(r) => Rec::AuthRoleAdd(r.encode_to_vec()),
+        Op::AuthRoleDelete(r) => Rec::AuthRoleDelete(r.encode_to_vec()),
+        Op::AuthRoleGrantPermission(r) => Rec::AuthRoleGrantPermission(r.encode_to_vec()),
+        Op::AuthRoleRevokePermission(r) => Rec::AuthRoleRevokePermission(r.encode_to_vec()),
     });
     pb::CommandRecord { op }
 }
@@ -126,6 +137,30 @@ pub(crate) fn command_from_record(record: pb::CommandRecord) -> io::Result<Comma
         Some(Rec::LeaseGrant(b)) => Some(Op::LeaseGrant(op("lease_grant", &b)?)),
         Some(Rec::LeaseRevoke(b)) => Some(Op::LeaseRevoke(op("lease_revoke", &b)?)),
         Some(Rec::Alarm(b)) => Some(Op::Alarm(op("alarm", &b)?)),
+        Some(Rec::AuthEnable(b)) => Some(Op::AuthEnable(op("auth_enable", &b)?)),
+        Some(Rec::AuthDisable(b)) => Some(Op::AuthDisable(op("auth_disable", &b)?)),
+        Some(Rec::AuthUserAdd(b)) => Some(Op::AuthUserAdd(op("auth_user_add", &b)?)),
+        Some(Rec::AuthUserDelete(b)) => Some(Op::AuthUserDelete(op("auth_user_delete", &b)?)),
+        Some(Rec::AuthUserChangePassword(b)) => Some(Op::AuthUserChangePassword(op(
+            "auth_user_change_password",
+            &b,
+        )?)),
+        Some(Rec::AuthUserGrantRole(b)) => {
+            Some(Op::AuthUserGrantRole(op("auth_user_grant_role", &b)?))
+        }
+        Some(Rec::AuthUserRevokeRole(b)) => {
+            Some(Op::AuthUserRevokeRole(op("auth_user_revoke_role", &b)?))
+        }
+        Some(Rec::AuthRoleAdd(b)) => Some(Op::AuthRoleAdd(op("auth_role_add", &b)?)),
+        Some(Rec::AuthRoleDelete(b)) => Some(Op::AuthRoleDelete(op("auth_role_delete", &b)?)),
+        Some(Rec::AuthRoleGrantPermission(b)) => Some(Op::AuthRoleGrantPermission(op(
+            "auth_role_grant_permission",
+            &b,
+        )?)),
+        Some(Rec::AuthRoleRevokePermission(b)) => Some(Op::AuthRoleRevokePermission(op(
+            "auth_role_revoke_permission",
+            &b,
+        )?)),
     };
     Ok(Command { op })
 }
@@ -471,6 +506,33 @@ mod tests {
             })),
             Some(Op::LeaseGrant(LeaseGrantRequest { ttl: 5, id: 7 })),
             Some(Op::LeaseRevoke(LeaseRevokeRequest { id: 7 })),
+            Some(Op::AuthEnable(Default::default())),
+            Some(Op::AuthDisable(Default::default())),
+            Some(Op::AuthUserAdd(
+                bramble_api::etcdserverpb::AuthUserAddRequest {
+                    name: "u".into(),
+                    hashed_password: "aGFzaA==".into(),
+                    options: Some(bramble_api::authpb::UserAddOptions { no_password: true }),
+                    ..Default::default()
+                },
+            )),
+            Some(Op::AuthUserDelete(Default::default())),
+            Some(Op::AuthUserChangePassword(Default::default())),
+            Some(Op::AuthUserGrantRole(Default::default())),
+            Some(Op::AuthUserRevokeRole(Default::default())),
+            Some(Op::AuthRoleAdd(Default::default())),
+            Some(Op::AuthRoleDelete(Default::default())),
+            Some(Op::AuthRoleGrantPermission(
+                bramble_api::etcdserverpb::AuthRoleGrantPermissionRequest {
+                    name: "r".into(),
+                    perm: Some(bramble_api::authpb::Permission {
+                        perm_type: 2,
+                        key: b"a".to_vec(),
+                        range_end: b"\0".to_vec(),
+                    }),
+                },
+            )),
+            Some(Op::AuthRoleRevokePermission(Default::default())),
         ];
         for op in ops {
             let cmd = Command { op };

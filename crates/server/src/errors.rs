@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use bramble_storage::mvcc::MvccError;
+use bramble_storage::mvcc::{AuthError, MvccError};
 use tonic::{Code, Status};
 
 fn status(code: Code, msg: &'static str) -> Status {
@@ -73,6 +73,7 @@ pub(crate) fn mvcc_status(e: &MvccError) -> Status {
         MvccError::NoSpace => return no_space(),
         // `etcdserver: corrupt cluster`
         MvccError::CorruptCluster => Code::DataLoss,
+        MvccError::Auth(a) => return auth_status(*a),
         MvccError::EmptyCommand
         | MvccError::OutOfOrder { .. }
         | MvccError::Corrupt(_)
@@ -81,6 +82,45 @@ pub(crate) fn mvcc_status(e: &MvccError) -> Status {
         | MvccError::StoreReplaced => return internal(e),
     };
     etcd_status(code, e.to_string())
+}
+/// etcd's gRPC error for an auth store error: the text is [`AuthError`]'s
+/// (etcd's), the code etcd's `rpctypes` gives it.
+pub(crate) fn auth_status(e: AuthError) -> Status {
+    let code = match e {
+        AuthError::RootUserNotExist
+        | AuthError::RootRoleNotExist
+        | AuthError::UserAlreadyExist
+        | AuthError::UserNotFound
+        | AuthError::RoleAlreadyExist
+        | AuthError::RoleNotFound
+        | AuthError::RoleNotGranted
+        | AuthError::PermissionNotGranted
+        | AuthError::AuthNotEnabled => Code::FailedPrecondition,
+        AuthError::UserEmpty
+        | AuthError::RoleEmpty
+        | AuthError::AuthFailed
+        | AuthError::PermissionNotGiven
+        | AuthError::InvalidAuthMgmt
+        | AuthError::AuthOldRevision => Code::InvalidArgument,
+        AuthError::PermissionDenied => Code::PermissionDenied,
+        AuthError::InvalidAuthToken => Code::Unauthenticated,
+        // Not one of etcd's gRPC errors: grpc-go sends it as Unknown.
+        AuthError::NoPasswordUser => Code::Unknown,
+    };
+    etcd_status(code, e.to_string())
+}
+/// `bramble: authentication cannot be enabled yet: ...`: Bramble's own refusal
+/// of AuthEnable until every service checks permissions (enabling auth without
+/// enforcing it would let anyone do anything while claiming otherwise).
+pub(crate) fn auth_enable_refused() -> Status {
+    Status::failed_precondition(
+        "bramble: authentication cannot be enabled yet: permission checks are not implemented",
+    )
+}
+/// `bcrypt: password length exceeds 72 bytes`: Go's bcrypt refuses longer
+/// passwords and etcd 3.6 passes the error on, which grpc-go sends as Unknown.
+pub(crate) fn password_too_long() -> Status {
+    Status::unknown("bcrypt: password length exceeds 72 bytes")
 }
 /// `etcdserver: mvcc: database space exceeded` (etcd's `ErrGRPCNoSpace`): the
 /// space quota is exhausted or a NOSPACE alarm is raised.

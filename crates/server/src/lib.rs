@@ -1,9 +1,11 @@
 //! etcd v3 gRPC services for Bramble: request checks, etcd's error strings,
 //! response headers, and the services themselves (KV, Maintenance, Watch,
-//! Lease, Lock, Election and Cluster; Auth arrives with its issue).
+//! Lease, Lock, Election, Cluster and Auth; permission checks arrive with
+//! their issue, see [`auth`]).
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod auth;
 pub mod auto_compaction;
 pub mod backpressure;
 mod client_mux;
@@ -31,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bramble_api::bramblepb::Command;
+use bramble_api::etcdserverpb::auth_server::AuthServer;
 use bramble_api::etcdserverpb::cluster_server::ClusterServer;
 use bramble_api::etcdserverpb::kv_server::KvServer;
 use bramble_api::etcdserverpb::lease_server::LeaseServer;
@@ -157,6 +160,9 @@ pub struct ServerContext {
     pub tasks: TaskTracker,
     /// The member's live Prometheus collectors (`/metrics`).
     pub metrics: metrics::Metrics,
+    /// Auth options, tokens and the bcrypt bound (the users and roles are in
+    /// the store).
+    pub auth: auth::Auth,
 }
 
 impl ServerContext {
@@ -280,6 +286,10 @@ impl ClientServer {
             .add_service(ClusterServer::new(cluster::ClusterService::new(
                 self.ctx.clone(),
             )))
+            .add_service(
+                AuthServer::new(auth::AuthService::new(self.ctx.clone()))
+                    .max_decoding_message_size(max),
+            )
             .serve_with_incoming_shutdown(
                 client_mux::split(self.ctx.clone(), client_incoming(listener), tls, stopped),
                 shutdown,

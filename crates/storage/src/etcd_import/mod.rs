@@ -236,6 +236,8 @@ pub fn restore_etcd_snapshot(
         compact_revision = content.compact_revision,
         key_rows = content.key_rows,
         leases = content.leases,
+        auth_users = content.auth_users,
+        auth_roles = content.auth_roles,
         "etcd snapshot converted"
     );
     Ok(info)

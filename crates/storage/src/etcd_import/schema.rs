@@ -11,10 +11,12 @@
 //! - bucket `lease`: lease id (8 bytes big-endian) → `leasepb.Lease` (ID, TTL,
 //!   RemainingTTL). The keys attached to a lease name it in their `KeyValue.lease`.
 //!
-//! - bucket `auth`: `authEnabled` = `[1]` when etcd's authentication is on. Users and
-//!   roles (`authUsers`, `authRoles`) are not converted, so a file with auth on is
-//!   refused rather than restored into a cluster that would serve every client
-//!   unauthenticated.
+//! - bucket `auth`: `authEnabled` = `[1]` when etcd's authentication is on, and
+//!   `authRevision` (8 bytes big-endian); buckets `authUsers` and `authRoles`: name →
+//!   `authpb.User` / `authpb.Role`. Users (with their bcrypt hashes) and roles are
+//!   converted into the store's auth row, with the auth revision. A file with auth on
+//!   is refused: Bramble does not enforce permissions yet, so it would serve every
+//!   client unauthenticated.
 //!
 //! The current revision is what etcd's `store.restore` computes: the main revision of
 //! the last key row, or the finished compaction revision if that is higher (a compaction
@@ -22,6 +24,7 @@
 
 use std::io::Write;
 
+use bramble_api::authpb::{Role, User};
 use bramble_api::mvccpb::KeyValue;
 use prost::Message;
 
@@ -36,6 +39,11 @@ const LEASE_BUCKET: &[u8] = b"lease";
 const AUTH_BUCKET: &[u8] = b"auth";
 /// etcd's auth bucket key, `[1]` when authentication is enabled.
 const AUTH_ENABLED: &[u8] = b"authEnabled";
+/// etcd's auth bucket key of the auth revision.
+const AUTH_REVISION: &[u8] = b"authRevision";
+/// etcd's buckets of users and roles.
+const AUTH_USERS_BUCKET: &[u8] = b"authUsers";
+const AUTH_ROLES_BUCKET: &[u8] = b"authRoles";
 /// etcd's meta keys of the compaction state.
 const SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
 const FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
@@ -71,6 +79,10 @@ pub struct EtcdContent {
     pub key_rows: u64,
     /// Leases.
     pub leases: u64,
+    /// Users (etcd's `authUsers`).
+    pub auth_users: u64,
+    /// Roles (etcd's `authRoles`).
+    pub auth_roles: u64,
 }
 
 fn schema_err(msg: impl Into<String>) -> EtcdImportError {
@@ -185,17 +197,25 @@ pub(super) fn convert<S: ?Sized + Source>(
     let bucket = |name: &[u8]| buckets.iter().find(|(n, _)| n == name).map(|(_, r)| r);
     let keys =
         bucket(KEY_BUCKET).ok_or_else(|| schema_err("no key bucket: not an etcd database"))?;
+    let mut auth_revision = None;
     if let Some(auth) = bucket(AUTH_BUCKET) {
         let mut enabled = false;
         db.for_each(auth, &mut |e| {
             enabled |= e.key == AUTH_ENABLED && e.value == [1];
+            if e.key == AUTH_REVISION {
+                let bytes: [u8; 8] = e
+                    .value
+                    .try_into()
+                    .map_err(|_| schema_err(format!("auth revision of {} bytes", e.value.len())))?;
+                auth_revision = Some(u64::from_be_bytes(bytes));
+            }
             Ok(())
         })?;
         if enabled {
             return Err(schema_err(
-                "authentication is enabled in this etcd snapshot, and its users and roles are \
-                 not imported: run `etcdctl auth disable` on etcd before saving the snapshot, \
-                 and set up users and roles on Bramble after the restore",
+                "authentication is enabled in this etcd snapshot, and Bramble does not enforce \
+                 permissions yet: run `etcdctl auth disable` on etcd before saving the \
+                 snapshot (its users and roles are imported; auth stays off)",
             ));
         }
     }
@@ -227,6 +247,16 @@ pub(super) fn convert<S: ?Sized + Source>(
         return Err(schema_err(format!("revision {revision} is out of range")));
     }
     let mut w = ImportWriter::new(out, revision, compaction).map_err(write_err)?;
+
+    let users: Vec<User> = auth_records(db, bucket(AUTH_USERS_BUCKET), "user", |u: &User| &u.name)?;
+    let roles: Vec<Role> = auth_records(db, bucket(AUTH_ROLES_BUCKET), "role", |r: &Role| &r.name)?;
+    let (auth_users, auth_roles) = (users.len() as u64, roles.len() as u64);
+    if auth_revision.is_some() || !users.is_empty() || !roles.is_empty() {
+        // etcd starts its auth revision at 1 and writes it with every change.
+        let row = crate::mvcc::imported_auth_row(auth_revision.unwrap_or(1).max(1), users, roles)
+            .map_err(|e| schema_err(format!("auth: {e}")))?;
+        w.auth(&row).map_err(write_err)?;
+    }
 
     let mut leases = 0u64;
     if let Some(root) = bucket(LEASE_BUCKET) {
@@ -270,7 +300,39 @@ pub(super) fn convert<S: ?Sized + Source>(
         compact_revision,
         key_rows,
         leases,
+        auth_users,
+        auth_roles,
     })
+}
+
+/// The records of etcd's `authUsers` or `authRoles` bucket (`what`: "user" or "role"),
+/// each checked to be stored under its own name.
+fn auth_records<S: ?Sized + Source, M: Message + Default>(
+    db: &Db<S>,
+    root: Option<&BucketRoot>,
+    what: &str,
+    name: impl Fn(&M) -> &[u8],
+) -> Result<Vec<M>, EtcdImportError> {
+    let mut out = Vec::new();
+    if let Some(root) = root {
+        db.for_each(root, &mut |e| {
+            let record = M::decode(e.value).map_err(|err| {
+                schema_err(format!(
+                    "{what} {:?}: {err}",
+                    String::from_utf8_lossy(e.key)
+                ))
+            })?;
+            if e.bucket || name(&record) != e.key {
+                return Err(schema_err(format!(
+                    "{what} row {:?} holds another {what}",
+                    String::from_utf8_lossy(e.key)
+                )));
+            }
+            out.push(record);
+            Ok(())
+        })?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

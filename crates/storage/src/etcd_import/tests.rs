@@ -79,6 +79,8 @@ fn a_real_etcd_34_snapshot_converts() {
             // k004's tombstone.
             key_rows: 205,
             leases: 1,
+            auth_users: 0,
+            auth_roles: 0,
         }
     );
     assert!(is_etcd_fixture());

@@ -78,6 +78,9 @@ pub enum MvccError {
     /// keep overtaking one read.
     #[error("mvcc: the store was replaced by a raft snapshot during the read")]
     StoreReplaced,
+    /// An auth request refused by the auth store (etcd's texts, see [`super::AuthError`]).
+    #[error("{0}")]
+    Auth(#[from] super::AuthError),
 }
 
 impl MvccError {
@@ -96,6 +99,7 @@ impl MvccError {
                 | MvccError::EmptyCommand
                 | MvccError::NoSpace
                 | MvccError::CorruptCluster
+                | MvccError::Auth(_)
         )
     }
 }

@@ -6,6 +6,7 @@
 //! - `key_index`: the generations of one key;
 //! - `tree_index`: all keys (etcd's `treeIndex`), in memory, rebuilt from disk on open;
 //! - `schema`: the redb tables (key table, meta table, lease table) and encodings;
+//! - `auth`: etcd's auth store (users, roles, permissions, enabled, auth revision);
 //! - `lease`: leases (grant, revoke, the keys attached to each); `alarm`: alarms (NOSPACE,
 //!   CORRUPT) and the changes they refuse;
 //! - `store`: [`MvccStore`], opening, concurrency and durability (checkpoints);
@@ -42,6 +43,7 @@
 //! ```
 
 mod alarm;
+mod auth;
 mod compaction;
 mod compaction_hash;
 mod defrag;
@@ -63,6 +65,8 @@ mod write;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use auth::imported_row as imported_auth_row;
+pub use auth::{AuthError, AuthInfo, AuthState, ROOT as AUTH_ROOT};
 pub use compaction::{CompactionMetrics, CompactionStep, DEFAULT_COMPACTION_BATCH_LIMIT};
 pub use compaction_hash::MAX_HASHES;
 pub use defrag::{DefragInfo, SpaceInfo, DEFRAG_WAIT};

@@ -17,7 +17,11 @@
 //! - [`RAFT`] (`"raft"`): name → bytes the raft layer stores with the applied position:
 //!   `membership`, the last applied membership (opaque to this crate; etcd keeps its
 //!   membership in its backend the same way), and `alarms`, the alarms raised (an
-//!   `etcdserverpb.AlarmResponse` holding only its alarm list, see [`super::alarm`]).
+//!   `etcdserverpb.AlarmResponse` holding only its alarm list, see [`super::alarm`]), and
+//!   `auth`, the auth state (users with their bcrypt hashes and roles, roles with their
+//!   key permissions, whether auth is enabled, the auth revision: one
+//!   `AuthRecord` protobuf, see [`super::auth`]; absent on a store that never had an
+//!   auth change, which means disabled, no users or roles, auth revision 1).
 //! - [`LEASES`] (`"lease"`): lease id → [`LeaseRecord`] protobuf bytes (the fields of
 //!   etcd's `leasepb.Lease`), one row per lease that exists (see [`super::lease`]). Files
 //!   written before leases have no such table; it is created by the first apply.
@@ -42,6 +46,8 @@ pub(super) const LEASES: TableDefinition<i64, &[u8]> = TableDefinition::new("lea
 pub(super) const RAFT_MEMBERSHIP: &str = "membership";
 /// Raft table key: the alarms raised (see [`super::alarm`]); absent when none.
 pub(super) const RAFT_ALARMS: &str = "alarms";
+/// Raft table key: the auth state (see [`super::auth`]); absent when never changed.
+pub(super) const RAFT_AUTH: &str = "auth";
 
 /// Version of this layout, stored under [`META_SCHEMA_VERSION`].
 pub(super) const SCHEMA_VERSION: u64 = 1;

@@ -152,6 +152,7 @@ impl MvccStore {
             index,
             leases,
             alarms,
+            auth,
         } = loaded;
         assert_eq!(
             (info.applied, info.revision),
@@ -172,6 +173,7 @@ impl MvccStore {
             *index_guard = index;
             *lease_guard = leases;
             *alarm::lock_write(&self.alarms) = alarms;
+            *super::auth::lock_write(&self.auth) = auth;
             self.compact_rev
                 .store(meta.scheduled_compact, Ordering::SeqCst);
             self.publish(meta.current_rev, meta.applied);
@@ -340,7 +342,8 @@ fn load(
     };
     let lease_rows = lease::read_lease_rows(&leases).map_err(content)?;
     let alarms = alarm::read(&raft).map_err(content)?;
-    let loaded = store::load_state(&keys, &meta, lease_rows, alarms).map_err(content)?;
+    let auth = super::auth::read(&raft).map_err(content)?;
+    let loaded = store::load_state(&keys, &meta, lease_rows, alarms, auth).map_err(content)?;
     let info = SnapshotInfo {
         applied: loaded.meta.applied,
         membership,

@@ -83,6 +83,8 @@ pub struct MvccStore {
     /// The alarms raised, as committed (see [`super::alarm`]); the applier works on a
     /// copy and stores it back after its commit.
     pub(super) alarms: RwLock<Vec<AlarmMember>>,
+    /// The auth state (a copy of the raft table's `auth` row).
+    pub(super) auth: RwLock<super::auth::AuthState>,
     /// Bumped (under the index write lock) each time a raft snapshot replaces the store;
     /// readers check it did not move since they opened their redb snapshot.
     pub(super) install_epoch: AtomicU64,
@@ -117,6 +119,7 @@ pub(super) struct Loaded {
     pub index: TreeIndex,
     pub leases: LeaseTable,
     pub alarms: Vec<AlarmMember>,
+    pub auth: super::auth::AuthState,
 }
 
 /// Reads and checks the state held by the key, meta and lease tables (of a read
@@ -126,6 +129,7 @@ pub(super) fn load_state(
     meta: &impl ReadableTable<&'static str, u64>,
     lease_rows: std::collections::BTreeMap<i64, i64>,
     alarms: Vec<AlarmMember>,
+    auth: super::auth::AuthState,
 ) -> Result<Loaded, MvccError> {
     let meta = schema::read_meta(meta)?;
     let (index, max_rev, attached) = rebuild_index(keys)?;
@@ -141,6 +145,7 @@ pub(super) fn load_state(
         index,
         leases,
         alarms,
+        auth,
     })
 }
 
@@ -182,10 +187,10 @@ impl MvccStore {
         let loaded = {
             let rtxn = db.begin_read()?;
             let lease_rows = lease::read_leases(&rtxn)?;
-            let alarms = match rtxn.open_table(schema::RAFT) {
-                Ok(raft) => alarm::read(&raft)?,
+            let (alarms, auth) = match rtxn.open_table(schema::RAFT) {
+                Ok(raft) => (alarm::read(&raft)?, super::auth::read(&raft)?),
                 // Files written before the raft table existed.
-                Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
+                Err(redb::TableError::TableDoesNotExist(_)) => (Vec::new(), Default::default()),
                 Err(e) => return Err(e.into()),
             };
             load_state(
@@ -193,6 +198,7 @@ impl MvccStore {
                 &rtxn.open_table(META)?,
                 lease_rows,
                 alarms,
+                auth,
             )?
         };
         let Loaded {
@@ -200,6 +206,7 @@ impl MvccStore {
             index,
             leases,
             alarms,
+            auth,
         } = loaded;
         tracing::info!(
             path = %path.display(),
@@ -221,6 +228,7 @@ impl MvccStore {
             writer: Mutex::new(WriterState::committed(&meta)),
             leases: RwLock::new(leases),
             alarms: RwLock::new(alarms),
+            auth: RwLock::new(auth),
             install_epoch: AtomicU64::new(0),
             commit_latency: Default::default(),
             compaction_job: Mutex::new(None),

@@ -32,6 +32,7 @@ use bramble_api::mvccpb::KeyValue;
 use redb::{Durability, ReadableDatabase, Table};
 
 use super::alarm;
+use super::auth::{self, AuthError, AuthState};
 use super::compaction;
 use super::error::MvccError;
 use super::lease::{self, LeaseTable};
@@ -59,6 +60,9 @@ pub enum ApplyResult {
     LeaseRevoke(LeaseRevokeResponse),
     /// Response to an alarm request.
     Alarm(AlarmResponse),
+    /// An auth change was applied (etcd's auth responses are all a header only): the
+    /// header carries the store's revision.
+    Auth(Option<ResponseHeader>),
     /// The command failed deterministically; the state is unchanged (but the applied raft
     /// position advanced).
     Error(MvccError),
@@ -195,6 +199,9 @@ impl MvccStore {
         // Alarm entries change this copy; it replaces the published set after the commit.
         let mut alarms = alarm::lock_read(&self.alarms).clone();
         let mut alarms_changed = false;
+        // Auth changes apply to a copy made at the first one; it replaces the published
+        // state after the commit.
+        let mut auth_changed: Option<AuthState> = None;
         let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::None)?;
         let outcome = (|| {
@@ -231,6 +238,19 @@ impl MvccStore {
                         header: header(st.rev),
                         ..resp
                     })));
+                    continue;
+                }
+                if let Some(op) = cmd.op.as_ref().filter(|op| auth::is_auth_change(op)) {
+                    let state =
+                        auth_changed.get_or_insert_with(|| auth::lock_read(&self.auth).clone());
+                    let outcome = state.apply(op).unwrap_or(Err(AuthError::InvalidAuthMgmt));
+                    if let Ok(true) = outcome {
+                        auth::write(&mut txn.open_table(RAFT)?, state)?;
+                    }
+                    results.push(Some(match outcome {
+                        Ok(_) => ApplyResult::Auth(header(st.rev)),
+                        Err(e) => ApplyResult::Error(e.into()),
+                    }));
                     continue;
                 }
                 if let Some(Op::Compaction(c)) = &cmd.op {
@@ -300,6 +320,9 @@ impl MvccStore {
         if alarms_changed {
             *alarm::lock_write(&self.alarms) = alarms;
         }
+        if let Some(state) = auth_changed {
+            *auth::lock_write(&self.auth) = state;
+        }
         *w = st;
         self.publish(w.rev, w.applied);
         Ok(compact_at)
@@ -338,6 +361,21 @@ impl WriteCtx<'_, '_> {
             Some(Op::LeaseRevoke(r)) => self.lease_revoke(r).map(ApplyResult::LeaseRevoke),
             Some(Op::Compaction(_) | Op::Alarm(_)) => Err(MvccError::Corrupt(
                 "compaction or alarm reached the write path".into(),
+            )),
+            Some(
+                Op::AuthEnable(_)
+                | Op::AuthDisable(_)
+                | Op::AuthUserAdd(_)
+                | Op::AuthUserDelete(_)
+                | Op::AuthUserChangePassword(_)
+                | Op::AuthUserGrantRole(_)
+                | Op::AuthUserRevokeRole(_)
+                | Op::AuthRoleAdd(_)
+                | Op::AuthRoleDelete(_)
+                | Op::AuthRoleGrantPermission(_)
+                | Op::AuthRoleRevokePermission(_),
+            ) => Err(MvccError::Corrupt(
+                "auth change reached the write path".into(),
             )),
             None => Err(MvccError::EmptyCommand),
         }

@@ -21,11 +21,12 @@ pub(crate) struct ImportedCompaction {
     pub finished: Option<i64>,
 }
 
-/// Writes a snapshot stream row by row: the meta rows on creation, then leases, then
-/// keys (the stream's table order), then [`ImportWriter::finish`].
+/// Writes a snapshot stream row by row: the meta rows on creation, then the auth row,
+/// then leases, then keys (the stream's table order), then [`ImportWriter::finish`].
 pub(crate) struct ImportWriter<W: Write> {
     enc: Encoder<BufWriter<W>>,
     keys_started: bool,
+    leases_started: bool,
 }
 
 impl<W: Write> ImportWriter<W> {
@@ -57,7 +58,19 @@ impl<W: Write> ImportWriter<W> {
         Ok(ImportWriter {
             enc,
             keys_started: false,
+            leases_started: false,
         })
+    }
+
+    /// Adds the auth state's raft row (see `crate::mvcc::imported_auth_row`). Before
+    /// leases and keys.
+    pub(crate) fn auth(&mut self, row: &[u8]) -> Result<(), MvccError> {
+        if self.keys_started || self.leases_started {
+            return Err(MvccError::BadSnapshot(
+                "the auth row after leases or keys".into(),
+            ));
+        }
+        self.enc.row(Tag::Raft, schema::RAFT_AUTH.as_bytes(), row)
     }
 
     /// Adds lease `id` whose record is `record` (`leasepb.Lease` protobuf bytes, which
@@ -66,6 +79,7 @@ impl<W: Write> ImportWriter<W> {
         if self.keys_started {
             return Err(MvccError::BadSnapshot("a lease after the keys".into()));
         }
+        self.leases_started = true;
         self.enc.row(Tag::Lease, &id.to_be_bytes(), record)
     }
 

@@ -1,7 +1,8 @@
 //! Restoring a saved snapshot file (`etcdctl snapshot save`) into the database of a
 //! member of a NEW cluster, as etcdutl's `snapshot restore` does for etcd's bbolt file.
 //!
-//! The keys, their history, the leases and the compaction state are kept; the raft
+//! The keys, their history, the leases, the auth state (users, roles) and the
+//! compaction state are kept; the rest of the raft
 //! state the file carries (its applied position and the old cluster's membership) is
 //! dropped and replaced by what the caller gives: the new cluster's membership and the
 //! raft position every restored member starts from, so that all of them agree.
@@ -197,10 +198,19 @@ fn rewrite_raft_state(
     let mut txn = store.db().begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     {
-        // The old cluster's raft rows go, whatever they are.
+        // The old cluster's raft rows go, except the auth state: users and roles
+        // are data, kept by a restore as etcdutl keeps etcd's auth buckets.
+        let auth = {
+            let raft = txn.open_table(RAFT)?;
+            let row = raft.get(schema::RAFT_AUTH)?.map(|v| v.value().to_vec());
+            row
+        };
         txn.delete_table(RAFT)?;
         let mut raft = txn.open_table(RAFT)?;
         raft.insert(schema::RAFT_MEMBERSHIP, opts.membership.as_slice())?;
+        if let Some(auth) = auth {
+            raft.insert(schema::RAFT_AUTH, auth.as_slice())?;
+        }
         let mut meta = txn.open_table(META)?;
         let before = schema::read_meta(&meta)?;
         schema::write_progress(&mut meta, opts.applied, revision)?;

@@ -20,6 +20,7 @@ use super::{
 };
 
 mod alarm;
+mod auth;
 mod compaction;
 mod defrag;
 mod hash;

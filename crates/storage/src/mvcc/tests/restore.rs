@@ -33,6 +33,15 @@ fn source() -> TestStore {
     t.apply(del_cmd("gone", ""));
     t.apply(compact_cmd(3));
     t.put("a", "3");
+    t.apply(Command {
+        op: Some(Op::AuthUserAdd(
+            bramble_api::etcdserverpb::AuthUserAddRequest {
+                name: "u".into(),
+                hashed_password: "aGFzaA==".into(),
+                ..Default::default()
+            },
+        )),
+    });
     t.store
         .apply_noop(t.store.applied().0 + 1, 1, Some(b"old membership"))
         .unwrap();
@@ -83,6 +92,9 @@ fn restore_keeps_the_data_and_replaces_the_raft_state() {
         );
     }
     assert_eq!(restored.leases().unwrap(), src.store.leases().unwrap());
+    // Users and roles are data: kept, as etcdutl keeps etcd's auth buckets.
+    assert_eq!(restored.auth_state(), src.store.auth_state());
+    assert!(restored.auth_state().user("u").is_some());
     let rev = restored.current_revision();
     assert_eq!(
         restored.hash_kv(rev).unwrap(),
