@@ -8,12 +8,19 @@ pub enum TlsError {
     /// A certificate, key or CA file could not be read.
     #[error("{path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
     /// A file was read but does not hold what it should.
     #[error("{path}: {why}")]
-    Content { path: PathBuf, why: String },
+    Content {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The flags contradict each other or name something unsupported.
     #[error("{0}")]
     Config(String),

@@ -15,6 +15,8 @@
 //! The crypto is rustls with ring: pure Rust and assembly that cross-compiles for armv7 and
 //! aarch64 with the plain cross gcc.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod client;
 pub mod error;
 pub mod incoming;

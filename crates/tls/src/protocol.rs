@@ -15,7 +15,9 @@ use crate::TlsError;
 /// A TLS protocol version etcd accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Version {
+    /// TLS 1.2 (`TLS1.2`).
     Tls12,
+    /// TLS 1.3 (`TLS1.3`).
     Tls13,
 }
 

@@ -1,5 +1,5 @@
 //! The accepting side of a TLS port: a rustls server config built from the settings'
-//! files, reloaded when they change ([`crate::reload`]).
+//! files, reloaded when they change (`reload.rs`).
 
 use std::sync::Arc;
 

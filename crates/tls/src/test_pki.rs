@@ -33,6 +33,7 @@ pub struct CertSpec {
     pub common_name: String,
     /// Subject alternative names: IP addresses or DNS names.
     pub sans: Vec<String>,
+    /// Server or client authentication, or both.
     pub usage: Usage,
     /// Days it is valid from an hour ago; negative: it expired that many days ago.
     pub valid_days: i64,
