@@ -28,8 +28,9 @@ pub fn run(data: &[u8]) {
     let info = verify_snapshot(&mut stream.as_slice()).expect("a converted stream verifies");
     assert_eq!(info.revision, content.revision);
     assert_eq!(info.compact_revision, content.compact_revision);
-    // Four meta rows, and one or two for a compaction (scheduled, finished).
-    let rows = 4 + content.key_rows + content.leases;
+    // Four meta rows, the auth row if any, and one or two for a compaction (scheduled,
+    // finished).
+    let rows = 4 + content.key_rows + content.leases + u64::from(content.auth_row);
     assert!(
         (rows..=rows + 2).contains(&info.rows),
         "{info:?} {content:?}"

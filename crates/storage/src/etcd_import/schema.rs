@@ -83,6 +83,9 @@ pub struct EtcdContent {
     pub auth_users: u64,
     /// Roles (etcd's `authRoles`).
     pub auth_roles: u64,
+    /// Whether the stream has an auth row: the database had an auth revision, users or
+    /// roles.
+    pub auth_row: bool,
 }
 
 fn schema_err(msg: impl Into<String>) -> EtcdImportError {
@@ -251,7 +254,8 @@ pub(super) fn convert<S: ?Sized + Source>(
     let users: Vec<User> = auth_records(db, bucket(AUTH_USERS_BUCKET), "user", |u: &User| &u.name)?;
     let roles: Vec<Role> = auth_records(db, bucket(AUTH_ROLES_BUCKET), "role", |r: &Role| &r.name)?;
     let (auth_users, auth_roles) = (users.len() as u64, roles.len() as u64);
-    if auth_revision.is_some() || !users.is_empty() || !roles.is_empty() {
+    let auth_row = auth_revision.is_some() || !users.is_empty() || !roles.is_empty();
+    if auth_row {
         // etcd starts its auth revision at 1 and writes it with every change.
         let row = crate::mvcc::imported_auth_row(auth_revision.unwrap_or(1).max(1), users, roles)
             .map_err(|e| schema_err(format!("auth: {e}")))?;
@@ -302,6 +306,7 @@ pub(super) fn convert<S: ?Sized + Source>(
         leases,
         auth_users,
         auth_roles,
+        auth_row,
     })
 }
 
