@@ -98,6 +98,7 @@ async fn authenticate_tokens_and_no_plaintext_in_the_log() {
     let enabled = ctx
         .node
         .propose(Command {
+            auth: None,
             op: Some(Op::AuthEnable(AuthEnableRequest {})),
         })
         .await

@@ -190,6 +190,40 @@ impl ServerContext {
     }
 }
 
+impl ServerContext {
+    /// Who made `req` (see [`auth::who`]).
+    pub(crate) fn who<T>(
+        &self,
+        req: &tonic::Request<T>,
+    ) -> Result<Option<bramble_storage::mvcc::AuthInfo>, Status> {
+        self.who_from(&auth::who::Credentials::of(req))
+    }
+
+    /// Who the credentials `creds` name (see [`auth::who`]).
+    pub(crate) fn who_from(
+        &self,
+        creds: &auth::who::Credentials,
+    ) -> Result<Option<bramble_storage::mvcc::AuthInfo>, Status> {
+        auth::who::auth_info(
+            self.node.store(),
+            creds,
+            self.auth.options().client_cert_auth,
+        )
+        .map_err(errors::auth_status)
+    }
+
+    /// [`ServerContext::propose`] of a client's command made as `who`: the
+    /// command carries them for the permission checks at apply.
+    pub(crate) async fn propose_as(
+        self: &Arc<Self>,
+        mut cmd: Command,
+        who: Option<&bramble_storage::mvcc::AuthInfo>,
+    ) -> Result<ApplyResult, Status> {
+        cmd.auth = Some(auth::who::header(who));
+        self.propose(cmd).await
+    }
+}
+
 /// Maps a Raft proposal failure to etcd's error.
 pub(crate) fn propose_status(e: ProposeError) -> Status {
     match e {

@@ -99,6 +99,7 @@ impl Maintenance for MaintenanceService {
         // As etcd, every alarm request (GET included) goes through Raft: the
         // answer reflects every alarm change before it in the log.
         let cmd = Command {
+            auth: None,
             op: Some(Op::Alarm(req.into_inner())),
         };
         let mut resp = match self.ctx.propose(cmd).await? {

@@ -22,11 +22,11 @@
 mod options;
 mod service;
 mod token;
+pub mod who;
 
 use std::sync::Arc;
 
 use bramble_api::bramblepb::Command;
-use bramble_storage::mvcc::{AuthError, AuthInfo};
 use tokio::sync::Semaphore;
 
 pub use options::{
@@ -52,7 +52,6 @@ pub const MAX_PASSWORD_BYTES: usize = 72;
 /// the bound on concurrent bcrypt work.
 pub struct Auth {
     options: AuthOptions,
-    tokens: token::SimpleTokens,
     bcrypt: Arc<Semaphore>,
 }
 
@@ -60,7 +59,6 @@ impl Auth {
     /// The auth of a member with `options`.
     pub fn new(options: AuthOptions) -> Self {
         Auth {
-            tokens: token::SimpleTokens::new(options.token_ttl),
             options,
             bcrypt: Arc::new(Semaphore::new(MAX_CONCURRENT_BCRYPT)),
         }
@@ -69,13 +67,6 @@ impl Auth {
     /// The options.
     pub fn options(&self) -> &AuthOptions {
         &self.options
-    }
-
-    /// Who `token` names (etcd's `AuthInfoFromCtx` after the metadata lookup):
-    /// `InvalidAuthToken` for an unknown or expired token.
-    pub fn user_from_token(&self, token: &str) -> Result<AuthInfo, AuthError> {
-        let token = token.strip_prefix("Bearer ").unwrap_or(token);
-        self.tokens.info(token).ok_or(AuthError::InvalidAuthToken)
     }
 
     /// Runs a bcrypt computation on a blocking thread, at most
@@ -127,7 +118,10 @@ impl Auth {
 
 /// A command holding one auth op.
 fn command(op: bramble_api::bramblepb::command::Op) -> Command {
-    Command { op: Some(op) }
+    Command {
+        auth: None,
+        op: Some(op),
+    }
 }
 
 #[cfg(test)]

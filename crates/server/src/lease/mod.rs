@@ -77,7 +77,13 @@ impl LeaseService {
     }
 
     async fn propose(&self, op: Op) -> Result<ApplyResult, Status> {
-        let result = self.ctx.propose(Command { op: Some(op) }).await?;
+        let result = self
+            .ctx
+            .propose(Command {
+                auth: None,
+                op: Some(op),
+            })
+            .await?;
         match result {
             ApplyResult::Error(e) => Err(mvcc_status(&e)),
             ok => Ok(ok),
@@ -197,6 +203,7 @@ impl Lease for LeaseService {
             }
             attempts += 1;
             let grant = Command {
+                auth: None,
                 op: Some(Op::LeaseGrant(req)),
             };
             match self.ctx.propose(grant).await? {
