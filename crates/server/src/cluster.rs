@@ -116,6 +116,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        self.ctx.require_admin(&req)?;
         self.refuse_on_learner()?;
         let req = req.into_inner();
         let urls = parse_urls(&req.peer_ur_ls)?;
@@ -136,6 +137,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.ctx.require_admin(&req)?;
         self.refuse_on_learner()?;
         let members = self
             .ctx
@@ -153,6 +155,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        self.ctx.require_admin(&req)?;
         self.refuse_on_learner()?;
         let req = req.into_inner();
         // etcd's MemberUpdate takes the URLs as given (its client checks them).
@@ -186,6 +189,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.ctx.require_admin(&req)?;
         self.refuse_on_learner()?;
         let members = self
             .ctx

@@ -212,6 +212,16 @@ impl ServerContext {
         .map_err(errors::auth_status)
     }
 
+    /// etcd's `AuthAdmin.isPermitted` and `checkMembershipOperationPermission`:
+    /// with auth enabled, only a user with role root.
+    pub(crate) fn require_admin<T>(&self, req: &tonic::Request<T>) -> Result<(), Status> {
+        let who = self.who(req)?;
+        self.node
+            .store()
+            .auth_is_admin(who.as_ref())
+            .map_err(errors::auth_status)
+    }
+
     /// [`ServerContext::propose`] of a client's command made as `who`: the
     /// command carries them for the permission checks at apply.
     pub(crate) async fn propose_as(

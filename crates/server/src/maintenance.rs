@@ -96,6 +96,14 @@ impl MaintenanceService {
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        // etcd: GET needs a user, the others an admin.
+        if req.get_ref().action == bramble_api::etcdserverpb::alarm_request::AlarmAction::Get as i32
+        {
+            let who = self.ctx.who(&req)?;
+            crate::auth::who::require(self.ctx.node.store(), who.as_ref())?;
+        } else {
+            self.ctx.require_admin(&req)?;
+        }
         // As etcd, every alarm request (GET included) goes through Raft: the
         // answer reflects every alarm change before it in the log.
         let cmd = Command {
@@ -149,8 +157,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _req: Request<DefragmentRequest>,
+        req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.ctx.require_admin(&req)?;
         // redb's compaction needs the database alone: applies and reads wait
         // while it runs (as etcd's defragmentation blocks its backend), on a
         // blocking thread, never the runtime's.
@@ -171,6 +180,7 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.ctx.require_admin(&req)?;
         crate::hash::hash(&self.ctx, req.into_inner())
             .await
             .map(Response::new)
@@ -180,6 +190,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.ctx.require_admin(&req)?;
         crate::hash::hash_kv(&self.ctx, req.into_inner())
             .await
             .map(Response::new)
@@ -190,8 +201,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _req: Request<SnapshotRequest>,
+        req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.ctx.require_admin(&req)?;
         let chunks = snapshot::start(self.ctx.node.store().clone(), storage_version());
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(chunks),
@@ -202,6 +214,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.ctx.require_admin(&req)?;
         // etcd: only the leader moves leadership (etcdctl finds it first);
         // the answer comes once the target leads, with an empty header as
         // etcd's own MoveLeaderResponse has.
@@ -217,6 +230,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
+        self.ctx.require_admin(&req)?;
         Err(downgrade::refuse(&req.into_inner()))
     }
 }

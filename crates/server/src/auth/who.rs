@@ -22,6 +22,9 @@ use crate::errors::auth_status;
 /// `TokenFieldNameSwagger`).
 const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
 
+/// The metadata keys that carry credentials (tokens, and the gateway's mark).
+pub(crate) const CREDENTIAL_KEYS: [&str; 3] = ["token", "authorization", "grpcgateway-accept"];
+
 /// The credentials of a request, taken from it before it is consumed.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {

@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bramble_api::authpb::permission::Type as PermType;
 use bramble_api::bramblepb::{command::Op, Command};
 use bramble_api::etcdserverpb::lease_server::Lease;
 use bramble_api::etcdserverpb::{
@@ -25,7 +26,6 @@ use bramble_api::etcdserverpb::{
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
 };
 use bramble_raft::{LeadershipError, ProposeError};
-use bramble_api::authpb::permission::Type as PermType;
 use bramble_storage::mvcc::{ApplyResult, AuthError, AuthInfo, MvccError};
 use futures::Stream;
 use tokio::sync::mpsc;

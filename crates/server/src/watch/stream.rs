@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bramble_api::authpb::permission::Type as PermType;
 use bramble_api::etcdserverpb::watch_request::RequestUnion;
 use bramble_api::etcdserverpb::{
     RangeRequest, ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use bramble_api::mvccpb::event::EventType;
 use bramble_api::mvccpb::Event;
-use bramble_api::authpb::permission::Type as PermType;
 use bramble_storage::mvcc::{AuthError, MvccStore};
 use prost::Message;
 use tokio::sync::mpsc;
@@ -235,7 +235,10 @@ impl WatchStream {
                 Code::Unauthenticated | Code::InvalidArgument => {
                     (status.code(), status.message().to_owned())
                 }
-                _ => (Code::PermissionDenied, AuthError::PermissionDenied.to_string()),
+                _ => (
+                    Code::PermissionDenied,
+                    AuthError::PermissionDenied.to_string(),
+                ),
             };
             format!("rpc error: code = {code:?} desc = {msg}")
         })
