@@ -176,9 +176,13 @@ impl Cluster for ClusterService {
         req: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
         self.refuse_on_learner()?;
+        let creds = crate::auth::who::Credentials::of(&req);
         if req.into_inner().linearizable {
             self.ctx.node.read_barrier().await.map_err(propose_status)?;
         }
+        // etcd 3.6: with auth enabled, a user (any).
+        let who = self.ctx.who_from(&creds)?;
+        crate::auth::who::require(self.ctx.node.store(), who.as_ref())?;
         Ok(Response::new(MemberListResponse {
             header: self.header(),
             members: members_to_pb(&self.ctx.node.member_list()),

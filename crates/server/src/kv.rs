@@ -218,6 +218,8 @@ impl Kv for KvService {
         &self,
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        // etcd 3.6: an admin only.
+        self.ctx.require_admin(&req)?;
         let who = self.ctx.who(&req)?;
         let req = req.into_inner();
         let (rev, physical) = (req.revision, req.physical);

@@ -1,7 +1,7 @@
 //! etcd v3 gRPC services for Bramble: request checks, etcd's error strings,
 //! response headers, and the services themselves (KV, Maintenance, Watch,
-//! Lease, Lock, Election, Cluster and Auth; permission checks arrive with
-//! their issue, see [`auth`]).
+//! Lease, Lock, Election, Cluster and Auth, each checking etcd's
+//! permissions, see [`auth`]).
 
 #![warn(missing_docs, unreachable_pub)]
 

@@ -121,8 +121,11 @@ impl Maintenance for MaintenanceService {
 
     async fn status(
         &self,
-        _req: Request<StatusRequest>,
+        req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        // etcd 3.6: with auth enabled, a user (any).
+        let who = self.ctx.who(&req)?;
+        crate::auth::who::require(self.ctx.node.store(), who.as_ref())?;
         let raft = self.ctx.node.status();
         let db_size = self.ctx.db_file_size().await;
         let in_use = self.space_in_use().await?;

@@ -9,15 +9,18 @@
 //! local auth state: etcd proposes them through its log, which orders them the
 //! same way against changes.
 //!
-//! **Enforcement is not implemented yet**: no service checks tokens or
-//! permissions. So that nobody believes a cluster is protected when it is not,
-//! AuthEnable is refused ([`ENFORCEMENT_IMPLEMENTED`]); the enable path (root
-//! checks) is in the store and tested there. The read API enforcement will use:
-//! [`Auth::user_from_token`], `MvccStore::auth_check_permitted` and
-//! `MvccStore::auth_is_admin`.
+//! **Enforcement** follows etcd 3.6: every service asks [`who`] who is asking (a
+//! simple token, or the client certificate's common name with
+//! `--client-cert-auth`); writes carry that user and the auth revision it was
+//! checked at in their raft command and are checked at apply on every member
+//! (`bramble_storage::mvcc`'s auth `check`, etcd's `authApplierV3`), reads are
+//! checked against the local store (etcd's `doSerialize`), and the admin-only
+//! requests of the Auth, Maintenance, Cluster and KV (Compact) services need role
+//! root. [`ENFORCEMENT_IMPLEMENTED`] stays as the fuse that refuses AuthEnable
+//! should a service ever be found unchecked.
 //!
-//! Simple tokens are kept by the member that issued them (etcd replicates them
-//! to every member through its log).
+//! Simple tokens are issued by a raft entry (etcd's InternalAuthenticateRequest,
+//! without the password), so every member knows every token.
 
 mod options;
 mod service;
@@ -37,7 +40,7 @@ pub use service::AuthService;
 
 /// Whether every service checks permissions. Until it does, AuthEnable is
 /// refused: enabling auth without enforcing it would be a security hole.
-pub const ENFORCEMENT_IMPLEMENTED: bool = false;
+pub const ENFORCEMENT_IMPLEMENTED: bool = true;
 
 /// bcrypt computations running at once on this member: Authenticate floods must
 /// not take every blocking thread (each verification costs ~50-100 ms of CPU at

@@ -96,8 +96,10 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthStatusRequest>,
     ) -> Result<Response<AuthStatusResponse>, Status> {
-        // Anyone may ask (etcd checks only that a token given is valid).
-        let (state, _) = self.state(&req).await?;
+        // etcd 3.6: an admin only (its `needAdminPermission`; later etcd lets
+        // anyone ask).
+        let (state, who) = self.state(&req).await?;
+        state.is_admin(who.as_ref()).map_err(auth_err)?;
         Ok(Response::new(AuthStatusResponse {
             header: self.header(),
             enabled: state.enabled,
@@ -263,7 +265,7 @@ impl AuthRpc for AuthService {
             let has = who
                 .as_ref()
                 .and_then(|w| state.user(&w.user))
-                .is_some_and(|u| u.roles.iter().any(|r| *r == role));
+                .is_some_and(|u| u.roles.contains(&role));
             if !has {
                 return Err(auth_err(e));
             }

@@ -256,15 +256,17 @@ impl MvccStore {
                     continue;
                 }
                 if let Some(Op::AuthAuthenticate(a)) = &cmd.op {
-                    let info = match &auth_changed {
+                    let allowed = match &auth_changed {
                         Some(state) => state.authenticate(&a.name),
                         None => auth::lock_read(&self.auth).authenticate(&a.name),
                     };
-                    results.push(Some(match info {
-                        Ok(info) => {
+                    results.push(Some(match allowed {
+                        Ok(()) => {
                             let token = format!("{}.{index}", a.simple_token);
-                            token_changes
-                                .push(auth::token::TokenChange::Assign(token.clone(), info));
+                            token_changes.push(auth::token::TokenChange::Assign(
+                                token.clone(),
+                                a.name.clone(),
+                            ));
                             ApplyResult::Authenticated(AuthenticateResponse {
                                 header: header(st.rev),
                                 token,

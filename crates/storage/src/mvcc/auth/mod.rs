@@ -463,8 +463,8 @@ impl AuthState {
 
 impl AuthState {
     /// etcd's `authStore.Authenticate` at apply (the password was checked by the
-    /// proposer): who the token names, at the current auth revision.
-    pub(super) fn authenticate(&self, name: &str) -> Result<AuthInfo, AuthError> {
+    /// proposer): whether `name` may get a token.
+    pub(super) fn authenticate(&self, name: &str) -> Result<(), AuthError> {
         if !self.enabled {
             return Err(AuthError::AuthNotEnabled);
         }
@@ -472,10 +472,7 @@ impl AuthState {
         if user.options.as_ref().is_some_and(|o| o.no_password) {
             return Err(AuthError::AuthFailed);
         }
-        Ok(AuthInfo {
-            user: name.to_owned(),
-            revision: self.revision,
-        })
+        Ok(())
     }
 }
 
@@ -603,7 +600,7 @@ impl MvccStore {
 
     /// Who the simple token `token` names, if it is live (its life is extended).
     pub fn auth_token_info(&self, token: &str) -> Option<AuthInfo> {
-        self.tokens.info(token)
+        self.tokens.info(token, self.auth_revision())
     }
 
     /// Simple tokens live `ttl` after their last use (etcd's `--auth-token-ttl`).

@@ -18,7 +18,7 @@ use super::AuthInfo;
 const DEFAULT_TTL: Duration = Duration::from_secs(300);
 
 struct Entry {
-    info: AuthInfo,
+    user: String,
     expires: Instant,
 }
 
@@ -46,8 +46,8 @@ impl Default for SimpleTokens {
 /// What an applied entry does to the tokens, done once its commit succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TokenChange {
-    /// Authenticate issued `token` for `info`.
-    Assign(String, AuthInfo),
+    /// Authenticate issued `token` (first) for a user (second).
+    Assign(String, String),
     /// The user was deleted or its password changed.
     InvalidateUser(String),
     /// Auth was disabled.
@@ -70,19 +70,22 @@ impl SimpleTokens {
         let now = Instant::now();
         let mut t = self.lock();
         match change {
-            TokenChange::Assign(token, info) => {
+            TokenChange::Assign(token, user) => {
                 t.tokens.retain(|_, e| e.expires > now);
                 let expires = now + t.ttl;
-                t.tokens.insert(token, Entry { info, expires });
+                t.tokens.insert(token, Entry { user, expires });
             }
-            TokenChange::InvalidateUser(user) => t.tokens.retain(|_, e| e.info.user != user),
+            TokenChange::InvalidateUser(user) => t.tokens.retain(|_, e| e.user != user),
             TokenChange::Clear => t.tokens.clear(),
         }
     }
 
-    /// Who `token` names, if it is live; its life is extended (etcd resets a simple
-    /// token's TTL on each use).
-    pub(crate) fn info(&self, token: &str) -> Option<AuthInfo> {
+    /// Who `token` names, if it is live, at auth `revision`: as etcd's simple
+    /// tokens, a token holds only a user name and is checked at the auth revision
+    /// of the moment it is used (only a change between that moment and the apply
+    /// makes it old). Its life is extended (etcd resets a simple token's TTL on each
+    /// use).
+    pub(crate) fn info(&self, token: &str, revision: u64) -> Option<AuthInfo> {
         let now = Instant::now();
         let mut t = self.lock();
         let ttl = t.ttl;
@@ -92,7 +95,10 @@ impl SimpleTokens {
             return None;
         }
         entry.expires = now + ttl;
-        Some(entry.info.clone())
+        Some(AuthInfo {
+            user: entry.user.clone(),
+            revision,
+        })
     }
 }
 
@@ -107,21 +113,25 @@ mod tests {
         }
     }
 
+    fn assign(token: &str, user: &str) -> TokenChange {
+        TokenChange::Assign(token.into(), user.into())
+    }
+
     #[test]
     fn lookup_expiry_and_invalidation() {
         let tokens = SimpleTokens::default();
         tokens.set_ttl(Duration::from_millis(200));
-        tokens.change(TokenChange::Assign("t.1".into(), info("u")));
-        assert_eq!(tokens.info("t.1"), Some(info("u")));
-        assert_eq!(tokens.info("nope.1"), None);
-        tokens.change(TokenChange::Assign("o.2".into(), info("v")));
+        tokens.change(assign("t.1", "u"));
+        assert_eq!(tokens.info("t.1", 3), Some(info("u")));
+        assert_eq!(tokens.info("nope.1", 3), None);
+        tokens.change(assign("o.2", "v"));
         tokens.change(TokenChange::InvalidateUser("u".into()));
-        assert_eq!(tokens.info("t.1"), None);
-        assert_eq!(tokens.info("o.2"), Some(info("v")));
+        assert_eq!(tokens.info("t.1", 3), None);
+        assert_eq!(tokens.info("o.2", 3), Some(info("v")));
         std::thread::sleep(Duration::from_millis(250));
-        assert_eq!(tokens.info("o.2"), None);
-        tokens.change(TokenChange::Assign("w.3".into(), info("w")));
+        assert_eq!(tokens.info("o.2", 3), None);
+        tokens.change(assign("w.3", "w"));
         tokens.change(TokenChange::Clear);
-        assert_eq!(tokens.info("w.3"), None);
+        assert_eq!(tokens.info("w.3", 3), None);
     }
 }
