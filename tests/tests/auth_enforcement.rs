@@ -1,7 +1,8 @@
 //! etcd's authentication enforced end to end: the same etcdctl transcript, run as
 //! root, as a user granted read on one prefix, and as nobody, against etcd and
 //! Bramble, outputs compared; watches, txns, leases and bad tokens over raw gRPC,
-//! answers compared; and token expiry (`--auth-token-ttl`).
+//! answers compared; token expiry (`--auth-token-ttl`); and the client certificate's
+//! common name as the user with `--client-cert-auth`.
 //!
 //! The user `ro` may read `/r/` (a prefix) and nothing else. The transcript shows it can
 //! read there, and cannot read elsewhere (a key, a wider range end, from-key), write,
@@ -727,5 +728,93 @@ fn tokens_expire_after_the_ttl() {
             ],
             "{kind:?}"
         );
+    }
+}
+
+/// With `--client-cert-auth`, a request without a token is made by the user its client
+/// certificate's common name names (etcd's `AuthInfoFromTLS`); a token wins over the
+/// certificate. The same transcript against etcd and Bramble.
+#[test]
+fn client_certificate_common_name_is_the_user() {
+    use bramble_tests::faults::{Proc, Single};
+    use bramble_tls::test_pki::{CertSpec, TestCa, Usage};
+    let mut transcripts = Vec::new();
+    for kind in bramble_tests::target::differential_targets() {
+        let single = Single::new();
+        let pki = single.file("pki");
+        std::fs::create_dir_all(&pki).expect("pki dir");
+        let ca = TestCa::new("auth-ca");
+        let ca_file = ca.write_cert(&pki.join("ca.crt"));
+        let (cert, key) = ca.issue_files(
+            &CertSpec::new("server", &["localhost", "127.0.0.1"], Usage::Server),
+            &pki,
+            "server",
+        );
+        let endpoint = single.endpoint().replace("http://", "https://");
+        let mut args: Vec<String> = single
+            .args()
+            .into_iter()
+            .map(|a| {
+                if a.starts_with("--listen-client-urls") || a.starts_with("--advertise-client-urls")
+                {
+                    a.replace("http://", "https://")
+                } else {
+                    a
+                }
+            })
+            .collect();
+        args.extend([
+            format!("--cert-file={}", cert.display()),
+            format!("--key-file={}", key.display()),
+            format!("--trusted-ca-file={}", ca_file.display()),
+            "--client-cert-auth".to_string(),
+        ]);
+        let mut server = Proc::spawn_kind(kind, &args, None, &single.file("log"));
+        let as_cn = |cn: &str| {
+            let (c, k) = ca.issue_files(&CertSpec::new(cn, &[], Usage::Client), &pki, cn);
+            Etcdctl::new(&endpoint).with_flags(&[
+                format!("--cacert={}", ca_file.display()),
+                format!("--cert={}", c.display()),
+                format!("--key={}", k.display()),
+            ])
+        };
+        let root = as_cn("root");
+        server.wait_serving_to(&root);
+        for line in SETUP {
+            let o = run_step(&root, line, None);
+            assert_eq!(o.code, 0, "{kind:?} setup {o:?}");
+        }
+        let ro = as_cn("ro");
+        let ghost = as_cn("ghost");
+        let mut out = Vec::new();
+        for (who, ctl, line) in [
+            ("root", &root, "get /s/c"),
+            ("root", &root, "user list"),
+            ("ro", &ro, "get /r/a"),
+            ("ro", &ro, "get /s/c"),
+            ("ro", &ro, "put /r/a x"),
+            ("ro", &ro, "user list"),
+            ("ghost", &ghost, "get /r/a"),
+            ("ghost", &ghost, "user list"),
+        ] {
+            let mut o = run_step(ctl, line, None);
+            o.line = format!("{who}: {line}");
+            out.push(o);
+        }
+        // A token (here root's, by password) wins over the certificate's name.
+        let with_password = ro.clone().with_flags(&["--user=root:rootpw".to_string()]);
+        let mut o = run_step(&with_password, "get /s/c", None);
+        o.line = "ro's certificate, root's password: get /s/c".into();
+        out.push(o);
+        transcripts.push((kind, out));
+    }
+    if let [(_, etcd), (_, bramble)] = transcripts.as_slice() {
+        for (e, b) in etcd.iter().zip(bramble) {
+            assert_eq!(b, e, "bramble (left) vs etcd (right)");
+        }
+        assert!(etcd.iter().any(|o| o.code == 0));
+        assert!(etcd
+            .iter()
+            .any(|o| o.stderr.contains("etcdserver: permission denied")));
     }
 }
