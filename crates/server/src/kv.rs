@@ -81,6 +81,7 @@ impl KvService {
                 .await
                 .map_err(crate::propose_status)?;
         }
+        self.ctx.settle(&creds).await;
         let ai = who::or_empty(self.ctx.who_from(&creds)?);
         let store = self.ctx.node.store().clone();
         tokio::task::spawn_blocking(move || {
@@ -169,7 +170,7 @@ impl Kv for KvService {
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let who = self.ctx.who(&req)?;
+        let who = self.ctx.who(&req).await?;
         let req = req.into_inner();
         match self.propose(Op::Put(req), who).await? {
             ApplyResult::Put(mut r) => {
@@ -184,7 +185,7 @@ impl Kv for KvService {
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let who = self.ctx.who(&req)?;
+        let who = self.ctx.who(&req).await?;
         let req = req.into_inner();
         match self.propose(Op::DeleteRange(req), who).await? {
             ApplyResult::DeleteRange(mut r) => {
@@ -204,6 +205,7 @@ impl Kv for KvService {
         if is_read_only(&req) {
             return self.txn_read_only(creds, req).await.map(Response::new);
         }
+        self.ctx.settle(&creds).await;
         let who = self.ctx.who_from(&creds)?;
         match self.propose(Op::Txn(req), who).await? {
             ApplyResult::Txn(mut r) => {
@@ -219,8 +221,8 @@ impl Kv for KvService {
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         // etcd 3.6: an admin only.
-        self.ctx.require_admin(&req)?;
-        let who = self.ctx.who(&req)?;
+        self.ctx.require_admin(&req).await?;
+        let who = self.ctx.who(&req).await?;
         let req = req.into_inner();
         let (rev, physical) = (req.revision, req.physical);
         match self.propose(Op::Compaction(req), who).await? {

@@ -49,6 +49,7 @@ impl AuthService {
             .read_barrier()
             .await
             .map_err(crate::propose_status)?;
+        self.ctx.settle(&creds).await;
         let who = self.ctx.who_from(&creds)?;
         Ok((self.ctx.node.store().auth_state(), who))
     }
@@ -74,7 +75,7 @@ impl AuthRpc for AuthService {
         if !ENFORCEMENT_IMPLEMENTED {
             return Err(errors::auth_enable_refused());
         }
-        let who = self.ctx.who(&req)?;
+        let who = self.ctx.who(&req).await?;
         let header = self
             .change(Op::AuthEnable(AuthEnableRequest {}), who)
             .await?;
@@ -85,7 +86,7 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthDisableRequest>,
     ) -> Result<Response<AuthDisableResponse>, Status> {
-        let who = self.ctx.who(&req)?;
+        let who = self.ctx.who(&req).await?;
         let header = self
             .change(Op::AuthDisable(AuthDisableRequest {}), who)
             .await?;
@@ -152,7 +153,7 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthUserAddRequest>,
     ) -> Result<Response<AuthUserAddResponse>, Status> {
-        let who = self.ctx.who(&req)?;
+        let who = self.ctx.who(&req).await?;
         let mut r = req.into_inner();
         let no_password = r.options.as_ref().is_some_and(|o| o.no_password);
         if r.name.is_empty() {
@@ -203,7 +204,7 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthUserDeleteRequest>,
     ) -> Result<Response<AuthUserDeleteResponse>, Status> {
-        let who = self.ctx.who(&req)?;
+        let who = self.ctx.who(&req).await?;
         let header = self
             .change(Op::AuthUserDelete(req.into_inner()), who)
             .await?;
@@ -214,7 +215,7 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthUserChangePasswordRequest>,
     ) -> Result<Response<AuthUserChangePasswordResponse>, Status> {
-        let who = self.ctx.who(&req)?;
+        let who = self.ctx.who(&req).await?;
         let mut r = req.into_inner();
         if !r.password.is_empty() {
             r.hashed_password = self.ctx.auth.hash(std::mem::take(&mut r.password)).await?;
@@ -227,7 +228,7 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthUserGrantRoleRequest>,
     ) -> Result<Response<AuthUserGrantRoleResponse>, Status> {
-        let who = self.ctx.who(&req)?;
+        let who = self.ctx.who(&req).await?;
         let header = self
             .change(Op::AuthUserGrantRole(req.into_inner()), who)
             .await?;
@@ -238,7 +239,7 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthUserRevokeRoleRequest>,
     ) -> Result<Response<AuthUserRevokeRoleResponse>, Status> {
-        let who = self.ctx.who(&req)?;
+        let who = self.ctx.who(&req).await?;
         let header = self
             .change(Op::AuthUserRevokeRole(req.into_inner()), who)
             .await?;
@@ -249,7 +250,7 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthRoleAddRequest>,
     ) -> Result<Response<AuthRoleAddResponse>, Status> {
-        let who = self.ctx.who(&req)?;
+        let who = self.ctx.who(&req).await?;
         let header = self.change(Op::AuthRoleAdd(req.into_inner()), who).await?;
         Ok(Response::new(AuthRoleAddResponse { header }))
     }
@@ -294,7 +295,7 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthRoleDeleteRequest>,
     ) -> Result<Response<AuthRoleDeleteResponse>, Status> {
-        let who = self.ctx.who(&req)?;
+        let who = self.ctx.who(&req).await?;
         let header = self
             .change(Op::AuthRoleDelete(req.into_inner()), who)
             .await?;
@@ -305,7 +306,7 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<AuthRoleGrantPermissionResponse>, Status> {
-        let who = self.ctx.who(&req)?;
+        let who = self.ctx.who(&req).await?;
         let header = self
             .change(Op::AuthRoleGrantPermission(req.into_inner()), who)
             .await?;
@@ -316,7 +317,7 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<AuthRoleRevokePermissionResponse>, Status> {
-        let who = self.ctx.who(&req)?;
+        let who = self.ctx.who(&req).await?;
         let header = self
             .change(Op::AuthRoleRevokePermission(req.into_inner()), who)
             .await?;

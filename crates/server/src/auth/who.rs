@@ -57,6 +57,18 @@ impl Credentials {
     }
 }
 
+impl Credentials {
+    /// The raft index a simple token names (`<letters>.<index>`), if it has the
+    /// token's shape.
+    pub(crate) fn token_index(&self) -> Option<u64> {
+        let Some(Ok(token)) = &self.token else {
+            return None;
+        };
+        let (_, index) = token.split_once('.')?;
+        index.parse().ok()
+    }
+}
+
 /// etcd's `AuthInfoFromCtx` against `store` (see the module docs);
 /// `client_cert_auth` is `--client-cert-auth`.
 pub fn auth_info(

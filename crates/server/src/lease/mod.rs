@@ -196,7 +196,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let who = self.ctx.who(&req)?;
+        let who = self.ctx.who(&req).await?;
         who::require(self.ctx.node.store(), who.as_ref())?;
         let mut req = req.into_inner();
         // etcd's quota lease server checks a grant's cost before it is proposed.
@@ -234,7 +234,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let who = self.ctx.who(&req)?;
+        let who = self.ctx.who(&req).await?;
         who::require(self.ctx.node.store(), who.as_ref())?;
         let req = req.into_inner();
         let id = req.id;
@@ -281,6 +281,7 @@ impl Lease for LeaseService {
                 // The header is taken before the renewal, as etcd does: a lease
                 // revoked at revision R is never renewed at a later revision.
                 let header = svc.header();
+                svc.ctx.settle(&creds).await;
                 if let Err(e) = svc.check_lease_keys(&creds, req.id, PermType::Write) {
                     let _ = tx.send(Err(e)).await;
                     return;
@@ -307,6 +308,7 @@ impl Lease for LeaseService {
         let creds = Credentials::of(&req);
         let req = req.into_inner();
         let store = self.ctx.node.store();
+        self.ctx.settle(&creds).await;
         let rev = store.auth_revision();
         if store.auth_enabled() {
             who::require(store, self.ctx.who_from(&creds)?.as_ref())?;
@@ -410,6 +412,7 @@ impl LeaseService {
         // key attached to any lease.
         let creds = Credentials::of(&req);
         let store = self.ctx.node.store();
+        self.ctx.settle(&creds).await;
         if store.auth_enabled() {
             let ids: Vec<i64> = store
                 .leases()

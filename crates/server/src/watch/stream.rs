@@ -168,6 +168,7 @@ impl WatchStream {
             ..Default::default()
         };
         let current = self.ctx.node.store().current_revision();
+        self.ctx.settle(&self.creds).await;
         if let Err(reason) = self.permitted(&c) {
             return self.send(refuse(&reason, current, self)).await;
         }
