@@ -100,6 +100,11 @@ const STEPS: &[(&str, &str, Option<&str>)] = &[
     (RO, "alarm disarm", None),
     (RO, "defrag", None),
     (RO, "member add m2 --peer-urls=http://127.0.0.1:1", None),
+    // Lock and Election run as the caller (etcd's v3lock/v3election use its token).
+    (RO, "lock /r/lk echo locked", None),
+    (RO, "elect /r/el v", None),
+    (ROOT, "lock /r/lk echo locked", None),
+    ("", "lock /r/lk echo locked", None),
     ("--user=ro:wrong", "get /r/a", None),
     ("--user=ghost:pw", "get /r/a", None),
     ("", "get /r/a", None),
