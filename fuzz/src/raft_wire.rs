@@ -154,6 +154,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         term: 3,
         payload: Some(pb::log_entry::Payload::Command(log_codec::command_record(
             &pb::Command {
+                auth: None,
                 op: Some(pb::command::Op::Put(
                     bramble_api::etcdserverpb::PutRequest {
                         key: b"k".to_vec(),

@@ -165,6 +165,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
     let dir = crate::scratch_dir();
     let store = open(dir.path());
     let put = |k: &str, v: &str| Command {
+        auth: None,
         op: Some(command::Op::Put(PutRequest {
             key: k.as_bytes().to_vec(),
             value: v.as_bytes().to_vec(),

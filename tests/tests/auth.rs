@@ -1,7 +1,7 @@
 //! etcd's Auth service end to end: etcdctl's `user` and `role` commands and the Auth
 //! gRPC requests, on a fresh Bramble and a fresh etcd, outputs compared; users and roles
 //! replicated to every member of a 3-member cluster and kept across restarts; the auth
-//! flags; and AuthEnable refused by Bramble until permissions are enforced.
+//! flags; and AuthEnable's preconditions (enforcement: tests/auth_enforcement.rs).
 //!
 //! Differences between etcd 3.4 (the reference here) and etcd 3.6 (what Bramble follows)
 //! are not compared but asserted on Bramble alone, each with the reason:
@@ -136,10 +136,9 @@ fn etcdctl_user_and_role_commands_match_etcd() {
     assert!(etcd.iter().any(|o| o.code == 0) && etcd.iter().any(|o| o.code != 0));
 }
 
-/// What etcd 3.6 answers where 3.4 differs (see the module docs), and Bramble's refusal
-/// of AuthEnable.
+/// What etcd 3.6 answers where 3.4 differs (see the module docs), and AuthEnable.
 #[test]
-fn etcd36_answers_and_auth_enable_refusal() {
+fn etcd36_answers_and_auth_enable() {
     let server = Server::start(Kind::Bramble);
     let ctl = server.etcdctl();
     run_step(&ctl, "role add r")
@@ -163,15 +162,12 @@ fn etcd36_answers_and_auth_enable_refusal() {
         "Role root\nKV Read:\n\t[, <open ended> (prefix )\nKV Write:\n\t[, <open ended> (prefix )\n"
     );
 
-    // AuthEnable is refused, whatever the users: Bramble does not check permissions yet.
-    let refusal =
-        "bramble: authentication cannot be enabled yet: permission checks are not implemented";
+    // AuthEnable needs user root with role root (etcd's errors), then enables.
     let out = run_step(&ctl, "auth enable");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stderr.ends_with(&format!(
-            "Error: rpc error: code = FailedPrecondition desc = {refusal}\n"
-        )),
+        out.stderr
+            .ends_with("Error: etcdserver: root user does not exist\n"),
         "{out:?}"
     );
     for step in [
@@ -181,16 +177,36 @@ fn etcd36_answers_and_auth_enable_refusal() {
         assert_eq!(run_step(&ctl, step).code, 0, "{step}");
     }
     let out = run_step(&ctl, "auth enable");
-    assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains(refusal), "{out:?}");
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "Authentication Enabled\n"),
+        "{out:?}"
+    );
     let status = block_on(async {
-        let mut c = auth_client(&server.endpoint()).await;
-        c.auth_status(AuthStatusRequest {}).await
+        let ch = tonic::transport::Endpoint::from_shared(server.endpoint())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let token = AuthClient::new(ch.clone())
+            .authenticate(AuthenticateRequest {
+                name: "root".into(),
+                password: "x".into(),
+            })
+            .await
+            .expect("authenticate")
+            .into_inner()
+            .token;
+        let mut req = tonic::Request::new(AuthStatusRequest {});
+        req.metadata_mut()
+            .insert("token", token.parse().expect("ascii token"));
+        AuthClient::new(ch).auth_status(req).await
     })
     .expect("auth status")
     .into_inner();
-    assert!(!status.enabled);
-    // 1 at start, then role add r, role add root, user add root, grant-role: 5.
+    assert!(status.enabled);
+    // 1 at start, then role add r, role add root, user add root, grant-role: 5
+    // (enabling does not bump it).
     assert_eq!(status.auth_revision, 5);
 }
 

@@ -435,9 +435,9 @@ fn migrates_from_etcd_3_6() {
     migrate_from("etcd 3.6", "3.6.", &built_etcd("v3.6"));
 }
 
-/// Bramble does not enforce permissions yet, so a snapshot with authentication on is
-/// refused (and nothing is written) rather than restored into a cluster that would
-/// serve every client unauthenticated.
+/// The import does not carry an enabled auth state over yet, so a snapshot with
+/// authentication on is refused (and nothing is written) rather than restored into a
+/// cluster that would serve it with auth off.
 #[test]
 fn a_snapshot_with_authentication_on_is_refused() {
     let rt = runtime();

@@ -90,6 +90,7 @@ fn leader_refuses_invalid_forwarded_commands_from_a_peer() {
             };
             // A CommandRecord holding a put: field 1, the encoded PutRequest.
             let command = pb::CommandRecord {
+                auth: None,
                 op: Some(pb::command_record::Op::Put(put.encode_to_vec())),
             };
             let reply = peer

@@ -331,6 +331,7 @@ mod tests {
                 ..Default::default()
             };
             let cmd = Command {
+                auth: None,
                 op: Some(Op::Put(put)),
             };
             store.apply(i + 1, 1, &cmd).expect("apply");

@@ -744,5 +744,6 @@ pub(crate) fn auth_options(flags: &Flags) -> Result<bramble_server::auth::AuthOp
         token: auth::parse_auth_token(&flags.auth_token)?,
         token_ttl: std::time::Duration::from_secs(flags.auth_token_ttl),
         bcrypt_cost: auth::check_bcrypt_cost(flags.bcrypt_cost)?,
+        client_cert_auth: flags.tls.client_cert_auth,
     })
 }

@@ -373,6 +373,7 @@ impl Node {
                 fatal: None,
             });
         }
+        node.store().auth_set_token_ttl(opts.auth.token_ttl);
         let ctx = Arc::new(ServerContext {
             node: Arc::new(node),
             identity: ids,

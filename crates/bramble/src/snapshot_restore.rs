@@ -473,6 +473,7 @@ mod tests {
         let store =
             MvccStore::open(&dir.join("src.db"), MvccOptions::default()).expect("open store");
         let put = Command {
+            auth: None,
             op: Some(Op::Put(PutRequest {
                 key: b"k".to_vec(),
                 value: b"v".to_vec(),

@@ -128,7 +128,8 @@ pub fn check_command(cmd: &Command, limits: &Limits) -> Result<(), Refusal> {
             | CommandOp::AuthRoleAdd(_)
             | CommandOp::AuthRoleDelete(_)
             | CommandOp::AuthRoleGrantPermission(_)
-            | CommandOp::AuthRoleRevokePermission(_),
+            | CommandOp::AuthRoleRevokePermission(_)
+            | CommandOp::AuthAuthenticate(_),
         ) => {}
         None => return Err(Refusal::EmptyCommand),
     }

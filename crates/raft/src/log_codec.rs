@@ -115,8 +115,12 @@ pub fn command_record(cmd: &Command) -> pb::CommandRecord {
         Op::AuthRoleDelete(r) => Rec::AuthRoleDelete(r.encode_to_vec()),
         Op::AuthRoleGrantPermission(r) => Rec::AuthRoleGrantPermission(r.encode_to_vec()),
         Op::AuthRoleRevokePermission(r) => Rec::AuthRoleRevokePermission(r.encode_to_vec()),
+        Op::AuthAuthenticate(r) => Rec::AuthAuthenticate(r.encode_to_vec()),
     });
-    pb::CommandRecord { op }
+    pb::CommandRecord {
+        op,
+        auth: cmd.auth.clone(),
+    }
 }
 
 /// The command a record holds. The operation is decoded as a message of its
@@ -130,6 +134,7 @@ pub(crate) fn command_from_record(record: pb::CommandRecord) -> io::Result<Comma
     }
     let op = match record.op {
         None => None,
+        Some(Rec::AuthAuthenticate(b)) => Some(Op::AuthAuthenticate(op("auth_authenticate", &b)?)),
         Some(Rec::Put(b)) => Some(Op::Put(op("put", &b)?)),
         Some(Rec::DeleteRange(b)) => Some(Op::DeleteRange(op("delete_range", &b)?)),
         Some(Rec::Txn(b)) => Some(Op::Txn(op("txn", &b)?)),
@@ -162,7 +167,10 @@ pub(crate) fn command_from_record(record: pb::CommandRecord) -> io::Result<Comma
             &b,
         )?)),
     };
-    Ok(Command { op })
+    Ok(Command {
+        auth: record.auth,
+        op,
+    })
 }
 
 /// The deepest nesting of messages prost decodes: a top-level message and
@@ -316,6 +324,7 @@ mod tests {
     #[test]
     fn entries_roundtrip() {
         let put = pb::Command {
+            auth: None,
             op: Some(pb::command::Op::Put(PutRequest {
                 key: b"k".to_vec(),
                 value: b"v".to_vec(),
@@ -406,6 +415,7 @@ mod tests {
 
     fn txn_command(t: TxnRequest) -> Command {
         Command {
+            auth: None,
             op: Some(pb::command::Op::Txn(t)),
         }
     }
@@ -422,6 +432,7 @@ mod tests {
         };
         assert_eq!(req.request_id, 77);
         let put = Command {
+            auth: None,
             op: Some(pb::command::Op::Put(PutRequest {
                 key: b"k".to_vec(),
                 value: b"v".to_vec(),
@@ -535,7 +546,7 @@ mod tests {
             Some(Op::AuthRoleRevokePermission(Default::default())),
         ];
         for op in ops {
-            let cmd = Command { op };
+            let cmd = Command { auth: None, op };
             let record = command_record(&cmd);
             assert_eq!(record.encode_to_vec(), cmd.encode_to_vec(), "{cmd:?}");
             let back = command_from_record(

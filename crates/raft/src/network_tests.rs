@@ -12,6 +12,7 @@ fn entry(index: u64, len: usize) -> Entry {
         log_id: log_codec::log_id(2, index),
         payload: EntryPayload::Normal(Request {
             command: pb::Command {
+                auth: None,
                 op: Some(pb::command::Op::Put(PutRequest {
                     key: b"k".to_vec(),
                     value: vec![7; len],

@@ -277,6 +277,7 @@ mod tests {
             log_id: log_codec::log_id(3, index),
             payload: EntryPayload::Normal(Request {
                 command: pb::Command {
+                    auth: None,
                     op: Some(pb::command::Op::Put(PutRequest {
                         key: b"k".to_vec(),
                         ..Default::default()

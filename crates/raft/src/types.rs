@@ -71,6 +71,7 @@ impl fmt::Display for Request {
             Some(Op::AuthRoleDelete(_)) => "auth_role_delete",
             Some(Op::AuthRoleGrantPermission(_)) => "auth_role_grant_permission",
             Some(Op::AuthRoleRevokePermission(_)) => "auth_role_revoke_permission",
+            Some(Op::AuthAuthenticate(_)) => "auth_authenticate",
             None => "empty",
         };
         f.write_str(what)

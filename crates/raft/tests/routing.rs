@@ -138,6 +138,7 @@ async fn a_follower_reaches_the_leader_and_follows_a_leader_change() {
 
     // A write through the follower is proposed by the leader and applied here.
     let put = bramble_api::bramblepb::Command {
+        auth: None,
         op: Some(bramble_api::bramblepb::command::Op::Put(
             bramble_api::etcdserverpb::PutRequest {
                 key: b"k".to_vec(),

@@ -165,6 +165,7 @@ fn is_leader(ctx: &ServerContext) -> bool {
 async fn compact(ctx: &Arc<ServerContext>, rev: i64) -> bool {
     let started = Instant::now();
     let cmd = Command {
+        auth: None,
         op: Some(Op::Compaction(CompactionRequest {
             revision: rev,
             physical: false,

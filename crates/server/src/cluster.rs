@@ -116,6 +116,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        self.ctx.require_admin(&req).await?;
         self.refuse_on_learner()?;
         let req = req.into_inner();
         let urls = parse_urls(&req.peer_ur_ls)?;
@@ -136,6 +137,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.ctx.require_admin(&req).await?;
         self.refuse_on_learner()?;
         let members = self
             .ctx
@@ -153,6 +155,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        self.ctx.require_admin(&req).await?;
         self.refuse_on_learner()?;
         let req = req.into_inner();
         // etcd's MemberUpdate takes the URLs as given (its client checks them).
@@ -173,9 +176,14 @@ impl Cluster for ClusterService {
         req: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
         self.refuse_on_learner()?;
+        let creds = crate::auth::who::Credentials::of(&req);
         if req.into_inner().linearizable {
             self.ctx.node.read_barrier().await.map_err(propose_status)?;
         }
+        // etcd 3.6: with auth enabled, a user (any).
+        self.ctx.settle(&creds).await;
+        let who = self.ctx.who_from(&creds)?;
+        crate::auth::who::require(self.ctx.node.store(), who.as_ref())?;
         Ok(Response::new(MemberListResponse {
             header: self.header(),
             members: members_to_pb(&self.ctx.node.member_list()),
@@ -186,6 +194,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.ctx.require_admin(&req).await?;
         self.refuse_on_learner()?;
         let members = self
             .ctx

@@ -157,8 +157,11 @@ impl Election for ElectionService {
         &self,
         req: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        let this = ElectionService {
+            recipe: self.recipe.as_caller(&req),
+        };
         let req = req.into_inner();
-        let r = &self.recipe;
+        let r = &this.recipe;
         let lease = r.session_lease(req.lease).await?;
         let prefix = prefix_of(&req.name);
         let key = contender_key(&prefix, lease);
@@ -178,8 +181,8 @@ impl Election for ElectionService {
             };
             rev = kv.create_revision;
             if kv.value != req.value {
-                if let Err(e) = self.proclaim_value(&key, rev, lease, req.value).await {
-                    let _ = self.resign_key(&key, rev).await;
+                if let Err(e) = this.proclaim_value(&key, rev, lease, req.value).await {
+                    let _ = this.resign_key(&key, rev).await;
                     return Err(e);
                 }
             }
@@ -204,9 +207,12 @@ impl Election for ElectionService {
         &self,
         req: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        let this = ElectionService {
+            recipe: self.recipe.as_caller(&req),
+        };
         let req = req.into_inner();
         let leader = req.leader.ok_or_else(missing_leader_key)?;
-        let lease = self.recipe.session_lease(leader.lease).await?;
+        let lease = this.recipe.session_lease(leader.lease).await?;
         let resp = self
             .proclaim_value(&leader.key, leader.rev, lease, req.value)
             .await?;
@@ -220,8 +226,11 @@ impl Election for ElectionService {
         &self,
         req: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
+        let this = ElectionService {
+            recipe: self.recipe.as_caller(&req),
+        };
         let prefix = prefix_of(&req.into_inner().name);
-        let (kv, header) = self.recipe.first_created(&prefix, false).await?;
+        let (kv, header) = this.recipe.first_created(&prefix, false).await?;
         let kv = kv.ok_or_else(no_leader)?;
         Ok(Response::new(LeaderResponse {
             header,
@@ -236,9 +245,12 @@ impl Election for ElectionService {
         &self,
         req: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let this = ElectionService {
+            recipe: self.recipe.as_caller(&req),
+        };
         let prefix = prefix_of(&req.into_inner().name);
         let (tx, rx) = mpsc::channel(OBSERVE_QUEUE);
-        let recipe = self.recipe.clone();
+        let recipe = this.recipe.clone();
         tokio::spawn(async move {
             let errors = tx.clone();
             if let Err(e) = Self::observe_loop(recipe, prefix, tx).await {
@@ -254,9 +266,12 @@ impl Election for ElectionService {
         &self,
         req: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        let this = ElectionService {
+            recipe: self.recipe.as_caller(&req),
+        };
         let leader = req.into_inner().leader.ok_or_else(missing_leader_key)?;
-        self.recipe.session_lease(leader.lease).await?;
-        let resp = self.resign_key(&leader.key, leader.rev).await?;
+        this.recipe.session_lease(leader.lease).await?;
+        let resp = this.resign_key(&leader.key, leader.rev).await?;
         Ok(Response::new(ResignResponse {
             header: resp.header,
         }))

@@ -1,7 +1,7 @@
 //! etcd v3 gRPC services for Bramble: request checks, etcd's error strings,
 //! response headers, and the services themselves (KV, Maintenance, Watch,
-//! Lease, Lock, Election, Cluster and Auth; permission checks arrive with
-//! their issue, see [`auth`]).
+//! Lease, Lock, Election, Cluster and Auth, each checking etcd's
+//! permissions, see [`auth`]).
 
 #![warn(missing_docs, unreachable_pub)]
 
@@ -129,6 +129,10 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Unanswered TCP keepalive probes before the kernel drops the connection.
 const TCP_KEEPALIVE_RETRIES: u32 = 9;
 
+/// The longest a request waits for this member to apply the entry that issued
+/// its token (see [`ServerContext::settle`]).
+const TOKEN_INDEX_WAIT: Duration = Duration::from_secs(5);
+
 /// gRPC's own message limit sits above the request limit by etcd's margin,
 /// so that a slightly too large request gets etcd's "request is too large"
 /// error rather than a transport error.
@@ -187,6 +191,71 @@ impl ServerContext {
         self.gate
             .release(&self.node, &self.tasks, ticket, result.as_ref().map(|_| ()));
         result.map_err(propose_status)
+    }
+}
+
+impl ServerContext {
+    /// Who made `req` (see [`auth::who`]), once the token's Authenticate entry
+    /// is applied here ([`ServerContext::settle`]).
+    pub(crate) async fn who<T>(
+        &self,
+        req: &tonic::Request<T>,
+    ) -> Result<Option<bramble_storage::mvcc::AuthInfo>, Status> {
+        let creds = auth::who::Credentials::of(req);
+        self.settle(&creds).await;
+        self.who_from(&creds)
+    }
+
+    /// etcd's `isValidSimpleToken`: a token names the raft index of the entry
+    /// that issued it; a member that has not applied that index yet (the token
+    /// was issued through another member a moment ago) waits for it, at most
+    /// [`TOKEN_INDEX_WAIT`] (etcd waits as long as the request may).
+    pub(crate) async fn settle(&self, creds: &auth::who::Credentials) {
+        let Some(index) = creds.token_index() else {
+            return;
+        };
+        let store = self.node.store();
+        if !store.auth_enabled() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + TOKEN_INDEX_WAIT;
+        while store.applied().0 < index && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Who the credentials `creds` name (see [`auth::who`]).
+    pub(crate) fn who_from(
+        &self,
+        creds: &auth::who::Credentials,
+    ) -> Result<Option<bramble_storage::mvcc::AuthInfo>, Status> {
+        auth::who::auth_info(
+            self.node.store(),
+            creds,
+            self.auth.options().client_cert_auth,
+        )
+        .map_err(errors::auth_status)
+    }
+
+    /// etcd's `AuthAdmin.isPermitted` and `checkMembershipOperationPermission`:
+    /// with auth enabled, only a user with role root.
+    pub(crate) async fn require_admin<T>(&self, req: &tonic::Request<T>) -> Result<(), Status> {
+        let who = self.who(req).await?;
+        self.node
+            .store()
+            .auth_is_admin(who.as_ref())
+            .map_err(errors::auth_status)
+    }
+
+    /// [`ServerContext::propose`] of a client's command made as `who`: the
+    /// command carries them for the permission checks at apply.
+    pub(crate) async fn propose_as(
+        self: &Arc<Self>,
+        mut cmd: Command,
+        who: Option<&bramble_storage::mvcc::AuthInfo>,
+    ) -> Result<ApplyResult, Status> {
+        cmd.auth = Some(auth::who::header(who));
+        self.propose(cmd).await
     }
 }
 

@@ -26,6 +26,7 @@ use bramble_api::v3lockpb::lock_server::Lock;
 use bramble_api::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use crate::errors;
@@ -45,6 +46,10 @@ pub(crate) struct Recipe {
     kv: KvService,
     /// Cancelled when the server stops: waits end with `server stopped`.
     stop: CancellationToken,
+    /// The credentials of the client the recipe runs for: its requests are
+    /// checked as that user's, as etcd's v3lock and v3election make theirs
+    /// through a client carrying the caller's token.
+    creds: Option<(MetadataMap, Option<bramble_tls::ConnInfo>)>,
 }
 
 impl Recipe {
@@ -54,7 +59,35 @@ impl Recipe {
             kv: KvService::new(ctx.clone()),
             ctx,
             stop,
+            creds: None,
         }
+    }
+
+    /// This recipe, run as the client that made `req`.
+    pub(crate) fn as_caller<T>(&self, req: &Request<T>) -> Recipe {
+        let mut metadata = MetadataMap::new();
+        for key in crate::auth::who::CREDENTIAL_KEYS {
+            if let Some(v) = req.metadata().get(key) {
+                metadata.insert(key, v.clone());
+            }
+        }
+        let conn = req.extensions().get::<bramble_tls::ConnInfo>().cloned();
+        Recipe {
+            creds: Some((metadata, conn)),
+            ..self.clone()
+        }
+    }
+
+    /// A request carrying the caller's credentials.
+    fn request<T>(&self, message: T) -> Request<T> {
+        let Some((metadata, conn)) = &self.creds else {
+            return Request::new(message);
+        };
+        let mut extensions = tonic::Extensions::new();
+        if let Some(conn) = conn {
+            extensions.insert(conn.clone());
+        }
+        Request::from_parts(metadata.clone(), extensions, message)
     }
 
     /// etcd's `concurrency.NewSession(WithLease(lease))`: lease 0 means "grant
@@ -64,7 +97,7 @@ impl Recipe {
             return Ok(lease);
         }
         let grant = LeaseService::new(self.ctx.clone())
-            .lease_grant(Request::new(LeaseGrantRequest {
+            .lease_grant(self.request(LeaseGrantRequest {
                 ttl: DEFAULT_SESSION_TTL,
                 id: 0,
             }))
@@ -79,7 +112,7 @@ impl Recipe {
 
     /// A txn through the KV service (validated and proposed as a client's).
     pub(crate) async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, Status> {
-        let resp = self.kv.txn(Request::new(req)).await.map_err(client_error)?;
+        let resp = self.kv.txn(self.request(req)).await.map_err(client_error)?;
         Ok(resp.into_inner())
     }
 
@@ -87,7 +120,7 @@ impl Recipe {
     pub(crate) async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Status> {
         let resp = self
             .kv
-            .range(Request::new(req))
+            .range(self.request(req))
             .await
             .map_err(client_error)?;
         Ok(resp.into_inner())
@@ -97,7 +130,7 @@ impl Recipe {
     pub(crate) async fn delete(&self, key: Vec<u8>) -> Result<Option<ResponseHeader>, Status> {
         let resp = self
             .kv
-            .delete_range(Request::new(DeleteRangeRequest {
+            .delete_range(self.request(DeleteRangeRequest {
                 key,
                 ..Default::default()
             }))
@@ -310,8 +343,8 @@ impl Lock for LockService {
     /// etcd's `Mutex.Lock`: put `name/<lease>` unless this lease already
     /// waits or holds it, then wait until every older contender is gone.
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let r = &self.recipe.as_caller(&req);
         let req = req.into_inner();
-        let r = &self.recipe;
         let lease = r.session_lease(req.lease).await?;
         let prefix = prefix_of(&req.name);
         let key = contender_key(&prefix, lease);
@@ -354,7 +387,8 @@ impl Lock for LockService {
         &self,
         req: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let header = self.recipe.delete(req.into_inner().key).await?;
+        let recipe = self.recipe.as_caller(&req);
+        let header = recipe.delete(req.into_inner().key).await?;
         Ok(Response::new(UnlockResponse { header }))
     }
 }

@@ -96,9 +96,18 @@ impl MaintenanceService {
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        // etcd: GET needs a user, the others an admin.
+        if req.get_ref().action == bramble_api::etcdserverpb::alarm_request::AlarmAction::Get as i32
+        {
+            let who = self.ctx.who(&req).await?;
+            crate::auth::who::require(self.ctx.node.store(), who.as_ref())?;
+        } else {
+            self.ctx.require_admin(&req).await?;
+        }
         // As etcd, every alarm request (GET included) goes through Raft: the
         // answer reflects every alarm change before it in the log.
         let cmd = Command {
+            auth: None,
             op: Some(Op::Alarm(req.into_inner())),
         };
         let mut resp = match self.ctx.propose(cmd).await? {
@@ -112,8 +121,11 @@ impl Maintenance for MaintenanceService {
 
     async fn status(
         &self,
-        _req: Request<StatusRequest>,
+        req: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        // etcd 3.6: with auth enabled, a user (any).
+        let who = self.ctx.who(&req).await?;
+        crate::auth::who::require(self.ctx.node.store(), who.as_ref())?;
         let raft = self.ctx.node.status();
         let db_size = self.ctx.db_file_size().await;
         let in_use = self.space_in_use().await?;
@@ -148,8 +160,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _req: Request<DefragmentRequest>,
+        req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.ctx.require_admin(&req).await?;
         // redb's compaction needs the database alone: applies and reads wait
         // while it runs (as etcd's defragmentation blocks its backend), on a
         // blocking thread, never the runtime's.
@@ -170,6 +183,7 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.ctx.require_admin(&req).await?;
         crate::hash::hash(&self.ctx, req.into_inner())
             .await
             .map(Response::new)
@@ -179,6 +193,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.ctx.require_admin(&req).await?;
         crate::hash::hash_kv(&self.ctx, req.into_inner())
             .await
             .map(Response::new)
@@ -189,8 +204,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _req: Request<SnapshotRequest>,
+        req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.ctx.require_admin(&req).await?;
         let chunks = snapshot::start(self.ctx.node.store().clone(), storage_version());
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(chunks),
@@ -201,6 +217,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.ctx.require_admin(&req).await?;
         // etcd: only the leader moves leadership (etcdctl finds it first);
         // the answer comes once the target leads, with an empty header as
         // etcd's own MoveLeaderResponse has.
@@ -216,6 +233,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
+        self.ctx.require_admin(&req).await?;
         Err(downgrade::refuse(&req.into_inner()))
     }
 }

@@ -189,6 +189,7 @@ async fn raise_nospace(ctx: &Arc<ServerContext>) {
         "database space exceeded; raising the NOSPACE alarm"
     );
     let cmd = Command {
+        auth: None,
         op: Some(Op::Alarm(AlarmRequest {
             action: AlarmAction::Activate as i32,
             member_id: me,

@@ -185,6 +185,7 @@ mod tests {
             max_txn_ops: 128,
         };
         let big = |key: &str| Command {
+            auth: None,
             op: Some(CommandOp::Put(PutRequest {
                 key: key.as_bytes().to_vec(),
                 value: vec![b'x'; 200],
@@ -200,6 +201,7 @@ mod tests {
             "etcdserver: key is not provided"
         );
         let small = Command {
+            auth: None,
             op: Some(CommandOp::Put(PutRequest {
                 key: b"k".to_vec(),
                 ..Default::default()

@@ -42,6 +42,7 @@ impl TempStore {
 /// The command that puts `value` at `key`.
 pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Command {
     Command {
+        auth: None,
         op: Some(Op::Put(PutRequest {
             key: key.into(),
             value: value.into(),
@@ -53,6 +54,7 @@ pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Command {
 /// The command that compacts the history up to `revision`.
 pub fn compact(revision: i64) -> Command {
     Command {
+        auth: None,
         op: Some(Op::Compaction(CompactionRequest {
             revision,
             ..Default::default()

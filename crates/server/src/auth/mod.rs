@@ -9,24 +9,27 @@
 //! local auth state: etcd proposes them through its log, which orders them the
 //! same way against changes.
 //!
-//! **Enforcement is not implemented yet**: no service checks tokens or
-//! permissions. So that nobody believes a cluster is protected when it is not,
-//! AuthEnable is refused ([`ENFORCEMENT_IMPLEMENTED`]); the enable path (root
-//! checks) is in the store and tested there. The read API enforcement will use:
-//! [`Auth::user_from_token`], `MvccStore::auth_check_permitted` and
-//! `MvccStore::auth_is_admin`.
+//! **Enforcement** follows etcd 3.6: every service asks [`who`] who is asking (a
+//! simple token, or the client certificate's common name with
+//! `--client-cert-auth`); writes carry that user and the auth revision it was
+//! checked at in their raft command and are checked at apply on every member
+//! (`bramble_storage::mvcc`'s auth `check`, etcd's `authApplierV3`), reads are
+//! checked against the local store (etcd's `doSerialize`), and the admin-only
+//! requests of the Auth, Maintenance, Cluster and KV (Compact) services need role
+//! root. [`ENFORCEMENT_IMPLEMENTED`] stays as the fuse that refuses AuthEnable
+//! should a service ever be found unchecked.
 //!
-//! Simple tokens are kept by the member that issued them (etcd replicates them
-//! to every member through its log).
+//! Simple tokens are issued by a raft entry (etcd's InternalAuthenticateRequest,
+//! without the password), so every member knows every token.
 
 mod options;
 mod service;
 mod token;
+pub mod who;
 
 use std::sync::Arc;
 
 use bramble_api::bramblepb::Command;
-use bramble_storage::mvcc::{AuthError, AuthInfo};
 use tokio::sync::Semaphore;
 
 pub use options::{
@@ -37,7 +40,7 @@ pub use service::AuthService;
 
 /// Whether every service checks permissions. Until it does, AuthEnable is
 /// refused: enabling auth without enforcing it would be a security hole.
-pub const ENFORCEMENT_IMPLEMENTED: bool = false;
+pub const ENFORCEMENT_IMPLEMENTED: bool = true;
 
 /// bcrypt computations running at once on this member: Authenticate floods must
 /// not take every blocking thread (each verification costs ~50-100 ms of CPU at
@@ -52,7 +55,6 @@ pub const MAX_PASSWORD_BYTES: usize = 72;
 /// the bound on concurrent bcrypt work.
 pub struct Auth {
     options: AuthOptions,
-    tokens: token::SimpleTokens,
     bcrypt: Arc<Semaphore>,
 }
 
@@ -60,7 +62,6 @@ impl Auth {
     /// The auth of a member with `options`.
     pub fn new(options: AuthOptions) -> Self {
         Auth {
-            tokens: token::SimpleTokens::new(options.token_ttl),
             options,
             bcrypt: Arc::new(Semaphore::new(MAX_CONCURRENT_BCRYPT)),
         }
@@ -69,13 +70,6 @@ impl Auth {
     /// The options.
     pub fn options(&self) -> &AuthOptions {
         &self.options
-    }
-
-    /// Who `token` names (etcd's `AuthInfoFromCtx` after the metadata lookup):
-    /// `InvalidAuthToken` for an unknown or expired token.
-    pub fn user_from_token(&self, token: &str) -> Result<AuthInfo, AuthError> {
-        let token = token.strip_prefix("Bearer ").unwrap_or(token);
-        self.tokens.info(token).ok_or(AuthError::InvalidAuthToken)
     }
 
     /// Runs a bcrypt computation on a blocking thread, at most
@@ -127,7 +121,10 @@ impl Auth {
 
 /// A command holding one auth op.
 fn command(op: bramble_api::bramblepb::command::Op) -> Command {
-    Command { op: Some(op) }
+    Command {
+        auth: None,
+        op: Some(op),
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ pub struct AuthOptions {
     pub token_ttl: Duration,
     /// The cost of the bcrypt hashes of new passwords.
     pub bcrypt_cost: u32,
+    /// etcd's `--client-cert-auth`: a request without a token is made by the user
+    /// its client certificate's common name names.
+    pub client_cert_auth: bool,
 }
 
 impl Default for AuthOptions {
@@ -36,6 +39,7 @@ impl Default for AuthOptions {
             token: TokenKind::Simple,
             token_ttl: Duration::from_secs(DEFAULT_TOKEN_TTL_SECS),
             bcrypt_cost: DEFAULT_BCRYPT_COST,
+            client_cert_auth: false,
         }
     }
 }

@@ -24,8 +24,14 @@ impl AuthService {
     }
 
     /// Proposes an auth change and waits for it: the header of its response.
-    async fn change(&self, op: Op) -> Result<Option<ResponseHeader>, Status> {
-        let mut header = match self.ctx.propose(command(op)).await? {
+    /// Changes need an admin (etcd's `needAdminPermission`), checked at apply as
+    /// `who`.
+    async fn change(
+        &self,
+        op: Op,
+        who: Option<AuthInfo>,
+    ) -> Result<Option<ResponseHeader>, Status> {
+        let mut header = match self.ctx.propose_as(command(op), who.as_ref()).await? {
             ApplyResult::Auth(h) => h,
             ApplyResult::Error(e) => return Err(errors::mvcc_status(&e)),
             other => return Err(errors::internal(format!("auth change answered {other:?}"))),
@@ -34,14 +40,18 @@ impl AuthService {
         Ok(header)
     }
 
-    /// The auth state after a read barrier (what etcd's log-ordered read sees).
-    async fn state(&self) -> Result<AuthState, Status> {
+    /// The auth state after a read barrier (what etcd's log-ordered read sees),
+    /// and who asked, as of that state.
+    async fn state<T>(&self, req: &Request<T>) -> Result<(AuthState, Option<AuthInfo>), Status> {
+        let creds = crate::auth::who::Credentials::of(req);
         self.ctx
             .node
             .read_barrier()
             .await
             .map_err(crate::propose_status)?;
-        Ok(self.ctx.node.store().auth_state())
+        self.ctx.settle(&creds).await;
+        let who = self.ctx.who_from(&creds)?;
+        Ok((self.ctx.node.store().auth_state(), who))
     }
 
     /// A response header as of now.
@@ -60,29 +70,37 @@ fn auth_err(e: AuthError) -> Status {
 impl AuthRpc for AuthService {
     async fn auth_enable(
         &self,
-        _req: Request<AuthEnableRequest>,
+        req: Request<AuthEnableRequest>,
     ) -> Result<Response<AuthEnableResponse>, Status> {
         if !ENFORCEMENT_IMPLEMENTED {
             return Err(errors::auth_enable_refused());
         }
-        let header = self.change(Op::AuthEnable(AuthEnableRequest {})).await?;
+        let who = self.ctx.who(&req).await?;
+        let header = self
+            .change(Op::AuthEnable(AuthEnableRequest {}), who)
+            .await?;
         Ok(Response::new(AuthEnableResponse { header }))
     }
 
     async fn auth_disable(
         &self,
-        _req: Request<AuthDisableRequest>,
+        req: Request<AuthDisableRequest>,
     ) -> Result<Response<AuthDisableResponse>, Status> {
-        let header = self.change(Op::AuthDisable(AuthDisableRequest {})).await?;
-        self.ctx.auth.tokens.clear();
+        let who = self.ctx.who(&req).await?;
+        let header = self
+            .change(Op::AuthDisable(AuthDisableRequest {}), who)
+            .await?;
         Ok(Response::new(AuthDisableResponse { header }))
     }
 
     async fn auth_status(
         &self,
-        _req: Request<AuthStatusRequest>,
+        req: Request<AuthStatusRequest>,
     ) -> Result<Response<AuthStatusResponse>, Status> {
-        let state = self.state().await?;
+        // etcd 3.6: an admin only (its `needAdminPermission`; later etcd lets
+        // anyone ask).
+        let (state, who) = self.state(&req).await?;
+        state.is_admin(who.as_ref()).map_err(auth_err)?;
         Ok(Response::new(AuthStatusResponse {
             header: self.header(),
             enabled: state.enabled,
@@ -101,37 +119,41 @@ impl AuthRpc for AuthService {
             .await
             .map_err(crate::propose_status)?;
         let store = self.ctx.node.store().clone();
-        let (hash, revision) = store.auth_password_hash(&name).map_err(auth_err)?;
-        if !self.ctx.auth.verify(password, hash).await? {
-            tracing::warn!(user = %name, "invalid authentication was requested");
-            return Err(auth_err(AuthError::AuthFailed));
+        // etcd's loop: the password is checked against the auth state of one
+        // revision; if the state moved while the token was being issued, the
+        // check is done again (the password may have changed).
+        loop {
+            let (hash, checked) = store.auth_password_hash(&name).map_err(auth_err)?;
+            if !self.ctx.auth.verify(password.clone(), hash).await? {
+                tracing::warn!(user = %name, "invalid authentication was requested");
+                return Err(auth_err(AuthError::AuthFailed));
+            }
+            let simple_token = super::token::prefix().map_err(errors::internal)?;
+            let op = Op::AuthAuthenticate(bramble_api::bramblepb::AuthAuthenticate {
+                name: name.clone(),
+                simple_token,
+            });
+            // No auth header: Authenticate needs no user (etcd's neither).
+            let resp = match self.ctx.propose(command(op)).await? {
+                ApplyResult::Authenticated(r) => r,
+                ApplyResult::Error(e) => return Err(errors::mvcc_status(&e)),
+                other => return Err(errors::internal(format!("authenticate answered {other:?}"))),
+            };
+            if checked == store.auth_revision() {
+                return Ok(Response::new(AuthenticateResponse {
+                    header: self.header(),
+                    token: resp.token,
+                }));
+            }
+            tracing::info!("revision when password checked became stale; retrying");
         }
-        // The user may have changed while bcrypt ran: etcd retries then; here the
-        // token carries the revision checked, and a permission check refuses it
-        // as old if anything changed since.
-        let index = store.applied().0;
-        let token = self
-            .ctx
-            .auth
-            .tokens
-            .assign(
-                AuthInfo {
-                    user: name,
-                    revision,
-                },
-                index,
-            )
-            .map_err(errors::internal)?;
-        Ok(Response::new(AuthenticateResponse {
-            header: self.header(),
-            token,
-        }))
     }
 
     async fn user_add(
         &self,
         req: Request<AuthUserAddRequest>,
     ) -> Result<Response<AuthUserAddResponse>, Status> {
+        let who = self.ctx.who(&req).await?;
         let mut r = req.into_inner();
         let no_password = r.options.as_ref().is_some_and(|o| o.no_password);
         if r.name.is_empty() {
@@ -142,7 +164,7 @@ impl AuthRpc for AuthService {
             r.hashed_password = self.ctx.auth.hash(std::mem::take(&mut r.password)).await?;
         }
         r.password.clear();
-        let header = self.change(Op::AuthUserAdd(r)).await?;
+        let header = self.change(Op::AuthUserAdd(r), who).await?;
         Ok(Response::new(AuthUserAddResponse { header }))
     }
 
@@ -150,11 +172,15 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthUserGetRequest>,
     ) -> Result<Response<AuthUserGetResponse>, Status> {
-        let roles = self
-            .state()
-            .await?
-            .user_get(&req.into_inner().name)
-            .map_err(auth_err)?;
+        let (state, who) = self.state(&req).await?;
+        let name = req.into_inner().name;
+        // etcd: an admin, or the user asking about itself.
+        if let Err(e) = state.is_admin(who.as_ref()) {
+            if who.as_ref().is_none_or(|w| w.user != name) {
+                return Err(auth_err(e));
+            }
+        }
+        let roles = state.user_get(&name).map_err(auth_err)?;
         Ok(Response::new(AuthUserGetResponse {
             header: self.header(),
             roles,
@@ -163,9 +189,11 @@ impl AuthRpc for AuthService {
 
     async fn user_list(
         &self,
-        _req: Request<AuthUserListRequest>,
+        req: Request<AuthUserListRequest>,
     ) -> Result<Response<AuthUserListResponse>, Status> {
-        let users = self.state().await?.user_names();
+        let (state, who) = self.state(&req).await?;
+        state.is_admin(who.as_ref()).map_err(auth_err)?;
+        let users = state.user_names();
         Ok(Response::new(AuthUserListResponse {
             header: self.header(),
             users,
@@ -176,10 +204,10 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthUserDeleteRequest>,
     ) -> Result<Response<AuthUserDeleteResponse>, Status> {
-        let r = req.into_inner();
-        let name = r.name.clone();
-        let header = self.change(Op::AuthUserDelete(r)).await?;
-        self.ctx.auth.tokens.invalidate_user(&name);
+        let who = self.ctx.who(&req).await?;
+        let header = self
+            .change(Op::AuthUserDelete(req.into_inner()), who)
+            .await?;
         Ok(Response::new(AuthUserDeleteResponse { header }))
     }
 
@@ -187,13 +215,12 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthUserChangePasswordRequest>,
     ) -> Result<Response<AuthUserChangePasswordResponse>, Status> {
+        let who = self.ctx.who(&req).await?;
         let mut r = req.into_inner();
         if !r.password.is_empty() {
             r.hashed_password = self.ctx.auth.hash(std::mem::take(&mut r.password)).await?;
         }
-        let name = r.name.clone();
-        let header = self.change(Op::AuthUserChangePassword(r)).await?;
-        self.ctx.auth.tokens.invalidate_user(&name);
+        let header = self.change(Op::AuthUserChangePassword(r), who).await?;
         Ok(Response::new(AuthUserChangePasswordResponse { header }))
     }
 
@@ -201,7 +228,10 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthUserGrantRoleRequest>,
     ) -> Result<Response<AuthUserGrantRoleResponse>, Status> {
-        let header = self.change(Op::AuthUserGrantRole(req.into_inner())).await?;
+        let who = self.ctx.who(&req).await?;
+        let header = self
+            .change(Op::AuthUserGrantRole(req.into_inner()), who)
+            .await?;
         Ok(Response::new(AuthUserGrantRoleResponse { header }))
     }
 
@@ -209,8 +239,9 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthUserRevokeRoleRequest>,
     ) -> Result<Response<AuthUserRevokeRoleResponse>, Status> {
+        let who = self.ctx.who(&req).await?;
         let header = self
-            .change(Op::AuthUserRevokeRole(req.into_inner()))
+            .change(Op::AuthUserRevokeRole(req.into_inner()), who)
             .await?;
         Ok(Response::new(AuthUserRevokeRoleResponse { header }))
     }
@@ -219,7 +250,8 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthRoleAddRequest>,
     ) -> Result<Response<AuthRoleAddResponse>, Status> {
-        let header = self.change(Op::AuthRoleAdd(req.into_inner())).await?;
+        let who = self.ctx.who(&req).await?;
+        let header = self.change(Op::AuthRoleAdd(req.into_inner()), who).await?;
         Ok(Response::new(AuthRoleAddResponse { header }))
     }
 
@@ -227,11 +259,19 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthRoleGetRequest>,
     ) -> Result<Response<AuthRoleGetResponse>, Status> {
-        let perm = self
-            .state()
-            .await?
-            .role_get(&req.into_inner().role)
-            .map_err(auth_err)?;
+        let (state, who) = self.state(&req).await?;
+        let role = req.into_inner().role;
+        // etcd: an admin, or a user that has the role.
+        if let Err(e) = state.is_admin(who.as_ref()) {
+            let has = who
+                .as_ref()
+                .and_then(|w| state.user(&w.user))
+                .is_some_and(|u| u.roles.contains(&role));
+            if !has {
+                return Err(auth_err(e));
+            }
+        }
+        let perm = state.role_get(&role).map_err(auth_err)?;
         Ok(Response::new(AuthRoleGetResponse {
             header: self.header(),
             perm,
@@ -240,9 +280,11 @@ impl AuthRpc for AuthService {
 
     async fn role_list(
         &self,
-        _req: Request<AuthRoleListRequest>,
+        req: Request<AuthRoleListRequest>,
     ) -> Result<Response<AuthRoleListResponse>, Status> {
-        let roles = self.state().await?.role_names();
+        let (state, who) = self.state(&req).await?;
+        state.is_admin(who.as_ref()).map_err(auth_err)?;
+        let roles = state.role_names();
         Ok(Response::new(AuthRoleListResponse {
             header: self.header(),
             roles,
@@ -253,7 +295,10 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthRoleDeleteRequest>,
     ) -> Result<Response<AuthRoleDeleteResponse>, Status> {
-        let header = self.change(Op::AuthRoleDelete(req.into_inner())).await?;
+        let who = self.ctx.who(&req).await?;
+        let header = self
+            .change(Op::AuthRoleDelete(req.into_inner()), who)
+            .await?;
         Ok(Response::new(AuthRoleDeleteResponse { header }))
     }
 
@@ -261,8 +306,9 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<AuthRoleGrantPermissionResponse>, Status> {
+        let who = self.ctx.who(&req).await?;
         let header = self
-            .change(Op::AuthRoleGrantPermission(req.into_inner()))
+            .change(Op::AuthRoleGrantPermission(req.into_inner()), who)
             .await?;
         Ok(Response::new(AuthRoleGrantPermissionResponse { header }))
     }
@@ -271,8 +317,9 @@ impl AuthRpc for AuthService {
         &self,
         req: Request<AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<AuthRoleRevokePermissionResponse>, Status> {
+        let who = self.ctx.who(&req).await?;
         let header = self
-            .change(Op::AuthRoleRevokePermission(req.into_inner()))
+            .change(Op::AuthRoleRevokePermission(req.into_inner()), who)
             .await?;
         Ok(Response::new(AuthRoleRevokePermissionResponse { header }))
     }

@@ -202,6 +202,7 @@ async fn raise_corrupt(ctx: &Arc<ServerContext>, member: u64) {
         "data inconsistency found; raising the CORRUPT alarm"
     );
     let cmd = Command {
+        auth: None,
         op: Some(Op::Alarm(AlarmRequest {
             action: AlarmAction::Activate as i32,
             member_id: member,

@@ -214,6 +214,7 @@ async fn expiry_loop(ctx: Weak<ServerContext>, mut stopping: watch::Receiver<boo
             ctx.tasks.spawn(async move {
                 let ctx = task_ctx;
                 let cmd = Command {
+                    auth: None,
                     op: Some(Op::LeaseRevoke(LeaseRevokeRequest { id })),
                 };
                 let gone = match ctx.node.propose_as_leader(cmd, term).await {

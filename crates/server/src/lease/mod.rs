@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bramble_api::authpb::permission::Type as PermType;
 use bramble_api::bramblepb::{command::Op, Command};
 use bramble_api::etcdserverpb::lease_server::Lease;
 use bramble_api::etcdserverpb::{
@@ -25,7 +26,7 @@ use bramble_api::etcdserverpb::{
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
 };
 use bramble_raft::{LeadershipError, ProposeError};
-use bramble_storage::mvcc::{ApplyResult, MvccError};
+use bramble_storage::mvcc::{ApplyResult, AuthError, AuthInfo, MvccError};
 use futures::Stream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -33,8 +34,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::who::{self, Credentials};
 use crate::errors;
-use crate::errors::mvcc_status;
+use crate::errors::{auth_status, mvcc_status};
 use crate::ServerContext;
 pub use expiry::Lessor;
 use forward::HereError;
@@ -76,8 +78,17 @@ impl LeaseService {
         LeaseService { ctx, stop }
     }
 
-    async fn propose(&self, op: Op) -> Result<ApplyResult, Status> {
-        let result = self.ctx.propose(Command { op: Some(op) }).await?;
+    async fn propose(&self, op: Op, who: Option<&AuthInfo>) -> Result<ApplyResult, Status> {
+        let result = self
+            .ctx
+            .propose_as(
+                Command {
+                    auth: None,
+                    op: Some(op),
+                },
+                who,
+            )
+            .await?;
         match result {
             ApplyResult::Error(e) => Err(mvcc_status(&e)),
             ok => Ok(ok),
@@ -185,6 +196,8 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let who = self.ctx.who(&req).await?;
+        who::require(self.ctx.node.store(), who.as_ref())?;
         let mut req = req.into_inner();
         // etcd's quota lease server checks a grant's cost before it is proposed.
         crate::quota::check(&self.ctx, &Op::LeaseGrant(req)).await?;
@@ -197,9 +210,10 @@ impl Lease for LeaseService {
             }
             attempts += 1;
             let grant = Command {
+                auth: None,
                 op: Some(Op::LeaseGrant(req)),
             };
-            match self.ctx.propose(grant).await? {
+            match self.ctx.propose_as(grant, who.as_ref()).await? {
                 ApplyResult::LeaseGrant(r) => break r,
                 // Another grant took the id this member chose: choose again.
                 ApplyResult::Error(MvccError::LeaseExists) if auto_id && attempts < ID_ATTEMPTS => {
@@ -220,9 +234,11 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let who = self.ctx.who(&req).await?;
+        who::require(self.ctx.node.store(), who.as_ref())?;
         let req = req.into_inner();
         let id = req.id;
-        match self.propose(Op::LeaseRevoke(req)).await? {
+        match self.propose(Op::LeaseRevoke(req), who.as_ref()).await? {
             ApplyResult::LeaseRevoke(mut r) => {
                 self.ctx.lessor.forget(id);
                 self.ctx.identity.fill(&mut r.header, &self.ctx.node);
@@ -239,6 +255,8 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        // etcd checks each renewal as whoever the stream's credentials name.
+        let creds = Credentials::of(&req);
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         let svc = self.clone();
@@ -263,6 +281,11 @@ impl Lease for LeaseService {
                 // The header is taken before the renewal, as etcd does: a lease
                 // revoked at revision R is never renewed at a later revision.
                 let header = svc.header();
+                svc.ctx.settle(&creds).await;
+                if let Err(e) = svc.check_lease_keys(&creds, req.id, PermType::Write) {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
                 let item = svc.renew(req.id).await.map(|ttl| LeaseKeepAliveResponse {
                     header,
                     id: req.id,
@@ -282,7 +305,23 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let mut resp = forward::time_to_live(self, req.into_inner()).await?;
+        let creds = Credentials::of(&req);
+        let req = req.into_inner();
+        let store = self.ctx.node.store();
+        self.ctx.settle(&creds).await;
+        let rev = store.auth_revision();
+        if store.auth_enabled() {
+            who::require(store, self.ctx.who_from(&creds)?.as_ref())?;
+            // etcd checks the keys' read permission only when they are asked for.
+            if req.keys {
+                self.check_lease_keys(&creds, req.id, PermType::Read)?;
+            }
+        }
+        let keys = req.keys;
+        let mut resp = forward::time_to_live(self, req).await?;
+        if keys && store.auth_enabled() && rev != store.auth_revision() {
+            return Err(auth_status(AuthError::AuthOldRevision));
+        }
         // The leader's header, as etcd forwards the leader's answer, but
         // naming this member, which answered the client.
         self.ctx.identity.fill(&mut resp.header, &self.ctx.node);
@@ -298,6 +337,28 @@ impl Lease for LeaseService {
 }
 
 impl LeaseService {
+    /// etcd's `checkLeaseRenew` (`want` WRITE) and `checkLeaseTimeToLive` (READ):
+    /// with auth enabled, a user, and (unless an admin) `want` on every key
+    /// attached to the lease; refused as old if the auth state moved meanwhile.
+    fn check_lease_keys(&self, creds: &Credentials, id: i64, want: PermType) -> Result<(), Status> {
+        let store = self.ctx.node.store();
+        let rev = store.auth_revision();
+        if !store.auth_enabled() {
+            return Ok(());
+        }
+        let who = self.ctx.who_from(creds)?;
+        let Some(who) = who else {
+            return Err(auth_status(AuthError::UserEmpty));
+        };
+        store
+            .auth_check_lease_keys(&who, id, want)
+            .map_err(|e| mvcc_status(&e))?;
+        if rev != store.auth_revision() {
+            return Err(auth_status(AuthError::AuthOldRevision));
+        }
+        Ok(())
+    }
+
     /// LeaseTimeToLive on the leader.
     pub(crate) async fn time_to_live_here(
         &self,
@@ -345,8 +406,25 @@ impl LeaseService {
     /// answers it locally too).
     async fn leases(
         &self,
-        _req: Request<LeaseLeasesRequest>,
+        req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        // etcd's checkLeaseLeases: a user, and (unless an admin) read on every
+        // key attached to any lease.
+        let creds = Credentials::of(&req);
+        let store = self.ctx.node.store();
+        self.ctx.settle(&creds).await;
+        if store.auth_enabled() {
+            let ids: Vec<i64> = store
+                .leases()
+                .map_err(|e| mvcc_status(&e))?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            who::require(store, self.ctx.who_from(&creds)?.as_ref())?;
+            for id in ids {
+                self.check_lease_keys(&creds, id, PermType::Read)?;
+            }
+        }
         let mut leases = self
             .ctx
             .node

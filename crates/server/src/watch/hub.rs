@@ -571,7 +571,14 @@ mod tests {
         fn apply(&mut self, op: Op) {
             self.index += 1;
             self.store
-                .apply(self.index, 1, &Command { op: Some(op) })
+                .apply(
+                    self.index,
+                    1,
+                    &Command {
+                        auth: None,
+                        op: Some(op),
+                    },
+                )
                 .expect("apply");
         }
         fn put(&mut self, k: &str, v: &str) {

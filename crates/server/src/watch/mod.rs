@@ -54,10 +54,13 @@ impl Watch for WatchService {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // Each create is checked as whoever these credentials name then.
+        let creds = crate::auth::who::Credentials::of(&req);
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(OUT_BUFFER);
         tokio::spawn(stream::run(
             self.ctx.clone(),
+            creds,
             self.hub.clone(),
             inbound,
             tx,

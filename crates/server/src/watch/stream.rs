@@ -7,20 +7,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bramble_api::authpb::permission::Type as PermType;
 use bramble_api::etcdserverpb::watch_request::RequestUnion;
 use bramble_api::etcdserverpb::{
     RangeRequest, ResponseHeader, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use bramble_api::mvccpb::event::EventType;
 use bramble_api::mvccpb::Event;
-use bramble_storage::mvcc::MvccStore;
+use bramble_storage::mvcc::{AuthError, MvccStore};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::{Status, Streaming};
+use tonic::{Code, Status, Streaming};
 
 use super::filter::{EventFilters, WatchRange};
 use super::hub::{Hub, HubMsg, WatchSpec};
+use crate::auth::who::{self, Credentials};
+use crate::errors::auth_status;
 use crate::{errors, ServerContext};
 
 /// etcd's `mvcc: watcher range is empty`.
@@ -54,6 +57,8 @@ struct WatchStream {
     watchers: HashMap<i64, Opts>,
     next_id: i64,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
+    /// The credentials the stream was opened with.
+    creds: Credentials,
 }
 
 /// The stream ended (the client went away): stop.
@@ -62,6 +67,7 @@ struct Gone;
 /// Serves one stream until the client closes it or goes away.
 pub(super) async fn run(
     ctx: Arc<ServerContext>,
+    creds: Credentials,
     hub: Arc<Hub>,
     mut inbound: Streaming<WatchRequest>,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
@@ -71,6 +77,7 @@ pub(super) async fn run(
     let (id, mut queue) = hub.open_stream();
     let mut s = WatchStream {
         ctx,
+        creds,
         hub: hub.clone(),
         id,
         watchers: HashMap::new(),
@@ -161,6 +168,10 @@ impl WatchStream {
             ..Default::default()
         };
         let current = self.ctx.node.store().current_revision();
+        self.ctx.settle(&self.creds).await;
+        if let Err(reason) = self.permitted(&c) {
+            return self.send(refuse(&reason, current, self)).await;
+        }
         let range = match WatchRange::from_request(&c.key, &c.range_end) {
             Ok(r) => r,
             Err(_) => return self.send(refuse(EMPTY_RANGE, current, self)).await,
@@ -205,6 +216,33 @@ impl WatchStream {
             ..Default::default()
         })
         .await
+    }
+
+    /// etcd's `isWatchPermitted`: read on the whole watched range, as whoever the
+    /// stream's credentials name now; the refusal is etcd's cancel reason (its
+    /// gRPC error's text; anything but a bad token, an old revision or no user
+    /// is `permission denied`).
+    fn permitted(&self, c: &WatchCreateRequest) -> Result<(), String> {
+        let store = self.ctx.node.store();
+        let checked = self.ctx.who_from(&self.creds).and_then(|who| {
+            // etcd: an empty key is the smallest key, `\0`.
+            let key: &[u8] = if c.key.is_empty() { &[0] } else { &c.key };
+            store
+                .auth_check_permitted(&who::or_empty(who), key, &c.range_end, PermType::Read)
+                .map_err(auth_status)
+        });
+        checked.map_err(|status| {
+            let (code, msg) = match status.code() {
+                Code::Unauthenticated | Code::InvalidArgument => {
+                    (status.code(), status.message().to_owned())
+                }
+                _ => (
+                    Code::PermissionDenied,
+                    AuthError::PermissionDenied.to_string(),
+                ),
+            };
+            format!("rpc error: code = {code:?} desc = {msg}")
+        })
     }
 
     /// etcd's periodic progress: for each progress_notify watcher that had no

@@ -15,8 +15,8 @@
 //!   `authRevision` (8 bytes big-endian); buckets `authUsers` and `authRoles`: name →
 //!   `authpb.User` / `authpb.Role`. Users (with their bcrypt hashes) and roles are
 //!   converted into the store's auth row, with the auth revision. A file with auth on
-//!   is refused: Bramble does not enforce permissions yet, so it would serve every
-//!   client unauthenticated.
+//!   is refused: the import does not carry the enabled state over yet, and
+//!   importing it as disabled would serve every client unauthenticated.
 //!
 //! The current revision is what etcd's `store.restore` computes: the main revision of
 //! the last key row, or the finished compaction revision if that is higher (a compaction
@@ -216,9 +216,10 @@ pub(super) fn convert<S: ?Sized + Source>(
         })?;
         if enabled {
             return Err(schema_err(
-                "authentication is enabled in this etcd snapshot, and Bramble does not enforce \
-                 permissions yet: run `etcdctl auth disable` on etcd before saving the \
-                 snapshot (its users and roles are imported; auth stays off)",
+                "authentication is enabled in this etcd snapshot, and Bramble's import does not \
+                 carry an enabled auth state over yet: run `etcdctl auth disable` on etcd \
+                 before saving the snapshot (its users and roles are imported; enable auth \
+                 again with `etcdctl auth enable` after the restore)",
             ));
         }
     }

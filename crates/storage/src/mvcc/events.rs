@@ -123,6 +123,7 @@ mod tests {
         s.put("b", "1"); // 3
         s.apply(del_cmd("a", "c")); // 4: two deletes
         let txn = Command {
+            auth: None,
             op: Some(Op::Txn(TxnRequest {
                 success: vec![
                     RequestOp {

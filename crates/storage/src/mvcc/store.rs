@@ -85,6 +85,8 @@ pub struct MvccStore {
     pub(super) alarms: RwLock<Vec<AlarmMember>>,
     /// The auth state (a copy of the raft table's `auth` row).
     pub(super) auth: RwLock<super::auth::AuthState>,
+    /// The simple tokens issued by applied Authenticate entries (memory only).
+    pub(super) tokens: super::auth::token::SimpleTokens,
     /// Bumped (under the index write lock) each time a raft snapshot replaces the store;
     /// readers check it did not move since they opened their redb snapshot.
     pub(super) install_epoch: AtomicU64,
@@ -229,6 +231,7 @@ impl MvccStore {
             leases: RwLock::new(leases),
             alarms: RwLock::new(alarms),
             auth: RwLock::new(auth),
+            tokens: Default::default(),
             install_epoch: AtomicU64::new(0),
             commit_latency: Default::default(),
             compaction_job: Mutex::new(None),

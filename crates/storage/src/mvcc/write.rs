@@ -24,9 +24,9 @@ use std::sync::RwLock;
 use bramble_api::bramblepb::command::Op;
 use bramble_api::bramblepb::Command;
 use bramble_api::etcdserverpb::{
-    AlarmResponse, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantResponse,
-    LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
-    TxnResponse,
+    AlarmResponse, AuthenticateResponse, CompactionResponse, DeleteRangeRequest,
+    DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, TxnResponse,
 };
 use bramble_api::mvccpb::KeyValue;
 use redb::{Durability, ReadableDatabase, Table};
@@ -63,6 +63,8 @@ pub enum ApplyResult {
     /// An auth change was applied (etcd's auth responses are all a header only): the
     /// header carries the store's revision.
     Auth(Option<ResponseHeader>),
+    /// Authenticate issued a token (the header carries the store's revision).
+    Authenticated(AuthenticateResponse),
     /// The command failed deterministically; the state is unchanged (but the applied raft
     /// position advanced).
     Error(MvccError),
@@ -202,6 +204,8 @@ impl MvccStore {
         // Auth changes apply to a copy made at the first one; it replaces the published
         // state after the commit.
         let mut auth_changed: Option<AuthState> = None;
+        // What the entries do to the simple tokens, done after the commit.
+        let mut token_changes: Vec<auth::token::TokenChange> = Vec::new();
         let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::None)?;
         let outcome = (|| {
@@ -240,12 +244,47 @@ impl MvccStore {
                     })));
                     continue;
                 }
+                let denied = {
+                    let leases = lease::lock_read(&self.leases)?;
+                    match &auth_changed {
+                        Some(state) => state.check_command(cmd, &leases),
+                        None => auth::lock_read(&self.auth).check_command(cmd, &leases),
+                    }
+                };
+                if let Err(e) = denied {
+                    results.push(Some(ApplyResult::Error(e.into())));
+                    continue;
+                }
+                if let Some(Op::AuthAuthenticate(a)) = &cmd.op {
+                    let allowed = match &auth_changed {
+                        Some(state) => state.authenticate(&a.name),
+                        None => auth::lock_read(&self.auth).authenticate(&a.name),
+                    };
+                    results.push(Some(match allowed {
+                        Ok(()) => {
+                            let token = format!("{}.{index}", a.simple_token);
+                            token_changes.push(auth::token::TokenChange::Assign(
+                                token.clone(),
+                                a.name.clone(),
+                            ));
+                            ApplyResult::Authenticated(AuthenticateResponse {
+                                header: header(st.rev),
+                                token,
+                            })
+                        }
+                        Err(e) => ApplyResult::Error(e.into()),
+                    }));
+                    continue;
+                }
                 if let Some(op) = cmd.op.as_ref().filter(|op| auth::is_auth_change(op)) {
                     let state =
                         auth_changed.get_or_insert_with(|| auth::lock_read(&self.auth).clone());
                     let outcome = state.apply(op).unwrap_or(Err(AuthError::InvalidAuthMgmt));
                     if let Ok(true) = outcome {
                         auth::write(&mut txn.open_table(RAFT)?, state)?;
+                    }
+                    if outcome.is_ok() {
+                        token_changes.extend(auth::token_change(op));
                     }
                     results.push(Some(match outcome {
                         Ok(_) => ApplyResult::Auth(header(st.rev)),
@@ -323,6 +362,9 @@ impl MvccStore {
         if let Some(state) = auth_changed {
             *auth::lock_write(&self.auth) = state;
         }
+        for change in token_changes {
+            self.tokens.change(change);
+        }
         *w = st;
         self.publish(w.rev, w.applied);
         Ok(compact_at)
@@ -373,7 +415,8 @@ impl WriteCtx<'_, '_> {
                 | Op::AuthRoleAdd(_)
                 | Op::AuthRoleDelete(_)
                 | Op::AuthRoleGrantPermission(_)
-                | Op::AuthRoleRevokePermission(_),
+                | Op::AuthRoleRevokePermission(_)
+                | Op::AuthAuthenticate(_),
             ) => Err(MvccError::Corrupt(
                 "auth change reached the write path".into(),
             )),

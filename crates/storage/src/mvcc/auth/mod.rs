@@ -20,10 +20,12 @@
 //! [`MvccStore::auth_is_admin`]) follows etcd's `isOpPermitted` and
 //! `IsAdminPermitted`.
 
+mod check;
 mod error;
 mod perm;
 #[cfg(test)]
 mod tests;
+pub(super) mod token;
 
 use std::collections::BTreeMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -459,6 +461,33 @@ impl AuthState {
     }
 }
 
+impl AuthState {
+    /// etcd's `authStore.Authenticate` at apply (the password was checked by the
+    /// proposer): whether `name` may get a token.
+    pub(super) fn authenticate(&self, name: &str) -> Result<(), AuthError> {
+        if !self.enabled {
+            return Err(AuthError::AuthNotEnabled);
+        }
+        let user = self.users.get(name).ok_or(AuthError::AuthFailed)?;
+        if user.options.as_ref().is_some_and(|o| o.no_password) {
+            return Err(AuthError::AuthFailed);
+        }
+        Ok(())
+    }
+}
+
+/// What an applied auth change does to the tokens (etcd's `invalidateUser` on
+/// UserDelete and UserChangePassword, `disable` on AuthDisable).
+pub(super) fn token_change(op: &Op) -> Option<token::TokenChange> {
+    use token::TokenChange;
+    match op {
+        Op::AuthUserDelete(r) => Some(TokenChange::InvalidateUser(r.name.clone())),
+        Op::AuthUserChangePassword(r) => Some(TokenChange::InvalidateUser(r.name.clone())),
+        Op::AuthDisable(_) => Some(TokenChange::Clear),
+        _ => None,
+    }
+}
+
 /// Whether `op` is an auth change (applied by [`AuthState::apply`]).
 pub(super) fn is_auth_change(op: &Op) -> bool {
     matches!(
@@ -567,6 +596,38 @@ impl MvccStore {
     /// See [`AuthState::is_admin`].
     pub fn auth_is_admin(&self, info: Option<&AuthInfo>) -> Result<(), AuthError> {
         lock_read(&self.auth).is_admin(info)
+    }
+
+    /// Who the simple token `token` names, if it is live (its life is extended).
+    pub fn auth_token_info(&self, token: &str) -> Option<AuthInfo> {
+        self.tokens.info(token, self.auth_revision())
+    }
+
+    /// Simple tokens live `ttl` after their last use (etcd's `--auth-token-ttl`).
+    pub fn auth_set_token_ttl(&self, ttl: std::time::Duration) {
+        self.tokens.set_ttl(ttl);
+    }
+
+    /// etcd's `checkTxnAuth` for a txn served locally (a read-only one).
+    pub fn auth_check_txn(
+        &self,
+        info: &AuthInfo,
+        txn: &bramble_api::etcdserverpb::TxnRequest,
+    ) -> Result<(), MvccError> {
+        let leases = super::lease::lock_read(&self.leases)?;
+        Ok(lock_read(&self.auth).check_txn(info, txn, &leases)?)
+    }
+
+    /// etcd's lease checks outside apply: `want` on every key attached to `lease`
+    /// unless `info` is an admin (WRITE for keep-alive, READ for time-to-live).
+    pub fn auth_check_lease_keys(
+        &self,
+        info: &AuthInfo,
+        lease: i64,
+        want: PermType,
+    ) -> Result<(), MvccError> {
+        let leases = super::lease::lock_read(&self.leases)?;
+        Ok(lock_read(&self.auth).check_lease_keys(info, lease, &leases, want)?)
     }
 
     /// See [`AuthState::password_hash`].

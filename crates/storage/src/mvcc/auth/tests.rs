@@ -347,3 +347,184 @@ fn error_texts_are_etcds() {
         "etcdserver: permission is not granted to the role"
     );
 }
+
+/// A state with auth enabled, root, and user `r` who may read `/r/` (prefix) only,
+/// and user `w` who may write key `w` only.
+fn enforcing() -> AuthState {
+    let mut s = AuthState::default();
+    for op in [
+        user_add(ROOT),
+        grant_role(ROOT, ROOT),
+        user_add("r"),
+        role_add("reader"),
+        grant_perm("reader", PermType::Read, "/r/", b"/r0"),
+        grant_role("r", "reader"),
+        user_add("w"),
+        role_add("writer"),
+        grant_perm("writer", PermType::Write, "w", b""),
+        grant_role("w", "writer"),
+        enable(),
+    ] {
+        run(&mut s, op).expect("setup");
+    }
+    s
+}
+
+fn as_user(s: &AuthState, user: &str, op: Op) -> bramble_api::bramblepb::Command {
+    bramble_api::bramblepb::Command {
+        auth: Some(bramble_api::bramblepb::AuthHeader {
+            username: user.into(),
+            auth_revision: s.revision,
+        }),
+        op: Some(op),
+    }
+}
+
+fn put(key: &str, prev_kv: bool, lease: i64) -> PutRequest {
+    PutRequest {
+        key: key.into(),
+        prev_kv,
+        lease,
+        ..Default::default()
+    }
+}
+
+fn range_op(key: &str, end: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest {
+            key: key.into(),
+            range_end: end.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+#[test]
+fn commands_are_checked_as_etcds_auth_applier() {
+    use super::super::lease::LeaseTable;
+    let s = enforcing();
+    let no_leases = LeaseTable::default();
+    let check = |user: &str, op: Op| s.check_command(&as_user(&s, user, op), &no_leases);
+    let denied = Err(AuthError::PermissionDenied);
+    // Put: write on the key; prev_kv also needs read.
+    assert_eq!(check("w", Op::Put(put("w", false, 0))), Ok(()));
+    assert_eq!(check("w", Op::Put(put("w", true, 0))), denied);
+    assert_eq!(check("r", Op::Put(put("/r/a", false, 0))), denied);
+    assert_eq!(check(ROOT, Op::Put(put("/r/a", true, 0))), Ok(()));
+    // No user, an unknown user, an old revision.
+    let mut empty = as_user(&s, "", Op::Put(put("w", false, 0)));
+    empty.auth = Some(Default::default());
+    assert_eq!(
+        s.check_command(&empty, &no_leases),
+        Err(AuthError::UserEmpty)
+    );
+    assert_eq!(check("ghost", Op::Put(put("w", false, 0))), denied);
+    let mut old = as_user(&s, "w", Op::Put(put("w", false, 0)));
+    old.auth.as_mut().unwrap().auth_revision -= 1;
+    assert_eq!(
+        s.check_command(&old, &no_leases),
+        Err(AuthError::AuthOldRevision)
+    );
+    // A member's own command (no header) runs as root.
+    let internal = bramble_api::bramblepb::Command {
+        auth: None,
+        op: Some(Op::Put(put("x", false, 0))),
+    };
+    assert_eq!(s.check_command(&internal, &no_leases), Ok(()));
+    // Delete range: write on the range, prev_kv read.
+    let del = |key: &str, end: &str, prev_kv| {
+        Op::DeleteRange(DeleteRangeRequest {
+            key: key.into(),
+            range_end: end.into(),
+            prev_kv,
+        })
+    };
+    assert_eq!(check("w", del("w", "", false)), Ok(()));
+    assert_eq!(check("w", del("w", "w\0", false)), Ok(()));
+    assert_eq!(check("w", del("w", "x", false)), denied);
+    assert_eq!(check("w", del("w", "", true)), denied);
+    // Txn: compares need read, ops by kind, nested txns too.
+    let txn = |compare_key: &str, success: Vec<RequestOp>| {
+        Op::Txn(TxnRequest {
+            compare: vec![Compare {
+                key: compare_key.into(),
+                ..Default::default()
+            }],
+            success,
+            failure: vec![],
+        })
+    };
+    assert_eq!(
+        check("r", txn("/r/a", vec![range_op("/r/", "/r0")])),
+        Ok(())
+    );
+    assert_eq!(check("r", txn("/s", vec![])), denied);
+    assert_eq!(check("r", txn("/r/a", vec![range_op("/r/", "/s")])), denied);
+    assert_eq!(check("r", txn("/r/a", vec![range_op("/r/", "\0")])), denied);
+    let nested = RequestOp {
+        request: Some(request_op::Request::RequestTxn(TxnRequest {
+            compare: vec![],
+            success: vec![],
+            failure: vec![range_op("/secret", "")],
+        })),
+    };
+    assert_eq!(check("r", txn("/r/a", vec![nested])), denied);
+    let nested_put = RequestOp {
+        request: Some(request_op::Request::RequestPut(put("/r/a", false, 0))),
+    };
+    assert_eq!(check("r", txn("/r/a", vec![nested_put])), denied);
+    // Admin-only changes.
+    assert_eq!(check("w", role_add("x")), denied);
+    assert_eq!(check(ROOT, role_add("x")), Ok(()));
+    // Disabled: nothing is checked.
+    let mut off = s.clone();
+    run(&mut off, Op::AuthDisable(AuthDisableRequest {})).unwrap();
+    assert_eq!(
+        off.check_command(&as_user(&off, "r", Op::Put(put("w", false, 0))), &no_leases),
+        Ok(())
+    );
+}
+
+#[test]
+fn lease_keys_are_checked_as_etcds_check_lease_puts() {
+    use super::super::lease::LeaseTable;
+    let s = enforcing();
+    let mut leases = LeaseTable::build(
+        [(7, 60), (8, 60)].into_iter().collect(),
+        [(b"/secret".to_vec(), 7), (b"w".to_vec(), 8)]
+            .into_iter()
+            .collect(),
+    );
+    leases.attach(b"w", 8);
+    let check = |user: &str, op: Op| s.check_command(&as_user(&s, user, op), &leases);
+    let denied = Err(AuthError::PermissionDenied);
+    // Attaching to a lease whose keys the user cannot write, or revoking it.
+    assert_eq!(check("w", Op::Put(put("w", false, 7))), denied);
+    assert_eq!(check("w", Op::Put(put("w", false, 8))), Ok(()));
+    assert_eq!(
+        check("w", Op::LeaseRevoke(LeaseRevokeRequest { id: 7 })),
+        denied
+    );
+    assert_eq!(
+        check("w", Op::LeaseRevoke(LeaseRevokeRequest { id: 8 })),
+        Ok(())
+    );
+    assert_eq!(
+        check(ROOT, Op::LeaseRevoke(LeaseRevokeRequest { id: 7 })),
+        Ok(())
+    );
+    // A lease that does not exist: nothing to check (the apply reports it).
+    assert_eq!(
+        check("r", Op::LeaseRevoke(LeaseRevokeRequest { id: 9 })),
+        Ok(())
+    );
+    // Read for time-to-live.
+    let info = AuthInfo {
+        user: "r".into(),
+        revision: s.revision,
+    };
+    assert_eq!(
+        s.check_lease_keys(&info, 7, &leases, PermType::Read),
+        denied
+    );
+}

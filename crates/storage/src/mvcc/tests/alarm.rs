@@ -8,6 +8,7 @@ use super::*;
 
 fn alarm_cmd(action: AlarmAction, member_id: u64, alarm: AlarmType) -> Command {
     Command {
+        auth: None,
         op: Some(Op::Alarm(AlarmRequest {
             action: action as i32,
             member_id,

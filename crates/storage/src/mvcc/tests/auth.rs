@@ -11,7 +11,10 @@ use super::*;
 use crate::mvcc::AuthError;
 
 fn cmd(op: Op) -> Command {
-    Command { op: Some(op) }
+    Command {
+        auth: None,
+        op: Some(op),
+    }
 }
 
 fn user_add(name: &str) -> Command {

@@ -68,6 +68,7 @@ fn physical_flag_makes_no_difference() {
             s.put(&format!("k{}", i % 3), "v");
         }
         s.apply(Command {
+            auth: None,
             op: Some(Op::Compaction(CompactionRequest {
                 revision: 15,
                 physical,

@@ -109,6 +109,7 @@ impl TestStore {
 
     pub(super) fn txn(&self, t: TxnRequest) -> Result<TxnResponse, MvccError> {
         match self.apply(Command {
+            auth: None,
             op: Some(Op::Txn(t)),
         }) {
             ApplyResult::Txn(r) => Ok(r),
@@ -177,6 +178,7 @@ pub(super) fn put(key: &str, value: &str) -> PutRequest {
 
 pub(super) fn put_cmd(p: PutRequest) -> Command {
     Command {
+        auth: None,
         op: Some(Op::Put(p)),
     }
 }
@@ -191,24 +193,28 @@ pub(super) fn del(key: &str, end: &str) -> DeleteRangeRequest {
 
 pub(super) fn del_cmd(key: &str, end: &str) -> Command {
     Command {
+        auth: None,
         op: Some(Op::DeleteRange(del(key, end))),
     }
 }
 
 pub(super) fn grant_cmd(id: i64, ttl: i64) -> Command {
     Command {
+        auth: None,
         op: Some(Op::LeaseGrant(LeaseGrantRequest { ttl, id })),
     }
 }
 
 pub(super) fn revoke_cmd(id: i64) -> Command {
     Command {
+        auth: None,
         op: Some(Op::LeaseRevoke(LeaseRevokeRequest { id })),
     }
 }
 
 pub(super) fn compact_cmd(rev: i64) -> Command {
     Command {
+        auth: None,
         op: Some(Op::Compaction(CompactionRequest {
             revision: rev,
             physical: false,
@@ -218,6 +224,7 @@ pub(super) fn compact_cmd(rev: i64) -> Command {
 
 pub(super) fn txn_cmd(t: TxnRequest) -> Command {
     Command {
+        auth: None,
         op: Some(Op::Txn(t)),
     }
 }

@@ -34,6 +34,7 @@ fn source() -> TestStore {
     t.apply(compact_cmd(3));
     t.put("a", "3");
     t.apply(Command {
+        auth: None,
         op: Some(Op::AuthUserAdd(
             bramble_api::etcdserverpb::AuthUserAddRequest {
                 name: "u".into(),

@@ -97,6 +97,7 @@ fn delete_range_prev_kvs_and_no_op_delete() {
     let mut d = del("a", "c");
     d.prev_kv = true;
     let ApplyResult::DeleteRange(r) = s.apply(Command {
+        auth: None,
         op: Some(Op::DeleteRange(d)),
     }) else {
         panic!()
@@ -121,7 +122,10 @@ fn delete_range_prev_kvs_and_no_op_delete() {
 fn empty_command_is_a_deterministic_error() {
     let s = TestStore::new();
     assert_eq!(
-        s.apply(Command { op: None }),
+        s.apply(Command {
+            auth: None,
+            op: None
+        }),
         ApplyResult::Error(MvccError::EmptyCommand)
     );
     assert_eq!(s.store.applied(), (1, 1));
@@ -153,7 +157,10 @@ fn batch_equals_one_by_one() {
         put_cmd(put("a", "1")),
         put_cmd(put("b", "2")),
         del_cmd("a", ""),
-        Command { op: None },
+        Command {
+            auth: None,
+            op: None,
+        },
         put_cmd({
             let mut p = put("zz", "");
             p.ignore_value = true;
