@@ -11,11 +11,16 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bramble_api::etcdserverpb::{
-    kv_client::KvClient, maintenance_client::MaintenanceClient, StatusRequest,
+    auth_client::AuthClient, kv_client::KvClient, maintenance_client::MaintenanceClient,
+    AuthenticateRequest, StatusRequest,
 };
 use bramble_tls::{ClientTls, Connector, DialSettings};
 use serde::Serialize;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
 
 /// Largest response a client accepts: etcd allows ranges far past tonic's
 /// 4 MiB default, and a range benchmark must not fail on its own limit.
@@ -89,14 +94,60 @@ pub(crate) async fn dial(
     Ok(channels)
 }
 
+/// The auth token every request carries (etcd's `token` metadata), if the run
+/// authenticated (`--user`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Token(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Token {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A KV stub whose requests carry the run's token.
+pub(crate) type Kv = KvClient<InterceptedService<Channel, Token>>;
+
+/// A KV stub on `channel` carrying `token`.
+pub(crate) fn kv(channel: Channel, token: Token) -> Kv {
+    KvClient::with_interceptor(channel, token).max_decoding_message_size(MAX_RESPONSE_BYTES)
+}
+
 /// One KV stub per client, client `i` on connection `i % channels.len()`.
-pub(crate) fn kv_clients(channels: &[Channel], clients: usize) -> Vec<KvClient<Channel>> {
+pub(crate) fn kv_clients(channels: &[Channel], clients: usize, token: &Token) -> Vec<Kv> {
     (0..clients)
-        .map(|i| {
-            KvClient::new(channels[i % channels.len()].clone())
-                .max_decoding_message_size(MAX_RESPONSE_BYTES)
-        })
+        .map(|i| kv(channels[i % channels.len()].clone(), token.clone()))
         .collect()
+}
+
+/// Authenticates `user` (`name:password`, as etcdctl's `--user`) on `channel`: the
+/// token the run's requests carry. Nothing to do without a user.
+pub(crate) async fn authenticate(
+    channel: Channel,
+    user: Option<&str>,
+    timeout: Duration,
+) -> Result<Token> {
+    let Some(user) = user else {
+        return Ok(Token::default());
+    };
+    let Some((name, password)) = user.split_once(':') else {
+        bail!("--user must be name:password");
+    };
+    let request = AuthenticateRequest {
+        name: name.to_string(),
+        password: password.to_string(),
+    };
+    let reply = tokio::time::timeout(timeout, AuthClient::new(channel).authenticate(request))
+        .await
+        .context("Authenticate: timed out")?
+        .context("Authenticate")?
+        .into_inner();
+    let token = MetadataValue::try_from(reply.token.as_str())
+        .map_err(|e| anyhow::anyhow!("the server's token is not valid metadata: {e}"))?;
+    Ok(Token(Some(token)))
 }
 
 /// What `Maintenance.Status` says about one endpoint.
@@ -117,9 +168,10 @@ pub(crate) struct ServerStatus {
 pub(crate) async fn status(
     endpoint: &str,
     channel: Channel,
+    token: &Token,
     timeout: Duration,
 ) -> Result<ServerStatus> {
-    let mut m = MaintenanceClient::new(channel);
+    let mut m = MaintenanceClient::with_interceptor(channel, token.clone());
     let resp = tokio::time::timeout(timeout, m.status(StatusRequest {}))
         .await
         .with_context(|| format!("Status on {endpoint}: timed out"))?

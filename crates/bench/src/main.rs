@@ -53,6 +53,10 @@ struct Common {
     /// Concurrent clients (each has one request in flight at a time).
     #[arg(long, global = true, default_value_t = 1)]
     clients: usize,
+    /// Authenticate as this user (`name:password`, as etcdctl's `--user`): every
+    /// request carries the token (servers with auth enabled).
+    #[arg(long, global = true)]
+    user: Option<String>,
     /// https endpoints: the CA that signed the servers' certificates.
     #[arg(long, global = true)]
     cacert: Option<std::path::PathBuf>,
@@ -230,12 +234,13 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
 
     let tls = conn::tls(c.cacert.clone(), c.cert.clone().zip(c.cert_key.clone()))?;
     let channels = conn::dial(&c.endpoints, conns, dial_timeout, tls).await?;
+    let token = conn::authenticate(channels[0].clone(), c.user.as_deref(), dial_timeout).await?;
     // Channel i goes to endpoint i % n, so the first min(n, conns) channels
     // cover each used endpoint once.
     let used = c.endpoints.len().min(channels.len());
     let mut before = Vec::with_capacity(used);
     for (ep, ch) in c.endpoints.iter().zip(&channels).take(used) {
-        match conn::status(ep, ch.clone(), dial_timeout).await {
+        match conn::status(ep, ch.clone(), &token, dial_timeout).await {
             Ok(s) => before.push(Some(s)),
             Err(e) => {
                 eprintln!("bramble-bench: warning: {e:#}");
@@ -257,7 +262,7 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
         deadline: Instant::now() + Duration::from_secs(c.timeout),
         quiet: c.quiet || c.json,
     };
-    let clients = conn::kv_clients(&channels, c.clients);
+    let clients = conn::kv_clients(&channels, c.clients, &token);
     let outcome = match op {
         Op::Put(shape) => run::drive(clients, plan, put::op(shape)).await,
         Op::Range(shape) => run::drive(clients, plan, range::op(shape)).await,
@@ -294,7 +299,9 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
     let mut servers = Vec::with_capacity(used);
     for ((ep, ch), b) in c.endpoints.iter().zip(&channels).zip(before) {
         let Some(b) = b else { continue };
-        let after = conn::status(ep, ch.clone(), dial_timeout).await.ok();
+        let after = conn::status(ep, ch.clone(), &token, dial_timeout)
+            .await
+            .ok();
         servers.push(EndpointReport { before: b, after });
     }
 

@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
+use crate::conn::Kv;
 use anyhow::{bail, Result};
-use bramble_api::etcdserverpb::{kv_client::KvClient, PutRequest};
-use tonic::transport::Channel;
+use bramble_api::etcdserverpb::PutRequest;
 
 use crate::run::OpFuture;
 
@@ -83,9 +83,9 @@ impl PutShape {
 }
 
 /// The request for put number `i`, sent over `kv`.
-pub(crate) fn op(shape: PutShape) -> impl Fn(KvClient<Channel>, u64) -> OpFuture + Send + Sync {
+pub(crate) fn op(shape: PutShape) -> impl Fn(Kv, u64) -> OpFuture + Send + Sync {
     let value = Arc::new(shape.value());
-    move |mut kv: KvClient<Channel>, i: u64| {
+    move |mut kv: Kv, i: u64| {
         let req = PutRequest {
             key: shape.key(i),
             value: value.as_ref().clone(),

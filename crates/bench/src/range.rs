@@ -5,9 +5,9 @@
 //! serializable (`s`: the local store only). The keys are not created here;
 //! fill them first, e.g. with `bramble-bench put --seq-keys`.
 
+use crate::conn::Kv;
 use anyhow::{bail, Result};
-use bramble_api::etcdserverpb::{kv_client::KvClient, RangeRequest};
-use tonic::transport::Channel;
+use bramble_api::etcdserverpb::RangeRequest;
 
 use crate::run::OpFuture;
 
@@ -62,7 +62,7 @@ impl RangeShape {
 }
 
 /// The request for range number `i` (all the same), sent over `kv`.
-pub(crate) fn op(shape: RangeShape) -> impl Fn(KvClient<Channel>, u64) -> OpFuture + Send + Sync {
+pub(crate) fn op(shape: RangeShape) -> impl Fn(Kv, u64) -> OpFuture + Send + Sync {
     let req = RangeRequest {
         key: shape.key,
         range_end: shape.range_end,
@@ -70,7 +70,7 @@ pub(crate) fn op(shape: RangeShape) -> impl Fn(KvClient<Channel>, u64) -> OpFutu
         serializable: shape.consistency == Consistency::S,
         ..Default::default()
     };
-    move |mut kv: KvClient<Channel>, _i: u64| {
+    move |mut kv: Kv, _i: u64| {
         let req = req.clone();
         Box::pin(async move { kv.range(req).await.map(|_| ()) })
     }

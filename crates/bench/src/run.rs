@@ -15,10 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bramble_api::etcdserverpb::kv_client::KvClient;
+use crate::conn::Kv;
 use serde::Serialize;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 use crate::stats;
 
@@ -92,9 +91,9 @@ impl Outcome {
 
 /// Runs `plan.total` requests over `clients` (one task each), calling
 /// `op(client, i)` for request number `i` (0-based, each sent once).
-pub(crate) async fn drive<Op, Fut>(clients: Vec<KvClient<Channel>>, plan: Plan, op: Op) -> Outcome
+pub(crate) async fn drive<Op, Fut>(clients: Vec<Kv>, plan: Plan, op: Op) -> Outcome
 where
-    Op: Fn(KvClient<Channel>, u64) -> Fut + Send + Sync + 'static,
+    Op: Fn(Kv, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
 {
     let op = Arc::new(op);
@@ -160,9 +159,11 @@ mod tests {
     use std::collections::HashSet;
 
     /// Clients whose connection is never used (the test ops ignore it).
-    fn idle_clients(n: usize) -> Vec<KvClient<Channel>> {
+    fn idle_clients(n: usize) -> Vec<Kv> {
         let ch = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-        (0..n).map(|_| KvClient::new(ch.clone())).collect()
+        (0..n)
+            .map(|_| crate::conn::kv(ch.clone(), Default::default()))
+            .collect()
     }
 
     fn plan(total: u64, secs: u64) -> Plan {
