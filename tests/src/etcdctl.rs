@@ -45,6 +45,20 @@ impl fmt::Display for Output {
     }
 }
 
+/// What one etcdctl command line printed, normalized (`crate::normalize`) so that two
+/// servers' answers compare equal when they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The command line, as given.
+    pub line: String,
+    /// etcdctl's exit code.
+    pub code: i32,
+    /// Its stdout, normalized.
+    pub stdout: String,
+    /// Its stderr, normalized.
+    pub stderr: String,
+}
+
 /// etcdctl bound to one endpoint.
 #[derive(Clone, Debug)]
 pub struct Etcdctl {
@@ -71,6 +85,21 @@ impl Etcdctl {
     /// The endpoint this runner talks to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// Runs the command line `line` (split on whitespace) with `stdin`, normalized.
+    pub fn step(&self, line: &str, stdin: Option<&str>) -> Step {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let out = self.run_stdin(&args, stdin);
+        Step {
+            line: line.to_string(),
+            code: out.code,
+            stdout: crate::normalize::endpoint(
+                &crate::normalize::stdout_text(&out.stdout_str()),
+                self.endpoint(),
+            ),
+            stderr: crate::normalize::stderr_text(&out.stderr, self.endpoint()),
+        }
     }
 
     /// Runs `etcdctl --endpoints=<endpoint> <args>` with empty stdin.

@@ -24,31 +24,10 @@ use std::time::Duration;
 use bramble_api::authpb::Permission;
 use bramble_api::etcdserverpb::auth_client::AuthClient;
 use bramble_api::etcdserverpb::*;
-use bramble_tests::normalize;
 use bramble_tests::target::Kind;
 use bramble_tests::Cluster;
-use bramble_tests::{Etcdctl, Server};
+use bramble_tests::Server;
 use tonic::transport::Channel;
-
-/// What one etcdctl step printed, normalized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Outcome {
-    line: String,
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run_step(ctl: &Etcdctl, line: &str) -> Outcome {
-    let args: Vec<&str> = line.split_whitespace().collect();
-    let out = ctl.run_stdin(&args, None);
-    Outcome {
-        line: line.to_string(),
-        code: out.code,
-        stdout: normalize::endpoint(&normalize::stdout_text(&out.stdout_str()), ctl.endpoint()),
-        stderr: normalize::stderr_text(&out.stderr, ctl.endpoint()),
-    }
-}
 
 /// The steps both servers answer alike (etcd 3.4 and 3.6 agree on them).
 const STEPS: &[&str] = &[
@@ -125,7 +104,7 @@ fn etcdctl_user_and_role_commands_match_etcd() {
     let run = |kind: Kind| {
         let server = Server::start(kind);
         let ctl = server.etcdctl();
-        STEPS.iter().map(|l| run_step(&ctl, l)).collect::<Vec<_>>()
+        STEPS.iter().map(|l| ctl.step(l, None)).collect::<Vec<_>>()
     };
     let etcd = run(Kind::Etcd);
     let bramble = run(Kind::Bramble);
@@ -141,12 +120,12 @@ fn etcdctl_user_and_role_commands_match_etcd() {
 fn etcd36_answers_and_auth_enable() {
     let server = Server::start(Kind::Bramble);
     let ctl = server.etcdctl();
-    run_step(&ctl, "role add r")
+    ctl.step("role add r", None)
         .code
         .eq(&0)
         .then_some(())
         .expect("role add");
-    let inverted = run_step(&ctl, "role grant-permission r read /z /x");
+    let inverted = ctl.step("role grant-permission r read /z /x", None);
     assert_eq!(inverted.code, 1, "{inverted:?}");
     assert_eq!(inverted.stdout, "");
     assert!(
@@ -155,15 +134,15 @@ fn etcd36_answers_and_auth_enable() {
             .ends_with("Error: etcdserver: invalid auth management\n"),
         "{inverted:?}"
     );
-    assert_eq!(run_step(&ctl, "role add root").code, 0);
-    let root = run_step(&ctl, "role get root");
+    assert_eq!(ctl.step("role add root", None).code, 0);
+    let root = ctl.step("role get root", None);
     assert_eq!(
         root.stdout,
         "Role root\nKV Read:\n\t[, <open ended> (prefix )\nKV Write:\n\t[, <open ended> (prefix )\n"
     );
 
     // AuthEnable needs user root with role root (etcd's errors), then enables.
-    let out = run_step(&ctl, "auth enable");
+    let out = ctl.step("auth enable", None);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
         out.stderr
@@ -174,9 +153,9 @@ fn etcd36_answers_and_auth_enable() {
         "user add root --new-user-password=x",
         "user grant-role root root",
     ] {
-        assert_eq!(run_step(&ctl, step).code, 0, "{step}");
+        assert_eq!(ctl.step(step, None).code, 0, "{step}");
     }
-    let out = run_step(&ctl, "auth enable");
+    let out = ctl.step("auth enable", None);
     assert_eq!(
         (out.code, out.stdout.as_str()),
         (0, "Authentication Enabled\n"),
@@ -444,18 +423,18 @@ fn users_and_roles_replicate_and_survive_restarts() {
         "role grant-permission ops readwrite /ops/ --prefix",
         "user grant-role carol ops",
     ] {
-        assert_eq!(run_step(&first, step).code, 0, "{step}");
+        assert_eq!(first.step(step, None).code, 0, "{step}");
     }
     let check = |cluster: &Cluster| {
         for i in 0..cluster.len() {
             let ctl = cluster.member(i).etcdctl();
             assert_eq!(
-                run_step(&ctl, "user get carol").stdout,
+                ctl.step("user get carol", None).stdout,
                 "User: carol\nRoles: ops\n",
                 "member {i}"
             );
             assert_eq!(
-                run_step(&ctl, "role get ops").stdout,
+                ctl.step("role get ops", None).stdout,
                 "Role ops\nKV Read:\n\t[/ops/, /ops0) (prefix /ops/)\nKV Write:\n\t[/ops/, /ops0) (prefix /ops/)\n",
                 "member {i}"
             );
@@ -477,9 +456,9 @@ fn users_and_roles_replicate_and_survive_restarts() {
     check(&cluster);
     // A change made after the restart, on another member, reaches every member.
     let last = cluster.member(2).etcdctl();
-    assert_eq!(run_step(&last, "user delete carol").code, 0);
+    assert_eq!(last.step("user delete carol", None).code, 0);
     for i in 0..cluster.len() {
-        let out = run_step(&cluster.member(i).etcdctl(), "user list");
+        let out = &cluster.member(i).etcdctl().step("user list", None);
         assert_eq!(out.stdout, "", "member {i}");
     }
 }

@@ -21,30 +21,10 @@ use bramble_api::etcdserverpb::kv_client::KvClient;
 use bramble_api::etcdserverpb::lease_client::LeaseClient;
 use bramble_api::etcdserverpb::watch_client::WatchClient;
 use bramble_api::etcdserverpb::*;
-use bramble_tests::normalize;
+use bramble_tests::etcdctl::Step;
 use bramble_tests::target::Kind;
 use bramble_tests::{Etcdctl, Server, ServerConfig};
 use tonic::transport::Channel;
-
-/// What one etcdctl step printed, normalized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Outcome {
-    line: String,
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run_step(ctl: &Etcdctl, line: &str, stdin: Option<&str>) -> Outcome {
-    let args: Vec<&str> = line.split_whitespace().collect();
-    let out = ctl.run_stdin(&args, stdin);
-    Outcome {
-        line: line.to_string(),
-        code: out.code,
-        stdout: normalize::endpoint(&normalize::stdout_text(&out.stdout_str()), ctl.endpoint()),
-        stderr: normalize::stderr_text(&out.stderr, ctl.endpoint()),
-    }
-}
 
 /// Set up with auth disabled.
 const SETUP: &[&str] = &[
@@ -126,11 +106,11 @@ const STEPS: &[(&str, &str, Option<&str>)] = &[
     ("", "get /s/c", None),
 ];
 
-fn transcript(kind: Kind) -> Vec<Outcome> {
+fn transcript(kind: Kind) -> Vec<Step> {
     let server = Server::start(kind);
     let ctl = server.etcdctl();
     for line in SETUP {
-        let o = run_step(&ctl, line, None);
+        let o = ctl.step(line, None);
         assert_eq!(o.code, 0, "{kind:?} setup {o:?}");
     }
     STEPS
@@ -141,7 +121,7 @@ fn transcript(kind: Kind) -> Vec<Outcome> {
             } else {
                 server.etcdctl().with_flags(&[flags.to_string()])
             };
-            let mut o = run_step(&ctl, line, *stdin);
+            let mut o = ctl.step(line, *stdin);
             o.line = format!("{flags} {line}");
             o
         })
@@ -698,7 +678,7 @@ fn grpc_watch_txn_lease_and_token_answers_match_etcd() {
         });
         let ctl = server.etcdctl();
         for line in SETUP {
-            let o = run_step(&ctl, line, None);
+            let o = ctl.step(line, None);
             assert_eq!(o.code, 0, "{kind:?} setup {o:?}");
         }
         (version, block_on(grpc_answers(&server.endpoint())))
@@ -743,7 +723,7 @@ fn tokens_expire_after_the_ttl() {
         );
         let ctl = server.etcdctl();
         for line in SETUP {
-            let o = run_step(&ctl, line, None);
+            let o = ctl.step(line, None);
             assert_eq!(o.code, 0, "{kind:?} setup {o:?}");
         }
         let answers = block_on(async {
@@ -827,7 +807,7 @@ fn client_certificate_common_name_is_the_user() {
         let root = as_cn("root");
         server.wait_serving_to(&root);
         for line in SETUP {
-            let o = run_step(&root, line, None);
+            let o = root.step(line, None);
             assert_eq!(o.code, 0, "{kind:?} setup {o:?}");
         }
         let ro = as_cn("ro");
@@ -843,13 +823,13 @@ fn client_certificate_common_name_is_the_user() {
             ("ghost", &ghost, "get /r/a"),
             ("ghost", &ghost, "user list"),
         ] {
-            let mut o = run_step(ctl, line, None);
+            let mut o = ctl.step(line, None);
             o.line = format!("{who}: {line}");
             out.push(o);
         }
         // A token (here root's, by password) wins over the certificate's name.
         let with_password = ro.clone().with_flags(&["--user=root:rootpw".to_string()]);
-        let mut o = run_step(&with_password, "get /s/c", None);
+        let mut o = with_password.step("get /s/c", None);
         o.line = "ro's certificate, root's password: get /s/c".into();
         out.push(o);
         transcripts.push((kind, out));
@@ -875,7 +855,7 @@ fn tokens_and_permissions_on_every_member() {
         let cluster = bramble_tests::Cluster::start(kind, 3);
         let first = cluster.member(0).etcdctl();
         for line in SETUP {
-            let o = run_step(&first, line, None);
+            let o = first.step(line, None);
             assert_eq!(o.code, 0, "{kind:?} setup {o:?}");
         }
         let endpoints: Vec<String> = (0..3).map(|i| cluster.member(i).endpoint()).collect();
