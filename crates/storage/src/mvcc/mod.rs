@@ -30,6 +30,7 @@
 //! let store = MvccStore::open("/var/lib/bramble/state.redb".as_ref(), MvccOptions::default())?;
 //! let put = Command {
 //!     op: Some(Op::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() })),
+//!     auth: None, // who asked, when auth is enabled
 //! };
 //! let (index, term) = store.applied();
 //! match store.apply(index + 1, term.max(1), &put)? {
