@@ -1,5 +1,5 @@
-// The etcd v3.6.16 server, built from etcd's Go modules for the migration tests
-// (tests/tests/etcd_import.rs): the same main as etcd's own binary.
+// The etcd v3.6.16 server, built from etcd's Go modules: the reference the end-to-end tests
+// (tests/) compare Bramble with, and the source of the migration tests. etcd's own main.
 package main
 
 import (
