@@ -150,13 +150,6 @@ pub(crate) fn wrong_downgrade_version_format() -> Status {
         "etcdserver: wrong downgrade target version format",
     )
 }
-/// `etcdserver: no inflight downgrade job` (etcd 3.6)
-pub(crate) fn no_inflight_downgrade() -> Status {
-    etcd_status(
-        Code::FailedPrecondition,
-        "etcdserver: no inflight downgrade job",
-    )
-}
 /// etcd's `ErrUnknownMethod`: not one of its gRPC errors, so grpc-go sends it
 /// as Unknown with its text.
 pub(crate) fn unknown_method() -> Status {

@@ -234,6 +234,8 @@ impl Maintenance for MaintenanceService {
         req: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
         self.ctx.require_admin(&req).await?;
-        Err(downgrade::refuse(&req.into_inner()))
+        let mut resp = downgrade::answer(&req.into_inner())?;
+        self.ctx.identity.fill(&mut resp.header, &self.ctx.node);
+        Ok(Response::new(resp))
     }
 }

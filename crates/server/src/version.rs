@@ -21,6 +21,13 @@ pub(crate) fn cluster_version() -> String {
     format!("{major}.{minor}.0")
 }
 
+/// The cluster version as etcd's `version.Cluster` writes it: `major.minor` (what a
+/// downgrade answer reports).
+pub(crate) fn cluster_major_minor() -> String {
+    let (major, minor) = major_minor(ETCD_VERSION);
+    format!("{major}.{minor}")
+}
+
 /// The storage version etcd 3.6 reports (in snapshots, Status'
 /// `storage_version` and `/version`): `major.minor.0` as well.
 pub(crate) fn storage_version() -> String {

@@ -84,7 +84,7 @@ pub(crate) enum HashError {
 /// `HashStorage.HashByRev`). Reads the key table on a blocking thread.
 pub(crate) async fn local_hash(store: &Arc<MvccStore>, revision: i64) -> Result<KvHash, HashError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || store.hash_by_rev(revision))
+    tokio::task::spawn_blocking(move || store.hash_kv(revision))
         .await
         .map_err(|e| HashError::Join(e.to_string()))?
         .map_err(HashError::Store)

@@ -3,28 +3,33 @@
 //! answered as etcd 3.6 answers it when the target is not valid (its
 //! `downgradeValidate`, `downgradeEnable`, `downgradeCancel`): a target that does not
 //! parse as a version gets `wrong downgrade target version format`, any other target
-//! `invalid downgrade target version`, and a cancel `no inflight downgrade job`, since
-//! no downgrade is ever enabled (Status' `downgrade_info` says so).
+//! `invalid downgrade target version`. A cancel succeeds with the cluster version
+//! (`3.6`): etcd 3.6.16 only logs that no downgrade was in flight and answers so, and no
+//! downgrade is ever enabled here (Status' `downgrade_info` says so).
 
 use bramble_api::etcdserverpb::downgrade_request::DowngradeAction;
-use bramble_api::etcdserverpb::DowngradeRequest;
+use bramble_api::etcdserverpb::{DowngradeRequest, DowngradeResponse};
 use tonic::Status;
 
-use crate::errors;
+use crate::{errors, version};
 
-/// etcd's refusal of `req`.
-pub(super) fn refuse(req: &DowngradeRequest) -> Status {
+/// etcd 3.6's answer to `req`: the version a cancel reports (the cluster version's
+/// `major.minor`, header to be filled by the caller), or the refusal.
+pub(super) fn answer(req: &DowngradeRequest) -> Result<DowngradeResponse, Status> {
     match DowngradeAction::try_from(req.action) {
         Ok(DowngradeAction::Validate | DowngradeAction::Enable) => {
             if is_version(&req.version) {
-                errors::invalid_downgrade_target_version()
+                Err(errors::invalid_downgrade_target_version())
             } else {
-                errors::wrong_downgrade_version_format()
+                Err(errors::wrong_downgrade_version_format())
             }
         }
-        Ok(DowngradeAction::Cancel) => errors::no_inflight_downgrade(),
+        Ok(DowngradeAction::Cancel) => Ok(DowngradeResponse {
+            version: version::cluster_major_minor(),
+            ..Default::default()
+        }),
         // etcd's `ErrUnknownMethod`, which has no gRPC code of its own.
-        Err(_) => errors::unknown_method(),
+        Err(_) => Err(errors::unknown_method()),
     }
 }
 
@@ -82,7 +87,8 @@ mod tests {
     }
 
     #[test]
-    fn every_action_is_refused_with_etcds_error() {
+    fn every_action_is_answered_as_etcd() {
+        let refuse = |r: &DowngradeRequest| answer(r).expect_err("refused");
         let r = refuse(&req(DowngradeAction::Validate, "3.4"));
         assert_eq!(r.code(), tonic::Code::InvalidArgument);
         assert_eq!(r.message(), "etcdserver: invalid downgrade target version");
@@ -92,9 +98,8 @@ mod tests {
             r.message(),
             "etcdserver: wrong downgrade target version format"
         );
-        let r = refuse(&req(DowngradeAction::Cancel, ""));
-        assert_eq!(r.code(), tonic::Code::FailedPrecondition);
-        assert_eq!(r.message(), "etcdserver: no inflight downgrade job");
+        let r = answer(&req(DowngradeAction::Cancel, "")).expect("cancel answers");
+        assert_eq!(r.version, "3.6");
         let r = refuse(&DowngradeRequest {
             action: 7,
             version: String::new(),

@@ -19,7 +19,6 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use super::error::MvccError;
 use super::hash::{etcd_revision_key, KvHash};
 use super::revision::Revision;
 use super::schema::KEYS;
@@ -122,19 +121,15 @@ impl HashStorage {
 }
 
 impl MvccStore {
-    /// etcd 3.6's `HashStorage.HashByRev`: the hash stored at the compaction of
-    /// `revision` if there is one (with the current revision), else
-    /// [`MvccStore::hash_kv`] as etcd 3.6 computes it (the compaction revision itself
-    /// may be hashed). What members answer each other for the corruption checks;
-    /// reads the whole key table in the second case (a blocking call).
-    pub fn hash_by_rev(&self, revision: i64) -> Result<KvHash, MvccError> {
-        if revision > 0 {
-            if let Some(mut h) = self.compaction_hashes.get(revision) {
-                h.current_revision = self.current_revision();
-                return Ok(h);
-            }
+    /// The hash stored at the compaction of `revision`, with the current revision: the
+    /// first half of etcd 3.6's `HashStorage.HashByRev` ([`MvccStore::hash_kv`]).
+    pub(super) fn stored_compaction_hash(&self, revision: i64) -> Option<KvHash> {
+        if revision <= 0 {
+            return None;
         }
-        self.hash_kv_from(revision, true)
+        let mut h = self.compaction_hashes.get(revision)?;
+        h.current_revision = self.current_revision();
+        Some(h)
     }
 
     /// etcd's `Hashes`: the stored compaction hashes, oldest first.

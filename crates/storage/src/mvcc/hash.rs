@@ -22,15 +22,13 @@
 //!   (prost and gogoproto both write the set fields in field order; a tombstone holds
 //!   only the key).
 //!
-//! Errors are etcd 3.4's and 3.5's: a revision above the current one is a
-//! `FutureRevision`; a positive revision at or below the compaction revision is
-//! `Compacted` (etcd 3.6 accepts the compaction revision itself, and etcd 3.5.5 and
-//! later also answer the revisions of their last compactions from hashes computed while
-//! compacting). Bramble keeps those hashes too ([`super::compaction_hash`]) and answers
-//! with them and 3.6's bounds ([`MvccStore::hash_by_rev`]) where members compare hashes
-//! with each other; the client's HashKV keeps 3.4's answers, which the differential
-//! tests compare. Revision 0 is the current revision; a negative one hashes no row, as
-//! in etcd.
+//! Errors and bounds are etcd 3.6's (`hashStorage.HashByRev`): a revision above the
+//! current one is a `FutureRevision`; a positive revision below the compaction revision is
+//! `Compacted`, the compaction revision itself is hashed. The revisions of the last
+//! compactions are answered from the hashes computed while compacting
+//! ([`super::compaction_hash`], with the previous compaction's revision), as etcd 3.5.5 and
+//! later answer them (etcd 3.4 refused the compaction revision and kept no hashes).
+//! Revision 0 is the current revision; a negative one hashes no row, as in etcd.
 //!
 //! # Concurrency and memory
 //!
@@ -130,23 +128,18 @@ impl KvHasher {
 }
 
 impl MvccStore {
-    /// etcd's `HashKV` at `revision` (0: the current revision). See the module docs.
-    /// Runs concurrently with applies; reads the whole key table up to `revision`, so
-    /// callers run it on a blocking thread.
+    /// etcd 3.6's `HashKV` at `revision` (0: the current revision): the hash stored at the
+    /// compaction of `revision` if there is one (with the current revision), else computed
+    /// (see the module docs). What clients get, and what members answer each other for the
+    /// corruption checks. Runs concurrently with applies; reads the whole key table up to
+    /// `revision` when computing, so callers run it on a blocking thread.
     pub fn hash_kv(&self, revision: i64) -> Result<KvHash, MvccError> {
-        self.hash_kv_from(revision, false)
-    }
-
-    /// [`MvccStore::hash_kv`], where `compact_revision_too` says whether the
-    /// compaction revision itself may be hashed (etcd 3.6) or is `Compacted` (3.4, 3.5).
-    pub(super) fn hash_kv_from(
-        &self,
-        revision: i64,
-        compact_revision_too: bool,
-    ) -> Result<KvHash, MvccError> {
+        if let Some(stored) = self.stored_compaction_hash(revision) {
+            return Ok(stored);
+        }
         let mut attempts = 0;
         loop {
-            match self.hash_kv_once(revision, compact_revision_too) {
+            match self.hash_kv_once(revision) {
                 Err(MvccError::Compacted) if revision == 0 && attempts < MAX_ATTEMPTS => {
                     attempts += 1
                 }
@@ -156,7 +149,7 @@ impl MvccStore {
         }
     }
 
-    fn hash_kv_once(&self, revision: i64, compact_revision_too: bool) -> Result<KvHash, MvccError> {
+    fn hash_kv_once(&self, revision: i64) -> Result<KvHash, MvccError> {
         // Pin the revision first, then open the snapshot: it holds that revision.
         let pin = self.pin();
         let rtxn = self.db().begin_read()?;
@@ -172,7 +165,7 @@ impl MvccStore {
             self.check_same_store(pin)?;
             self.compact_revision()
         };
-        if revision > 0 && (revision < compact || (revision == compact && !compact_revision_too)) {
+        if revision > 0 && revision < compact {
             return Err(MvccError::Compacted);
         }
         if revision == 0 && at < compact {

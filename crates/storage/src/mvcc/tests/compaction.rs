@@ -327,16 +327,16 @@ fn the_compaction_hash_is_hash_kv_just_before_it() {
         (before.hash, first, second)
     );
     // Peers are answered from it at that revision (etcd 3.6's HashByRev).
-    let answered = s.store.hash_by_rev(second).unwrap();
+    let answered = s.store.hash_kv(second).unwrap();
     assert_eq!(
         (answered.hash, answered.compact_revision),
         (before.hash, first)
     );
     assert_eq!(answered.current_revision, s.store.current_revision());
     // Without a stored hash, the compaction revision itself is hashed as 3.6 does.
-    let other = s.store.hash_by_rev(0).unwrap();
+    let other = s.store.hash_kv(0).unwrap();
     assert_eq!(other.compact_revision, second);
-    assert_eq!(s.store.hash_by_rev(second - 1), Err(MvccError::Compacted));
+    assert_eq!(s.store.hash_kv(second - 1), Err(MvccError::Compacted));
 }
 
 #[test]

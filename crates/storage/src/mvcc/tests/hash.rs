@@ -62,22 +62,25 @@ fn equals_etcd_on_a_small_history() {
 }
 
 #[test]
-fn errors_as_etcd_3_5() {
+fn errors_as_etcd_3_6() {
     let s = TestStore::new();
     for i in 0..5 {
         s.put("k", &i.to_string()); // 2..=6
     }
     assert_eq!(s.store.hash_kv(7), Err(MvccError::FutureRevision));
     s.compact(4).unwrap();
-    // etcd 3.4 and 3.5: the compaction revision itself is compacted too.
-    assert_eq!(s.store.hash_kv(4), Err(MvccError::Compacted));
+    // etcd 3.6: below the compaction revision is compacted, the revision itself is hashed
+    // (3.4 and 3.5 refused it too).
+    assert_eq!(s.store.hash_kv(3), Err(MvccError::Compacted));
     assert_eq!(s.store.hash_kv(2), Err(MvccError::Compacted));
+    assert_eq!(s.store.hash_kv(4).unwrap().hash_revision, 4);
     assert_eq!(s.store.hash_kv(5).unwrap().compact_revision, 4);
-    // Compacting at the current revision: revision 0 still hashes it.
+    // Compacting at the current revision: revision 0 and the revision itself hash it.
     s.compact(6).unwrap();
     let h = s.store.hash_kv(0).unwrap();
     assert_eq!((h.hash_revision, h.compact_revision), (6, 6));
-    assert_eq!(s.store.hash_kv(6), Err(MvccError::Compacted));
+    assert_eq!(s.store.hash_kv(6).unwrap().hash_revision, 6);
+    assert_eq!(s.store.hash_kv(5), Err(MvccError::Compacted));
 }
 
 /// etcd's formula, literally: every row of an uncompacted copy of the history, with
