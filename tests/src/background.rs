@@ -26,7 +26,6 @@ impl Background {
         let mut cmd = Command::new(tools::etcdctl_bin());
         process::remove_env_prefixed(&mut cmd, process::ETCDCTL_ENV_PREFIX);
         let mut child = cmd
-            .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoint}"))
             .args(args)
             .stdin(Stdio::piped())

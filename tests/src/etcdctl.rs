@@ -65,6 +65,8 @@ pub struct Etcdctl {
     endpoint: String,
     /// Global flags given to every command (`--cacert`, `--cert`, `--key`, ...).
     flags: Vec<String>,
+    /// The etcdctl binary; `None` is the reference one ([`tools::etcdctl_bin`]).
+    bin: Option<std::path::PathBuf>,
 }
 
 impl Etcdctl {
@@ -73,7 +75,15 @@ impl Etcdctl {
         Etcdctl {
             endpoint: endpoint.into(),
             flags: Vec::new(),
+            bin: None,
         }
+    }
+
+    /// The same runner with Debian's etcdctl 3.4 ([`tools::debian_etcdctl_bin`]): for the
+    /// checks where what an older client sees matters.
+    pub fn debian_3_4(mut self) -> Etcdctl {
+        self.bin = Some(tools::debian_etcdctl_bin());
+        self
     }
 
     /// The same runner, giving `flags` to every command (TLS: `--cacert=...`).
@@ -122,12 +132,12 @@ impl Etcdctl {
 
     /// Runs etcdctl, writing `stdin` (if any) to it and closing it.
     pub fn run_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let bin = tools::etcdctl_bin();
+        let bin = self.bin.clone().unwrap_or_else(tools::etcdctl_bin);
         let mut cmd = Command::new(&bin);
-        // etcdctl reads ETCDCTL_* as flags; only the API version is ours to set.
+        // etcdctl reads ETCDCTL_* as flags (3.4 and later speak the v3 API by default; 3.6
+        // warns about an ETCDCTL_API variable).
         process::remove_env_prefixed(&mut cmd, process::ETCDCTL_ENV_PREFIX);
-        cmd.env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint))
+        cmd.arg(format!("--endpoints={}", self.endpoint))
             .args(&self.flags)
             .args(args)
             .stdin(Stdio::piped())

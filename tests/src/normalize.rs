@@ -16,11 +16,13 @@ pub fn stdout_text(text: &str) -> String {
     for field in ["\"cluster_id\":", "\"member_id\":", "\"raft_term\":"] {
         s = mask_number_after(&s, field);
     }
-    // -w fields: one `"Name" : value` per line.
+    // -w fields: one `"Name" : value` per line; with --hex, 3.6 prints the ids in hex.
     for field in ["\"ClusterID\" : ", "\"MemberID\" : ", "\"RaftTerm\" : "] {
-        s = mask_number_after(&s, field);
+        s = mask_after(&s, field, |rest| {
+            rest.bytes().take_while(u8::is_ascii_hexdigit).count()
+        });
     }
-    s
+    took(&s)
 }
 
 /// Masks the per-run parts of etcdctl's stderr: log timestamps, client ids, the endpoint.
@@ -30,7 +32,25 @@ pub fn stderr_text(text: &str, endpoint: &str) -> String {
     for field in ["\"ts\":\"", "\"target\":\""] {
         s = mask_string_after(&s, field);
     }
-    self::endpoint(&s, endpoint)
+    // etcdctl 3.6's retry lines name the connection: "peer":"Peer{Addr: '...', LocalAddr:
+    // '127.0.0.1:PORT', AuthInfo: '...'}"; the client's own port differs per run.
+    s = mask_after(&s, "LocalAddr: '", |rest| {
+        rest.find('\'').unwrap_or(rest.len())
+    });
+    self::endpoint(&took(&s), endpoint)
+}
+
+/// etcdctl 3.6 reports how long some commands took (`Finished defragmenting etcd
+/// member[URL]. took 31.4ms`, also when they fail): the duration is masked.
+fn took(text: &str) -> String {
+    mask_after(text, ". took ", |rest| {
+        let run = rest
+            .char_indices()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '.' || *c == 'µ'))
+            .map_or(rest.len(), |(i, _)| i);
+        // The sentence's own full stop is not part of the duration.
+        rest[..run].trim_end_matches('.').len()
+    })
 }
 
 /// Replaces the server's endpoint (which embeds its port) with `<endpoint>`, with or without
@@ -104,6 +124,24 @@ Error: etcdserver: key is not provided at 127.0.0.1:22379"#;
             stderr_text(line, "http://127.0.0.1:22379"),
             r#"{"level":"warn","ts":"<masked>","target":"<masked>","error":"rpc error: code = InvalidArgument desc = etcdserver: key is not provided"}
 Error: etcdserver: key is not provided at <endpoint>"#
+        );
+    }
+
+    #[test]
+    fn masks_the_clients_local_address_in_3_6_retry_lines() {
+        let line = r#""peer":"Peer{Addr: '127.0.0.1:22379', LocalAddr: '127.0.0.1:45558', AuthInfo: 'tls'}","#;
+        assert_eq!(
+            stderr_text(line, "http://127.0.0.1:22379"),
+            r#""peer":"Peer{Addr: '<endpoint>', LocalAddr: '<masked>', AuthInfo: 'tls'}","#
+        );
+    }
+
+    #[test]
+    fn masks_how_long_a_command_took() {
+        let line = "Failed to defragment etcd member[x]. took 2.509347ms. (etcdserver: permission denied)\nFinished defragmenting etcd member[y]. took 31µs\n";
+        assert_eq!(
+            took(line),
+            "Failed to defragment etcd member[x]. took <masked>. (etcdserver: permission denied)\nFinished defragmenting etcd member[y]. took <masked>\n"
         );
     }
 }

@@ -180,6 +180,17 @@ impl Server {
         self.sigterm_within(Duration::from_secs(10))
     }
 
+    /// How long this server may take to exit on SIGTERM with client streams (watches,
+    /// keep-alives) open: Bramble ends them and exits within 1.5 s (its drain timeout is
+    /// 2 s); etcd 3.6 waits for them up to its request timeout (5 s + two election
+    /// timeouts: 7 s here) before it closes them.
+    pub fn stop_bound_with_open_streams(&self) -> Duration {
+        match self.kind {
+            Kind::Bramble => Duration::from_millis(1500),
+            Kind::Etcd => Duration::from_secs(10),
+        }
+    }
+
     /// Sends SIGTERM and waits up to `bound` for the process to exit; then SIGKILLs it and
     /// panics, since a server that does not stop when asked is a bug worth a failing test.
     pub fn sigterm_within(&mut self, bound: Duration) -> ExitStatus {

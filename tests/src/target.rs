@@ -11,7 +11,7 @@ use std::fmt;
 pub enum Kind {
     /// The `bramble` binary from this workspace.
     Bramble,
-    /// A real etcd (Debian's `etcd-server`), the reference.
+    /// A real etcd, the reference: etcd 3.6 built from its Go modules ([`crate::tools::etcd_bin`]).
     Etcd,
 }
 

@@ -4,6 +4,8 @@
 //! build, a cross-built binary under qemu, or another etcd version.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 /// The `bramble` binary: `$BRAMBLE_BIN`, else `<workspace>/target/debug/bramble`.
 ///
@@ -23,14 +25,82 @@ pub fn bramble_bin() -> PathBuf {
     path
 }
 
-/// The reference `etcd`: `$ETCD_BIN`, else `/usr/bin/etcd` (Debian `etcd-server`).
+/// The etcd release the differential tests compare with: what kubeadm installs today.
+pub const REFERENCE_ETCD: &str = "v3.6";
+
+/// The reference `etcd`: `$ETCD_BIN`, else etcd 3.6 built from its Go modules
+/// ([`built_etcd`] of [`REFERENCE_ETCD`]).
 pub fn etcd_bin() -> PathBuf {
-    tool("ETCD_BIN", "/usr/bin/etcd", "etcd-server")
+    override_or("ETCD_BIN", || reference_release().join("etcd"))
 }
 
-/// `etcdctl`: `$ETCDCTL_BIN`, else `/usr/bin/etcdctl` (Debian `etcd-client`).
+/// The reference `etcdctl`: `$ETCDCTL_BIN`, else etcdctl 3.6 built next to [`etcd_bin`].
 pub fn etcdctl_bin() -> PathBuf {
-    tool("ETCDCTL_BIN", "/usr/bin/etcdctl", "etcd-client")
+    override_or("ETCDCTL_BIN", || reference_release().join("etcdctl"))
+}
+
+/// The reference `etcdutl` (since etcd 3.6 it, not etcdctl, restores snapshots):
+/// `$ETCDUTL_BIN`, else etcdutl 3.6 built next to [`etcd_bin`].
+pub fn etcdutl_bin() -> PathBuf {
+    override_or("ETCDUTL_BIN", || reference_release().join("etcdutl"))
+}
+
+/// Debian's etcd 3.4 server (`etcd-server`), for the few tests where an etcd 3.4 matters:
+/// migrating its data, and what its clients see.
+pub fn debian_etcd_bin() -> PathBuf {
+    tool("DEBIAN_ETCD_BIN", "/usr/bin/etcd", "etcd-server")
+}
+
+/// Debian's etcdctl 3.4 (`etcd-client`): the client many Pi clusters still have installed.
+pub fn debian_etcdctl_bin() -> PathBuf {
+    tool("DEBIAN_ETCDCTL_BIN", "/usr/bin/etcdctl", "etcd-client")
+}
+
+/// The etcd server binary of `version` (`v3.5`, `v3.6`, a directory under `tests/etcd/`),
+/// built from etcd's Go modules by `scripts/etcd-build` (reused when already built; the
+/// script holds a lock, so parallel tests wait for one build). Its etcdctl and etcdutl, where
+/// that version has them, are in the same directory.
+pub fn built_etcd(version: &str) -> PathBuf {
+    let script = workspace_root().join("scripts/etcd-build");
+    let out = Command::new(&script)
+        .arg(version)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(out.status.success(), "scripts/etcd-build {version} failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    assert!(
+        path.is_file(),
+        "scripts/etcd-build printed {}",
+        path.display()
+    );
+    path
+}
+
+/// The directory of the reference release's binaries, built once per test process.
+fn reference_release() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        built_etcd(REFERENCE_ETCD)
+            .parent()
+            .expect("a built etcd is in a version directory")
+            .to_path_buf()
+    })
+    .clone()
+}
+
+/// The path in `env` if set (checked to exist), else `default()`.
+fn override_or(env: &str, default: impl FnOnce() -> PathBuf) -> PathBuf {
+    let path = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(default);
+    assert!(
+        path.is_file(),
+        "{} not found (set by {env}, or built by scripts/etcd-build)",
+        path.display()
+    );
+    path
 }
 
 /// The workspace root: this package lives in `<root>/tests`.

@@ -963,9 +963,10 @@ fn shutdown_ends_open_watches() {
                 .expect("watch");
             ws.message().await.expect("created");
             let t0 = Instant::now();
-            // Panics if the process is still there after 1.5 s (Bramble's drain timeout is
-            // 2 s). etcd exits by the signal itself, Bramble with 0: not compared.
-            tokio::task::block_in_place(|| server.sigterm_within(Duration::from_millis(1500)));
+            // Panics if the process is still there after the bound. etcd exits by the
+            // signal itself, Bramble with 0: not compared.
+            let bound = server.stop_bound_with_open_streams();
+            tokio::task::block_in_place(|| server.sigterm_within(bound));
             let ended = tokio::time::timeout(Duration::from_secs(5), ws.message()).await;
             assert!(
                 matches!(ended, Ok(Err(_)) | Ok(Ok(None))),

@@ -1,8 +1,8 @@
 //! etcd's corruption checks, on real 3-member clusters.
 //!
-//! - `healthy_cluster_raises_no_alarm` (etcd 3.4 and Bramble): with the initial check on
-//!   and the periodic check every second (and on Bramble the compact hash check, with
-//!   compactions deleting in batches of 10 rows), a writer that never stops, physical
+//! - `healthy_cluster_raises_no_alarm` (etcd 3.6 and Bramble): with the initial check on,
+//!   the periodic check every second and the compact hash check (compactions deleting in
+//!   batches of 10 rows), a writer that never stops, physical
 //!   compactions and a member restart raise no alarm and fail no write; the restarted member
 //!   passes its initial check; on Bramble the leader's log shows both peers checked by
 //!   the periodic check and a compaction checked on the whole cluster.
@@ -80,20 +80,14 @@ fn follower(cluster: &Cluster) -> usize {
 #[test]
 fn healthy_cluster_raises_no_alarm() {
     for kind in differential_targets() {
-        let checks: &[&str] = match kind {
-            // etcd 3.4 has the initial and periodic checks, under their old names.
-            Kind::Etcd => &[
-                "--experimental-initial-corrupt-check=true",
-                "--experimental-corrupt-check-time=1s",
-            ],
-            Kind::Bramble => &[
-                "--feature-gates=InitialCorruptCheck=true,CompactHashCheck=true",
-                "--corrupt-check-time=1s",
-                "--compact-hash-check-time=1s",
-                // Compactions delete (and hash) in many batches.
-                "--compaction-batch-limit=10",
-            ],
-        };
+        // etcd 3.6's flags, on both.
+        let checks: &[&str] = &[
+            "--feature-gates=InitialCorruptCheck=true,CompactHashCheck=true",
+            "--corrupt-check-time=1s",
+            "--compact-hash-check-time=1s",
+            // Compactions delete (and hash) in many batches.
+            "--compaction-batch-limit=10",
+        ];
         let mut cluster = Cluster::start_with(
             kind,
             ClusterConfig {
@@ -132,12 +126,7 @@ fn healthy_cluster_raises_no_alarm() {
         write(&ctl, 10, "d");
         cluster.member_mut(other).restart();
         let log = cluster.member(other).log();
-        // etcd 3.4's capnslog text; 3.6's (and Bramble's) is `initial corruption
-        // checking passed; no corruption`.
-        let passed = match kind {
-            Kind::Etcd => "succeeded on initial corruption checking: no corruption",
-            Kind::Bramble => "initial corruption checking passed; no corruption",
-        };
+        let passed = "initial corruption checking passed; no corruption";
         assert!(
             log.contains(passed),
             "{kind}: the restarted member's initial check:\n{log}"

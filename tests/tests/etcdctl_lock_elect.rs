@@ -53,7 +53,6 @@ impl Interruptible {
         let out = std::fs::File::create(dir.path().join("stdout")).expect("stdout file");
         let mut cmd = Command::new(tools::etcdctl_bin());
         let child = process::remove_env_prefixed(&mut cmd, process::ETCDCTL_ENV_PREFIX)
-            .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoint}"))
             .args(args)
             .stdin(Stdio::null())

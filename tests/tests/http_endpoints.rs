@@ -51,12 +51,8 @@ fn health_and_metrics_as_etcd() {
         for path in ["/health", "/health?exclude=NOSPACE&serializable=true"] {
             let (status, body) = request(port, "GET", path);
             assert_eq!(status, 200, "{kind} GET {path}: {body}");
-            // etcd 3.4 answers {"health":"true"}; 3.5 (what Bramble claims to be)
-            // adds "reason":"".
-            let expected = match kind {
-                Kind::Bramble => "{\"health\":\"true\",\"reason\":\"\"}",
-                Kind::Etcd => "{\"health\":\"true\"}",
-            };
+            // etcd 3.5 and later (3.4 answered without "reason").
+            let expected = "{\"health\":\"true\",\"reason\":\"\"}";
             assert_eq!(body.trim(), expected, "{kind} GET {path}");
         }
         let (status, _) = request(port, "POST", "/health");
@@ -77,11 +73,9 @@ fn health_and_metrics_as_etcd() {
                 .any(|l| l.starts_with("etcd_mvcc_db_total_size_in_bytes ")),
             "{kind} /metrics lacks the db size"
         );
-        if kind == Kind::Bramble {
-            // etcd 3.5's newer probes (etcd 3.4 has neither).
-            assert_eq!(request(port, "GET", "/livez").0, 200);
-            assert_eq!(request(port, "GET", "/readyz").0, 200);
-        }
+        // etcd 3.5's newer probes.
+        assert_eq!(request(port, "GET", "/livez").0, 200, "{kind} /livez");
+        assert_eq!(request(port, "GET", "/readyz").0, 200, "{kind} /readyz");
         drop(server);
     }
 }

@@ -12,7 +12,8 @@ use bramble_tests::tools::bramble_bin;
 use bramble_tests::{client, Kind, Server};
 use serde_json::Value;
 
-/// The keys zap writes first, in its order.
+/// The keys zap writes first, in its order (a named logger's `logger` key, such as etcd
+/// 3.6's `bbolt`, comes between `ts` and `caller`: left out before comparing).
 const ZAP_KEYS: [&str; 4] = ["level", "ts", "caller", "msg"];
 
 /// The keys of a JSON object in the order they appear in `line` (serde_json's map sorts
@@ -55,7 +56,10 @@ fn json_lines_with_zaps_keys() {
             let object = value
                 .as_object()
                 .unwrap_or_else(|| panic!("{kind}: not an object: {line}"));
-            let order = key_order(line, object);
+            let mut order = key_order(line, object);
+            if order.get(2).map(String::as_str) == Some("logger") {
+                order.remove(2);
+            }
             assert_eq!(order[..4], ZAP_KEYS, "{kind}: key order of {line}");
             let level = object["level"].as_str().expect("level is a string");
             assert!(

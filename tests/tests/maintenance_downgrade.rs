@@ -1,6 +1,7 @@
-//! Maintenance `Downgrade` (etcd 3.6) over the wire: Bramble refuses every action with
-//! etcd 3.6's errors (it has one storage format and nothing to downgrade to). etcd 3.4
-//! has no Downgrade RPC and answers Unimplemented; the run on etcd checks that.
+//! Maintenance `Downgrade` (etcd 3.6) over the wire: Bramble refuses every validate and
+//! enable with etcd 3.6's errors (it has one storage format and nothing to downgrade to) and
+//! answers a cancel as etcd 3.6.16 does, compared with etcd 3.6. The one difference: validating the minor version below (3.5), which etcd
+//! accepts and Bramble refuses as it refuses any other target.
 
 use std::time::Duration;
 
@@ -10,7 +11,11 @@ use bramble_api::etcdserverpb::DowngradeRequest;
 use bramble_tests::target::differential_targets;
 use bramble_tests::{Kind, Server};
 
-async fn downgrade(endpoint: &str, action: DowngradeAction, version: &str) -> tonic::Status {
+async fn downgrade(
+    endpoint: &str,
+    action: DowngradeAction,
+    version: &str,
+) -> Result<tonic::Response<bramble_api::etcdserverpb::DowngradeResponse>, tonic::Status> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
         .expect("endpoint")
         .connect_timeout(Duration::from_secs(5))
@@ -22,62 +27,63 @@ async fn downgrade(endpoint: &str, action: DowngradeAction, version: &str) -> to
         action: action as i32,
         version: version.to_string(),
     };
-    match MaintenanceClient::new(channel).downgrade(req).await {
-        Ok(r) => panic!("downgrade {action:?} {version}: accepted: {r:?}"),
-        Err(s) => s,
+    MaintenanceClient::new(channel).downgrade(req).await
+}
+
+/// What a downgrade request got: the refusal's code and message, or the version accepted.
+fn answer(
+    result: Result<tonic::Response<bramble_api::etcdserverpb::DowngradeResponse>, tonic::Status>,
+) -> String {
+    match result {
+        Ok(r) => format!("accepted, version {:?}", r.into_inner().version),
+        Err(s) => format!("{:?}: {}", s.code(), s.message()),
     }
 }
 
 #[test]
-fn every_downgrade_is_refused_as_etcd_36_refuses_it() {
+fn downgrades_are_answered_as_etcd_36_answers_them() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    for kind in differential_targets() {
+    let cases = [
+        (DowngradeAction::Validate, "3.4"),
+        (DowngradeAction::Enable, "3.4.0"),
+        (DowngradeAction::Validate, "3.9"),
+        (DowngradeAction::Enable, "three"),
+        (DowngradeAction::Cancel, ""),
+        (DowngradeAction::Validate, "3.5"),
+    ];
+    let answers = |kind: Kind| {
         let server = Server::start(kind);
         let endpoint = server.endpoint();
-        let cases = [
-            (
-                DowngradeAction::Validate,
-                "3.4",
-                tonic::Code::InvalidArgument,
-                "etcdserver: invalid downgrade target version",
-            ),
-            (
-                DowngradeAction::Enable,
-                "3.4.0",
-                tonic::Code::InvalidArgument,
-                "etcdserver: invalid downgrade target version",
-            ),
-            (
-                DowngradeAction::Validate,
-                "3.9",
-                tonic::Code::InvalidArgument,
-                "etcdserver: invalid downgrade target version",
-            ),
-            (
-                DowngradeAction::Enable,
-                "three",
-                tonic::Code::InvalidArgument,
-                "etcdserver: wrong downgrade target version format",
-            ),
-            (
-                DowngradeAction::Cancel,
-                "",
-                tonic::Code::FailedPrecondition,
-                "etcdserver: no inflight downgrade job",
-            ),
-        ];
-        for (action, version, code, message) in cases {
-            let status = runtime.block_on(downgrade(&endpoint, action, version));
-            match kind {
-                Kind::Etcd => assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}"),
-                Kind::Bramble => {
-                    assert_eq!(
-                        (status.code(), status.message()),
-                        (code, message),
-                        "{action:?} {version}"
-                    );
-                }
-            }
-        }
+        cases
+            .iter()
+            .map(|(action, version)| {
+                answer(runtime.block_on(downgrade(&endpoint, *action, version)))
+            })
+            .collect::<Vec<_>>()
+    };
+    let bramble = answers(Kind::Bramble);
+    let want = [
+        "InvalidArgument: etcdserver: invalid downgrade target version",
+        "InvalidArgument: etcdserver: invalid downgrade target version",
+        "InvalidArgument: etcdserver: invalid downgrade target version",
+        "InvalidArgument: etcdserver: wrong downgrade target version format",
+        // etcd 3.6.16 logs that none was in flight and answers with the cluster version.
+        "accepted, version \"3.6\"",
+        // etcd accepts the minor version below; Bramble has nothing to downgrade to.
+        "InvalidArgument: etcdserver: invalid downgrade target version",
+    ];
+    assert_eq!(bramble, want, "bramble (left)");
+    if differential_targets().contains(&Kind::Etcd) {
+        let etcd = answers(Kind::Etcd);
+        let last = cases.len() - 1;
+        assert_eq!(
+            bramble[..last],
+            etcd[..last],
+            "bramble (left) vs etcd 3.6 (right)"
+        );
+        assert_eq!(
+            etcd[last], "accepted, version \"3.6\"",
+            "etcd 3.6 validating 3.5"
+        );
     }
 }
