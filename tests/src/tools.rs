@@ -33,6 +33,35 @@ pub fn etcdctl_bin() -> PathBuf {
     tool("ETCDCTL_BIN", "/usr/bin/etcdctl", "etcd-client")
 }
 
+/// etcd 3.7 (for what it added, such as `KV.RangeStream`): `$ETCD_V37_BIN`, else the one
+/// `scripts/etcd-build v3.7` builds from etcd's Go modules (reused once built).
+pub fn etcd_v37_bin() -> PathBuf {
+    match std::env::var_os("ETCD_V37_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => built_etcd("v3.7"),
+    }
+}
+
+/// The etcd server binary of `version` (`v3.5`, `v3.6`, `v3.7`: a directory under
+/// `tests/etcd/`), built by `scripts/etcd-build` (reused when already built).
+pub fn built_etcd(version: &str) -> PathBuf {
+    let script = workspace_root().join("scripts/etcd-build");
+    let out = std::process::Command::new(&script)
+        .arg(version)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(out.status.success(), "scripts/etcd-build {version} failed");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let path = PathBuf::from(printed.lines().last().unwrap_or_default().trim());
+    assert!(
+        path.is_file(),
+        "scripts/etcd-build printed {}",
+        path.display()
+    );
+    path
+}
+
 /// The workspace root: this package lives in `<root>/tests`.
 pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -10,7 +10,7 @@
 //! granted TTL, attached keys), the users and roles (etcdctl's `user`/`role` views), and
 //! the next write takes the next revision.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -104,34 +104,6 @@ impl Drop for SourceEtcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The etcd server binary of `version` (`v3.5`, `v3.6`), built by `scripts/etcd-build`
-/// (reused when already built).
-fn built_etcd(version: &str) -> PathBuf {
-    let script = tools_root().join("scripts/etcd-build");
-    let out = Command::new(&script)
-        .arg(version)
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-    assert!(out.status.success(), "scripts/etcd-build {version} failed");
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let path = PathBuf::from(path.lines().last().unwrap_or_default());
-    assert!(
-        path.is_file(),
-        "scripts/etcd-build printed {}",
-        path.display()
-    );
-    path
-}
-
-/// The workspace root.
-fn tools_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
 }
 
 /// What the source etcd holds after the history.
@@ -427,12 +399,12 @@ fn migrates_from_etcd_3_4() {
 
 #[test]
 fn migrates_from_etcd_3_5() {
-    migrate_from("etcd 3.5", "3.5.", &built_etcd("v3.5"));
+    migrate_from("etcd 3.5", "3.5.", &tools::built_etcd("v3.5"));
 }
 
 #[test]
 fn migrates_from_etcd_3_6() {
-    migrate_from("etcd 3.6", "3.6.", &built_etcd("v3.6"));
+    migrate_from("etcd 3.6", "3.6.", &tools::built_etcd("v3.6"));
 }
 
 /// The import does not carry an enabled auth state over yet, so a snapshot with

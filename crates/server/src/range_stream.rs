@@ -6,7 +6,8 @@
 //! the unary Range's response. Every chunk is read at the revision the first one read
 //! (a client's past revision, else the current one), so writes during the stream are
 //! not seen; a compaction past it fails the stream mid-way, as in etcd. `count_only` is
-//! one chunk. Custom sort orders and revision filters are refused (`Unimplemented`),
+//! one chunk. Sort orders other than none or ascending keys and revision filters are
+//! refused (`Unimplemented`),
 //! with etcd's messages, before anything is read; so are compacted and future
 //! revisions and permission errors (no chunk is sent).
 //!
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use bramble_api::authpb::permission::Type as PermType;
 use bramble_api::etcdserverpb::range_request::{SortOrder, SortTarget};
 use bramble_api::etcdserverpb::{RangeRequest, RangeResponse, RangeStreamResponse, ResponseHeader};
+use bramble_api::mvccpb::KeyValue;
 use bramble_storage::mvcc::{AuthError, AuthInfo, MvccError, MvccStore, PageRequest, RangePage};
 use futures::{Stream, StreamExt};
 use tonic::Status;
@@ -94,9 +96,7 @@ fn check_request(req: &RangeRequest) -> Result<(), Status> {
         return Err(mvcc_status(&MvccError::InvalidSortOption));
     };
     // etcd's IsDefaultOrdering, on the request as sent: order NONE passes whatever the
-    // target. (etcd then sorts each chunk by that target and resumes after the chunk's
-    // last key, which can skip or repeat keys; Bramble streams such a range in key
-    // order, see docs/compatibility.md.)
+    // target (each chunk is then sorted by it: `sort_chunk`).
     if !(order == SortOrder::None || (target == SortTarget::Key && order == SortOrder::Ascend)) {
         return Err(Status::unimplemented(
             "RangeStream does not support custom sort orders",
@@ -187,12 +187,13 @@ impl Cursor {
     ) -> Result<(RangeResponse, State), MvccError> {
         self.sent += page.kvs.len() as i64;
         let limited = self.req.limit > 0 && self.sent >= self.req.limit;
+        if let Some(last) = page.kvs.last() {
+            self.after.clone_from(&last.key);
+        }
+        let kvs = sort_chunk(&self.req, page.kvs);
         if page.more && !limited {
-            if let Some(last) = page.kvs.last() {
-                self.after.clone_from(&last.key);
-            }
             let chunk = RangeResponse {
-                kvs: page.kvs,
+                kvs,
                 ..Default::default()
             };
             return Ok((chunk, State::Reading(self)));
@@ -213,7 +214,7 @@ impl Cursor {
         };
         let last = RangeResponse {
             header: Some(header(self.header_revision)),
-            kvs: page.kvs,
+            kvs,
             more: page.more,
             count,
         };
@@ -238,10 +239,36 @@ fn page_request<'a>(
         range_end: &req.range_end,
         revision,
         after,
-        keys_only: req.keys_only,
+        // Values to sort by are read, and dropped after sorting (`sort_chunk`).
+        keys_only: req.keys_only && req.sort_target != SortTarget::Value as i32,
         max_keys,
         max_bytes: RANGE_STREAM_CHUNK_BYTES - CHUNK_FRAMING_BYTES,
     }
+}
+
+/// etcd's quirk: `sort_order` NONE with a `sort_target` other than KEY sorts ASCEND by
+/// that target, which etcd 3.7 does chunk by chunk. So does Bramble (ties in key
+/// order), resuming after the chunk's last key in key order, so every key comes once;
+/// a range that fits one chunk comes sorted as the unary Range sorts it. Without that
+/// quirk the chunk stays in key order. `keys_only` drops the values after sorting.
+fn sort_chunk(req: &RangeRequest, mut kvs: Vec<KeyValue>) -> Vec<KeyValue> {
+    let by: fn(&KeyValue) -> i64 = match SortTarget::try_from(req.sort_target) {
+        Ok(SortTarget::Key) | Err(_) => return kvs,
+        Ok(SortTarget::Version) => |kv| kv.version,
+        Ok(SortTarget::Create) => |kv| kv.create_revision,
+        Ok(SortTarget::Mod) => |kv| kv.mod_revision,
+        Ok(SortTarget::Value) => {
+            kvs.sort_by(|a, b| a.value.cmp(&b.value).then_with(|| a.key.cmp(&b.key)));
+            if req.keys_only {
+                for kv in &mut kvs {
+                    kv.value = Vec::new();
+                }
+            }
+            return kvs;
+        }
+    };
+    kvs.sort_by(|a, b| by(a).cmp(&by(b)).then_with(|| a.key.cmp(&b.key)));
+    kvs
 }
 
 fn header(revision: i64) -> ResponseHeader {
