@@ -46,9 +46,17 @@ fn start(kind: Kind) -> Server {
 }
 
 async fn kv_client(server: &Server) -> KvClient<Channel> {
+    kv_client_with_window(server, None).await
+}
+
+/// A client whose HTTP/2 windows (how much a server may send that it has not read) are
+/// `window` bytes instead of hyper's 2 MiB per stream.
+async fn kv_client_with_window(server: &Server, window: Option<u32>) -> KvClient<Channel> {
     let ch = tonic::transport::Endpoint::from_shared(server.endpoint())
         .expect("endpoint")
         .connect_timeout(Duration::from_secs(5))
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window)
         .connect()
         .await
         .expect("connect");
@@ -480,5 +488,217 @@ fn range_stream_matches_etcd() {
     }
     for line in &transcripts[0] {
         println!("{line}");
+    }
+}
+
+/// The median of 5 timed runs of `f`, in milliseconds.
+async fn median_ms<F: std::future::Future<Output = ()>>(mut f: impl FnMut() -> F) -> u128 {
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        f().await;
+        times.push(start.elapsed().as_millis());
+    }
+    times.sort_unstable();
+    times[2]
+}
+
+/// Writes while a stream is being read, between its chunks: the merged result is the range
+/// at the stream's header revision (taken when the stream started), on both servers. A
+/// compaction past that revision fails the stream mid-way, with etcd's error.
+#[test]
+fn range_stream_reads_one_revision() {
+    let mut errors = Vec::new();
+    for kind in bramble_tests::target::differential_targets() {
+        let server = start(kind);
+        errors.push(block_on(async {
+            let mut kv = kv_client(&server).await;
+            let mut writer = kv_client(&server).await;
+            write_fixture(&mut kv).await;
+            let all = range("key/", "key0");
+            let stream_ms = median_ms(|| {
+                let (mut kv, all) = (kv.clone(), all.clone());
+                async move {
+                    let Outcome::Chunks(c) = range_stream(&mut kv, all).await else {
+                        panic!("{kind}: stream failed");
+                    };
+                    assert_eq!(merge(&c).kvs.len(), 10_000);
+                }
+            })
+            .await;
+            let range_ms = median_ms(|| {
+                let (mut kv, all) = (kv.clone(), all.clone());
+                async move {
+                    let r = kv.range(all).await.expect("range").into_inner();
+                    assert_eq!(r.kvs.len(), 10_000);
+                }
+            })
+            .await;
+            println!(
+                "{kind}: 10,000 keys (3.1 MiB): RangeStream {stream_ms} ms, Range {range_ms} ms"
+            );
+
+            let mut stream = kv
+                .range_stream(all.clone())
+                .await
+                .expect("stream")
+                .into_inner();
+            let mut chunks = Vec::new();
+            let mut i = 0;
+            while let Some(chunk) = stream.message().await.expect("chunk") {
+                chunks.push(chunk.range_response.expect("range_response"));
+                // Between chunks: change a value, delete a key, add a key.
+                writer
+                    .put(put(format!("key/{:05}", i * 7 + 1), b"changed".to_vec()))
+                    .await
+                    .expect("put");
+                writer
+                    .delete_range(DeleteRangeRequest {
+                        key: format!("key/{:05}", 9999 - i).into_bytes(),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("delete");
+                writer
+                    .put(put(format!("key/{:05}a", i * 13), b"new".to_vec()))
+                    .await
+                    .expect("put");
+                i += 1;
+            }
+            check_chunks(kind, "with writes", &chunks);
+            assert!(chunks.len() > 1, "{kind}: one chunk only");
+            let merged = merge(&chunks);
+            let rev = merged.header.expect("header").revision;
+            let at = kv
+                .range(RangeRequest {
+                    revision: rev,
+                    ..all.clone()
+                })
+                .await
+                .expect("range")
+                .into_inner();
+            let now = kv.range(all.clone()).await.expect("range").into_inner();
+            let now_rev = now.header.expect("header").revision;
+            assert_eq!(now_rev, rev + 3 * i as i64, "{kind}: writes made");
+            assert_ne!(now.kvs, merged.kvs, "{kind}: the writes changed the range");
+            assert!(
+                merged.kvs == at.kvs && merged.count == at.count && merged.count == 10_000,
+                "{kind}: merged {} != range at {rev}: {}",
+                shown(&merged),
+                shown(&at)
+            );
+
+            // A compaction past the stream's revision after its first chunk. The reader's
+            // window is HTTP/2's smallest, so that neither server has read the whole range
+            // ahead of it.
+            let mut slow = kv_client_with_window(&server, Some(65_535)).await;
+            let mut stream = slow
+                .range_stream(all.clone())
+                .await
+                .expect("stream")
+                .into_inner();
+            stream
+                .message()
+                .await
+                .expect("first chunk")
+                .expect("a chunk");
+            writer.put(put("bump", Vec::new())).await.expect("put");
+            writer
+                .compact(CompactionRequest {
+                    revision: now_rev + 1,
+                    physical: true,
+                })
+                .await
+                .expect("compact");
+            let mut after = 1;
+            let err = loop {
+                match stream.message().await {
+                    Ok(Some(_)) => after += 1,
+                    Ok(None) => panic!("{kind}: the stream ended cleanly after a compaction"),
+                    Err(s) => break s,
+                }
+            };
+            println!("{kind}: compaction mid-stream failed it after {after} chunks");
+            format!("{:?}: {}", err.code(), err.message())
+        }));
+    }
+    if let [etcd, bramble] = &errors[..] {
+        assert_eq!(etcd, bramble, "mid-stream compaction error");
+    }
+}
+
+/// The resident memory of process `pid`, in KiB (`VmRSS` of /proc/<pid>/status).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// 200 MiB streamed to a client that takes the first chunk and then stops reading: the
+/// server must not read ahead (Bramble's resident memory stays far below the range's size).
+/// etcd's numbers are printed for comparison.
+#[test]
+fn slow_reader_keeps_server_memory_bounded() {
+    const KEYS: usize = 200;
+    for kind in bramble_tests::target::differential_targets() {
+        let server = start(kind);
+        let pid = server.pid().expect("running");
+        block_on(async {
+            let mut kv = kv_client(&server).await;
+            for i in 0..KEYS {
+                let value = vec![b'a' + (i % 26) as u8; 1024 * 1024];
+                kv.put(put(format!("big/{i:04}"), value))
+                    .await
+                    .expect("put");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let before = rss_kib(pid);
+            let mut stream = kv
+                .range_stream(range("big/", "big0"))
+                .await
+                .expect("stream")
+                .into_inner();
+            let first = stream.message().await.expect("chunk").expect("a chunk");
+            let mut got = first.range_response.map_or(0, |r| r.kvs.len());
+            let mut peak = before;
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                peak = peak.max(rss_kib(pid));
+            }
+            while let Some(c) = stream.message().await.expect("chunk") {
+                got += c.range_response.map_or(0, |r| r.kvs.len());
+            }
+            println!(
+                "{kind}: 200 MiB range, reader stopped after the first chunk: RSS {} MiB before, \
+                 peak {} MiB (+{} MiB)",
+                before / 1024,
+                peak / 1024,
+                peak.saturating_sub(before) / 1024
+            );
+            assert_eq!(got, KEYS, "{kind}: the rest of the range once read");
+            if kind == Kind::Bramble {
+                assert!(
+                    peak.saturating_sub(before) < 32 * 1024,
+                    "bramble grew by {} KiB while the reader stood still",
+                    peak - before
+                );
+                // For the record: the unary Range holds the whole range.
+                let before = rss_kib(pid);
+                let r = kv
+                    .range(range("big/", "big0"))
+                    .await
+                    .expect("range")
+                    .into_inner();
+                assert_eq!(r.kvs.len(), KEYS);
+                println!(
+                    "bramble: the same range as one Range: RSS {} MiB after (+{} MiB)",
+                    rss_kib(pid) / 1024,
+                    rss_kib(pid).saturating_sub(before) / 1024
+                );
+            }
+        });
     }
 }
