@@ -10,192 +10,26 @@
 //! towards `--max-request-bytes`, so with mixed value sizes a chunk can be far bigger).
 //! Merged results are also checked against the unary Range at the stream's revision.
 
-use std::hash::{Hash, Hasher};
-use std::time::{Duration, Instant};
+// The helpers live next to this file (a crate root finds modules beside it, not below).
+#[path = "range_stream/client.rs"]
+mod client;
 
+use std::time::Duration;
+
+use bramble_api::etcdserverpb::auth_client::AuthClient;
 use bramble_api::etcdserverpb::kv_client::KvClient;
 use bramble_api::etcdserverpb::lease_client::LeaseClient;
 use bramble_api::etcdserverpb::range_request::{SortOrder, SortTarget};
 use bramble_api::etcdserverpb::{
-    request_op, CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, PutRequest, RangeRequest,
-    RangeResponse, RangeStreamResponse, RequestOp, TxnRequest,
+    request_op, AuthenticateRequest, CompactionRequest, DeleteRangeRequest, LeaseGrantRequest,
+    PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
-use bramble_tests::{tools, Kind, Server, ServerConfig};
-use prost::Message;
+use bramble_tests::{Kind, Server};
+use client::{
+    block_on, check_chunks, kv_client, kv_client_with_window, median_ms, merge, put, range,
+    range_stream, rss_kib, shown, start, Outcome,
+};
 use tonic::transport::Channel;
-use tonic::Code;
-
-/// Bramble's chunk bound: etcd's `--max-request-bytes` default (crates/server/src/defaults.rs
-/// `RANGE_STREAM_CHUNK_BYTES`).
-const CHUNK_BYTES: usize = 1536 * 1024;
-
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Runtime::new().expect("runtime").block_on(f)
-}
-
-/// etcd 3.7.3 or Bramble, with the same flags.
-fn start(kind: Kind) -> Server {
-    let binary = (kind == Kind::Etcd).then(tools::etcd_v37_bin);
-    Server::start_with(
-        kind,
-        ServerConfig {
-            binary,
-            ..ServerConfig::default()
-        },
-    )
-}
-
-async fn kv_client(server: &Server) -> KvClient<Channel> {
-    kv_client_with_window(server, None).await
-}
-
-/// A client whose HTTP/2 windows (how much a server may send that it has not read) are
-/// `window` bytes instead of hyper's 2 MiB per stream.
-async fn kv_client_with_window(server: &Server, window: Option<u32>) -> KvClient<Channel> {
-    let ch = tonic::transport::Endpoint::from_shared(server.endpoint())
-        .expect("endpoint")
-        .connect_timeout(Duration::from_secs(5))
-        .initial_stream_window_size(window)
-        .initial_connection_window_size(window)
-        .connect()
-        .await
-        .expect("connect");
-    // etcd's chunks are not bounded in bytes: accept whatever comes.
-    KvClient::new(ch)
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX)
-}
-
-/// What a client got from one RangeStream.
-#[derive(Debug)]
-enum Outcome {
-    /// Every chunk, then a clean end.
-    Chunks(Vec<RangeResponse>),
-    /// An error status, after `after` chunks (`None`: the call itself failed).
-    Error {
-        after: Option<usize>,
-        code: Code,
-        message: String,
-    },
-}
-
-async fn range_stream(kv: &mut KvClient<Channel>, req: RangeRequest) -> Outcome {
-    let mut stream = match kv.range_stream(req).await {
-        Ok(s) => s.into_inner(),
-        Err(s) => return error(None, &s),
-    };
-    let mut chunks = Vec::new();
-    loop {
-        match stream.message().await {
-            Ok(Some(RangeStreamResponse {
-                range_response: Some(r),
-            })) => chunks.push(r),
-            Ok(Some(RangeStreamResponse {
-                range_response: None,
-            })) => chunks.push(RangeResponse::default()),
-            Ok(None) => return Outcome::Chunks(chunks),
-            Err(s) => return error(Some(chunks.len()), &s),
-        }
-    }
-}
-
-fn error(after: Option<usize>, s: &tonic::Status) -> Outcome {
-    Outcome::Error {
-        after,
-        code: s.code(),
-        message: s.message().to_string(),
-    }
-}
-
-/// clientv3's merge (`proto.Merge` of every chunk): key-values concatenated, set scalars and
-/// the header from the chunk that has them.
-fn merge(chunks: &[RangeResponse]) -> RangeResponse {
-    let mut out = RangeResponse::default();
-    for c in chunks {
-        out.kvs.extend(c.kvs.iter().cloned());
-        if let Some(h) = &c.header {
-            out.header = Some(*h);
-        }
-        out.more |= c.more;
-        if c.count != 0 {
-            out.count = c.count;
-        }
-    }
-    out
-}
-
-/// The chunk rules of etcd 3.7's proto; returns each chunk's encoded size.
-fn check_chunks(kind: Kind, what: &str, chunks: &[RangeResponse]) -> Vec<usize> {
-    assert!(!chunks.is_empty(), "{kind} {what}: no chunk");
-    let (last, rest) = chunks.split_last().expect("a chunk");
-    for (i, c) in rest.iter().enumerate() {
-        assert!(
-            c.header.is_none() && !c.more && c.count == 0 && !c.kvs.is_empty(),
-            "{kind} {what}: chunk {i} of {} is not key-values only: header {:?} more {} \
-             count {} kvs {}",
-            chunks.len(),
-            c.header,
-            c.more,
-            c.count,
-            c.kvs.len()
-        );
-    }
-    let h = last.header.expect("the last chunk has the header");
-    assert!(h.revision > 0 && h.cluster_id != 0 && h.member_id != 0 && h.raft_term > 0);
-    let sizes: Vec<usize> = chunks
-        .iter()
-        .map(|c| {
-            RangeStreamResponse {
-                range_response: Some(c.clone()),
-            }
-            .encoded_len()
-        })
-        .collect();
-    if kind == Kind::Bramble {
-        for (c, &size) in chunks.iter().zip(&sizes) {
-            assert!(
-                size <= CHUNK_BYTES || c.kvs.len() == 1,
-                "bramble {what}: a chunk of {} key-values is {size} bytes",
-                c.kvs.len()
-            );
-        }
-    }
-    sizes
-}
-
-/// The merged response without what differs between two clusters (ids, term), small enough
-/// to print: key-values past the first few are summed up by a hash.
-fn shown(resp: &RangeResponse) -> String {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    resp.encode_to_vec().len().hash(&mut hasher);
-    for kv in &resp.kvs {
-        kv.encode_to_vec().hash(&mut hasher);
-    }
-    let first: Vec<String> = resp
-        .kvs
-        .iter()
-        .take(3)
-        .map(|kv| {
-            format!(
-                "{}@{}/{}/v{} lease {} value {}B",
-                String::from_utf8_lossy(&kv.key),
-                kv.create_revision,
-                kv.mod_revision,
-                kv.version,
-                kv.lease,
-                kv.value.len()
-            )
-        })
-        .collect();
-    format!(
-        "revision {} count {} more {} kvs {} {first:?} hash {:x}",
-        resp.header.map_or(0, |h| h.revision),
-        resp.count,
-        resp.more,
-        resp.kvs.len(),
-        hasher.finish()
-    )
-}
 
 /// One RangeStream: checks its chunks and, unless `vs_range` is false, that the merge equals
 /// the unary Range at the stream's revision; returns the line to compare between servers.
@@ -245,25 +79,13 @@ async fn step(
     }
 }
 
-fn range(key: &str, end: &str) -> RangeRequest {
-    RangeRequest {
-        key: key.as_bytes().to_vec(),
-        range_end: end.as_bytes().to_vec(),
-        ..Default::default()
-    }
-}
-
-fn put(key: impl Into<Vec<u8>>, value: Vec<u8>) -> PutRequest {
-    PutRequest {
-        key: key.into(),
-        value,
-        ..Default::default()
-    }
-}
-
 /// Key `i` of the big fixture: every 500th value is 100 KiB, the others 100 bytes.
 fn fixture_value(i: usize) -> Vec<u8> {
-    let len = if i % 500 == 0 { 100 * 1024 } else { 100 };
+    let len = if i.is_multiple_of(500) {
+        100 * 1024
+    } else {
+        100
+    };
     (0..len).map(|j| b'a' + ((i + j) % 26) as u8).collect()
 }
 
@@ -275,7 +97,7 @@ async fn write_fixture(kv: &mut KvClient<Channel>) -> i64 {
         let mut ops = Vec::new();
         for i in batch * 100..(batch + 1) * 100 {
             let p = put(format!("key/{i:05}"), fixture_value(i));
-            if i % 500 == 0 {
+            if i.is_multiple_of(500) {
                 kv.put(p).await.expect("big put");
             } else {
                 ops.push(RequestOp {
@@ -307,13 +129,7 @@ async fn scenario(kind: Kind, server: &Server) -> Vec<String> {
     t.push(step(kind, &mut kv, "single key", range("k1", ""), true).await);
     t.push(step(kind, &mut kv, "missing key", range("k0", ""), true).await);
     t.push(step(kind, &mut kv, "empty span", range("k2", "k1"), true).await);
-    let mut lease = LeaseClient::new(
-        tonic::transport::Endpoint::from_shared(server.endpoint())
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect"),
-    );
+    let mut lease = LeaseClient::new(kv_client_channel(server).await);
     lease
         .lease_grant(LeaseGrantRequest {
             ttl: 600,
@@ -491,18 +307,6 @@ fn range_stream_matches_etcd() {
     }
 }
 
-/// The median of 5 timed runs of `f`, in milliseconds.
-async fn median_ms<F: std::future::Future<Output = ()>>(mut f: impl FnMut() -> F) -> u128 {
-    let mut times = Vec::new();
-    for _ in 0..5 {
-        let start = Instant::now();
-        f().await;
-        times.push(start.elapsed().as_millis());
-    }
-    times.sort_unstable();
-    times[2]
-}
-
 /// Writes while a stream is being read, between its chunks: the merged result is the range
 /// at the stream's header revision (taken when the stream started), on both servers. A
 /// compaction past that revision fails the stream mid-way, with etcd's error.
@@ -627,16 +431,6 @@ fn range_stream_reads_one_revision() {
     }
 }
 
-/// The resident memory of process `pid`, in KiB (`VmRSS` of /proc/<pid>/status).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 /// 200 MiB streamed to a client that takes the first chunk and then stops reading: the
 /// server must not read ahead (Bramble's resident memory stays far below the range's size).
 /// etcd's numbers are printed for comparison.
@@ -701,4 +495,88 @@ fn slow_reader_keeps_server_memory_bounded() {
             }
         });
     }
+}
+
+/// Permissions as for Range: a user may stream only what it may read; no token on a server
+/// with auth enabled is refused; etcd's errors, before any chunk.
+#[test]
+fn range_stream_checks_permissions() {
+    const SETUP: &[&str] = &[
+        "put /r/a 1",
+        "put /r/b 2",
+        "put /s/c 3",
+        "user add root --new-user-password=rootpw",
+        "role add root",
+        "user grant-role root root",
+        "user add ro --new-user-password=ropw",
+        "role add reader",
+        "role grant-permission reader read /r/ --prefix",
+        "user grant-role ro reader",
+        "auth enable",
+    ];
+    let mut transcripts = Vec::new();
+    for kind in bramble_tests::target::differential_targets() {
+        let server = start(kind);
+        for line in SETUP {
+            let o = server.etcdctl().step(line, None);
+            assert_eq!(o.code, 0, "{kind} setup {line}: {o:?}");
+        }
+        transcripts.push(block_on(async {
+            let mut kv = kv_client(&server).await;
+            let mut auth = AuthClient::new(kv_client_channel(&server).await);
+            let token = auth
+                .authenticate(AuthenticateRequest {
+                    name: "ro".into(),
+                    password: "ropw".into(),
+                })
+                .await
+                .expect("authenticate")
+                .into_inner()
+                .token;
+            let mut t = Vec::new();
+            for (what, req, with_token) in [
+                ("ro: /r/ prefix", range("/r/", "/r0"), true),
+                ("ro: /r/a", range("/r/a", ""), true),
+                ("ro: /s/c", range("/s/c", ""), true),
+                ("ro: everything", range("\0", "\0"), true),
+                ("ro: /r/ to /s", range("/r/", "/s"), true),
+                ("no token: /r/a", range("/r/a", ""), false),
+            ] {
+                let mut r = tonic::Request::new(req);
+                if with_token {
+                    if let Ok(v) = token.parse() {
+                        r.metadata_mut().insert("token", v);
+                    }
+                }
+                let line = match kv.range_stream(r).await {
+                    Err(s) => format!("{what}: {:?}: {}", s.code(), s.message()),
+                    Ok(s) => {
+                        let mut s = s.into_inner();
+                        let mut chunks = Vec::new();
+                        while let Some(c) = s.message().await.expect("chunk") {
+                            chunks.push(c.range_response.expect("range_response"));
+                        }
+                        check_chunks(kind, what, &chunks);
+                        format!("{what}: {}", shown(&merge(&chunks)))
+                    }
+                };
+                t.push(line);
+            }
+            t
+        }));
+    }
+    if let [etcd, bramble] = &transcripts[..] {
+        assert_eq!(etcd, bramble);
+    }
+    for line in &transcripts[0] {
+        println!("{line}");
+    }
+}
+
+async fn kv_client_channel(server: &Server) -> Channel {
+    tonic::transport::Endpoint::from_shared(server.endpoint())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
 }
