@@ -13,7 +13,7 @@
 //!
 //! Unlike etcd, whose chunks hold a key count that doubles or halves towards
 //! `--max-request-bytes` (so a chunk can reach twice that, or more), a chunk here is
-//! bounded in bytes: [`defaults::RANGE_STREAM_CHUNK_BYTES`] (etcd's target), unless a
+//! bounded in bytes: [`RANGE_STREAM_CHUNK_BYTES`] (etcd's target), unless a
 //! single key-value is bigger. Chunks are read one at a time on the blocking pool,
 //! only when the transport has taken the previous one (the stream is polled), so a
 //! client that reads slowly holds the server to about a chunk per stream.
