@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub start_timeout: Duration,
     /// More flags, appended to the fixed command line (the same for both kinds).
     pub extra_args: Vec<String>,
+    /// Another binary of the kind than its default, e.g. etcd 3.7
+    /// ([`crate::tools::etcd_v37_bin`]).
+    pub binary: Option<PathBuf>,
 }
 
 /// How long a server (or cluster member) may take to start serving:
@@ -53,6 +56,7 @@ impl Default for ServerConfig {
             log_level: "info".to_string(),
             start_timeout,
             extra_args: Vec::new(),
+            binary: None,
         }
     }
 }
@@ -258,7 +262,10 @@ impl Server {
     }
 
     fn binary(&self) -> PathBuf {
-        self.kind.binary()
+        match &self.config.binary {
+            Some(bin) => bin.clone(),
+            None => self.kind.binary(),
+        }
     }
 
     fn log_path(&self) -> PathBuf {

@@ -56,7 +56,7 @@ pub fn debian_etcdctl_bin() -> PathBuf {
     tool("DEBIAN_ETCDCTL_BIN", "/usr/bin/etcdctl", "etcd-client")
 }
 
-/// The etcd server binary of `version` (`v3.5`, `v3.6`, a directory under `tests/etcd/`),
+/// The etcd server binary of `version` (`v3.5`, `v3.6`, `v3.7`: a directory under `tests/etcd/`),
 /// built from etcd's Go modules by `scripts/etcd-build` (reused when already built; the
 /// script holds a lock, so parallel tests wait for one build). Its etcdctl and etcdutl, where
 /// that version has them, are in the same directory.
@@ -101,6 +101,12 @@ fn override_or(env: &str, default: impl FnOnce() -> PathBuf) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// etcd 3.7 (for what it added, such as `KV.RangeStream`): `$ETCD_V37_BIN`, else the one
+/// `scripts/etcd-build v3.7` builds from etcd's Go modules (reused once built).
+pub fn etcd_v37_bin() -> PathBuf {
+    override_or("ETCD_V37_BIN", || built_etcd("v3.7"))
 }
 
 /// The workspace root: this package lives in `<root>/tests`.

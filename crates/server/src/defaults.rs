@@ -21,3 +21,8 @@ pub const GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2 * 60 * 60);
 /// `--grpc-keepalive-timeout`: how long a ping may go unanswered before the
 /// connection is closed.
 pub const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// etcd 3.7's `KV.RangeStream` aims its chunks at `--max-request-bytes` (1.5 MiB by
+/// default, growing or shrinking each chunk's key count towards it); Bramble bounds
+/// each chunk's encoded size by it (a single larger key-value is a chunk of its own).
+pub const RANGE_STREAM_CHUNK_BYTES: usize = MAX_REQUEST_BYTES;

@@ -1,5 +1,5 @@
 //! The etcd KV service: Range, Put, DeleteRange, Txn, Compact (and etcd
-//! 3.7's RangeStream).
+//! 3.7's RangeStream, served by `range_stream`).
 //!
 //! Requests are checked as etcd checks them, writes are proposed through Raft
 //! and answered once applied, and reads are served from the local MVCC store
@@ -71,18 +71,7 @@ impl KvService {
         chk: impl FnOnce(&MvccStore, &AuthInfo) -> Result<(), MvccError> + Send + 'static,
         read: impl FnOnce(&MvccStore) -> Result<T, MvccError> + Send + 'static,
     ) -> Result<T, Status> {
-        // A member that failed for good serves no reads, serializable ones
-        // included: its store no longer moves.
-        self.ctx.node.check_alive().map_err(crate::propose_status)?;
-        if !serializable {
-            self.ctx
-                .node
-                .read_barrier()
-                .await
-                .map_err(crate::propose_status)?;
-        }
-        self.ctx.settle(&creds).await;
-        let ai = who::or_empty(self.ctx.who_from(&creds)?);
+        let ai = read_access(&self.ctx, &creds, serializable).await?;
         let store = self.ctx.node.store().clone();
         tokio::task::spawn_blocking(move || {
             chk(&store, &ai)?;
@@ -139,6 +128,26 @@ impl KvService {
     }
 }
 
+/// What every local read does first: refuses reads on a member that failed for
+/// good (its store no longer moves, so serializable reads too), waits for a Raft
+/// read barrier unless `serializable`, and returns who `creds` name (the empty
+/// user when nobody).
+pub(crate) async fn read_access(
+    ctx: &ServerContext,
+    creds: &Credentials,
+    serializable: bool,
+) -> Result<AuthInfo, Status> {
+    ctx.node.check_alive().map_err(crate::propose_status)?;
+    if !serializable {
+        ctx.node
+            .read_barrier()
+            .await
+            .map_err(crate::propose_status)?;
+    }
+    ctx.settle(creds).await;
+    Ok(who::or_empty(ctx.who_from(creds)?))
+}
+
 fn unexpected(what: &str) -> Status {
     errors::internal(format!("unexpected apply result for {what}"))
 }
@@ -155,18 +164,15 @@ impl Kv for KvService {
     type RangeStreamStream =
         Pin<Box<dyn Stream<Item = Result<RangeStreamResponse, Status>> + Send + 'static>>;
 
-    /// etcd 3.7's streamed range: Bramble answers with the whole range in one
-    /// message, which a streaming client accepts as a single chunk.
+    /// etcd 3.7's streamed range, in chunks bounded in bytes (`range_stream`).
     async fn range_stream(
         &self,
         req: Request<RangeRequest>,
     ) -> Result<Response<Self::RangeStreamStream>, Status> {
         let creds = Credentials::of(&req);
-        let resp = self.range_local(creds, req.into_inner()).await?;
-        let chunk = RangeStreamResponse {
-            range_response: Some(resp),
-        };
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(chunk)]))))
+        crate::range_stream::serve(self.ctx.clone(), creds, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {

@@ -23,6 +23,7 @@ mod lock;
 pub mod maintenance;
 pub mod metrics;
 pub mod quota;
+mod range_stream;
 mod tonic_errors;
 mod validate;
 pub mod version;

@@ -11,7 +11,8 @@
 //!   CORRUPT) and the changes they refuse;
 //! - `store`: [`MvccStore`], opening, concurrency and durability (checkpoints);
 //! - `snapshot`: raft snapshots, the whole store as one checked stream and back;
-//! - `read`: range reads; `write`: the apply loop, put and delete range; `txn`:
+//! - `read`: range reads; `read_page`: a range read a page at a time (streamed ranges);
+//!   `write`: the apply loop, put and delete range; `txn`:
 //!   transactions; `compaction`: compaction; `events`: history as watch events;
 //!   `defrag`: defragmentation and space use; `error`: errors with etcd's texts;
 //!   `hash`: etcd's HashKV and a whole-store hash.
@@ -54,6 +55,7 @@ mod hash;
 mod key_index;
 mod lease;
 mod read;
+mod read_page;
 mod revision;
 mod schema;
 mod snapshot;
@@ -74,6 +76,7 @@ pub use defrag::{DefragInfo, SpaceInfo, DEFRAG_WAIT};
 pub use error::MvccError;
 pub use hash::{KvHash, StoreHash};
 pub use lease::{LeaseInfo, MAX_LEASE_TTL};
+pub use read_page::{kv_encoded_len, PageRequest, RangePage};
 pub use snapshot::{
     restore_saved_snapshot, saved_padding, verify_saved_snapshot, verify_snapshot, RestoreError,
     RestoreInfo, RestoreOptions, SavedSnapshotInfo, SnapshotInfo, StoreSnapshot, SAVED_SHA256_LEN,

@@ -27,6 +27,7 @@ mod hash;
 mod lease;
 mod model;
 mod read;
+mod read_page;
 mod restore;
 mod snapshot;
 mod store;
