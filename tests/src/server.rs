@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub start_timeout: Duration,
     /// More flags, appended to the fixed command line (the same for both kinds).
     pub extra_args: Vec<String>,
+    /// Another binary of the same kind than [`Kind::binary`], e.g. an etcd built by
+    /// `scripts/etcd-build` when the test compares with that release.
+    pub binary: Option<PathBuf>,
 }
 
 /// How long a server (or cluster member) may take to start serving:
@@ -53,6 +56,7 @@ impl Default for ServerConfig {
             log_level: "info".to_string(),
             start_timeout,
             extra_args: Vec::new(),
+            binary: None,
         }
     }
 }
@@ -247,7 +251,10 @@ impl Server {
     }
 
     fn binary(&self) -> PathBuf {
-        self.kind.binary()
+        match &self.config.binary {
+            Some(path) => path.clone(),
+            None => self.kind.binary(),
+        }
     }
 
     fn log_path(&self) -> PathBuf {
