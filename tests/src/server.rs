@@ -32,7 +32,7 @@ pub struct ServerConfig {
     pub start_timeout: Duration,
     /// More flags, appended to the fixed command line (the same for both kinds).
     pub extra_args: Vec<String>,
-    /// Another binary of the same kind than [`Kind::binary`], e.g. an etcd built by
+    /// A binary of the same kind to start instead of [`Kind::binary`], e.g. an etcd built by
     /// `scripts/etcd-build` when the test compares with that release.
     pub binary: Option<PathBuf>,
 }
