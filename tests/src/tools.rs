@@ -56,23 +56,31 @@ pub fn debian_etcdctl_bin() -> PathBuf {
     tool("DEBIAN_ETCDCTL_BIN", "/usr/bin/etcdctl", "etcd-client")
 }
 
-/// The etcd server binary of `version` (`v3.5`, `v3.6`, `v3.7`: a directory under `tests/etcd/`),
-/// built from etcd's Go modules by `scripts/etcd-build` (reused when already built; the
-/// script holds a lock, so parallel tests wait for one build). Its etcdctl and etcdutl, where
-/// that version has them, are in the same directory.
+/// The etcd server binary of `version` (`v3.5`, `v3.6`, `v3.7`: a directory under
+/// `tests/etcd/`), built from etcd's Go modules by `scripts/etcd-build` (reused when already
+/// built; the script holds a lock, so parallel tests wait for one build). Its etcdctl and
+/// etcdutl, where that version has them, are in the same directory.
 pub fn built_etcd(version: &str) -> PathBuf {
-    let script = workspace_root().join("scripts/etcd-build");
+    built_by("scripts/etcd-build", &[version])
+}
+
+/// Runs a build script of `scripts/` (one that builds once and caches, such as
+/// `scripts/etcd-build` or `scripts/k8s-storage-build`) and returns the file whose path it
+/// printed last.
+pub fn built_by(script: &str, args: &[&str]) -> PathBuf {
+    let script = workspace_root().join(script);
     let out = Command::new(&script)
-        .arg(version)
+        .args(args)
         .stderr(Stdio::inherit())
         .output()
         .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-    assert!(out.status.success(), "scripts/etcd-build {version} failed");
+    assert!(out.status.success(), "{} {args:?} failed", script.display());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
     assert!(
         path.is_file(),
-        "scripts/etcd-build printed {}",
+        "{} printed {}",
+        script.display(),
         path.display()
     );
     path
