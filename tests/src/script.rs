@@ -115,6 +115,8 @@ impl StepResult {
 pub struct Script {
     name: String,
     steps: Vec<Step>,
+    /// Run with Debian's etcdctl 3.4 instead of the reference etcdctl.
+    debian_etcdctl_3_4: bool,
 }
 
 impl Script {
@@ -123,7 +125,15 @@ impl Script {
         Script {
             name: name.to_string(),
             steps: Vec::new(),
+            debian_etcdctl_3_4: false,
         }
+    }
+
+    /// The same script run with Debian's etcdctl 3.4 (`etcd-client`), the client many Pi
+    /// clusters still have, on both targets.
+    pub fn with_debian_etcdctl_3_4(mut self) -> Script {
+        self.debian_etcdctl_3_4 = true;
+        self
     }
 
     /// Appends a step.
@@ -188,7 +198,11 @@ impl Script {
     /// Runs every step on a fresh server of `kind`.
     pub fn run_on(&self, kind: Kind) -> Vec<StepResult> {
         let server = Server::start(kind);
-        let ctl = server.etcdctl();
+        let ctl = if self.debian_etcdctl_3_4 {
+            server.etcdctl().debian_3_4()
+        } else {
+            server.etcdctl()
+        };
         self.steps
             .iter()
             .map(|step| {
