@@ -28,7 +28,7 @@ use bramble_api::mvccpb::KeyValue;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::error::MvccError;
-use super::revision::Revision;
+use super::revision::{read_revision, Revision};
 use super::schema::{self, KEYS};
 use super::store::MvccStore;
 use super::tree_index::{KeyRange, TreeIndex};
@@ -66,14 +66,7 @@ impl MvccStore {
         let current = pin.current;
         let rtxn = self.db().begin_read()?;
         let table = rtxn.open_table(KEYS)?;
-        if req.revision > current {
-            return Err(MvccError::FutureRevision);
-        }
-        let at = if req.revision <= 0 {
-            current
-        } else {
-            req.revision
-        };
+        let at = read_revision(req.revision, current)?;
         let still_readable = || self.check_readable(pin, at);
         range_at(&table, &self.index, req, at, current, &still_readable)
     }

@@ -19,6 +19,7 @@ use redb::ReadableDatabase;
 use super::error::MvccError;
 use super::key_index::KeyAt;
 use super::read::{fetch, lock, CHUNK_KEYS};
+use super::revision::read_revision;
 use super::schema::KEYS;
 use super::store::MvccStore;
 use super::tree_index::KeyRange;
@@ -89,14 +90,7 @@ impl MvccStore {
         let current = pin.current;
         let rtxn = self.db().begin_read()?;
         let table = rtxn.open_table(KEYS)?;
-        if req.revision > current {
-            return Err(MvccError::FutureRevision);
-        }
-        let at = if req.revision <= 0 {
-            current
-        } else {
-            req.revision
-        };
+        let at = read_revision(req.revision, current)?;
         let range = KeyRange::new(req.key, req.range_end);
         let mut page = RangePage {
             kvs: Vec::new(),

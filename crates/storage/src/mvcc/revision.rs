@@ -19,6 +19,15 @@ pub(super) const MARKED_REV_BYTES_LEN: usize = REV_BYTES_LEN + 1;
 /// The byte appended to a tombstone's revision key.
 pub(super) const TOMBSTONE_MARK: u8 = b't';
 
+/// The revision a read at `requested` sees when the store is at `current`: 0 or less is the
+/// current one (etcd's "latest"), above `current` is a `FutureRevision`.
+pub(super) fn read_revision(requested: i64, current: i64) -> Result<i64, MvccError> {
+    if requested > current {
+        return Err(MvccError::FutureRevision);
+    }
+    Ok(if requested <= 0 { current } else { requested })
+}
+
 /// One change of the key space: `main` is shared by all writes of one atomic change, `sub`
 /// orders the writes inside it. Ordered by `(main, sub)`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

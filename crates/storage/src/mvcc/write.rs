@@ -37,7 +37,7 @@ use super::compaction;
 use super::error::MvccError;
 use super::lease::{self, LeaseTable};
 use super::read::{self, fetch};
-use super::revision::Revision;
+use super::revision::{read_revision, Revision};
 use super::schema::{self, KEYS, LEASES, META, RAFT};
 use super::store::{MvccStore, WriterState};
 use super::tree_index::{IndexChange, KeyRange, TreeIndex};
@@ -459,14 +459,7 @@ impl WriteCtx<'_, '_> {
     /// checked (txn pre-checks do it).
     pub(super) fn range(&self, req: &RangeRequest) -> Result<RangeResponse, MvccError> {
         let current = self.read_rev();
-        if req.revision > current {
-            return Err(MvccError::FutureRevision);
-        }
-        let at = if req.revision <= 0 {
-            current
-        } else {
-            req.revision
-        };
+        let at = read_revision(req.revision, current)?;
         if at < self.compact_rev {
             return Err(MvccError::Compacted);
         }
