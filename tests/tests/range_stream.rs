@@ -392,12 +392,20 @@ fn range_stream_reads_one_revision() {
                 shown(&at)
             );
 
-            // A compaction past the stream's revision after its first chunk. The reader's
-            // window is HTTP/2's smallest, so that neither server has read the whole range
-            // ahead of it.
+            // A compaction past the stream's revision after its first chunk. The range is
+            // 24 chunks of Bramble's (two 512 KiB values each) and the reader's window is
+            // HTTP/2's smallest, so neither server can have read the whole range ahead of
+            // the reader: hyper takes the next chunk while the previous one still waits
+            // for window, so a member reads up to about three chunks ahead.
+            for i in 0..48 {
+                writer
+                    .put(put(format!("big/{i:02}"), vec![b'b'; 512 * 1024]))
+                    .await
+                    .expect("put");
+            }
             let mut slow = kv_client_with_window(&server, Some(65_535)).await;
             let mut stream = slow
-                .range_stream(all.clone())
+                .range_stream(range("big/", "big0"))
                 .await
                 .expect("stream")
                 .into_inner();
@@ -406,10 +414,14 @@ fn range_stream_reads_one_revision() {
                 .await
                 .expect("first chunk")
                 .expect("a chunk");
-            writer.put(put("bump", Vec::new())).await.expect("put");
+            let bump = writer
+                .put(put("bump", Vec::new()))
+                .await
+                .expect("put")
+                .into_inner();
             writer
                 .compact(CompactionRequest {
-                    revision: now_rev + 1,
+                    revision: bump.header.expect("header").revision,
                     physical: true,
                 })
                 .await

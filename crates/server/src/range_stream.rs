@@ -15,8 +15,11 @@
 //! `--max-request-bytes` (so a chunk can reach twice that, or more), a chunk here is
 //! bounded in bytes: [`RANGE_STREAM_CHUNK_BYTES`] (etcd's target), unless a
 //! single key-value is bigger. Chunks are read one at a time on the blocking pool,
-//! only when the transport has taken the previous one (the stream is polled), so a
-//! client that reads slowly holds the server to about a chunk per stream.
+//! only when the transport asks for the next one (the stream is polled). hyper asks
+//! for a chunk as soon as it has handed the previous one to HTTP/2, and holds it until
+//! the client's flow-control window takes it, so a client that reads slowly holds the
+//! server to about three chunks per stream (one being sent, one queued in HTTP/2, one
+//! waiting in hyper): 4.5 MiB at most, however big the range.
 
 use std::pin::Pin;
 use std::sync::Arc;
