@@ -6,8 +6,10 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use bramble_tests::ports::free_port;
+use bramble_tests::server::single_member_args;
 use bramble_tests::target;
-use bramble_tests::Server;
+use bramble_tests::{Etcdctl, Server};
 
 /// etcd stops within a few seconds even with clients connected; kubelet's default grace
 /// period is 30 s, systemd's 90 s, so 10 s is a generous bound.
@@ -62,5 +64,45 @@ fn sigterm_with_a_silent_client_connection() {
             started.elapsed()
         );
         drop(conn);
+    }
+}
+
+/// Under systemd (a `Type=notify` unit, as Debian's etcd unit and Bramble's packages use),
+/// the member tells its `NOTIFY_SOCKET` `READY=1` once it serves clients, as etcd does: the
+/// notification comes, and a client is served right after it.
+#[test]
+fn systemd_readiness_as_etcd() {
+    use std::os::unix::net::UnixDatagram;
+    use std::process::{Command, Stdio};
+
+    for kind in target::differential_targets() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket_path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        let (client_port, peer_port) = (free_port(), free_port());
+        let mut child = Command::new(kind.binary())
+            .args(single_member_args(
+                &dir.path().join("data"),
+                client_port,
+                peer_port,
+            ))
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut buf = [0u8; 256];
+        let got = socket.recv(&mut buf);
+        let message = got.map(|n| String::from_utf8_lossy(&buf[..n]).to_string());
+        let served =
+            Etcdctl::new(format!("http://127.0.0.1:{client_port}")).run(&["put", "ready", "yes"]);
+        let _ = child.kill();
+        let _ = child.wait();
+        let message = message.unwrap_or_else(|e| panic!("{kind}: no notification: {e}"));
+        assert_eq!(message.trim(), "READY=1", "{kind}: the notification");
+        served.assert_ok();
     }
 }

@@ -18,6 +18,7 @@ mod publish;
 pub mod server;
 pub mod snapshot_command;
 mod snapshot_restore;
+mod systemd;
 mod tls;
 mod unsupported_flags;
 

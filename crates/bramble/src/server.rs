@@ -170,6 +170,19 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         }));
     }
 
+    {
+        // etcd notifies systemd once it serves clients: so does Bramble, once published.
+        let mut published = node.published();
+        let stop = stop.clone();
+        servers.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = published.wait_for(|p| *p) => crate::systemd::notify_ready(),
+                _ = stop.cancelled() => {}
+            }
+            Ok(())
+        }));
+    }
+
     if let Some(policy) = auto_compaction {
         tracing::info!(?policy, "automatic compaction (by the leader)");
         let ctx = node.context().clone();
