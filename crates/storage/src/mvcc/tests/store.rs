@@ -86,6 +86,23 @@ fn crash_child(dir: &str) -> ! {
     std::process::exit(0);
 }
 
+/// A command running `exe`, this test binary, as cargo ran it: under an emulator for another
+/// architecture (`scripts/qemu-test` runs the suites for armv7 and aarch64 under qemu-user),
+/// `BRAMBLE_TEST_RUNNER` holds the same runner as cargo's `CARGO_TARGET_<triple>_RUNNER`,
+/// since the host cannot execute the binary itself.
+fn test_runner_command(exe: std::path::PathBuf) -> std::process::Command {
+    let runner = std::env::var("BRAMBLE_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut cmd = std::process::Command::new(program);
+            cmd.args(words).arg(exe);
+            cmd
+        }
+        None => std::process::Command::new(exe),
+    }
+}
+
 #[test]
 fn crash_after_checkpoint_reopens_at_the_checkpoint() {
     const VAR: &str = "BRAMBLE_MVCC_CRASH_CHILD_DIR";
@@ -93,7 +110,7 @@ fn crash_after_checkpoint_reopens_at_the_checkpoint() {
         crash_child(&dir);
     }
     let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
+    let status = test_runner_command(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "mvcc::tests::store::crash_after_checkpoint_reopens_at_the_checkpoint",
@@ -103,7 +120,7 @@ fn crash_after_checkpoint_reopens_at_the_checkpoint() {
         .env(VAR, dir.path())
         .status()
         .unwrap();
-    assert!(status.success());
+    assert!(status.success(), "the crashing child: {status}");
 
     let store = MvccStore::open(&db_path(dir.path()), MvccOptions::default()).unwrap();
     // The state of the checkpoint: 100 puts (revisions 2..=101), compacted at 50.
