@@ -95,6 +95,13 @@ pub(crate) fn forward_status(status: &tonic::Status) -> ForwardError {
         // The leader is unreachable: whether it got the command is unknown,
         // which etcd reports as a timeout too.
         Code::Unavailable => ForwardError::Failed(ProposeError::Timeout),
+        // The connection to the leader broke while the request was in flight (the leader
+        // was killed): tonic's `transport error`, with the transport's error as its source,
+        // not a status the leader sent. The command may have been committed, and this
+        // member is not stopping: etcd's follower answers a timeout here too.
+        _ if std::error::Error::source(status).is_some() => {
+            ForwardError::Failed(ProposeError::Timeout)
+        }
         _ => ForwardError::Failed(ProposeError::Stopped(status.message().to_string())),
     }
 }
@@ -198,5 +205,37 @@ mod tests {
             forward_status(&status),
             ForwardError::Failed(ProposeError::Timeout)
         ));
+    }
+
+    /// A leader killed while it holds the request: the connection closes under it.
+    #[tokio::test]
+    async fn a_connection_that_breaks_mid_request_is_a_timeout_not_a_stop() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let peer = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            // The client's preface and request, then the connection is gone.
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await;
+            drop(socket);
+        });
+        let status = read_index(&format!("http://{addr}")).await;
+        peer.await.expect("peer");
+        // tonic's `transport error` (Unknown), the hyper error as its source.
+        assert_eq!(status.code(), tonic::Code::Unknown, "{status:?}");
+        assert!(
+            std::error::Error::source(&status).is_some(),
+            "a transport failure: {status:?}"
+        );
+        assert!(
+            matches!(
+                forward_status(&status),
+                ForwardError::Failed(ProposeError::Timeout)
+            ),
+            "{status:?}"
+        );
     }
 }
