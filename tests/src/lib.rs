@@ -30,6 +30,7 @@ pub mod client;
 pub mod cluster;
 pub mod etcdctl;
 pub mod faults;
+pub mod go_tests;
 pub mod linearizability;
 pub mod load;
 pub mod netns;
