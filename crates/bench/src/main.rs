@@ -1,7 +1,8 @@
 //! `bramble-bench`: a load generator for any etcd v3 endpoints, Bramble or etcd.
 //!
 //! The command line mirrors etcd's `benchmark` tool (`--endpoints --conns
-//! --clients --total`, then a workload: `put`, `range`), and adds what a
+//! --clients --total`, then a workload: `put`, `range`, `txn-put`, and
+//! `txn-cas`, the compare-and-swap update kube-apiserver sends), and adds what a
 //! Raspberry Pi cluster cares about: bytes written to storage per request
 //! (`--pid`, from `/proc/PID/io`), server CPU time and memory. `--json` prints
 //! one JSON object so scripts (`scripts/compare-etcd`) can compare runs.
@@ -17,8 +18,12 @@ mod range;
 mod report;
 mod run;
 mod stats;
+mod txn_cas;
+mod txn_put;
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -77,7 +82,8 @@ struct Common {
     /// Stop the whole run after this many seconds, finished or not.
     #[arg(long, global = true, default_value_t = 60)]
     timeout: u64,
-    /// Seconds to wait for a connection (and for each Status call).
+    /// Seconds to wait for a connection (and for each Status call, and each
+    /// of txn-cas's key-creating puts).
     #[arg(long, global = true, default_value_t = 5)]
     dial_timeout: u64,
     /// Server process to measure (bytes written, CPU, memory); repeatable.
@@ -106,6 +112,13 @@ enum Workload {
     Put(PutArgs),
     /// Send the same Range again and again (as etcd's `benchmark range`).
     Range(RangeArgs),
+    /// Txns of --txn-ops puts each, no compares (as etcd's `benchmark txn-put`).
+    TxnPut(TxnPutArgs),
+    /// Compare-and-swap updates, one key per client, as kube-apiserver updates objects.
+    ///
+    /// Each request is Txn(If mod_revision(key) == last seen, Then Put(key),
+    /// Else Get(key)); failed compares are reported as conflicts.
+    TxnCas(TxnCasArgs),
 }
 
 /// `put` flags. Defaults differ from etcd's tool (1 key, 8-byte values),
@@ -125,6 +138,31 @@ struct PutArgs {
     #[arg(long, alias = "sequential-keys")]
     seq_keys: bool,
     /// Seed for the random keys and value (same seed, same keys on every server).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// `txn-put` flags: `put`'s, and the puts per txn.
+#[derive(Args, Debug)]
+struct TxnPutArgs {
+    #[command(flatten)]
+    keys: PutArgs,
+    /// Puts per txn, all to different keys (a server refuses more than its
+    /// --max-txn-ops, 128 by default).
+    #[arg(long, default_value_t = 1)]
+    txn_ops: u64,
+}
+
+/// `txn-cas` flags.
+#[derive(Args, Debug)]
+struct TxnCasArgs {
+    /// Client i updates the key <prefix><i>.
+    #[arg(long, default_value = "bench-cas/")]
+    prefix: String,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 256)]
+    val_size: usize,
+    /// Seed for the value's random bytes.
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
@@ -230,11 +268,49 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
             });
             ("range", params, Op::Range(shape))
         }
+        Workload::TxnPut(a) => {
+            let shape = txn_put::TxnPutShape {
+                keys: put::PutShape {
+                    key_size: a.keys.key_size,
+                    val_size: a.keys.val_size,
+                    key_space: a.keys.key_space,
+                    seq_keys: a.keys.seq_keys,
+                    seed: a.keys.seed,
+                },
+                ops: a.txn_ops,
+            };
+            shape.validate()?;
+            let params = serde_json::json!({
+                "key_size": a.keys.key_size, "val_size": a.keys.val_size,
+                "key_space": a.keys.key_space, "seq_keys": a.keys.seq_keys,
+                "seed": a.keys.seed, "txn_ops": a.txn_ops,
+            });
+            ("txn-put", params, Op::TxnPut(shape))
+        }
+        Workload::TxnCas(a) => {
+            let shape = txn_cas::CasShape {
+                prefix: a.prefix.clone(),
+                value: put::random_value(a.val_size, a.seed),
+            };
+            shape.validate()?;
+            let params = serde_json::json!({
+                "prefix": a.prefix, "val_size": a.val_size, "seed": a.seed,
+            });
+            ("txn-cas", params, Op::TxnCas(shape))
+        }
     };
 
     let tls = conn::tls(c.cacert.clone(), c.cert.clone().zip(c.cert_key.clone()))?;
     let channels = conn::dial(&c.endpoints, conns, dial_timeout, tls).await?;
     let token = conn::authenticate(channels[0].clone(), c.user.as_deref(), dial_timeout).await?;
+    let clients = conn::kv_clients(&channels, c.clients, &token);
+    // txn-cas creates its keys now, before the Status calls and the process
+    // counters, so neither the reported revisions nor the bytes written
+    // include that setup.
+    let cas_clients = match &op {
+        Op::TxnCas(shape) => txn_cas::create_keys(&clients, shape, dial_timeout).await?,
+        Op::Put(_) | Op::Range(_) | Op::TxnPut(_) => Vec::new(),
+    };
     // Channel i goes to endpoint i % n, so the first min(n, conns) channels
     // cover each used endpoint once.
     let used = c.endpoints.len().min(channels.len());
@@ -262,10 +338,18 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
         deadline: Instant::now() + Duration::from_secs(c.timeout),
         quiet: c.quiet || c.json,
     };
-    let clients = conn::kv_clients(&channels, c.clients, &token);
+    let mut conflicts = None;
     let outcome = match op {
         Op::Put(shape) => run::drive(clients, plan, put::op(shape)).await,
         Op::Range(shape) => run::drive(clients, plan, range::op(shape)).await,
+        Op::TxnPut(shape) => run::drive(clients, plan, txn_put::op(shape)).await,
+        Op::TxnCas(shape) => {
+            let failed_compares = Arc::new(AtomicU64::new(0));
+            let op = txn_cas::op(&shape, failed_compares.clone());
+            let outcome = run::drive(cas_clients, plan, op).await;
+            conflicts = Some(failed_compares.load(Ordering::Relaxed));
+            outcome
+        }
     };
 
     if !pids.is_empty() {
@@ -317,6 +401,7 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
     );
     report.set_processes(processes);
     report.servers = servers;
+    report.conflicts = conflicts;
     Ok((report, c.json))
 }
 
@@ -326,6 +411,10 @@ enum Op {
     Put(put::PutShape),
     /// `range`.
     Range(range::RangeShape),
+    /// `txn-put`.
+    TxnPut(txn_put::TxnPutShape),
+    /// `txn-cas`.
+    TxnCas(txn_cas::CasShape),
 }
 
 #[cfg(test)]
@@ -360,7 +449,7 @@ mod tests {
         assert_eq!(a.common.pids, [11, 12]);
         match a.workload {
             Workload::Put(p) => assert_eq!(p.key_space, 5),
-            Workload::Range(_) => panic!("wrong workload"),
+            _ => panic!("wrong workload"),
         }
         let r = Cli::try_parse_from([
             "bramble-bench",
@@ -374,5 +463,35 @@ mod tests {
         ])
         .expect("parses");
         assert_eq!(r.common.endpoints, ["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn txn_workload_flags() {
+        let t = Cli::try_parse_from([
+            "bramble-bench",
+            "txn-put",
+            "--txn-ops",
+            "3",
+            "--seq-keys",
+            "--key-space",
+            "300",
+            "--total",
+            "100",
+        ])
+        .expect("parses");
+        assert_eq!(t.common.total, 100);
+        match t.workload {
+            Workload::TxnPut(a) => {
+                assert_eq!((a.txn_ops, a.keys.key_space), (3, 300));
+                assert!(a.keys.seq_keys);
+            }
+            _ => panic!("wrong workload"),
+        }
+        let c =
+            Cli::try_parse_from(["bramble-bench", "--clients", "4", "txn-cas"]).expect("parses");
+        match c.workload {
+            Workload::TxnCas(a) => assert_eq!((a.prefix.as_str(), a.val_size), ("bench-cas/", 256)),
+            _ => panic!("wrong workload"),
+        }
     }
 }

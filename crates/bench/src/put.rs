@@ -59,27 +59,37 @@ impl PutShape {
 
     /// Key bytes for request `i`.
     pub(crate) fn key(&self, i: u64) -> Vec<u8> {
+        self.key_of_number(self.key_number(i))
+    }
+
+    /// Key bytes for key number `n` (txn-put picks its own numbers).
+    pub(crate) fn key_of_number(&self, n: u64) -> Vec<u8> {
         let mut k = vec![0u8; self.key_size];
         // key_number < key_space <= i64::MAX in practice; clamp rather than
         // wrap for absurd key spaces (validate() has already bounded width).
-        let n = i64::try_from(self.key_number(i)).unwrap_or(i64::MAX);
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
         put_varint(&mut k, n);
         k
     }
 
-    /// The value every put writes: `val_size` pseudo-random bytes (random,
-    /// so a server that compresses gets no unfair help; made once, as etcd's
-    /// tool does).
+    /// The value every put writes: see [`random_value`].
     pub(crate) fn value(&self) -> Vec<u8> {
-        let mut state = self.seed ^ 0x5eed_0fba_1e00;
-        let mut v = Vec::with_capacity(self.val_size + 8);
-        while v.len() < self.val_size {
-            state = splitmix64(state);
-            v.extend_from_slice(&state.to_le_bytes());
-        }
-        v.truncate(self.val_size);
-        v
+        random_value(self.val_size, self.seed)
     }
+}
+
+/// `len` pseudo-random bytes from `seed`: random, so a server that
+/// compresses gets no unfair help; workloads make it once and send it with
+/// every write, as etcd's tool does.
+pub(crate) fn random_value(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed ^ 0x5eed_0fba_1e00;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        state = splitmix64(state);
+        v.extend_from_slice(&state.to_le_bytes());
+    }
+    v.truncate(len);
+    v
 }
 
 /// The request for put number `i`, sent over `kv`.

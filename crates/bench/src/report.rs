@@ -133,7 +133,7 @@ pub(crate) struct EndpointReport {
 /// Everything a run measured.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Report {
-    /// `put` or `range`.
+    /// `put`, `range`, `txn-put` or `txn-cas`.
     pub(crate) workload: &'static str,
     /// The endpoints given.
     pub(crate) endpoints: Vec<String>,
@@ -159,6 +159,11 @@ pub(crate) struct Report {
     pub(crate) throughput: f64,
     /// Latency of successful requests (`None` if none succeeded).
     pub(crate) latency_ms: Option<LatencyMs>,
+    /// txn-cas only: answered requests whose compare failed (the Else
+    /// branch read the key instead of writing it). They are counted in `ok`
+    /// too: the server did answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) conflicts: Option<u64>,
     /// How long after the run the process counters were read, milliseconds
     /// (servers flush their backends on a timer: etcd every 100 ms,
     /// Bramble's checkpoint every second).
@@ -205,6 +210,7 @@ impl Report {
                 0.0
             },
             latency_ms,
+            conflicts: None,
             settle_ms,
             processes: Vec::new(),
             write_bytes_per_op: None,
@@ -279,6 +285,12 @@ impl Report {
                 s,
                 "  latency ms  mean {:.3}  min {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
                 l.mean, l.min, l.p50, l.p90, l.p99, l.p999, l.max
+            );
+        }
+        if let Some(n) = self.conflicts {
+            let _ = writeln!(
+                s,
+                "  conflicts   {n} (failed compares: the key was read, not written)"
             );
         }
         for (code, n) in &self.errors.by_code {
@@ -455,6 +467,27 @@ mod tests {
         r.set_processes(vec![p]);
         assert_eq!(r.write_bytes_per_op, None);
         assert!(r.to_text().contains("3 errors"));
+    }
+
+    #[test]
+    fn conflicts_are_shown_only_for_txn_cas() {
+        let mut r = Report::new(
+            "put",
+            vec![],
+            1,
+            1,
+            1,
+            serde_json::Value::Null,
+            outcome(vec![1_000_000], 0),
+            0,
+        );
+        assert!(!r.to_json().contains("conflicts"));
+        assert!(!r.to_text().contains("conflicts"));
+        r.workload = "txn-cas";
+        r.conflicts = Some(0);
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).expect("valid json");
+        assert_eq!(json["conflicts"], 0);
+        assert!(r.to_text().contains("conflicts   0"));
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! The load driver: `clients` concurrent tasks draining one bounded request
 //! count before one deadline, timing every request.
 //!
-//! Workloads (put, range) only say how to send request number `i`; the
-//! driver owns concurrency, bounds and bookkeeping so every workload counts
-//! and stops the same way. Work is handed out from a shared counter rather
-//! than split up front, so a slow connection does not leave its clients with
-//! a long tail while the others sit idle (etcd's benchmark does the same
-//! with a shared request channel).
+//! Workloads (put, range, txn-put, txn-cas) only say how to send request
+//! number `i` on a client; the driver owns concurrency, bounds and
+//! bookkeeping so every workload counts and stops the same way. Work is
+//! handed out from a shared counter rather than split up front, so a slow
+//! connection does not leave its clients with a long tail while the others
+//! sit idle (etcd's benchmark does the same with a shared request channel).
+//!
+//! A client is usually a bare KV stub, but can carry per-client state
+//! (txn-cas's client remembers its key's last revision): each client is one
+//! task sending one request at a time, so that state never sees two
+//! requests at once.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::conn::Kv;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -91,9 +95,10 @@ impl Outcome {
 
 /// Runs `plan.total` requests over `clients` (one task each), calling
 /// `op(client, i)` for request number `i` (0-based, each sent once).
-pub(crate) async fn drive<Op, Fut>(clients: Vec<Kv>, plan: Plan, op: Op) -> Outcome
+pub(crate) async fn drive<Client, Op, Fut>(clients: Vec<Client>, plan: Plan, op: Op) -> Outcome
 where
-    Op: Fn(Kv, u64) -> Fut + Send + Sync + 'static,
+    Client: Clone + Send + 'static,
+    Op: Fn(Client, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
 {
     let op = Arc::new(op);
@@ -156,6 +161,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::Kv;
     use std::collections::HashSet;
 
     /// Clients whose connection is never used (the test ops ignore it).

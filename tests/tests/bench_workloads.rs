@@ -1,0 +1,260 @@
+//! `bramble-bench` (crates/bench) end to end: each workload against one real Bramble member,
+//! with `--json`, checking the report (every request succeeded, no errors, ordered
+//! percentiles, the `--pid` process measured) and, with the etcd-client crate, what the
+//! writes did to the store: one revision per put and per txn, the keys txn-put wrote, and
+//! txn-cas's keys with one version per successful compare-and-swap and no conflicts.
+//!
+//! `cargo test` does not build the binaries of other packages, and a stale
+//! `target/debug/bramble-bench` would lack the workloads under test, so the test builds it
+//! (a no-op when it is up to date) unless `BRAMBLE_BENCH_BIN` names one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bramble_tests::{client, Kind, Server, ServerConfig};
+use etcd_client::{Client, GetOptions};
+use serde_json::Value;
+
+#[test]
+fn every_workload_reports_and_writes_what_it_should() {
+    let bench = bench_bin();
+    let server = Server::start_with(Kind::Bramble, ServerConfig::default());
+    let endpoint = server.endpoint();
+    let pid = server.pid().expect("the server is running");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut c = runtime.block_on(client::connect_endpoint(&endpoint));
+    let run = |args: &[&str]| run_bench(&bench, &endpoint, pid, args);
+
+    let (rev0, keys0) = runtime.block_on(revision_and_key_count(&mut c));
+
+    // put: one revision per put.
+    let put = run(&["--clients", "2", "--total", "200", "put"]);
+    assert_clean(&put, "put", 200);
+    let (rev1, keys1) = runtime.block_on(revision_and_key_count(&mut c));
+    assert_eq!(rev1 - rev0, 200, "one revision per put");
+    assert!(keys1 > keys0 && keys1 - keys0 <= 200, "{keys0} -> {keys1}");
+
+    // txn-put: one revision per txn, three new keys per txn. 16-byte keys cannot be the
+    // 8-byte ones put wrote, and sequential numbers 0..300 are all distinct.
+    let txn_put = run(&[
+        "--clients",
+        "2",
+        "--total",
+        "100",
+        "txn-put",
+        "--txn-ops",
+        "3",
+        "--key-size",
+        "16",
+        "--key-space",
+        "300",
+        "--seq-keys",
+    ]);
+    assert_clean(&txn_put, "txn-put", 100);
+    assert_eq!(txn_put["params"]["txn_ops"], 3);
+    assert!(
+        txn_put.get("conflicts").is_none(),
+        "only txn-cas has conflicts"
+    );
+    let (rev2, keys2) = runtime.block_on(revision_and_key_count(&mut c));
+    assert_eq!(rev2 - rev1, 100, "one revision per txn, however many puts");
+    assert_eq!(keys2 - keys1, 300, "three distinct new keys per txn");
+    assert_eq!(status_revision_delta(&txn_put), 100);
+
+    // txn-cas: 4 clients, each updating its own key, so no compare ever fails.
+    let cas = run(&["--clients", "4", "--total", "200", "txn-cas"]);
+    assert_clean(&cas, "txn-cas", 200);
+    assert_eq!(cas["conflicts"], 0, "one writer per key: {cas}");
+    let (rev3, _) = runtime.block_on(revision_and_key_count(&mut c));
+    assert_eq!(
+        rev3 - rev2,
+        4 + 200,
+        "4 key-creating puts, then one revision per update"
+    );
+    // The keys are created before the Status the report starts from.
+    assert_eq!(status_revision_delta(&cas), 200);
+    let owned = runtime
+        .block_on(c.get("bench-cas/", Some(GetOptions::new().with_prefix())))
+        .expect("get bench-cas/");
+    let mut keys: Vec<String> = owned
+        .kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["bench-cas/0", "bench-cas/1", "bench-cas/2", "bench-cas/3"]
+    );
+    // Version 1 is the create; every successful compare-and-swap adds one (a conflict is an
+    // answered request that wrote nothing).
+    let versions: i64 = owned.kvs().iter().map(|kv| kv.version()).sum();
+    let number = |field: &str| cas[field].as_i64().unwrap_or_else(|| panic!("no {field}"));
+    let writes = number("ok") - number("conflicts");
+    assert_eq!(versions - 4, writes, "versions {versions}");
+
+    // range: linearizable reads of txn-cas's keys; they write nothing.
+    let range = run(&[
+        "--clients",
+        "2",
+        "--total",
+        "200",
+        "range",
+        "--key",
+        "bench-cas/",
+        "--prefix",
+        "--consistency",
+        "l",
+    ]);
+    assert_clean(&range, "range", 200);
+    let (rev4, _) = runtime.block_on(revision_and_key_count(&mut c));
+    assert_eq!(rev4, rev3, "ranges write nothing");
+}
+
+/// The `bramble-bench` binary: `$BRAMBLE_BENCH_BIN`, else built by cargo next to this
+/// test's own binary (`target/<profile>/deps/<test>`, so two directories up).
+fn bench_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("BRAMBLE_BENCH_BIN") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "BRAMBLE_BENCH_BIN={}: no such file",
+            path.display()
+        );
+        return path;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/<profile>/deps");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    build.args([
+        "build",
+        "--quiet",
+        "--bin",
+        "bramble-bench",
+        "--manifest-path",
+    ]);
+    build.arg(&manifest);
+    // cargo runs this test with the package's own variables set (CARGO_MANIFEST_DIR,
+    // CARGO_PKG_NAME, ...). Build scripts that watch them (ring's does) would see them
+    // change, rebuild, and make the next ordinary build rebuild everything above them again.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if set_by_cargo_for_this_test(&name) {
+            build.env_remove(&*name);
+        }
+    }
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build");
+    assert!(
+        status.success(),
+        "cargo build --bin bramble-bench: {status}"
+    );
+    let path = profile_dir.join("bramble-bench");
+    assert!(path.is_file(), "cargo built no {}", path.display());
+    path
+}
+
+/// True for the variables cargo sets for the package whose test runs (not the ones that
+/// configure cargo itself, such as `CARGO_HOME` or `CARGO_TARGET_DIR`).
+fn set_by_cargo_for_this_test(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_MANIFEST_")
+        || [
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+            "OUT_DIR",
+        ]
+        .contains(&name)
+}
+
+/// Runs `bramble-bench <args>` against `endpoint` with `--json`, measuring `pid`; returns its
+/// report after checking it exited 0 (every request succeeded).
+fn run_bench(bench: &Path, endpoint: &str, pid: u32, args: &[&str]) -> Value {
+    let out = Command::new(bench)
+        .args(["--endpoints", endpoint, "--json", "--timeout", "20"])
+        .args(["--pid", &pid.to_string(), "--settle-ms", "100"])
+        .args(args)
+        .output()
+        .expect("run bramble-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bramble-bench {args:?}: {}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("bramble-bench {args:?} printed no JSON ({e}): {stdout}"));
+    println!(
+        "{}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+        report["workload"].as_str().unwrap_or("?"),
+        report["throughput"].as_f64().unwrap_or(0.0),
+        report["latency_ms"]["p50"].as_f64().unwrap_or(0.0),
+        report["latency_ms"]["p99"].as_f64().unwrap_or(0.0),
+    );
+    assert_eq!(report["processes"][0]["pid"], pid, "{report}");
+    report
+}
+
+/// Checks a report of `workload` says all `total` requests succeeded, with no errors and
+/// ordered latency percentiles.
+fn assert_clean(report: &Value, workload: &str, total: u64) {
+    assert_eq!(report["workload"], workload, "{report}");
+    assert_eq!(report["ok"], total, "{report}");
+    assert_eq!(report["errors"]["count"], 0, "{report}");
+    assert_eq!(
+        report["errors"]["by_code"],
+        serde_json::json!({}),
+        "{report}"
+    );
+    assert_eq!(report["timed_out"], false, "{report}");
+    let latency = |name: &str| {
+        report["latency_ms"][name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no latency_ms.{name}: {report}"))
+    };
+    let (min, p50, p99, max) = (
+        latency("min"),
+        latency("p50"),
+        latency("p99"),
+        latency("max"),
+    );
+    assert!(
+        0.0 < min && min <= p50 && p50 <= p99 && p99 <= max,
+        "{workload}: min {min} p50 {p50} p99 {p99} max {max}"
+    );
+}
+
+/// How far the server's revision moved between the Status calls before and after the run.
+fn status_revision_delta(report: &Value) -> i64 {
+    let server = &report["servers"][0];
+    let revision = |when: &str| {
+        server[when]["revision"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no servers[0].{when}.revision: {report}"))
+    };
+    revision("after") - revision("before")
+}
+
+/// The store's revision and number of keys.
+async fn revision_and_key_count(c: &mut Client) -> (i64, i64) {
+    let options = GetOptions::new().with_all_keys().with_count_only();
+    let resp = c
+        .get(vec![0u8], Some(options))
+        .await
+        .expect("count all keys");
+    let header = resp.header().expect("a response header");
+    (header.revision(), resp.count())
+}
