@@ -156,7 +156,7 @@ struct TxnPutArgs {
 /// `txn-cas` flags.
 #[derive(Args, Debug)]
 struct TxnCasArgs {
-    /// Client i updates the key <prefix><i>.
+    /// Client i updates the key `<prefix><i>`.
     #[arg(long, default_value = "bench-cas/")]
     prefix: String,
     /// Bytes per value.
