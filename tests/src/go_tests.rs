@@ -6,7 +6,8 @@
 //! still differ, so their list stays exact).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::{tools, Kind};
@@ -87,6 +88,22 @@ pub fn etcd_and_bramble() -> [Target; 2] {
             binary: tools::bramble_bin(),
         },
     ]
+}
+
+/// The command that runs the one Go test `test` of the test binary `go_test`, verbose, with
+/// Go's `-test.timeout` of `timeout` (e.g. "240s") and no stdin; the caller adds the
+/// environment and runs it.
+pub fn one_test(go_test: &Path, test: &str, timeout: &str) -> Command {
+    let mut cmd = Command::new(go_test);
+    cmd.args([
+        "-test.run",
+        &format!("^{test}$"),
+        "-test.v",
+        "-test.timeout",
+        timeout,
+    ])
+    .stdin(Stdio::null());
+    cmd
 }
 
 /// The line printed as each Go test finishes on both servers.

@@ -176,14 +176,7 @@ fn run_one(binary: &Binary, target: &Target, test: &str, path_env: &str, logs: &
     };
     let server = Server::start_with(target.kind, config);
     let start = Instant::now();
-    let out = Command::new(&binary.path)
-        .args([
-            "-test.run",
-            &format!("^{test}$"),
-            "-test.v",
-            "-test.timeout",
-            GO_TEST_TIMEOUT,
-        ])
+    let out = go_tests::one_test(&binary.path, test, GO_TEST_TIMEOUT)
         .env("KUBE_INTEGRATION_ETCD_URL", server.endpoint())
         .env("BRAMBLE_K8S_SERVER_BIN", &target.binary)
         .env("PATH", path_env)
@@ -193,7 +186,6 @@ fn run_one(binary: &Binary, target: &Target, test: &str, path_env: &str, logs: &
         .env("TEST_SRCDIR", binary.dir.join("../../.."))
         .env("TEST_WORKSPACE", "mod")
         .current_dir(&binary.dir)
-        .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("run {} {test}: {e}", binary.path.display()));
     let took = start.elapsed();

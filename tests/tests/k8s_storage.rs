@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use bramble_tests::go_tests::{self, Outcome, Run, Target};
@@ -72,16 +72,8 @@ fn run_one(go_test: &Path, target: &Target, test: &str) -> Run {
     }
     let server = Server::start_with(target.kind, config);
     let start = Instant::now();
-    let out = Command::new(go_test)
-        .args([
-            "-test.run",
-            &format!("^{test}$"),
-            "-test.v",
-            "-test.timeout",
-            GO_TEST_TIMEOUT,
-        ])
+    let out = go_tests::one_test(go_test, test, GO_TEST_TIMEOUT)
         .env(ENDPOINT_ENV, server.endpoint())
-        .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("run {} {test}: {e}", go_test.display()));
     let took = start.elapsed();
