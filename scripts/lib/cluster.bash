@@ -87,6 +87,11 @@ cluster_start() {
             --initial-cluster "$initial" --initial-cluster-state new
             --initial-cluster-token "$token"
             --heartbeat-interval "$HEARTBEAT" --election-timeout "$ELECTION")
+        # CLUSTER_PRELOAD: an LD_PRELOAD shim (scripts/lib/fsync-delay.c) whose delay each
+        # member reads from its own file, so a caller can stall a running member.
+        if [ -n "${CLUSTER_PRELOAD:-}" ]; then
+            cmd=(env LD_PRELOAD="$CLUSTER_PRELOAD" FSYNC_DELAY_FILE="${mdir[i]}/fsync-delay-us" "${cmd[@]}")
+        fi
         if [ "${delays[i]:-0}" -gt 0 ]; then
             cmd=(strace -f --seccomp-bpf -e trace=fsync,fdatasync
                 -e inject=fsync,fdatasync:delay_exit="${delays[i]}" -o /dev/null "${cmd[@]}")

@@ -374,6 +374,7 @@ impl Node {
             });
         }
         node.store().auth_set_token_ttl(opts.auth.token_ttl);
+        let space_in_use = bramble_server::space::SpaceInUse::new(node.store().clone());
         let ctx = Arc::new(ServerContext {
             node: Arc::new(node),
             identity: ids,
@@ -383,6 +384,7 @@ impl Node {
             metrics: bramble_server::metrics::Metrics::new(),
             auth: bramble_server::auth::Auth::new(opts.auth.clone()),
             db_path,
+            space_in_use,
             quota: bramble_server::quota::Quota::from_flag(opts.limits.quota_backend_bytes),
             lessor: Lessor::new(
                 ids.member_id,

@@ -24,6 +24,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod quota;
 mod range_stream;
+pub mod space;
 mod tonic_errors;
 mod validate;
 pub mod version;
@@ -149,6 +150,8 @@ pub struct ServerContext {
     pub limits: Limits,
     /// The MVCC database file (for its size in Status).
     pub db_path: PathBuf,
+    /// The database's space in use (Status, metrics), measured in the background.
+    pub space_in_use: Arc<space::SpaceInUse>,
     /// The space quota (`--quota-backend-bytes`); start its monitor with
     /// [`quota::start_monitor`].
     pub quota: quota::Quota,

@@ -6,7 +6,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bramble_api::bramblepb::{command::Op, Command};
 use bramble_api::etcdserverpb::maintenance_server::Maintenance;
@@ -48,48 +47,12 @@ fn alarm_text(a: &AlarmMember) -> String {
 #[derive(Clone)]
 pub(crate) struct MaintenanceService {
     ctx: Arc<ServerContext>,
-    /// The last `db_size_in_use` computed, and when (see [`IN_USE_MAX_AGE`]).
-    in_use: Arc<tokio::sync::Mutex<Option<(Instant, u64)>>>,
 }
-
-/// How long Status reuses a computed `db_size_in_use`. Computing it walks
-/// every page of redb's trees while holding a write transaction, which stalls
-/// applies: 294 ms for 50,000 keys of 1 KiB in a debug build. kube-apiserver
-/// polls Status every 30 s by default (`--etcd-db-metric-poll-interval`).
-const IN_USE_MAX_AGE: Duration = Duration::from_secs(30);
 
 impl MaintenanceService {
     /// A Maintenance service answering from `ctx`.
     pub(crate) fn new(ctx: Arc<ServerContext>) -> Self {
-        MaintenanceService {
-            ctx,
-            in_use: Arc::default(),
-        }
-    }
-
-    /// redb's allocated pages in bytes, at most [`IN_USE_MAX_AGE`] old;
-    /// computed off the runtime (blocking work). Concurrent Status calls wait
-    /// for one computation.
-    async fn space_in_use(&self) -> Result<u64, Status> {
-        let mut cached = self.in_use.lock().await;
-        if let Some((at, bytes)) = *cached {
-            if at.elapsed() < IN_USE_MAX_AGE {
-                return Ok(bytes);
-            }
-        }
-        let store = self.ctx.node.store().clone();
-        let bytes = tokio::task::spawn_blocking(move || store.space())
-            .await
-            .map_err(errors::internal)?
-            .map_err(|e| errors::mvcc_status(&e))?
-            .in_use;
-        *cached = Some((Instant::now(), bytes));
-        Ok(bytes)
-    }
-
-    /// Forgets the cached `db_size_in_use` (a defragmentation changed it).
-    async fn forget_space_in_use(&self) {
-        *self.in_use.lock().await = None;
+        MaintenanceService { ctx }
     }
 }
 
@@ -128,13 +91,13 @@ impl Maintenance for MaintenanceService {
         crate::auth::who::require(self.ctx.node.store(), who.as_ref())?;
         let raft = self.ctx.node.status();
         let db_size = self.ctx.db_file_size().await;
-        let in_use = self.space_in_use().await?;
+        // Never waits for the applier (see `crate::space`).
+        let in_use = self.ctx.space_in_use.get(db_size);
         let to_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let mut resp = StatusResponse {
             version: ETCD_VERSION.to_string(),
             db_size: to_i64(db_size),
-            // Pages written since the size was read can make it larger.
-            db_size_in_use: to_i64(in_use.min(db_size)),
+            db_size_in_use: to_i64(in_use),
             leader: raft.leader,
             raft_index: raft.commit_index,
             raft_term: raft.term,
@@ -176,7 +139,7 @@ impl Maintenance for MaintenanceService {
         // The quota checks see the freed space at once, not at the monitor's
         // next look (an operator disarms NOSPACE right after this).
         self.ctx.quota.set_size(info.size_after);
-        self.forget_space_in_use().await;
+        self.ctx.space_in_use.refresh();
         tracing::info!("finished defragment");
         // etcd answers with an empty response (no header).
         Ok(Response::new(DefragmentResponse::default()))

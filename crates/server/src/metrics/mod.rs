@@ -119,7 +119,8 @@ async fn read_at_scrape(ctx: &ServerContext) -> Vec<MetricFamily> {
     let store = ctx.node.store();
     let wal = ctx.node.wal_meter();
     let wal_stats = wal.stats();
-    let db_size = ctx.db_file_size().await as f64;
+    let db_bytes = ctx.db_file_size().await;
+    let db_size = db_bytes as f64;
     let compaction = store.compaction_metrics();
     let bit = |b: bool| if b { 1.0 } else { 0.0 };
     vec![
@@ -175,12 +176,11 @@ async fn read_at_scrape(ctx: &ServerContext) -> Vec<MetricFamily> {
             "Total size of the underlying database physically allocated in bytes.",
             db_size,
         ),
-        // redb does not tell its free pages cheaply: the file size is an
-        // upper bound (as Status' db_size_in_use).
+        // The last background measurement, as Status' db_size_in_use.
         gauge(
             "etcd_mvcc_db_total_size_in_use_in_bytes",
             "Total size of the underlying database logically in use in bytes.",
-            db_size,
+            ctx.space_in_use.get(db_bytes) as f64,
         ),
         gauge(
             "etcd_debugging_mvcc_keys_total",
