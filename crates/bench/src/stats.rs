@@ -285,7 +285,7 @@ mod tests {
             [2, 2, 0, 0, 0, 0, 0, 0, 1, 1]
         );
         assert!((h[0].le_ms - 2.0).abs() < 1e-9);
-        assert!((h[4].le_ms - 64.0).abs() < 1e-9);
+        assert!((h[4].le_ms - 32.0).abs() < 1e-9);
         assert_eq!(h[9].le_ms, 1024.0);
         assert!(h.windows(2).all(|w| w[0].le_ms < w[1].le_ms));
     }
