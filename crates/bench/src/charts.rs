@@ -14,8 +14,8 @@ use plotters::prelude::*;
 use crate::compare::Labelled;
 use crate::report::bytes;
 
-/// Chart size in pixels.
-const SIZE: (u32, u32) = (960, 380);
+/// Chart size in pixels: two side by side fit a 1200-pixel-wide window.
+const SIZE: (u32, u32) = (570, 330);
 
 /// Series colours, one per run (then again from the start).
 const COLORS: [RGBColor; 6] = [
@@ -35,15 +35,15 @@ pub(crate) fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
-/// Draws into an SVG string of [`SIZE`] with `draw`, mapping plotters'
-/// error (whose type names the backend) to a message.
-fn svg<F>(draw: F) -> Result<String>
+/// Draws into an SVG string of `size` pixels with `draw`, mapping
+/// plotters' error (whose type names the backend) to a message.
+fn svg<F>(size: (u32, u32), draw: F) -> Result<String>
 where
     F: FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), Box<dyn std::error::Error>>,
 {
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
         draw(&root).map_err(|e| anyhow!("drawing a chart: {e}"))?;
         root.present()
             .map_err(|e| anyhow!("drawing a chart: {e}"))?;
@@ -75,10 +75,10 @@ pub(crate) fn latency_over_time(runs: &[Labelled]) -> Result<Option<String>> {
     if runs.iter().all(|r| r.run.series.is_empty()) {
         return Ok(None);
     }
-    svg(|root| {
+    svg(SIZE, |root| {
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(root)
-            .caption("Latency over time (p50 thin, p99 thick)", (FONT, 20))
+            .caption("Latency over time: p50 thin, p99 thick", (FONT, 17))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(64)
@@ -86,6 +86,7 @@ pub(crate) fn latency_over_time(runs: &[Labelled]) -> Result<Option<String>> {
         chart
             .configure_mesh()
             .x_desc("seconds since start")
+            .max_light_lines(2)
             .y_desc("latency (ms)")
             .draw()?;
         for (i, r) in runs.iter().enumerate() {
@@ -105,7 +106,9 @@ pub(crate) fn latency_over_time(runs: &[Labelled]) -> Result<Option<String>> {
             chart
                 .draw_series(LineSeries::new(p99, c.stroke_width(3)))?
                 .label(r.label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3))
+                });
         }
         legend(&mut chart)?;
         Ok(())
@@ -137,10 +140,10 @@ pub(crate) fn throughput_over_time(runs: &[Labelled]) -> Result<Option<String>> 
         .flat_map(|r| r.run.series.iter().map(|i| i.t_s + i.width_s))
         .fold(0.0, f64::max);
     let y_max = points.iter().flatten().map(|p| p.1).fold(0.0, f64::max);
-    svg(|root| {
+    svg(SIZE, |root| {
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(root)
-            .caption("Throughput over time", (FONT, 20))
+            .caption("Throughput over time", (FONT, 17))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(64)
@@ -148,6 +151,7 @@ pub(crate) fn throughput_over_time(runs: &[Labelled]) -> Result<Option<String>> 
         chart
             .configure_mesh()
             .x_desc("seconds since start")
+            .max_light_lines(2)
             .y_desc("successful requests/s")
             .draw()?;
         for (i, (r, pts)) in runs.iter().zip(points).enumerate() {
@@ -155,7 +159,9 @@ pub(crate) fn throughput_over_time(runs: &[Labelled]) -> Result<Option<String>> 
             chart
                 .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
                 .label(r.label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
         }
         legend(&mut chart)?;
         Ok(())
@@ -201,10 +207,10 @@ pub(crate) fn latency_histogram(runs: &[Labelled]) -> Result<Option<String>> {
         })
         .collect();
     let y_max = bars.iter().flatten().map(|b| b.2).fold(0.0, f64::max);
-    svg(|root| {
+    svg(SIZE, |root| {
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(root)
-            .caption("Latency distribution (histogram)", (FONT, 20))
+            .caption("Latency distribution (histogram)", (FONT, 17))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(64)
@@ -212,19 +218,29 @@ pub(crate) fn latency_histogram(runs: &[Labelled]) -> Result<Option<String>> {
         chart
             .configure_mesh()
             .x_desc("latency (ms, log scale)")
+            .x_labels(16)
+            .max_light_lines(2)
             .y_desc("% of requests")
             .draw()?;
         for (i, (r, bars)) in runs.iter().zip(bars).enumerate() {
             let c = color(i);
             // A single-valued bucket (from == to) still gets a visible sliver.
-            let widen = |from: f64, to: f64| if to > from { (from, to) } else { (to / 1.05, to * 1.05) };
+            let widen = |from: f64, to: f64| {
+                if to > from {
+                    (from, to)
+                } else {
+                    (to / 1.05, to * 1.05)
+                }
+            };
             chart
                 .draw_series(bars.iter().map(|&(from, to, pct)| {
                     let (x0, x1) = widen(from, to);
                     Rectangle::new([(x0, 0.0), (x1, pct)], c.mix(0.3).filled())
                 }))?
                 .label(r.label.as_str())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], c.mix(0.5).filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 20, y + 5)], c.mix(0.5).filled())
+                });
             chart.draw_series(bars.iter().map(|&(from, to, pct)| {
                 let (x0, x1) = widen(from, to);
                 Rectangle::new([(x0, 0.0), (x1, pct)], c.stroke_width(1))
@@ -241,10 +257,10 @@ pub(crate) fn latency_cdf(runs: &[Labelled]) -> Result<Option<String>> {
     let Some((lo, hi)) = latency_range(runs) else {
         return Ok(None);
     };
-    svg(|root| {
+    svg(SIZE, |root| {
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(root)
-            .caption("Latency distribution (CDF)", (FONT, 20))
+            .caption("Latency distribution (CDF)", (FONT, 17))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(64)
@@ -252,15 +268,24 @@ pub(crate) fn latency_cdf(runs: &[Labelled]) -> Result<Option<String>> {
         chart
             .configure_mesh()
             .x_desc("latency (ms, log scale)")
+            .x_labels(16)
+            .max_light_lines(2)
             .y_desc("% of requests at most this slow")
             .draw()?;
         for (i, r) in runs.iter().enumerate() {
             let c = color(i);
-            let pts: Vec<(f64, f64)> = r.run.latency_cdf.iter().map(|p| (p.ms, p.percent)).collect();
+            let pts: Vec<(f64, f64)> = r
+                .run
+                .latency_cdf
+                .iter()
+                .map(|p| (p.ms, p.percent))
+                .collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
                 .label(r.label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
             chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
         }
         legend(&mut chart)?;
@@ -279,7 +304,11 @@ pub(crate) fn bytes_per_op(runs: &[Labelled]) -> Result<Option<String>> {
         .flat_map(|(i, r)| {
             r.run.processes.iter().filter_map(move |p| {
                 let v = p.write_bytes_per_op?;
-                Some((i, format!("{}: {} (pid {})  {}", r.label, p.name, p.pid, bytes(v)), v))
+                Some((
+                    i,
+                    format!("{}: {} (pid {})  {}", r.label, p.name, p.pid, bytes(v)),
+                    v,
+                ))
             })
         })
         .collect();
@@ -288,10 +317,12 @@ pub(crate) fn bytes_per_op(runs: &[Labelled]) -> Result<Option<String>> {
     }
     let x_max = bars.iter().map(|b| b.2).fold(0.0, f64::max);
     let n = bars.len() as f64;
-    svg(|root| {
+    // A fixed height per bar, so one bar is not a slab.
+    let height = 110 + 44 * u32::try_from(bars.len()).unwrap_or(u32::MAX / 64).min(64);
+    svg((SIZE.0, height), |root| {
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(root)
-            .caption("Bytes written to storage per request", (FONT, 20))
+            .caption("Bytes written to storage per request", (FONT, 17))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(10)
@@ -301,6 +332,7 @@ pub(crate) fn bytes_per_op(runs: &[Labelled]) -> Result<Option<String>> {
             .disable_y_mesh()
             .disable_y_axis()
             .x_desc("bytes per successful request (write_bytes)")
+            .max_light_lines(2)
             .x_label_formatter(&|v| bytes(*v))
             .draw()?;
         // The first bar at the top, as the runs are listed.
@@ -312,7 +344,11 @@ pub(crate) fn bytes_per_op(runs: &[Labelled]) -> Result<Option<String>> {
             )
         }))?;
         chart.draw_series(bars.iter().enumerate().map(|(k, (_, text, _))| {
-            Text::new(text.clone(), (x_max * 0.01, row(k) - 0.5), (FONT, 15).into_font())
+            Text::new(
+                text.clone(),
+                (x_max * 0.01, row(k) - 0.3),
+                (FONT, 15).into_font(),
+            )
         }))?;
         Ok(())
     })

@@ -160,7 +160,8 @@ pub(crate) fn run(args: &ReportArgs) -> Result<()> {
     if let Some(path) = &args.html {
         let file =
             std::fs::File::create(path).with_context(|| format!("--html {}", path.display()))?;
-        crate::html::write_page(&runs, file).with_context(|| format!("--html {}", path.display()))?;
+        crate::html::write_page(&runs, file)
+            .with_context(|| format!("--html {}", path.display()))?;
     }
     Ok(())
 }

@@ -37,10 +37,7 @@ pub(crate) fn write_run(report: &Report, out: impl Write) -> Result<()> {
     // `--json` output are the same page.
     let value = serde_json::to_value(report).context("serializing the report")?;
     let run: RunResult = serde_json::from_value(value).context("reading the report back")?;
-    let label = run
-        .label
-        .clone()
-        .unwrap_or_else(|| run.endpoints.join(","));
+    let label = run.label.clone().unwrap_or_else(|| run.endpoints.join(","));
     write_page(&[Labelled { label, run }], out)
 }
 
@@ -71,22 +68,9 @@ pub(crate) fn page(runs: &[Labelled]) -> Result<String> {
         escape(&title),
         escape(&title)
     );
-    s.push_str("<h2>Runs</h2>\n");
-    s.push_str(&table(&parameters(runs)));
-    s.push_str("<h2>Summary</h2>\n");
-    s.push_str("<p>Ratios are against the first run.</p>\n");
-    s.push_str(&table(&compare::cells(runs)));
-    let processes = processes(runs);
-    if processes.len() > 1 {
-        s.push_str("<h2>Server processes</h2>\n");
-        s.push_str(&table(&processes));
-    }
-    let errors = errors(runs);
-    if errors.len() > 1 {
-        s.push_str("<h2>Errors by code</h2>\n");
-        s.push_str(&table(&errors));
-    }
-    s.push_str("<h2>Charts</h2>\n");
+    // Charts first: they are what the page is for, and then a 1200x2000
+    // screenshot shows them all.
+    s.push_str("<div class=\"charts\">\n");
     let sections = [
         ("latency-over-time", charts::latency_over_time(runs)?),
         ("throughput-over-time", charts::throughput_over_time(runs)?),
@@ -101,6 +85,22 @@ pub(crate) fn page(runs: &[Labelled]) -> Result<String> {
             None => s.push_str(&no_data(id)),
         }
         s.push_str("\n</figure>\n");
+    }
+    s.push_str("</div>\n");
+    s.push_str("<h2>Summary</h2>\n");
+    s.push_str("<p>Ratios are against the first run.</p>\n");
+    s.push_str(&table(&compare::cells(runs)));
+    s.push_str("<h2>Runs</h2>\n");
+    s.push_str(&table(&parameters(runs)));
+    let processes = processes(runs);
+    if processes.len() > 1 {
+        s.push_str("<h2>Server processes</h2>\n");
+        s.push_str(&table(&processes));
+    }
+    let errors = errors(runs);
+    if errors.len() > 1 {
+        s.push_str("<h2>Errors by code</h2>\n");
+        s.push_str(&table(&errors));
     }
     s.push_str("</body>\n</html>\n");
     Ok(s)
@@ -117,12 +117,15 @@ fn no_data(id: &str) -> String {
 }
 
 /// The page's stylesheet.
-const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
+const STYLE: &str = "body{font-family:sans-serif;margin:1em;color:#222}\
+h1{font-size:1.5em;margin:0 0 0.5em}\
+.charts{display:flex;flex-wrap:wrap;gap:8px}\
 table{border-collapse:collapse;margin:0.5em 0 1.5em}\
-td,th{border:1px solid #ccc;padding:0.25em 0.6em;text-align:right}\
+td,th{border:1px solid #ccc;padding:0.25em 0.6em;text-align:right;\
+max-width:30em;overflow-wrap:anywhere}\
 tr:first-child td{font-weight:bold;background:#f2f2f2}\
 td:first-child{text-align:left;font-weight:bold}\
-figure{margin:0 0 1.5em}svg{max-width:100%;height:auto}.none{color:#888}";
+figure{margin:0}svg{max-width:100%;height:auto}.none{color:#888;width:570px}";
 
 /// Cells as an HTML table (the first row as the header), escaped.
 fn table(cells: &[Vec<String>]) -> String {
@@ -143,7 +146,9 @@ fn parameters(runs: &[Labelled]) -> Vec<Vec<String>> {
     let rows: [(&str, fn(&RunResult) -> String); 9] = [
         ("workload", |r| r.workload.clone()),
         ("endpoints", |r| r.endpoints.join(", ")),
-        ("clients / conns", |r| format!("{} / {}", r.clients, r.conns)),
+        ("clients / conns", |r| {
+            format!("{} / {}", r.clients, r.conns)
+        }),
         ("bound", |r| match (r.bound, r.duration_s) {
             (Some(Bound::Duration), Some(d)) => format!("--duration {d} s"),
             _ => format!("--total {}", r.total),
@@ -235,7 +240,13 @@ mod tests {
             let at = page
                 .find(&format!("<figure id=\"{id}\">"))
                 .unwrap_or_else(|| panic!("no {id}"));
-            assert!(page[at..].trim_start_matches(|c| c != '\n').trim_start().starts_with("<svg"), "{id} has no SVG");
+            assert!(
+                page[at..]
+                    .trim_start_matches(|c| c != '\n')
+                    .trim_start()
+                    .starts_with("<svg"),
+                "{id} has no SVG"
+            );
         }
         // Self-contained: nothing fetched from elsewhere.
         assert!(!page.contains("src="));

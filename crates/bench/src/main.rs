@@ -346,8 +346,7 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
     // Create the page's file now, so a bad path fails before the load does.
     let html_file = match &c.html_report {
         Some(path) => Some(
-            std::fs::File::create(path)
-                .with_context(|| format!("--report {}", path.display()))?,
+            std::fs::File::create(path).with_context(|| format!("--report {}", path.display()))?,
         ),
         None => None,
     };
@@ -538,6 +537,43 @@ mod tests {
         ])
         .expect("parses");
         assert_eq!(r.common.endpoints, ["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn duration_rate_and_output_flags() {
+        let a = Cli::try_parse_from([
+            "bramble-bench",
+            "--duration",
+            "30",
+            "--rate",
+            "200",
+            "put",
+            "--label",
+            "etcd",
+            "--report",
+            "out.html",
+            "--interval",
+            "0.5",
+            "--progress",
+        ])
+        .expect("parses");
+        assert_eq!((a.common.duration, a.common.rate), (Some(30), 200));
+        assert_eq!(a.common.label.as_deref(), Some("etcd"));
+        assert_eq!(
+            a.common.html_report.as_deref(),
+            Some(std::path::Path::new("out.html"))
+        );
+        assert_eq!(a.common.interval, 0.5);
+        assert!(a.common.progress);
+        // One bound or the other.
+        assert!(
+            Cli::try_parse_from(["bramble-bench", "--duration", "3", "--total", "9", "put"])
+                .is_err()
+        );
+        let r =
+            Cli::try_parse_from(["bramble-bench", "report", "a.json", "b.json"]).expect("parses");
+        assert!(matches!(r.workload, Workload::Report(_)));
+        assert!(Cli::try_parse_from(["bramble-bench", "report"]).is_err());
     }
 
     #[test]

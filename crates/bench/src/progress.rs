@@ -58,13 +58,12 @@ impl Progress {
     pub(crate) fn start(goal: Goal, counters: Arc<Counters>, started: Instant) -> Progress {
         // indicatif's plain stderr target hides itself when stderr is not a
         // terminal; `--progress` asked for the line anyway (e.g. under `script`).
-        let target =
-            ProgressDrawTarget::term_like_with_hz(Box::new(console::Term::stderr()), 10);
+        let target = ProgressDrawTarget::term_like_with_hz(Box::new(console::Term::stderr()), 10);
         let (len, template) = match goal {
-            Goal::Requests(n) => (n, "[{elapsed_precise}] {bar:30} {pos}/{len} requests, {msg}"),
+            Goal::Requests(n) => (n, "[{elapsed_precise}] {bar:20} {pos}/{len} req, {msg}"),
             Goal::Time(d) => (
                 u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-                "[{elapsed_precise}] {bar:30} {msg}",
+                "[{elapsed_precise}] {bar:20} {msg}",
             ),
         };
         let bar = ProgressBar::with_draw_target(Some(len), target);
@@ -99,13 +98,11 @@ impl Progress {
                     }
                     Goal::Time(d) => {
                         let elapsed = now.duration_since(started);
-                        shown.set_position(
-                            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-                        );
+                        shown.set_position(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
                         shown.set_message(format!(
-                            "{:.0}/{:.0} s, {done} requests, {rate:.0} req/s, {errors} errors",
-                            elapsed.as_secs_f64().min(d.as_secs_f64()),
-                            d.as_secs_f64()
+                            "{}/{} s, {done} req, {rate:.0} req/s, {errors} errors",
+                            elapsed.as_secs().min(d.as_secs()),
+                            d.as_secs()
                         ));
                     }
                 }

@@ -162,8 +162,8 @@ pub(crate) struct CdfPoint {
 pub(crate) fn cdf(sorted: &[u64]) -> Vec<CdfPoint> {
     // In hundredths of a percent, so p99.99 is exact (see `Quantile`).
     const AT: [u64; 22] = [
-        0, 100, 500, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 7500, 8000, 8500, 9000, 9500,
-        9750, 9900, 9950, 9990, 9995, 9999, 10000,
+        0, 100, 500, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 7500, 8000, 8500, 9000, 9500, 9750,
+        9900, 9950, 9990, 9995, 9999, 10000,
     ];
     let mut out: Vec<CdfPoint> = Vec::with_capacity(AT.len());
     for num in AT {
@@ -277,7 +277,14 @@ mod tests {
         );
         // 1 ms to 1024 ms in 10 buckets: bounds 2, 4, ... 1024 ms (up to
         // float rounding, so no sample sits on an inner bound here).
-        let v = [1_000_000, 1_500_000, 3_000_000, 3_900_000, 400_000_000, 1_024_000_000];
+        let v = [
+            1_000_000,
+            1_500_000,
+            3_000_000,
+            3_900_000,
+            400_000_000,
+            1_024_000_000,
+        ];
         let h = histogram(&v, 10);
         assert_eq!(h.len(), 10);
         assert_eq!(
@@ -294,7 +301,13 @@ mod tests {
     fn cdf_is_monotonic_and_ends_at_the_maximum() {
         let v: Vec<u64> = (1..=10_000).map(|i| i * 1000).collect();
         let c = cdf(&v);
-        assert_eq!(c[0], CdfPoint { percent: 0.0, ms: 0.001 });
+        assert_eq!(
+            c[0],
+            CdfPoint {
+                percent: 0.0,
+                ms: 0.001
+            }
+        );
         let last = c.last().expect("points");
         assert_eq!((last.percent, last.ms), (100.0, 10.0));
         assert!(c.iter().any(|p| p.percent == 99.99 && p.ms == 9.999));
