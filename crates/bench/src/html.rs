@@ -141,9 +141,12 @@ fn table(cells: &[Vec<String>]) -> String {
     s
 }
 
+/// How a table cell is read from a result.
+type Cell = fn(&RunResult) -> String;
+
 /// One column per run: what it was and how it was bounded.
 fn parameters(runs: &[Labelled]) -> Vec<Vec<String>> {
-    let rows: [(&str, fn(&RunResult) -> String); 9] = [
+    let rows: [(&str, Cell); 9] = [
         ("workload", |r| r.workload.clone()),
         ("endpoints", |r| r.endpoints.join(", ")),
         ("clients / conns", |r| {
