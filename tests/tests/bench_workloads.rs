@@ -2,7 +2,10 @@
 //! with `--json`, checking the report (every request succeeded, no errors, ordered
 //! percentiles, the `--pid` process measured) and, with the etcd-client crate, what the
 //! writes did to the store: one revision per put and per txn, the keys txn-put wrote, and
-//! txn-cas's keys with one version per successful compare-and-swap and no conflicts.
+//! txn-cas's keys with one version per successful compare-and-swap and no conflicts. A
+//! second test runs `--duration --rate --report x.html` and renders the page in headless
+//! Chromium (skipped when `chromium` is not installed; the screenshot stays under
+//! `target/tmp/bench_report/`).
 //!
 //! `cargo test` does not build the binaries of other packages, and a stale
 //! `target/debug/bramble-bench` would lack the workloads under test, so the test builds it

@@ -87,6 +87,8 @@ pub(crate) fn latency_over_time(runs: &[Labelled]) -> Result<Option<String>> {
             .configure_mesh()
             .x_desc("seconds since start")
             .max_light_lines(2)
+            .label_style((FONT, 12))
+            .axis_desc_style((FONT, 13))
             .y_desc("latency (ms)")
             .draw()?;
         for (i, r) in runs.iter().enumerate() {
@@ -110,7 +112,7 @@ pub(crate) fn latency_over_time(runs: &[Labelled]) -> Result<Option<String>> {
                     PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3))
                 });
         }
-        legend(&mut chart)?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     })
     .map(Some)
@@ -152,6 +154,8 @@ pub(crate) fn throughput_over_time(runs: &[Labelled]) -> Result<Option<String>> 
             .configure_mesh()
             .x_desc("seconds since start")
             .max_light_lines(2)
+            .label_style((FONT, 12))
+            .axis_desc_style((FONT, 13))
             .y_desc("successful requests/s")
             .draw()?;
         for (i, (r, pts)) in runs.iter().zip(points).enumerate() {
@@ -163,7 +167,7 @@ pub(crate) fn throughput_over_time(runs: &[Labelled]) -> Result<Option<String>> 
                     PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
                 });
         }
-        legend(&mut chart)?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     })
     .map(Some)
@@ -220,6 +224,8 @@ pub(crate) fn latency_histogram(runs: &[Labelled]) -> Result<Option<String>> {
             .x_desc("latency (ms, log scale)")
             .x_labels(16)
             .max_light_lines(2)
+            .label_style((FONT, 12))
+            .axis_desc_style((FONT, 13))
             .y_desc("% of requests")
             .draw()?;
         for (i, (r, bars)) in runs.iter().zip(bars).enumerate() {
@@ -246,7 +252,7 @@ pub(crate) fn latency_histogram(runs: &[Labelled]) -> Result<Option<String>> {
                 Rectangle::new([(x0, 0.0), (x1, pct)], c.stroke_width(1))
             }))?;
         }
-        legend(&mut chart)?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     })
     .map(Some)
@@ -270,6 +276,8 @@ pub(crate) fn latency_cdf(runs: &[Labelled]) -> Result<Option<String>> {
             .x_desc("latency (ms, log scale)")
             .x_labels(16)
             .max_light_lines(2)
+            .label_style((FONT, 12))
+            .axis_desc_style((FONT, 13))
             .y_desc("% of requests at most this slow")
             .draw()?;
         for (i, r) in runs.iter().enumerate() {
@@ -288,7 +296,7 @@ pub(crate) fn latency_cdf(runs: &[Labelled]) -> Result<Option<String>> {
                 });
             chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
         }
-        legend(&mut chart)?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         Ok(())
     })
     .map(Some)
@@ -318,7 +326,7 @@ pub(crate) fn bytes_per_op(runs: &[Labelled]) -> Result<Option<String>> {
     let x_max = bars.iter().map(|b| b.2).fold(0.0, f64::max);
     let n = bars.len() as f64;
     // A fixed height per bar, so one bar is not a slab.
-    let height = 110 + 44 * u32::try_from(bars.len()).unwrap_or(u32::MAX / 64).min(64);
+    let height = 150 + 44 * u32::try_from(bars.len()).unwrap_or(u32::MAX / 64).min(64);
     svg((SIZE.0, height), |root| {
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(root)
@@ -333,6 +341,8 @@ pub(crate) fn bytes_per_op(runs: &[Labelled]) -> Result<Option<String>> {
             .disable_y_axis()
             .x_desc("bytes per successful request (write_bytes)")
             .max_light_lines(2)
+            .label_style((FONT, 12))
+            .axis_desc_style((FONT, 13))
             .x_label_formatter(&|v| bytes(*v))
             .draw()?;
         // The first bar at the top, as the runs are listed.
@@ -355,16 +365,18 @@ pub(crate) fn bytes_per_op(runs: &[Labelled]) -> Result<Option<String>> {
     .map(Some)
 }
 
-/// Draws the legend of the series that have labels.
+/// Draws the legend of the series that have labels, at `position` (where
+/// the chart's lines usually are not).
 fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
 ) -> Result<(), Box<dyn std::error::Error>>
 where
     DB::ErrorType: 'static,
 {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font((FONT, 15))
