@@ -5,18 +5,25 @@
 //! `txn-cas`, the compare-and-swap update kube-apiserver sends), and adds what a
 //! Raspberry Pi cluster cares about: bytes written to storage per request
 //! (`--pid`, from `/proc/PID/io`), server CPU time and memory. `--json` prints
-//! one JSON object so scripts (`scripts/compare-etcd`) can compare runs.
+//! one JSON object so scripts (`scripts/compare-etcd`) can compare runs,
+//! `--report out.html` a page of charts, and `bramble-bench report a.json
+//! b.json` puts several `--json` results side by side.
 //!
 //! Exit status: 0 when every request succeeded, 2 when the report was
 //! printed but some requests failed or the `--timeout` cut the run short,
 //! 1 when nothing could be measured (bad flags, server unreachable).
 
+mod charts;
+mod compare;
 mod conn;
+mod html;
 mod procfs;
+mod progress;
 mod put;
 mod range;
 mod report;
 mod run;
+mod series;
 mod stats;
 mod txn_cas;
 mod txn_put;
@@ -79,6 +86,25 @@ struct Common {
     /// Requests to send in all.
     #[arg(long, global = true, default_value_t = 10_000)]
     total: u64,
+    /// Run for this many seconds instead of --total requests (requests in
+    /// flight at the end still finish; --timeout stays the hard stop).
+    #[arg(long, global = true, conflicts_with = "total")]
+    duration: Option<u64>,
+    /// Requests started per second across all clients (0: as fast as they go).
+    #[arg(long, global = true, default_value_t = 0)]
+    rate: u64,
+    /// Seconds per interval of the time series (--json and --report).
+    #[arg(long, global = true, default_value_t = 1.0)]
+    interval: f64,
+    /// Draw the live progress line on stderr even when it is not a terminal.
+    #[arg(long, global = true)]
+    progress: bool,
+    /// What the run measured (e.g. `bramble`, `etcd`), shown by `report`.
+    #[arg(long, global = true)]
+    label: Option<String>,
+    /// Also write a self-contained HTML page with charts to this file.
+    #[arg(long = "report", global = true, value_name = "FILE")]
+    html_report: Option<std::path::PathBuf>,
     /// Stop the whole run after this many seconds, finished or not.
     #[arg(long, global = true, default_value_t = 60)]
     timeout: u64,
@@ -119,6 +145,8 @@ enum Workload {
     /// Each request is Txn(If mod_revision(key) == last seen, Then Put(key),
     /// Else Get(key)); failed compares are reported as conflicts.
     TxnCas(TxnCasArgs),
+    /// Not a workload: print several `--json` results side by side.
+    Report(compare::ReportArgs),
 }
 
 /// `put` flags. Defaults differ from etcd's tool (1 key, 8-byte values),
@@ -189,6 +217,15 @@ struct RangeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Workload::Report(args) = &cli.workload {
+        return match compare::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bramble-bench report: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -298,6 +335,20 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
             });
             ("txn-cas", params, Op::TxnCas(shape))
         }
+        Workload::Report(_) => bail!("`report` reads results; it runs no workload"),
+    };
+    if !(c.interval > 0.0 && c.interval.is_finite()) {
+        bail!("--interval must be a positive number of seconds");
+    }
+    if c.duration == Some(0) {
+        bail!("--duration must be at least 1 second");
+    }
+    // Create the page's file now, so a bad path fails before the load does.
+    let html_file = match &c.html_report {
+        Some(path) => Some(
+            std::fs::File::create(path).with_context(|| format!("--report {}", path.display()))?,
+        ),
+        None => None,
     };
 
     let tls = conn::tls(c.cacert.clone(), c.cert.clone().zip(c.cert_key.clone()))?;
@@ -334,9 +385,17 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
     }
 
     let plan = run::Plan {
-        total: c.total,
+        total: if c.duration.is_some() {
+            u64::MAX
+        } else {
+            c.total
+        },
+        duration: c.duration.map(Duration::from_secs),
+        rate: c.rate,
         deadline: Instant::now() + Duration::from_secs(c.timeout),
         quiet: c.quiet || c.json,
+        interval: Duration::from_secs_f64(c.interval),
+        progress: progress::wanted(c.progress),
     };
     let mut conflicts = None;
     let outcome = match op {
@@ -356,6 +415,11 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
         tokio::time::sleep(Duration::from_millis(c.settle_ms)).await;
     }
     let ok = outcome.ok();
+    // With --duration the run had no count to reach: report the requests it sent.
+    let total = match c.duration {
+        Some(_) => ok + outcome.errors.count,
+        None => c.total,
+    };
     let ticks = procfs::clock_ticks_per_sec();
     let mut processes = Vec::with_capacity(samples.len());
     for (pid, name, start) in samples {
@@ -394,7 +458,7 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
         c.endpoints.clone(),
         c.clients,
         conns,
-        c.total,
+        total,
         params,
         outcome,
         if pids.is_empty() { 0 } else { c.settle_ms },
@@ -402,6 +466,16 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
     report.set_processes(processes);
     report.servers = servers;
     report.conflicts = conflicts;
+    report.label = c.label.clone();
+    if let Some(d) = c.duration {
+        report.bound = report::Bound::Duration;
+        report.duration_s = Some(d as f64);
+    }
+    report.rate = c.rate;
+    report.interval_s = c.interval;
+    if let (Some(file), Some(path)) = (html_file, &c.html_report) {
+        html::write_run(&report, file).with_context(|| format!("--report {}", path.display()))?;
+    }
     Ok((report, c.json))
 }
 
@@ -463,6 +537,43 @@ mod tests {
         ])
         .expect("parses");
         assert_eq!(r.common.endpoints, ["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn duration_rate_and_output_flags() {
+        let a = Cli::try_parse_from([
+            "bramble-bench",
+            "--duration",
+            "30",
+            "--rate",
+            "200",
+            "put",
+            "--label",
+            "etcd",
+            "--report",
+            "out.html",
+            "--interval",
+            "0.5",
+            "--progress",
+        ])
+        .expect("parses");
+        assert_eq!((a.common.duration, a.common.rate), (Some(30), 200));
+        assert_eq!(a.common.label.as_deref(), Some("etcd"));
+        assert_eq!(
+            a.common.html_report.as_deref(),
+            Some(std::path::Path::new("out.html"))
+        );
+        assert_eq!(a.common.interval, 0.5);
+        assert!(a.common.progress);
+        // One bound or the other.
+        assert!(
+            Cli::try_parse_from(["bramble-bench", "--duration", "3", "--total", "9", "put"])
+                .is_err()
+        );
+        let r =
+            Cli::try_parse_from(["bramble-bench", "report", "a.json", "b.json"]).expect("parses");
+        assert!(matches!(r.workload, Workload::Report(_)));
+        assert!(Cli::try_parse_from(["bramble-bench", "report"]).is_err());
     }
 
     #[test]

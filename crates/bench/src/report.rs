@@ -7,15 +7,26 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::conn::ServerStatus;
 use crate::procfs::{CpuTicks, IoCounters, Memory};
 use crate::run::{ErrorLog, Outcome};
-use crate::stats::{ms, Summary};
+use crate::series::Interval;
+use crate::stats::{cdf, histogram, ms, Bucket, CdfPoint, Summary, HISTOGRAM_BUCKETS};
+
+/// What ended a run: its request count or its duration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Bound {
+    /// `--total` requests.
+    Total,
+    /// `--duration` seconds.
+    Duration,
+}
 
 /// Latency percentiles in milliseconds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct LatencyMs {
     /// Arithmetic mean.
     pub(crate) mean: f64,
@@ -135,14 +146,23 @@ pub(crate) struct EndpointReport {
 pub(crate) struct Report {
     /// `put`, `range`, `txn-put` or `txn-cas`.
     pub(crate) workload: &'static str,
+    /// What the run measured, from `--label` (e.g. `bramble` or `etcd`),
+    /// for `bramble-bench report` and the HTML page.
+    pub(crate) label: Option<String>,
     /// The endpoints given.
     pub(crate) endpoints: Vec<String>,
     /// Concurrent clients.
     pub(crate) clients: usize,
     /// gRPC connections they shared.
     pub(crate) conns: usize,
-    /// Requests asked for.
+    /// Requests asked for; with `--duration`, the requests sent.
     pub(crate) total: u64,
+    /// Whether `total` or `duration_s` bounded the run.
+    pub(crate) bound: Bound,
+    /// `--duration`, seconds (`None` when `--total` bounded the run).
+    pub(crate) duration_s: Option<f64>,
+    /// `--rate`: requests started per second across all clients, 0 for unlimited.
+    pub(crate) rate: u64,
     /// The workload's own parameters (key and value sizes, ...).
     pub(crate) params: serde_json::Value,
     /// Requests that succeeded.
@@ -159,6 +179,15 @@ pub(crate) struct Report {
     pub(crate) throughput: f64,
     /// Latency of successful requests (`None` if none succeeded).
     pub(crate) latency_ms: Option<LatencyMs>,
+    /// Their distribution: buckets with geometrically growing bounds.
+    pub(crate) latency_histogram: Vec<Bucket>,
+    /// Their distribution as latency at fixed percentiles.
+    pub(crate) latency_cdf: Vec<CdfPoint>,
+    /// Width of the intervals of `series`, seconds.
+    pub(crate) interval_s: f64,
+    /// Successes, failures and latency per interval (they add up to `ok`
+    /// and `errors.count`).
+    pub(crate) series: Vec<Interval>,
     /// txn-cas only: answered requests whose compare failed (the Else
     /// branch read the key instead of writing it). They are counted in `ok`
     /// too: the server did answer.
@@ -191,13 +220,19 @@ impl Report {
     ) -> Report {
         let ok = outcome.ok();
         let elapsed_s = outcome.elapsed.as_secs_f64();
-        let latency_ms = Summary::from_samples(outcome.latencies).map(|s| LatencyMs::from(&s));
+        let mut sorted = outcome.latencies;
+        sorted.sort_unstable();
+        let latency_ms = Summary::from_sorted(&sorted).map(|s| LatencyMs::from(&s));
         Report {
             workload,
+            label: None,
             endpoints,
             clients,
             conns,
             total,
+            bound: Bound::Total,
+            duration_s: None,
+            rate: 0,
             params,
             ok,
             errors: outcome.errors,
@@ -210,6 +245,10 @@ impl Report {
                 0.0
             },
             latency_ms,
+            latency_histogram: histogram(&sorted, HISTOGRAM_BUCKETS),
+            latency_cdf: cdf(&sorted),
+            interval_s: 0.0,
+            series: outcome.series,
             conflicts: None,
             settle_ms,
             processes: Vec::new(),
@@ -252,11 +291,23 @@ impl Report {
             .iter()
             .map(|e| format!("{} {}", e.before.endpoint, e.before.version))
             .collect();
+        let bound = match (self.bound, self.duration_s) {
+            (Bound::Duration, Some(d)) => format!("{d} s"),
+            _ => format!("{} requests", self.total),
+        };
         let _ = writeln!(
             s,
-            "{}: {} requests, {} clients over {} connections to {} (version {})",
+            "{}{}: {bound}{}, {} clients over {} connections to {} (version {})",
+            self.label
+                .as_deref()
+                .map(|l| format!("[{l}] "))
+                .unwrap_or_default(),
             self.workload,
-            self.total,
+            if self.rate > 0 {
+                format!(" at {} req/s", self.rate)
+            } else {
+                String::new()
+            },
             self.clients,
             self.conns,
             self.endpoints.join(","),
@@ -269,7 +320,7 @@ impl Report {
         let _ = writeln!(s, "  params      {}", self.params);
         let _ = writeln!(
             s,
-            "  result      {} ok, {} errors{}, {:.2} s, {:.1} req/s",
+            "  result      {} ok, {} errors{}, {:.2} s, {:.1} req/s (bound: {})",
             self.ok,
             self.errors.count,
             if self.timed_out {
@@ -278,7 +329,11 @@ impl Report {
                 String::new()
             },
             self.elapsed_s,
-            self.throughput
+            self.throughput,
+            match self.bound {
+                Bound::Total => "--total",
+                Bound::Duration => "--duration",
+            }
         );
         if let Some(l) = &self.latency_ms {
             let _ = writeln!(
@@ -287,6 +342,7 @@ impl Report {
                 l.mean, l.min, l.p50, l.p90, l.p99, l.p999, l.max
             );
         }
+        s.push_str(&histogram_text(&self.latency_histogram));
         if let Some(n) = self.conflicts {
             let _ = writeln!(
                 s,
@@ -348,6 +404,30 @@ impl Report {
     }
 }
 
+/// Widest bar of the text histogram, in `∎`s (etcd's benchmark uses 40).
+const BAR_WIDTH: u64 = 40;
+
+/// A latency histogram as etcd's benchmark prints it: one line per bucket,
+/// its upper bound, count and a bar of `∎` scaled to the fullest bucket.
+pub(crate) fn histogram_text(buckets: &[Bucket]) -> String {
+    let mut s = String::new();
+    let Some(most) = buckets.iter().map(|b| b.count).max() else {
+        return s;
+    };
+    let _ = writeln!(s, "  latency histogram (ms, upper bound [count]):");
+    for b in buckets {
+        let bar = (b.count * BAR_WIDTH).div_ceil(most.max(1));
+        let _ = writeln!(
+            s,
+            "    {:>10.3} [{}]\t|{}",
+            b.le_ms,
+            b.count,
+            "∎".repeat(usize::try_from(bar).unwrap_or(0))
+        );
+    }
+    s
+}
+
 /// `total / ok`, or `None` when nothing succeeded.
 fn per_op(total: f64, ok: u64) -> Option<f64> {
     (ok > 0).then(|| total / ok as f64)
@@ -386,10 +466,40 @@ mod tests {
                 count: errors,
                 ..Default::default()
             },
-            abandoned: 0,
-            timed_out: false,
             elapsed: Duration::from_secs(2),
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn text_has_the_histogram_and_the_bound() {
+        let mut r = Report::new(
+            "put",
+            vec![],
+            1,
+            1,
+            4,
+            serde_json::Value::Null,
+            outcome(vec![1_000_000, 2_000_000, 2_000_000, 8_000_000], 0),
+            0,
+        );
+        assert_eq!(r.latency_histogram.iter().map(|b| b.count).sum::<u64>(), 4);
+        let text = r.to_text();
+        assert!(text.contains("latency histogram"), "{text}");
+        // The fullest bucket (the two 2 ms requests) gets the full 40-bar width.
+        let full = format!("|{}\n", "∎".repeat(40));
+        assert!(text.contains(&full), "{text}");
+        assert!(text.contains("put: 4 requests, 1 clients"), "{text}");
+        r.bound = Bound::Duration;
+        r.duration_s = Some(2.0);
+        r.rate = 100;
+        r.label = Some("etcd".into());
+        let text = r.to_text();
+        assert!(
+            text.starts_with("[etcd] put: 2 s at 100 req/s, 1 clients"),
+            "{text}"
+        );
+        assert!(text.contains("(bound: --duration)"), "{text}");
     }
 
     #[test]

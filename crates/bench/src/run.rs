@@ -1,5 +1,6 @@
 //! The load driver: `clients` concurrent tasks draining one bounded request
-//! count before one deadline, timing every request.
+//! count (or running for a duration), optionally at a fixed rate, before one
+//! deadline, timing every request.
 //!
 //! Workloads (put, range, txn-put, txn-cas) only say how to send request
 //! number `i` on a client; the driver owns concurrency, bounds and
@@ -7,6 +8,8 @@
 //! handed out from a shared counter rather than split up front, so a slow
 //! connection does not leave its clients with a long tail while the others
 //! sit idle (etcd's benchmark does the same with a shared request channel).
+//! The same counter paces `--rate`: request `i` is due `i / rate` seconds
+//! after the start, whichever client takes it.
 //!
 //! A client is usually a bare KV stub, but can carry per-client state
 //! (txn-cas's client remembers its key's last revision): each client is one
@@ -23,6 +26,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::progress::{Counters, Goal, Progress};
+use crate::series::{self, Interval, Sample};
 use crate::stats;
 
 /// How many error messages are kept (and printed as they happen); the rest
@@ -63,16 +68,26 @@ impl ErrorLog {
 /// The bounds of one run.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Plan {
-    /// Requests to send in all.
+    /// Requests to send in all (`u64::MAX` when `duration` is the bound).
     pub(crate) total: u64,
+    /// Start no request after this long (`--duration`); requests in flight
+    /// then still finish, unless `deadline` comes first.
+    pub(crate) duration: Option<Duration>,
+    /// Requests started per second across all clients (`--rate`); 0 for
+    /// as fast as the clients go.
+    pub(crate) rate: u64,
     /// No request is started after this, and any still in flight is abandoned.
     pub(crate) deadline: Instant,
     /// Don't print errors as they happen (the report still lists them).
     pub(crate) quiet: bool,
+    /// Width of the time series' intervals.
+    pub(crate) interval: Duration,
+    /// Draw the live progress line on stderr.
+    pub(crate) progress: bool,
 }
 
 /// What happened in one run.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Outcome {
     /// Latency of every successful request, nanoseconds, in no order.
     pub(crate) latencies: Vec<u64>,
@@ -80,10 +95,14 @@ pub(crate) struct Outcome {
     pub(crate) errors: ErrorLog,
     /// Requests abandoned in flight at the deadline.
     pub(crate) abandoned: u64,
-    /// True if the deadline stopped the run before `total` requests finished.
+    /// True if the deadline stopped the run before its bound (`total`
+    /// requests, or `duration`) was reached.
     pub(crate) timed_out: bool,
     /// Wall time from the first request to the last one finishing.
     pub(crate) elapsed: Duration,
+    /// Successes and failures per interval of `Plan::interval`; they add up
+    /// to `latencies.len()` and `errors.count`.
+    pub(crate) series: Vec<Interval>,
 }
 
 impl Outcome {
@@ -93,8 +112,29 @@ impl Outcome {
     }
 }
 
-/// Runs `plan.total` requests over `clients` (one task each), calling
-/// `op(client, i)` for request number `i` (0-based, each sent once).
+/// When request `i` may start at `rate` requests per second from `started`.
+///
+/// A fixed schedule rather than a token bucket: request `i` is due at
+/// `i / rate` seconds, so a run at `--rate 200 --duration 1` starts exactly
+/// 200 requests, and clients that fell behind (a slow response) catch up
+/// instead of silently lowering the rate.
+fn due(started: Instant, rate: u64, i: u64) -> Instant {
+    let nanos = u128::from(i) * 1_000_000_000 / u128::from(rate.max(1));
+    started + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// What one client task recorded.
+#[derive(Default)]
+struct TaskLog {
+    /// Its successes.
+    samples: Vec<Sample>,
+    /// When its failures finished, nanoseconds since the start.
+    error_ends: Vec<u64>,
+}
+
+/// Runs `plan.total` requests (or for `plan.duration`) over `clients` (one
+/// task each), calling `op(client, i)` for request number `i` (0-based, each
+/// sent once).
 pub(crate) async fn drive<Client, Op, Fut>(clients: Vec<Client>, plan: Plan, op: Op) -> Outcome
 where
     Client: Clone + Send + 'static,
@@ -105,27 +145,70 @@ where
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(Mutex::new(ErrorLog::default()));
     let abandoned = Arc::new(AtomicU64::new(0));
+    let counters = Arc::new(Counters::default());
     let started = Instant::now();
+    // No request starts at or after `stop`; the deadline also abandons
+    // those in flight.
+    let stop = match plan.duration {
+        Some(d) => (started + d).min(plan.deadline),
+        None => plan.deadline,
+    };
+    let progress = plan.progress.then(|| {
+        let goal = match plan.duration {
+            Some(d) => Goal::Time(d),
+            None => Goal::Requests(plan.total),
+        };
+        Progress::start(goal, counters.clone(), started)
+    });
 
     let mut tasks = Vec::with_capacity(clients.len());
     for client in clients {
-        let (op, next, errors, abandoned) =
-            (op.clone(), next.clone(), errors.clone(), abandoned.clone());
+        let (op, next, errors, abandoned, counters) = (
+            op.clone(),
+            next.clone(),
+            errors.clone(),
+            abandoned.clone(),
+            counters.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while Instant::now() < plan.deadline {
+            let mut log = TaskLog::default();
+            loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= plan.total {
                     break;
                 }
+                if plan.rate > 0 {
+                    let at = due(started, plan.rate, i);
+                    if at >= stop {
+                        break;
+                    }
+                    tokio::time::sleep_until(at).await;
+                }
                 let t0 = Instant::now();
-                match tokio::time::timeout_at(plan.deadline, op(client.clone(), i)).await {
-                    Ok(Ok(())) => latencies.push(stats::nanos(t0.elapsed())),
+                // Also for a paced request whose timer fired late: a
+                // client that cannot keep up with the rate must not stretch
+                // the run past its duration.
+                if t0 >= stop {
+                    break;
+                }
+                let result = tokio::time::timeout_at(plan.deadline, op(client.clone(), i)).await;
+                let end = Instant::now();
+                let end_ns = stats::nanos(end.duration_since(started));
+                match result {
+                    Ok(Ok(())) => {
+                        log.samples.push(Sample {
+                            end_ns,
+                            latency_ns: stats::nanos(end.duration_since(t0)),
+                        });
+                        counters.ok.fetch_add(1, Ordering::Relaxed);
+                    }
                     Ok(Err(status)) => {
                         // A poisoned lock only means another task panicked
                         // mid-record; the counts are still usable.
-                        let mut log = errors.lock().unwrap_or_else(|p| p.into_inner());
-                        log.record(&status, plan.quiet);
+                        let mut errors = errors.lock().unwrap_or_else(|p| p.into_inner());
+                        errors.record(&status, plan.quiet || plan.progress);
+                        log.error_ends.push(end_ns);
+                        counters.errors.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(_deadline) => {
                         abandoned.fetch_add(1, Ordering::Relaxed);
@@ -133,28 +216,44 @@ where
                     }
                 }
             }
-            latencies
+            log
         }));
     }
 
-    let mut latencies = Vec::with_capacity(usize::try_from(plan.total).unwrap_or(0));
+    let mut samples = Vec::new();
+    let mut error_ends = Vec::new();
     for t in tasks {
         match t.await {
-            Ok(l) => latencies.extend(l),
+            Ok(log) => {
+                samples.extend(log.samples);
+                error_ends.extend(log.error_ends);
+            }
             // A task can only fail by panicking inside `op`; report it
             // rather than take the whole run down with it.
             Err(e) => eprintln!("bramble-bench: a client task failed: {e}"),
         }
     }
     let elapsed = started.elapsed();
+    if let Some(p) = progress {
+        p.finish();
+    }
     let errors = errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let done = latencies.len() as u64 + errors.count;
+    let abandoned = abandoned.load(Ordering::Relaxed);
+    let done = samples.len() as u64 + errors.count;
+    let timed_out = match plan.duration {
+        // Cut short if the deadline came before the duration's end, or
+        // caught requests still in flight after it.
+        Some(d) => plan.deadline < started + d || abandoned > 0,
+        None => done < plan.total,
+    };
+    let series = series::build(&mut samples, &error_ends, plan.interval, elapsed);
     Outcome {
-        latencies,
+        latencies: samples.iter().map(|s| s.latency_ns).collect(),
         errors,
-        abandoned: abandoned.load(Ordering::Relaxed),
-        timed_out: done < plan.total,
+        abandoned,
+        timed_out,
         elapsed,
+        series,
     }
 }
 
@@ -175,9 +274,30 @@ mod tests {
     fn plan(total: u64, secs: u64) -> Plan {
         Plan {
             total,
+            duration: None,
+            rate: 0,
             deadline: Instant::now() + Duration::from_secs(secs),
             quiet: true,
+            interval: Duration::from_secs(1),
+            progress: false,
         }
+    }
+
+    /// A plan bounded by `duration` instead of a request count.
+    fn timed(duration: Duration, rate: u64) -> Plan {
+        Plan {
+            total: u64::MAX,
+            duration: Some(duration),
+            rate,
+            ..plan(0, 20)
+        }
+    }
+
+    /// Totals of a series.
+    fn series_sums(out: &Outcome) -> (u64, u64) {
+        out.series
+            .iter()
+            .fold((0, 0), |(ok, err), i| (ok + i.ok, err + i.errors))
     }
 
     #[tokio::test]
@@ -204,6 +324,132 @@ mod tests {
         assert_eq!(out.errors.samples.len(), ERROR_SAMPLES);
         assert!(!out.timed_out);
         assert_eq!(out.abandoned, 0);
+        assert_eq!(series_sums(&out), (90, 10));
+    }
+
+    #[tokio::test]
+    async fn rate_paces_requests_and_duration_bounds_them() {
+        // 200/s for 1 s: request i is due at i * 5 ms, so i = 0..199 are
+        // due before the end (the 200th is due at 1.000 s, the end): never
+        // more than 200. A request never starts before it is due. 4 clients
+        // of instant requests keep up, but a request whose timer fires after
+        // the end is not sent: allowing a loaded machine 50 ms of timer
+        // lateness, that is at most the last 10 (50 ms * 200/s), so 190..=200.
+        let started = Instant::now();
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let s = starts.clone();
+        let mut p = timed(Duration::from_secs(1), 200);
+        p.interval = Duration::from_millis(250);
+        let out = drive(idle_clients(4), p, move |_kv, i| {
+            s.lock().expect("lock").push((i, Instant::now()));
+            async { Ok(()) }
+        })
+        .await;
+        assert!((190..=200).contains(&out.ok()), "{}", out.ok());
+        assert!(!out.timed_out);
+        let starts = starts.lock().expect("lock");
+        for &(i, at) in starts.iter() {
+            let due_after = Duration::from_millis(5 * i);
+            assert!(
+                at.duration_since(started) >= due_after,
+                "request {i} started before {due_after:?}"
+            );
+        }
+        // The last request sent was due at 5 ms * (ok - 1) after the
+        // driver's start (a little after `started`); the run ends then, plus
+        // the 50 ms lateness allowed above.
+        let last_due = Duration::from_millis(5 * (out.ok() - 1));
+        assert!(out.elapsed >= last_due, "{:?}", out.elapsed);
+        assert!(
+            out.elapsed < Duration::from_millis(1050),
+            "{:?}",
+            out.elapsed
+        );
+        assert_eq!(series_sums(&out), (out.ok(), 0));
+        // Four 250 ms intervals, a fifth if the last request ended past 1 s.
+        assert!((4..=5).contains(&out.series.len()), "{:?}", out.series);
+    }
+
+    #[tokio::test]
+    async fn rate_with_a_total() {
+        // 50 requests at 100/s: the last is due at 490 ms.
+        let p = Plan {
+            rate: 100,
+            ..plan(50, 20)
+        };
+        let out = drive(idle_clients(8), p, |_kv, _i| async { Ok(()) }).await;
+        assert_eq!(out.ok(), 50);
+        assert!(
+            out.elapsed >= Duration::from_millis(485),
+            "{:?}",
+            out.elapsed
+        );
+        assert!(!out.timed_out);
+    }
+
+    #[tokio::test]
+    async fn requests_in_flight_at_the_duration_end_finish() {
+        // Each client starts one 300 ms request at once; the 100 ms duration
+        // then lets no more start, but those two finish and count.
+        let out = drive(
+            idle_clients(2),
+            timed(Duration::from_millis(100), 0),
+            |_kv, _i| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(())
+            },
+        )
+        .await;
+        assert_eq!(out.ok(), 2);
+        assert_eq!(out.abandoned, 0);
+        assert!(!out.timed_out);
+        assert!(out.elapsed >= Duration::from_millis(300));
+        assert_eq!(series_sums(&out), (2, 0));
+    }
+
+    #[tokio::test]
+    async fn duration_bounds_an_unpaced_run() {
+        // 2 clients of 10 ms requests for 300 ms: at most 2 * (300 / 10 + 1)
+        // requests start (sleeps only ever run long), and the run ends by
+        // the last one's end.
+        let out = drive(
+            idle_clients(2),
+            timed(Duration::from_millis(300), 0),
+            |_kv, i| async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if i == 3 {
+                    Err(tonic::Status::internal("boom"))
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        let done = out.ok() + out.errors.count;
+        assert!((2..=62).contains(&done), "{done}");
+        assert_eq!(out.errors.count, 1);
+        assert!(!out.timed_out);
+        assert!(
+            out.elapsed >= Duration::from_millis(300),
+            "{:?}",
+            out.elapsed
+        );
+        assert_eq!(series_sums(&out), (out.ok(), 1));
+    }
+
+    #[tokio::test]
+    async fn a_deadline_before_the_duration_end_is_a_timeout() {
+        let p = Plan {
+            deadline: Instant::now() + Duration::from_millis(200),
+            ..timed(Duration::from_secs(5), 0)
+        };
+        let out = drive(idle_clients(1), p, |_kv, _i| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(())
+        })
+        .await;
+        assert!(out.timed_out);
+        assert!(out.ok() > 0);
     }
 
     #[tokio::test]
@@ -220,10 +466,9 @@ mod tests {
     #[tokio::test]
     async fn in_flight_requests_are_abandoned_at_the_deadline() {
         let p = Plan {
-            total: 1000,
             // Long enough that both tasks surely start before it, even on a loaded CI machine.
             deadline: Instant::now() + Duration::from_millis(500),
-            quiet: true,
+            ..plan(1000, 0)
         };
         let out = drive(idle_clients(2), p, |_kv, _i| async {
             tokio::time::sleep(Duration::from_secs(3600)).await;

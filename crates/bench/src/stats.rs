@@ -1,11 +1,15 @@
-//! Latency statistics: exact nearest-rank percentiles over every recorded sample.
+//! Latency statistics: exact nearest-rank percentiles over every recorded
+//! sample, and the distribution (histogram, CDF) the reports draw.
 //!
 //! A run keeps every successful request's latency (20 000 puts are 160 KB of
 //! `u64`s), so the percentiles are exact rather than histogram estimates: sort
 //! once, then pick by rank. That keeps a reported p99 free of bucket error,
-//! which matters when two servers are compared on the same numbers.
+//! which matters when two servers are compared on the same numbers. The
+//! histogram is only for the eye, so its buckets can be coarse.
 
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 /// A quantile as an exact fraction `num / den` (p99.9 is `999 / 1000`).
 ///
@@ -72,8 +76,14 @@ pub(crate) struct Summary {
 
 impl Summary {
     /// Summarizes `samples` (nanoseconds, any order); `None` when there are none.
+    #[cfg(test)]
     pub(crate) fn from_samples(mut samples: Vec<u64>) -> Option<Summary> {
         samples.sort_unstable();
+        Summary::from_sorted(&samples)
+    }
+
+    /// Summarizes `samples` (nanoseconds, ascending); `None` when there are none.
+    pub(crate) fn from_sorted(samples: &[u64]) -> Option<Summary> {
         let first = *samples.first()?;
         let last = *samples.last()?;
         // u128: 20 000 samples of up to a minute each overflow no u64, but a
@@ -85,13 +95,88 @@ impl Summary {
             count,
             min: first,
             mean,
-            p50: percentile(&samples, Quantile::P50)?,
-            p90: percentile(&samples, Quantile::P90)?,
-            p99: percentile(&samples, Quantile::P99)?,
-            p999: percentile(&samples, Quantile::P999)?,
+            p50: percentile(samples, Quantile::P50)?,
+            p90: percentile(samples, Quantile::P90)?,
+            p99: percentile(samples, Quantile::P99)?,
+            p999: percentile(samples, Quantile::P999)?,
             max: last,
         })
     }
+}
+
+/// One bar of a latency histogram: the requests slower than the previous
+/// bar's bound and at most as slow as this one's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Bucket {
+    /// Upper bound (inclusive), milliseconds.
+    pub(crate) le_ms: f64,
+    /// Requests in the bucket.
+    pub(crate) count: u64,
+}
+
+/// Bars in the reports' latency histograms (etcd's benchmark prints 10).
+pub(crate) const HISTOGRAM_BUCKETS: usize = 12;
+
+/// A histogram of `sorted` (ascending nanoseconds) in `buckets` bars whose
+/// bounds grow geometrically from the fastest sample to the slowest.
+///
+/// Geometric rather than etcd's linear bounds because latencies are skewed:
+/// with linear bounds one slow outlier puts nearly every request in the
+/// first bar. The last bound is the maximum itself, so every sample is counted.
+pub(crate) fn histogram(sorted: &[u64], buckets: usize) -> Vec<Bucket> {
+    let (Some(&min), Some(&max)) = (sorted.first(), sorted.last()) else {
+        return Vec::new();
+    };
+    let buckets = if min == max { 1 } else { buckets.max(1) };
+    let lo = min.max(1) as f64;
+    let ratio = max as f64 / lo;
+    let mut out = Vec::with_capacity(buckets);
+    let mut counted = 0;
+    for k in 1..=buckets {
+        let bound = if k == buckets {
+            max as f64
+        } else {
+            lo * ratio.powf(k as f64 / buckets as f64)
+        };
+        let upto = sorted.partition_point(|&s| s as f64 <= bound);
+        out.push(Bucket {
+            le_ms: bound / 1e6,
+            count: (upto - counted) as u64,
+        });
+        counted = upto;
+    }
+    out
+}
+
+/// One point of a latency CDF.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct CdfPoint {
+    /// Percent of requests at most this slow.
+    pub(crate) percent: f64,
+    /// Latency, milliseconds.
+    pub(crate) ms: f64,
+}
+
+/// The CDF of `sorted` (ascending nanoseconds) at fixed percentiles, dense
+/// in the tail where servers differ.
+pub(crate) fn cdf(sorted: &[u64]) -> Vec<CdfPoint> {
+    // In hundredths of a percent, so p99.99 is exact (see `Quantile`).
+    const AT: [u64; 22] = [
+        0, 100, 500, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 7500, 8000, 8500, 9000, 9500, 9750,
+        9900, 9950, 9990, 9995, 9999, 10000,
+    ];
+    let mut out: Vec<CdfPoint> = Vec::with_capacity(AT.len());
+    for num in AT {
+        let q = Quantile { num, den: 10_000 };
+        let Some(v) = percentile(sorted, q) else {
+            break;
+        };
+        out.push(CdfPoint {
+            percent: num as f64 / 100.0,
+            ms: ms(v),
+        });
+    }
+    out
 }
 
 /// Nanoseconds of a duration, saturating (a run never lasts 584 years).
@@ -178,6 +263,58 @@ mod tests {
     fn summary_mean_does_not_overflow() {
         let s = Summary::from_samples(vec![u64::MAX, u64::MAX]).expect("non-empty");
         assert_eq!(s.mean, u64::MAX);
+    }
+
+    #[test]
+    fn histogram_counts_every_sample_once() {
+        assert!(histogram(&[], 10).is_empty());
+        assert_eq!(
+            histogram(&[5_000_000, 5_000_000], 10),
+            [Bucket {
+                le_ms: 5.0,
+                count: 2
+            }]
+        );
+        // 1 ms to 1024 ms in 10 buckets: bounds 2, 4, ... 1024 ms (up to
+        // float rounding, so no sample sits on an inner bound here).
+        let v = [
+            1_000_000,
+            1_500_000,
+            3_000_000,
+            3_900_000,
+            400_000_000,
+            1_024_000_000,
+        ];
+        let h = histogram(&v, 10);
+        assert_eq!(h.len(), 10);
+        assert_eq!(
+            h.iter().map(|b| b.count).collect::<Vec<_>>(),
+            [2, 2, 0, 0, 0, 0, 0, 0, 1, 1]
+        );
+        assert!((h[0].le_ms - 2.0).abs() < 1e-9);
+        assert!((h[4].le_ms - 32.0).abs() < 1e-9);
+        assert_eq!(h[9].le_ms, 1024.0);
+        assert!(h.windows(2).all(|w| w[0].le_ms < w[1].le_ms));
+    }
+
+    #[test]
+    fn cdf_is_monotonic_and_ends_at_the_maximum() {
+        let v: Vec<u64> = (1..=10_000).map(|i| i * 1000).collect();
+        let c = cdf(&v);
+        assert_eq!(
+            c[0],
+            CdfPoint {
+                percent: 0.0,
+                ms: 0.001
+            }
+        );
+        let last = c.last().expect("points");
+        assert_eq!((last.percent, last.ms), (100.0, 10.0));
+        assert!(c.iter().any(|p| p.percent == 99.99 && p.ms == 9.999));
+        assert!(c
+            .windows(2)
+            .all(|w| w[0].percent < w[1].percent && w[0].ms <= w[1].ms));
+        assert!(cdf(&[]).is_empty());
     }
 
     #[test]
