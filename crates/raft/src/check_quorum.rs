@@ -45,7 +45,23 @@ pub(crate) async fn monitor(raft: Raft, election_timeout: Duration) {
     // When this member was first seen leading in the current term: a new leader has no
     // quorum acknowledgement yet, and gets an election timeout to collect one.
     let mut leading_since: Option<(u64, Instant)> = None;
+    // Only changes of state, leader and vote: it stays quiet between heartbeats, which
+    // update the full metrics many times a second.
+    let mut server = raft.server_metrics();
     loop {
+        // A follower has nothing to check: it waits for a change of state instead of
+        // waking every check (an idle member's wake-ups cost a Pi power).
+        let state = server.borrow_watched().state;
+        if state != ServerState::Leader {
+            if state == ServerState::Shutdown {
+                return;
+            }
+            leading_since = None;
+            if server.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
         tokio::time::sleep(every).await;
         let m = raft.metrics().borrow_watched().clone();
         match m.state {

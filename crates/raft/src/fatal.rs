@@ -12,9 +12,11 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::Fatal;
+use openraft::metrics::RaftServerMetrics;
 use openraft::type_config::alias::WatchReceiverOf;
 use openraft::RaftMetrics;
 use tokio::sync::watch;
@@ -23,6 +25,9 @@ use crate::types::TypeConfig;
 
 /// openraft's metrics channel (what `Raft::metrics` returns).
 pub(crate) type Metrics = WatchReceiverOf<TypeConfig, RaftMetrics<TypeConfig>>;
+
+/// openraft's server metrics (state, leader, vote, membership): they change rarely.
+pub(crate) type ServerMetrics = WatchReceiverOf<TypeConfig, RaftServerMetrics<TypeConfig>>;
 
 /// Which part of the member failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,11 +141,22 @@ impl FatalSignal {
     }
 }
 
+/// How often [`watch_raft_core`] looks at the core's running state between changes of
+/// its server state.
+const CORE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// Reports openraft's core stopping on its own: watches its metrics until
 /// `stop` turns true (a requested shutdown). Holds no `Raft` handle, so it
 /// does not keep the core alive.
+///
+/// It wakes when the server metrics change (state, leader, vote: rarely) or
+/// their channel closes (the core task ended), and once per
+/// [`CORE_CHECK_EVERY`], not on every change of the full metrics, which
+/// heartbeats update many times a second: an idle member's wake-ups cost a Pi
+/// power. The core reports its failure in the full metrics and then ends.
 pub(crate) async fn watch_raft_core(
-    mut metrics: Metrics,
+    metrics: Metrics,
+    mut server: ServerMetrics,
     fatal: FatalSignal,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -156,15 +172,20 @@ pub(crate) async fn watch_raft_core(
             return;
         }
         tokio::select! {
-            changed = metrics.changed() => {
+            changed = server.changed() => {
                 if changed.is_err() {
-                    // The core task ended without a last word (a panic).
+                    // The core task ended: with its reason in the metrics, or
+                    // without a last word (a panic).
                     if !*stop.borrow() {
-                        fatal.trip(FatalCause::RaftCore, "raft core task ended unexpectedly");
+                        match metrics.borrow_watched().running_state.clone() {
+                            Err(e) => fatal.trip(FatalCause::RaftCore, e),
+                            Ok(()) => fatal.trip(FatalCause::RaftCore, "raft core task ended unexpectedly"),
+                        }
                     }
                     return;
                 }
             }
+            _ = tokio::time::sleep(CORE_CHECK_EVERY) => {}
             _ = stop.changed() => {}
         }
     }
@@ -212,6 +233,22 @@ mod tests {
         openraft::type_config::alias::WatchOf::<TypeConfig>::channel(RaftMetrics::new_initial(1))
     }
 
+    fn server_channel() -> (
+        openraft::type_config::alias::WatchSenderOf<TypeConfig, RaftServerMetrics<TypeConfig>>,
+        ServerMetrics,
+    ) {
+        use openraft::async_runtime::watch::Watch;
+        let m = RaftMetrics::<TypeConfig>::new_initial(1);
+        openraft::type_config::alias::WatchOf::<TypeConfig>::channel(RaftServerMetrics {
+            id: m.id,
+            vote: m.vote,
+            state: m.state,
+            current_leader: None,
+            membership_config: m.membership_config.clone(),
+            committed_membership_config: m.membership_config,
+        })
+    }
+
     fn stopped_with(state: Fatal<TypeConfig>) -> RaftMetrics<TypeConfig> {
         let mut m = RaftMetrics::new_initial(1);
         m.running_state = Err(state);
@@ -221,10 +258,12 @@ mod tests {
     #[tokio::test]
     async fn a_core_that_stops_on_its_own_is_fatal() {
         use openraft::async_runtime::WatchSender;
+        // A core that failed and is still winding down: seen at the next check.
         let (tx, rx) = metrics_channel();
+        let (_server_tx, server) = server_channel();
         let (_stop_tx, stop) = watch::channel(false);
         let fatal = FatalSignal::new();
-        let task = tokio::spawn(watch_raft_core(rx, fatal.clone(), stop));
+        let task = tokio::spawn(watch_raft_core(rx, server, fatal.clone(), stop));
         assert!(tx.send(stopped_with(Fatal::Panicked)).is_ok());
         task.await.expect("watcher");
         let e = fatal.get().expect("tripped");
@@ -233,12 +272,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_core_task_that_ended_is_fatal_at_once() {
+        use openraft::async_runtime::WatchSender;
+        let (tx, rx) = metrics_channel();
+        let (server_tx, server) = server_channel();
+        let (_stop_tx, stop) = watch::channel(false);
+        let fatal = FatalSignal::new();
+        let task = tokio::spawn(watch_raft_core(rx, server, fatal.clone(), stop));
+        // As the core does: the failure in the metrics, then the task ends and its
+        // senders go. Without a failure reported, the end itself is the failure.
+        let _ = tx.send(stopped_with(Fatal::Panicked));
+        drop(server_tx);
+        let t = std::time::Instant::now();
+        task.await.expect("watcher");
+        assert!(t.elapsed() < CORE_CHECK_EVERY, "{:?}", t.elapsed());
+        assert_eq!(fatal.get().expect("tripped").detail, "panicked");
+
+        let (_tx, rx) = metrics_channel();
+        let (server_tx, server) = server_channel();
+        let (_stop_tx, stop) = watch::channel(false);
+        let fatal = FatalSignal::new();
+        let task = tokio::spawn(watch_raft_core(rx, server, fatal.clone(), stop));
+        drop(server_tx);
+        task.await.expect("watcher");
+        assert_eq!(
+            fatal.get().expect("tripped").detail,
+            "raft core task ended unexpectedly"
+        );
+    }
+
+    #[tokio::test]
     async fn a_requested_shutdown_is_not_fatal() {
         use openraft::async_runtime::WatchSender;
         let (tx, rx) = metrics_channel();
+        let (_server_tx, server) = server_channel();
         let (stop_tx, stop) = watch::channel(false);
         let fatal = FatalSignal::new();
-        let task = tokio::spawn(watch_raft_core(rx, fatal.clone(), stop));
+        let task = tokio::spawn(watch_raft_core(rx, server, fatal.clone(), stop));
         stop_tx.send(true).expect("stop");
         task.await.expect("watcher");
         // The watcher is gone: the stop that follows is not reported (the

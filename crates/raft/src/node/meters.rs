@@ -12,7 +12,7 @@ use openraft::async_runtime::WatchReceiver;
 use tokio::sync::watch;
 
 use super::RaftNode;
-use crate::fatal::Metrics;
+use crate::fatal::ServerMetrics;
 
 impl RaftNode {
     /// The WAL's counters (fsyncs, entries written, fsync latencies).
@@ -37,7 +37,7 @@ impl RaftNode {
 /// last one known (etcd counts a new non-zero leader that differs from the
 /// previous one, "none" included), until `stop`.
 pub(super) async fn count_leader_changes(
-    mut metrics: Metrics,
+    mut metrics: ServerMetrics,
     changes: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
 ) {

@@ -297,12 +297,13 @@ impl RaftNode {
         let (stopping, stop_rx) = watch::channel(false);
         tokio::spawn(crate::fatal::watch_raft_core(
             raft.metrics(),
+            raft.server_metrics(),
             fatal.clone(),
             stop_rx.clone(),
         ));
         let leader_changes = Arc::default();
         tokio::spawn(meters::count_leader_changes(
-            raft.metrics(),
+            raft.server_metrics(),
             Arc::clone(&leader_changes),
             stop_rx.clone(),
         ));
