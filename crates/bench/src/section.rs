@@ -72,4 +72,41 @@ mod tests {
         assert_eq!(latency(Vec::new()).map(|l| l.p50), None);
         assert_eq!(latency_line("x", None), "  x           -");
     }
+
+    #[test]
+    fn a_report_shows_sections_and_fails_on_their_checks() {
+        let outcome = crate::run::Outcome {
+            latencies: vec![1_000_000],
+            errors: Default::default(),
+            abandoned: 0,
+            timed_out: false,
+            elapsed: std::time::Duration::from_secs(1),
+        };
+        let mut r = crate::report::Report::new(
+            "watch",
+            vec![],
+            1,
+            1,
+            1,
+            serde_json::Value::Null,
+            outcome,
+            0,
+        );
+        assert!(r.clean());
+        let mut s = Section::new("watch", &serde_json::json!({"missing": 1}));
+        s.text.push("  watch       1 missing".into());
+        s.failed_checks
+            .push("1 of 2 watch events were never delivered".into());
+        r.add_section(s);
+        assert!(!r.clean(), "a failed check makes the run unclean");
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).expect("valid json");
+        assert_eq!(json["watch"]["missing"], 1, "{json}");
+        assert_eq!(
+            json["failed_checks"][0],
+            "1 of 2 watch events were never delivered"
+        );
+        let text = r.to_text();
+        assert!(text.contains("  watch       1 missing\n"), "{text}");
+        assert!(text.contains("  FAILED      1 of 2 watch events"), "{text}");
+    }
 }
