@@ -1,5 +1,6 @@
-//! Helpers for the `bramble-bench` end-to-end tests (bench_watch.rs): building the binary,
-//! running it with `--json` against a real server, and checking its report and the store.
+//! Helpers for the `bramble-bench` end-to-end tests (bench_workloads.rs, bench_watch.rs):
+//! building the binary, running it with `--json` against a real server, and checking its
+//! report and the store.
 //!
 //! `cargo test` does not build the binaries of other packages, and a stale
 //! `target/debug/bramble-bench` would lack the workloads under test, so [`bench_bin`] builds
