@@ -157,8 +157,6 @@ enum Workload {
     /// Each request is Txn(If mod_revision(key) == last seen, Then Put(key),
     /// Else Get(key)); failed compares are reported as conflicts.
     TxnCas(TxnCasArgs),
-    /// Not a workload: print several `--json` results side by side.
-    Report(compare::ReportArgs),
     /// Txns of one range or one put each, --rw-ratio reads per write (as etcd's `benchmark txn-mixed`).
     TxnMixed(txn_mixed::TxnMixedArgs),
     /// Puts and single-key reads, a --read-ratio of them reads; reads and writes reported apart.
@@ -171,6 +169,8 @@ enum Workload {
     WatchLatency(watch_latency::WatchLatencyArgs),
     /// Keep --leases leases alive over LeaseKeepAlive streams; checked alive, then revoked.
     LeaseKeepalive(lease_keepalive::LeaseKeepaliveArgs),
+    /// Not a workload: print several `--json` results side by side.
+    Report(compare::ReportArgs),
 }
 
 /// `put` flags. Defaults differ from etcd's tool (1 key, 8-byte values),
