@@ -1,8 +1,9 @@
 //! `bramble-bench`: a load generator for any etcd v3 endpoints, Bramble or etcd.
 //!
 //! The command line mirrors etcd's `benchmark` tool (`--endpoints --conns
-//! --clients --total`, then a workload: `put`, `range`, `txn-put`, and
-//! `txn-cas`, the compare-and-swap update kube-apiserver sends), and adds what a
+//! --clients --total`, then a workload: `put`, `range`, `txn-put`, `txn-cas`
+//! (the compare-and-swap update kube-apiserver sends), `txn-mixed`, `mixed`,
+//! `watch`, `watch-latency` and `lease-keepalive`), and adds what a
 //! Raspberry Pi cluster cares about: bytes written to storage per request
 //! (`--pid`, from `/proc/PID/io`), server CPU time and memory. `--json` prints
 //! one JSON object so scripts (`scripts/compare-etcd`) can compare runs,
@@ -10,23 +11,34 @@
 //! b.json` puts several `--json` results side by side.
 //!
 //! Exit status: 0 when every request succeeded, 2 when the report was
-//! printed but some requests failed or the `--timeout` cut the run short,
+//! printed but some requests failed, the `--timeout` cut the run short or a
+//! workload's check failed (a watch event never delivered, a lease expired),
 //! 1 when nothing could be measured (bad flags, server unreachable).
 
 mod charts;
+#[cfg(test)]
+mod cli_tests;
 mod compare;
 mod conn;
 mod html;
+mod lease_keepalive;
+mod mix;
+mod mixed;
 mod procfs;
 mod progress;
 mod put;
 mod range;
 mod report;
 mod run;
+mod section;
 mod series;
 mod stats;
 mod txn_cas;
+mod txn_mixed;
 mod txn_put;
+mod watch;
+mod watch_latency;
+mod watch_tally;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,13 +157,25 @@ enum Workload {
     /// Each request is Txn(If mod_revision(key) == last seen, Then Put(key),
     /// Else Get(key)); failed compares are reported as conflicts.
     TxnCas(TxnCasArgs),
+    /// Txns of one range or one put each, --rw-ratio reads per write (as etcd's `benchmark txn-mixed`).
+    TxnMixed(txn_mixed::TxnMixedArgs),
+    /// Puts and single-key reads, a --read-ratio of them reads; reads and writes reported apart.
+    Mixed(mixed::MixedArgs),
+    /// Watchers on key prefixes, writers putting under them: delivery latency, every event checked.
+    ///
+    /// --total puts by --clients writers; --streams x --watch-per-stream watchers.
+    Watch(watch::WatchArgs),
+    /// Puts to one key at --put-rate, many watchers of it (as etcd's `benchmark watch-latency`).
+    WatchLatency(watch_latency::WatchLatencyArgs),
+    /// Keep --leases leases alive over LeaseKeepAlive streams; checked alive, then revoked.
+    LeaseKeepalive(lease_keepalive::LeaseKeepaliveArgs),
     /// Not a workload: print several `--json` results side by side.
     Report(compare::ReportArgs),
 }
 
 /// `put` flags. Defaults differ from etcd's tool (1 key, 8-byte values),
 /// which measure little; pass `--key-space 1 --val-size 8` to match it.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, serde::Serialize)]
 struct PutArgs {
     /// Bytes per key.
     #[arg(long, default_value_t = 8)]
@@ -213,6 +237,12 @@ struct RangeArgs {
     /// l: linearizable, s: serializable.
     #[arg(long, value_enum, default_value = "l")]
     consistency: range::Consistency,
+    /// Only count the keys (no keys or values in the response).
+    #[arg(long, conflicts_with = "keys_only")]
+    count_only: bool,
+    /// Only return the keys, not the values.
+    #[arg(long)]
+    keys_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -297,11 +327,14 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
             ("put", params, Op::Put(shape))
         }
         Workload::Range(a) => {
-            let shape =
+            let mut shape =
                 range::RangeShape::new(&a.key, a.end.as_deref(), a.prefix, a.limit, a.consistency)?;
+            shape.count_only = a.count_only;
+            shape.keys_only = a.keys_only;
             let params = serde_json::json!({
                 "key": a.key, "end": a.end, "prefix": a.prefix,
                 "limit": a.limit, "consistency": a.consistency,
+                "count_only": a.count_only, "keys_only": a.keys_only,
             });
             ("range", params, Op::Range(shape))
         }
@@ -335,6 +368,23 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
             });
             ("txn-cas", params, Op::TxnCas(shape))
         }
+        Workload::TxnMixed(a) => {
+            let shape = txn_mixed::TxnMixedShape::from_args(&a)?;
+            ("txn-mixed", params(&a)?, Op::TxnMixed(shape))
+        }
+        Workload::Mixed(a) => {
+            let shape = mixed::MixedShape::from_args(&a)?;
+            ("mixed", params(&a)?, Op::Mixed(shape))
+        }
+        Workload::Watch(a) => {
+            let shape = watch::WatchShape::from_args(&a)?;
+            ("watch", params(&a)?, Op::Watch(shape))
+        }
+        Workload::WatchLatency(a) => {
+            let shape = watch_latency::shape(&a)?;
+            ("watch-latency", params(&a)?, Op::Watch(shape))
+        }
+        Workload::LeaseKeepalive(a) => ("lease-keepalive", params(&a)?, Op::LeaseKeepalive(a)),
         Workload::Report(_) => bail!("`report` reads results; it runs no workload"),
     };
     if !(c.interval > 0.0 && c.interval.is_finite()) {
@@ -360,7 +410,20 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
     // include that setup.
     let cas_clients = match &op {
         Op::TxnCas(shape) => txn_cas::create_keys(&clients, shape, dial_timeout).await?,
-        Op::Put(_) | Op::Range(_) | Op::TxnPut(_) => Vec::new(),
+        _ => Vec::new(),
+    };
+    // Likewise the watchers are created and the leases granted (with their
+    // keep-alive streams opened) before the run and its counters.
+    let mut watchers = match &op {
+        Op::Watch(shape) => Some(watch::open(&channels, &token, shape, dial_timeout).await?),
+        _ => None,
+    };
+    let mut leases = match &op {
+        Op::LeaseKeepalive(a) => {
+            let timeout = Duration::from_secs(c.timeout);
+            Some(lease_keepalive::grant(&channels, &token, c.clients, a, timeout).await?)
+        }
+        _ => None,
     };
     // Channel i goes to endpoint i % n, so the first min(n, conns) channels
     // cover each used endpoint once.
@@ -384,6 +447,11 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
         samples.push((pid, name, procfs::sample(pid)?));
     }
 
+    // watch and watch-latency take etcd's --put-rate: the writers' --rate.
+    let rate = match &op {
+        Op::Watch(shape) if c.rate == 0 => shape.put_rate,
+        _ => c.rate,
+    };
     let plan = run::Plan {
         total: if c.duration.is_some() {
             u64::MAX
@@ -391,13 +459,14 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
             c.total
         },
         duration: c.duration.map(Duration::from_secs),
-        rate: c.rate,
+        rate,
         deadline: Instant::now() + Duration::from_secs(c.timeout),
         quiet: c.quiet || c.json,
         interval: Duration::from_secs_f64(c.interval),
         progress: progress::wanted(c.progress),
     };
     let mut conflicts = None;
+    let mut sections = Vec::new();
     let outcome = match op {
         Op::Put(shape) => run::drive(clients, plan, put::op(shape)).await,
         Op::Range(shape) => run::drive(clients, plan, range::op(shape)).await,
@@ -407,6 +476,30 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
             let op = txn_cas::op(&shape, failed_compares.clone());
             let outcome = run::drive(cas_clients, plan, op).await;
             conflicts = Some(failed_compares.load(Ordering::Relaxed));
+            outcome
+        }
+        Op::Mixed(shape) => {
+            let kinds = Arc::new(mix::Mix::default());
+            let outcome = run::drive(clients, plan, mixed::op(shape, kinds.clone())).await;
+            sections.push(kinds.section());
+            outcome
+        }
+        Op::TxnMixed(shape) => {
+            let kinds = Arc::new(mix::Mix::default());
+            let outcome = run::drive(clients, plan, txn_mixed::op(shape, kinds.clone())).await;
+            sections.push(kinds.section());
+            outcome
+        }
+        Op::Watch(shape) => {
+            let w = watchers.take().context("the watchers were not opened")?;
+            let (outcome, section) = watch::run(clients, plan, &shape, w).await;
+            sections.push(section);
+            outcome
+        }
+        Op::LeaseKeepalive(_) => {
+            let l = leases.as_mut().context("the leases were not granted")?;
+            let outcome = run::drive(l.clients(), plan, lease_keepalive::op()).await;
+            l.check_alive().await;
             outcome
         }
     };
@@ -471,12 +564,24 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
         report.bound = report::Bound::Duration;
         report.duration_s = Some(d as f64);
     }
-    report.rate = c.rate;
+    report.rate = rate;
     report.interval_s = c.interval;
+    for s in sections {
+        report.add_section(s);
+    }
+    // Revoked last, after the servers' counters and revisions are read.
+    if let Some(l) = leases {
+        report.add_section(l.finish().await);
+    }
     if let (Some(file), Some(path)) = (html_file, &c.html_report) {
         html::write_run(&report, file).with_context(|| format!("--report {}", path.display()))?;
     }
     Ok((report, c.json))
+}
+
+/// A workload's flags as the report's `params`.
+fn params(args: &impl serde::Serialize) -> Result<serde_json::Value> {
+    serde_json::to_value(args).context("serializing the workload's flags")
 }
 
 /// A validated workload, ready to run.
@@ -489,6 +594,14 @@ enum Op {
     TxnPut(txn_put::TxnPutShape),
     /// `txn-cas`.
     TxnCas(txn_cas::CasShape),
+    /// `txn-mixed`.
+    TxnMixed(txn_mixed::TxnMixedShape),
+    /// `mixed`.
+    Mixed(mixed::MixedShape),
+    /// `watch` and `watch-latency`.
+    Watch(watch::WatchShape),
+    /// `lease-keepalive`.
+    LeaseKeepalive(lease_keepalive::LeaseKeepaliveArgs),
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //!
 //! Like etcd's `benchmark range`: one key (or `[key, end)`, or a prefix),
 //! linearizable (`l`, the default: a read-index round through raft) or
-//! serializable (`s`: the local store only). The keys are not created here;
+//! serializable (`s`: the local store only), optionally only counting the
+//! keys or only returning the keys, not the values. The keys are not created here;
 //! fill them first, e.g. with `bramble-bench put --seq-keys`.
 
 use crate::conn::Kv;
@@ -13,6 +14,7 @@ use crate::run::OpFuture;
 
 /// Read consistency of each Range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub(crate) enum Consistency {
     /// Linearizable: the server confirms it is the leader before reading.
     L,
@@ -31,6 +33,10 @@ pub(crate) struct RangeShape {
     pub(crate) limit: i64,
     /// Linearizable or serializable.
     pub(crate) consistency: Consistency,
+    /// Only count the keys (etcd's `--count-only`).
+    pub(crate) count_only: bool,
+    /// Only return the keys (etcd's `--keys-only`).
+    pub(crate) keys_only: bool,
 }
 
 impl RangeShape {
@@ -57,6 +63,8 @@ impl RangeShape {
             range_end,
             limit,
             consistency,
+            count_only: false,
+            keys_only: false,
         })
     }
 }
@@ -68,6 +76,8 @@ pub(crate) fn op(shape: RangeShape) -> impl Fn(Kv, u64) -> OpFuture + Send + Syn
         range_end: shape.range_end,
         limit: shape.limit,
         serializable: shape.consistency == Consistency::S,
+        count_only: shape.count_only,
+        keys_only: shape.keys_only,
         ..Default::default()
     };
     move |mut kv: Kv, _i: u64| {

@@ -193,6 +193,16 @@ pub(crate) struct Report {
     /// too: the server did answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) conflicts: Option<u64>,
+    /// Workload-specific sections (watch delivery, per-operation latency,
+    /// leases), each under its own key: see section.rs.
+    #[serde(flatten)]
+    pub(crate) sections: serde_json::Map<String, serde_json::Value>,
+    /// The sections' text lines, printed after the latency line.
+    #[serde(skip)]
+    pub(crate) section_text: Vec<String>,
+    /// Checks a workload made that failed (a watch event never delivered, a
+    /// lease that expired); any makes the run unclean.
+    pub(crate) failed_checks: Vec<String>,
     /// How long after the run the process counters were read, milliseconds
     /// (servers flush their backends on a timer: etcd every 100 ms,
     /// Bramble's checkpoint every second).
@@ -250,6 +260,9 @@ impl Report {
             interval_s: 0.0,
             series: outcome.series,
             conflicts: None,
+            sections: serde_json::Map::new(),
+            section_text: Vec::new(),
+            failed_checks: Vec::new(),
             settle_ms,
             processes: Vec::new(),
             write_bytes_per_op: None,
@@ -270,9 +283,19 @@ impl Report {
         self.processes = processes;
     }
 
-    /// True if every request asked for succeeded.
+    /// Adds a workload-specific section (section.rs).
+    pub(crate) fn add_section(&mut self, section: crate::section::Section) {
+        self.sections.insert(section.key.to_string(), section.json);
+        self.section_text.extend(section.text);
+        self.failed_checks.extend(section.failed_checks);
+    }
+
+    /// True if every request asked for succeeded (and every workload check held).
     pub(crate) fn clean(&self) -> bool {
-        self.errors.count == 0 && !self.timed_out && self.ok == self.total
+        self.errors.count == 0
+            && !self.timed_out
+            && self.ok == self.total
+            && self.failed_checks.is_empty()
     }
 
     /// The report as one line of JSON.
@@ -348,6 +371,12 @@ impl Report {
                 s,
                 "  conflicts   {n} (failed compares: the key was read, not written)"
             );
+        }
+        for line in &self.section_text {
+            let _ = writeln!(s, "{line}");
+        }
+        for check in &self.failed_checks {
+            let _ = writeln!(s, "  FAILED      {check}");
         }
         for (code, n) in &self.errors.by_code {
             let _ = writeln!(s, "  errors      {n} x {code}");
