@@ -21,6 +21,7 @@ mod cli_tests;
 mod compare;
 mod conn;
 mod html;
+mod k8s;
 mod lease_keepalive;
 mod mix;
 mod mixed;
@@ -169,6 +170,16 @@ enum Workload {
     WatchLatency(watch_latency::WatchLatencyArgs),
     /// Keep --leases leases alive over LeaseKeepAlive streams; checked alive, then revoked.
     LeaseKeepalive(lease_keepalive::LeaseKeepaliveArgs),
+    /// What kube-apiserver sends to etcd for a cluster of --nodes nodes and --pods pods.
+    ///
+    /// Node Lease heartbeats and status updates by compare-and-swap, pod churn with its
+    /// updates and events (on leases), paged LISTs, count-only ranges, one watch per
+    /// resource prefix with progress requests, and the compactor's Txn on
+    /// compact_rev_key, for --duration seconds; reported per operation kind. The cluster
+    /// sets the concurrency: requests rotate over --clients KV stubs on --conns
+    /// connections; --total and --timeout do not apply (--request-timeout bounds each
+    /// request).
+    K8s(k8s::K8sArgs),
     /// Not a workload: print several `--json` results side by side.
     Report(compare::ReportArgs),
 }
@@ -386,6 +397,7 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
         }
         Workload::LeaseKeepalive(a) => ("lease-keepalive", params(&a)?, Op::LeaseKeepalive(a)),
         Workload::Report(_) => bail!("`report` reads results; it runs no workload"),
+        Workload::K8s(a) => ("k8s", a.params(c.duration), Op::K8s(a.shape(c.duration)?)),
     };
     if !(c.interval > 0.0 && c.interval.is_finite()) {
         bail!("--interval must be a positive number of seconds");
@@ -467,6 +479,7 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
     };
     let mut conflicts = None;
     let mut sections = Vec::new();
+    let mut k8s_ran = false;
     let outcome = match op {
         Op::Put(shape) => run::drive(clients, plan, put::op(shape)).await,
         Op::Range(shape) => run::drive(clients, plan, range::op(shape)).await,
@@ -500,6 +513,14 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
             let l = leases.as_mut().context("the leases were not granted")?;
             let outcome = run::drive(l.clients(), plan, lease_keepalive::op()).await;
             l.check_alive().await;
+            outcome
+        }
+        Op::K8s(shape) => {
+            let interval = plan.interval;
+            let (outcome, k) =
+                k8s::run(&channels, c.clients, &token, shape, plan.quiet, interval).await?;
+            sections.push(k.section());
+            k8s_ran = true;
             outcome
         }
     };
@@ -573,6 +594,12 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
     if let Some(l) = leases {
         report.add_section(l.finish().await);
     }
+    if k8s_ran {
+        // k8s always runs for a duration: every request it sent is the total.
+        report.total = report.ok + report.errors.count;
+        report.bound = report::Bound::Duration;
+        report.duration_s = Some(c.duration.unwrap_or(k8s::DEFAULT_DURATION) as f64);
+    }
     if let (Some(file), Some(path)) = (html_file, &c.html_report) {
         html::write_run(&report, file).with_context(|| format!("--report {}", path.display()))?;
     }
@@ -602,6 +629,8 @@ enum Op {
     Watch(watch::WatchShape),
     /// `lease-keepalive`.
     LeaseKeepalive(lease_keepalive::LeaseKeepaliveArgs),
+    /// `k8s`.
+    K8s(k8s::Shape),
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ pub(crate) struct ErrorLog {
 impl ErrorLog {
     /// Records one failed request; prints it to stderr if it is one of the
     /// first few (unless `quiet`).
-    fn record(&mut self, status: &tonic::Status, quiet: bool) {
+    pub(crate) fn record(&mut self, status: &tonic::Status, quiet: bool) {
         self.count += 1;
         let code = format!("{:?}", status.code());
         *self.by_code.entry(code.clone()).or_insert(0) += 1;
