@@ -132,8 +132,9 @@ struct Common {
     #[arg(long, global = true, value_delimiter = ',')]
     pids: Vec<u32>,
     /// After the run, wait this long before reading the servers' counters, so
-    /// writes the servers batch on a timer (etcd's backend commits every
-    /// 100 ms, Bramble checkpoints every second) are counted.
+    /// writes the servers batch on a timer are counted (etcd's backend commits
+    /// every 100 ms; Bramble's database checkpoint comes every 30 s or 10,000
+    /// entries, and what the run wrote after the last one is in its WAL).
     #[arg(long, global = true, default_value_t = 1500)]
     settle_ms: u64,
     /// Print one JSON object instead of text.
