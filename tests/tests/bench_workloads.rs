@@ -219,6 +219,83 @@ fn duration_rate_and_html_report() {
     screenshot(&html, &out_dir.join("x.png"));
 }
 
+/// `--metrics` without `--pid`, as from a laptop: the server's own /metrics (read over the
+/// client URL before and after a put run) show CPU used, memory, at least one WAL fsync and no
+/// leader change; the text report has the line, and an endpoint that serves no /metrics is a
+/// note in an otherwise clean run.
+#[test]
+fn server_metrics_from_the_client_url() {
+    let bench = bench_bin();
+    let server = Server::start_with(Kind::Bramble, ServerConfig::default());
+    let endpoint = server.endpoint();
+    let run = |endpoints: &str, total: &str, extra: &[&str]| {
+        Command::new(&bench)
+            .args([
+                "--endpoints",
+                endpoints,
+                "--timeout",
+                "60",
+                "--settle-ms",
+                "100",
+            ])
+            // 3000 puts (below): Bramble's process_cpu_seconds_total counts whole seconds (the
+            // prometheus crate's process collector), so the run must use well over 1 s of
+            // server CPU (about 1 ms per put in a debug build) for the delta to show it.
+            .args(["--metrics", "--clients", "8", "--total", total])
+            .args(extra)
+            .arg("put")
+            .output()
+            .expect("run bramble-bench")
+    };
+    let out = run(&endpoint, "3000", &["--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    assert_clean(&report, "put", 3000);
+    assert_eq!(report["processes"].as_array().map(Vec::len), Some(0));
+    let m = &report["server_metrics"][0];
+    println!("server_metrics: {m}");
+    assert_eq!(m["endpoint"], endpoint.as_str(), "{report}");
+    assert!(m.get("note").is_none(), "{m}");
+    let number = |field: &str| {
+        m[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {field}: {m}"))
+    };
+    assert!(number("cpu_s") > 0.0, "{m}");
+    assert!(number("cpu_us_per_op") > 0.0, "{m}");
+    assert!(number("rss_bytes") > 0.0, "{m}");
+    assert!(number("wal_fsyncs") >= 1.0, "{m}");
+    assert!(number("wal_fsync_mean_ms") > 0.0, "{m}");
+    assert!(number("db_size_bytes") > 0.0, "{m}");
+    assert_eq!(m["leader_changes"], 0, "{m}");
+
+    // Text, with a second endpoint where nothing listens: with one connection it gets no
+    // load, but --metrics asks every endpoint, and that one's failure is a note.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_addr = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    let both = format!("{endpoint},{closed_addr}");
+    let out = run(&both, "100", &["--conns", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "a note, not a failure: {text}");
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("metrics "))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains(&endpoint) && lines[0].contains("leader changes 0"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains(&closed_addr) && lines[1].contains("/metrics not readable"),
+        "{}",
+        lines[1]
+    );
+}
+
 /// Renders `html` in headless Chromium into `png` and checks the browser drew the page: its DOM
 /// holds the five SVG charts and the screenshot is a 1200x2000 PNG with far more in it than a
 /// blank page. Skips, saying so, when Chromium is not installed.

@@ -100,18 +100,37 @@ pub(crate) struct RunResult {
     pub(crate) processes: Vec<ProcessResult>,
     /// Bytes written per request, summed over the processes.
     pub(crate) write_bytes_per_op: Option<f64>,
+    /// What the endpoints' /metrics said (`--metrics`).
+    pub(crate) server_metrics: Vec<crate::server_metrics::EndpointMetrics>,
 }
 
 impl RunResult {
-    /// CPU per request summed over the measured processes (`None` without any).
+    /// CPU per request summed over the measured processes (`None` without
+    /// any), else over the endpoints' /metrics.
     pub(crate) fn cpu_us_per_op(&self) -> Option<f64> {
+        if self.processes.is_empty() {
+            return self.from_metrics(|m| m.cpu_us_per_op);
+        }
         sum(self.processes.iter().map(|p| p.cpu_us_per_op))
     }
 
-    /// Resident memory summed over the measured processes, MiB.
+    /// Resident memory summed over the measured processes, else over the
+    /// endpoints' /metrics, MiB.
     pub(crate) fn rss_mib(&self) -> Option<f64> {
-        (!self.processes.is_empty())
-            .then(|| self.processes.iter().map(|p| p.rss_kib as f64).sum::<f64>() / 1024.0)
+        if self.processes.is_empty() {
+            return self.from_metrics(|m| m.rss_bytes.map(|b| b as f64 / 1024.0 / 1024.0));
+        }
+        Some(self.processes.iter().map(|p| p.rss_kib as f64).sum::<f64>() / 1024.0)
+    }
+
+    /// `value` summed over the endpoints whose /metrics were read (`None`
+    /// if there are none or one of them lacks it).
+    fn from_metrics(
+        &self,
+        value: impl Fn(&crate::server_metrics::EndpointMetrics) -> Option<f64>,
+    ) -> Option<f64> {
+        let read = self.server_metrics.iter().filter(|m| m.note.is_none());
+        sum(read.map(value))
     }
 }
 

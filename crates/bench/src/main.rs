@@ -33,6 +33,7 @@ mod report;
 mod run;
 mod section;
 mod series;
+mod server_metrics;
 mod stats;
 mod txn_cas;
 mod txn_mixed;
@@ -137,6 +138,10 @@ struct Common {
     /// entries, and what the run wrote after the last one is in its WAL).
     #[arg(long, global = true, default_value_t = 1500)]
     settle_ms: u64,
+    /// Read each endpoint's Prometheus /metrics before and after the run:
+    /// server CPU, memory, fsyncs and leader changes, from any machine.
+    #[arg(long, global = true)]
+    metrics: bool,
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -415,7 +420,7 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
     };
 
     let tls = conn::tls(c.cacert.clone(), c.cert.clone().zip(c.cert_key.clone()))?;
-    let channels = conn::dial(&c.endpoints, conns, dial_timeout, tls).await?;
+    let channels = conn::dial(&c.endpoints, conns, dial_timeout, tls.clone()).await?;
     let token = conn::authenticate(channels[0].clone(), c.user.as_deref(), dial_timeout).await?;
     let clients = conn::kv_clients(&channels, c.clients, &token);
     // txn-cas creates its keys now, before the Status calls and the process
@@ -459,6 +464,11 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
         let name = procfs::name(pid).with_context(|| format!("--pid {pid}"))?;
         samples.push((pid, name, procfs::sample(pid)?));
     }
+    let metrics_before = if c.metrics {
+        server_metrics::scrape_all(&c.endpoints, tls.as_ref(), dial_timeout).await
+    } else {
+        Vec::new()
+    };
 
     // watch and watch-latency take etcd's --put-rate: the writers' --rate.
     let rate = match &op {
@@ -526,10 +536,16 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
         }
     };
 
-    if !pids.is_empty() {
+    let settle = !pids.is_empty() || c.metrics;
+    if settle {
         tokio::time::sleep(Duration::from_millis(c.settle_ms)).await;
     }
     let ok = outcome.ok();
+    if c.metrics {
+        let after = server_metrics::scrape_all(&c.endpoints, tls.as_ref(), dial_timeout).await;
+        let m = server_metrics::compare(&c.endpoints, &metrics_before, &after, ok);
+        sections.push(server_metrics::section(&m));
+    }
     // With --duration the run had no count to reach: report the requests it sent.
     let total = match c.duration {
         Some(_) => ok + outcome.errors.count,
@@ -576,7 +592,7 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
         total,
         params,
         outcome,
-        if pids.is_empty() { 0 } else { c.settle_ms },
+        if settle { c.settle_ms } else { 0 },
     );
     report.set_processes(processes);
     report.servers = servers;
