@@ -109,7 +109,7 @@ impl RunResult {
     /// any), else over the endpoints' /metrics.
     pub(crate) fn cpu_us_per_op(&self) -> Option<f64> {
         if self.processes.is_empty() {
-            return self.from_metrics(|m| m.cpu_us_per_op);
+            return self.sum_of_metrics(|m| m.cpu_us_per_op);
         }
         sum(self.processes.iter().map(|p| p.cpu_us_per_op))
     }
@@ -118,14 +118,14 @@ impl RunResult {
     /// endpoints' /metrics, MiB.
     pub(crate) fn rss_mib(&self) -> Option<f64> {
         if self.processes.is_empty() {
-            return self.from_metrics(|m| m.rss_bytes.map(|b| b as f64 / 1024.0 / 1024.0));
+            return self.sum_of_metrics(|m| m.rss_bytes.map(|b| b as f64 / 1024.0 / 1024.0));
         }
         Some(self.processes.iter().map(|p| p.rss_kib as f64).sum::<f64>() / 1024.0)
     }
 
     /// `value` summed over the endpoints whose /metrics were read (`None`
     /// if there are none or one of them lacks it).
-    fn from_metrics(
+    fn sum_of_metrics(
         &self,
         value: impl Fn(&crate::server_metrics::EndpointMetrics) -> Option<f64>,
     ) -> Option<f64> {
