@@ -18,6 +18,8 @@ use bramble_storage::latency::LatencySnapshot;
 use crate::ServerContext;
 
 pub(crate) mod grpc;
+#[cfg(target_os = "linux")]
+mod process;
 
 /// The live collectors of one member.
 pub struct Metrics {
@@ -57,9 +59,7 @@ impl Metrics {
         let _ = registry.register(Box::new(proposals_failed.clone()));
         grpc.register(&registry);
         #[cfg(target_os = "linux")]
-        let _ = registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ));
+        let _ = registry.register(Box::new(process::ProcessMetrics::for_self()));
         Metrics {
             registry,
             proposals_pending,
