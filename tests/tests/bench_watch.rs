@@ -10,28 +10,18 @@ mod bench_support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use bench_support::{
-    assert_clean, bench_bin, bench_command, report_of, revision_and_key_count, run_bench,
-    status_revision_delta,
-};
-use bramble_tests::{client, Kind, Server, ServerConfig};
+use bench_support::{assert_clean, report_of, status_revision_delta, Bench};
 use etcd_client::GetOptions;
 use serde_json::Value;
 
 #[test]
 fn watch_workloads_deliver_every_event() {
-    let bench = bench_bin();
-    let server = Server::start_with(Kind::Bramble, ServerConfig::default());
-    let endpoint = server.endpoint();
-    let pid = server.pid().expect("the server is running");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let mut c = runtime.block_on(client::connect_endpoint(&endpoint));
-    let run = |args: &[&str]| run_bench(&bench, &endpoint, pid, args);
+    let mut b = Bench::start();
 
     // watch: 6 watchers on 2 streams over 2 connections, 3 prefixes (2 watchers each),
     // 2 writers putting 300 keys round-robin under the prefixes.
-    let (rev0, _) = runtime.block_on(revision_and_key_count(&mut c));
-    let watch = run(&[
+    let (rev0, _) = b.revision_and_key_count();
+    let watch = b.run(&[
         "--clients",
         "2",
         "--conns",
@@ -57,18 +47,22 @@ fn watch_workloads_deliver_every_event() {
         (Some(6), Some(3))
     );
     assert_delivered(&watch, 300 * 2);
-    let (rev1, _) = runtime.block_on(revision_and_key_count(&mut c));
+    let (rev1, _) = b.revision_and_key_count();
     assert_eq!(rev1 - rev0, 300, "one revision per put");
     assert_eq!(status_revision_delta(&watch), 300);
     // 100 puts per prefix over 10 keys each: 30 keys, each written 10 times.
-    let keys = runtime
-        .block_on(c.get("bench-watch-test/", Some(GetOptions::new().with_prefix())))
+    let keys = b
+        .runtime
+        .block_on(
+            b.client
+                .get("bench-watch-test/", Some(GetOptions::new().with_prefix())),
+        )
         .expect("get the watched keys");
     assert_eq!(keys.kvs().len(), 30);
     assert!(keys.kvs().iter().all(|kv| kv.version() == 10));
 
     // watch-latency: 4 watchers of one key, 60 puts at 300 per second (at least 0.19 s).
-    let latency = run(&[
+    let latency = b.run(&[
         "--total",
         "60",
         "watch-latency",
@@ -85,23 +79,18 @@ fn watch_workloads_deliver_every_event() {
     assert_delivered(&latency, 60 * 4);
     let elapsed = latency["elapsed_s"].as_f64().expect("elapsed_s");
     assert!(elapsed >= 59.0 / 300.0, "--put-rate 300 kept: {elapsed} s");
-    let key = runtime
-        .block_on(c.get("bench-watch-latency-test", None))
+    let key = b
+        .runtime
+        .block_on(b.client.get("bench-watch-latency-test", None))
         .expect("get the key");
     assert_eq!(key.kvs().first().map(|kv| kv.version()), Some(60));
-    let (rev2, _) = runtime.block_on(revision_and_key_count(&mut c));
+    let (rev2, _) = b.revision_and_key_count();
     assert_eq!(rev2 - rev1, 60);
 }
 
 #[test]
 fn lease_and_mixed_workloads() {
-    let bench = bench_bin();
-    let server = Server::start_with(Kind::Bramble, ServerConfig::default());
-    let endpoint = server.endpoint();
-    let pid = server.pid().expect("the server is running");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let mut c = runtime.block_on(client::connect_endpoint(&endpoint));
-    let run = |args: &[&str]| run_bench(&bench, &endpoint, pid, args);
+    let mut b = Bench::start();
 
     // lease-keepalive, in the background so the leases can be seen alive while it runs.
     let lease_args = [
@@ -115,8 +104,9 @@ fn lease_and_mixed_workloads() {
         "--ttl",
         "30",
     ];
-    let (rev0, _) = runtime.block_on(revision_and_key_count(&mut c));
-    let child = bench_command(&bench, &endpoint, pid, &lease_args)
+    let (rev0, _) = b.revision_and_key_count();
+    let child = b
+        .command(&lease_args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -124,18 +114,19 @@ fn lease_and_mixed_workloads() {
     let started = Instant::now();
     let mut seen_alive = None;
     while seen_alive.is_none() && started.elapsed() < Duration::from_secs(20) {
-        let leases = runtime.block_on(c.leases()).expect("list leases");
+        let leases = b.runtime.block_on(b.client.leases()).expect("list leases");
         if leases.leases().len() == 25 {
             let id = leases.leases()[0].id();
-            let ttl = runtime
-                .block_on(c.lease_time_to_live(id, None))
+            let ttl = b
+                .runtime
+                .block_on(b.client.lease_time_to_live(id, None))
                 .expect("lease TTL");
             seen_alive = Some(ttl.ttl());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().expect("wait for bramble-bench");
-    let lease = report_of(&out, pid, &lease_args);
+    let lease = report_of(&out, b.pid, &lease_args);
     let ttl = seen_alive.expect("the 25 leases were never all listed during the run");
     assert!(0 < ttl && ttl <= 30, "TTL {ttl} of a kept-alive lease");
     assert_clean(&lease, "lease-keepalive", 20000);
@@ -144,80 +135,84 @@ fn lease_and_mixed_workloads() {
     assert_eq!(l["alive_after_run"], 25, "{l}");
     assert_eq!(l["revoked"], 25, "{l}");
     assert_eq!(lease["failed_checks"], serde_json::json!([]));
-    let after = runtime.block_on(c.leases()).expect("list leases");
+    let after = b.runtime.block_on(b.client.leases()).expect("list leases");
     assert!(after.leases().is_empty(), "revoked: {:?}", after.leases());
-    let (rev1, _) = runtime.block_on(revision_and_key_count(&mut c));
+    let (rev1, _) = b.revision_and_key_count();
     assert_eq!(rev1, rev0, "leases without keys change no revision");
 
     // mixed: half reads; one revision per write, and reads write nothing.
-    let mixed = run(&[
-        "--clients",
-        "2",
-        "--total",
-        "400",
+    let (reads, writes) = run_mixed(
+        &mut b,
         "mixed",
-        "--read-ratio",
-        "0.5",
-        "--key-size",
-        "16",
-        "--key-space",
-        "50",
-    ]);
-    assert_clean(&mixed, "mixed", 400);
-    let (reads, writes) = assert_kinds(&mixed, 400);
+        400,
+        &[
+            "--clients",
+            "2",
+            "--total",
+            "400",
+            "mixed",
+            "--read-ratio",
+            "0.5",
+            "--key-size",
+            "16",
+            "--key-space",
+            "50",
+        ],
+    );
     assert!(
         reads > 100 && writes > 100,
         "{reads} reads, {writes} writes"
     );
-    let (rev2, _) = runtime.block_on(revision_and_key_count(&mut c));
-    assert_eq!(rev2 - rev1, writes as i64, "one revision per write");
 
     // mixed, serializable reads only: no writes at all.
-    let reads_only = run(&[
-        "--total",
-        "100",
+    let reads_only = run_mixed(
+        &mut b,
         "mixed",
-        "--read-ratio",
-        "1",
-        "--serializable",
-        "--key-size",
-        "16",
-        "--key-space",
-        "50",
-    ]);
-    assert_clean(&reads_only, "mixed", 100);
-    assert_eq!(assert_kinds(&reads_only, 100), (100, 0));
-    let (rev3, _) = runtime.block_on(revision_and_key_count(&mut c));
-    assert_eq!(rev3, rev2);
+        100,
+        &[
+            "--total",
+            "100",
+            "mixed",
+            "--read-ratio",
+            "1",
+            "--serializable",
+            "--key-size",
+            "16",
+            "--key-space",
+            "50",
+        ],
+    );
+    assert_eq!(reads_only, (100, 0));
 
     // txn-mixed: txns of one range (of the keys mixed wrote, at most 20) or one put.
-    let txn_mixed = run(&[
-        "--clients",
-        "2",
-        "--total",
-        "300",
+    let (reads, writes) = run_mixed(
+        &mut b,
         "txn-mixed",
-        "--rw-ratio",
-        "2",
-        "--key-size",
-        "16",
-        "--key-space",
-        "50",
-        "--seq-keys",
-        "--limit",
-        "20",
-    ]);
-    assert_clean(&txn_mixed, "txn-mixed", 300);
-    let (reads, writes) = assert_kinds(&txn_mixed, 300);
+        300,
+        &[
+            "--clients",
+            "2",
+            "--total",
+            "300",
+            "txn-mixed",
+            "--rw-ratio",
+            "2",
+            "--key-size",
+            "16",
+            "--key-space",
+            "50",
+            "--seq-keys",
+            "--limit",
+            "20",
+        ],
+    );
     assert!(
         reads > writes && writes > 30,
         "{reads} reads, {writes} writes"
     );
-    let (rev4, _) = runtime.block_on(revision_and_key_count(&mut c));
-    assert_eq!(rev4 - rev3, writes as i64, "one revision per write txn");
 
     // range --count-only (etcd's flag): answered, writes nothing.
-    let count = run(&[
+    let count = b.run(&[
         "--total",
         "50",
         "range",
@@ -256,6 +251,24 @@ fn assert_delivered(report: &Value, expected: u64) {
         w["delivery_from_send_ms"]["min"].as_f64() > Some(0.0),
         "{w}"
     );
+}
+
+/// Runs `bramble-bench <args>` of a mixed `workload` (`mixed` or `txn-mixed`) of `total`
+/// requests, checks its report ([`assert_clean`], [`assert_kinds`]) and that the store moved
+/// one revision per successful write (reads, and a txn of a range, write nothing); returns
+/// the successful (reads, writes).
+fn run_mixed(b: &mut Bench, workload: &str, total: u64, args: &[&str]) -> (u64, u64) {
+    let (before, _) = b.revision_and_key_count();
+    let report = b.run(args);
+    assert_clean(&report, workload, total);
+    let (reads, writes) = assert_kinds(&report, total);
+    let (after, _) = b.revision_and_key_count();
+    assert_eq!(
+        after - before,
+        writes as i64,
+        "{workload}: one revision per write"
+    );
+    (reads, writes)
 }
 
 /// Checks a mixed report's `ops` section adds up to `total` and has ordered latencies for each

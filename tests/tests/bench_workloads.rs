@@ -15,34 +15,25 @@ mod bench_support;
 use std::path::Path;
 use std::process::Command;
 
-use bench_support::{
-    assert_clean, bench_bin, revision_and_key_count, run_bench, status_revision_delta,
-};
-use bramble_tests::{client, Kind, Server, ServerConfig};
+use bench_support::{assert_clean, status_revision_delta, Bench};
 use etcd_client::GetOptions;
 
 #[test]
 fn every_workload_reports_and_writes_what_it_should() {
-    let bench = bench_bin();
-    let server = Server::start_with(Kind::Bramble, ServerConfig::default());
-    let endpoint = server.endpoint();
-    let pid = server.pid().expect("the server is running");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let mut c = runtime.block_on(client::connect_endpoint(&endpoint));
-    let run = |args: &[&str]| run_bench(&bench, &endpoint, pid, args);
+    let mut b = Bench::start();
 
-    let (rev0, keys0) = runtime.block_on(revision_and_key_count(&mut c));
+    let (rev0, keys0) = b.revision_and_key_count();
 
     // put: one revision per put.
-    let put = run(&["--clients", "2", "--total", "200", "put"]);
+    let put = b.run(&["--clients", "2", "--total", "200", "put"]);
     assert_clean(&put, "put", 200);
-    let (rev1, keys1) = runtime.block_on(revision_and_key_count(&mut c));
+    let (rev1, keys1) = b.revision_and_key_count();
     assert_eq!(rev1 - rev0, 200, "one revision per put");
     assert!(keys1 > keys0 && keys1 - keys0 <= 200, "{keys0} -> {keys1}");
 
     // txn-put: one revision per txn, three new keys per txn. 16-byte keys cannot be the
     // 8-byte ones put wrote, and sequential numbers 0..300 are all distinct.
-    let txn_put = run(&[
+    let txn_put = b.run(&[
         "--clients",
         "2",
         "--total",
@@ -62,16 +53,16 @@ fn every_workload_reports_and_writes_what_it_should() {
         txn_put.get("conflicts").is_none(),
         "only txn-cas has conflicts"
     );
-    let (rev2, keys2) = runtime.block_on(revision_and_key_count(&mut c));
+    let (rev2, keys2) = b.revision_and_key_count();
     assert_eq!(rev2 - rev1, 100, "one revision per txn, however many puts");
     assert_eq!(keys2 - keys1, 300, "three distinct new keys per txn");
     assert_eq!(status_revision_delta(&txn_put), 100);
 
     // txn-cas: 4 clients, each updating its own key, so no compare ever fails.
-    let cas = run(&["--clients", "4", "--total", "200", "txn-cas"]);
+    let cas = b.run(&["--clients", "4", "--total", "200", "txn-cas"]);
     assert_clean(&cas, "txn-cas", 200);
     assert_eq!(cas["conflicts"], 0, "one writer per key: {cas}");
-    let (rev3, _) = runtime.block_on(revision_and_key_count(&mut c));
+    let (rev3, _) = b.revision_and_key_count();
     assert_eq!(
         rev3 - rev2,
         4 + 200,
@@ -79,8 +70,12 @@ fn every_workload_reports_and_writes_what_it_should() {
     );
     // The keys are created before the Status the report starts from.
     assert_eq!(status_revision_delta(&cas), 200);
-    let owned = runtime
-        .block_on(c.get("bench-cas/", Some(GetOptions::new().with_prefix())))
+    let owned = b
+        .runtime
+        .block_on(
+            b.client
+                .get("bench-cas/", Some(GetOptions::new().with_prefix())),
+        )
         .expect("get bench-cas/");
     let mut keys: Vec<String> = owned
         .kvs()
@@ -100,7 +95,7 @@ fn every_workload_reports_and_writes_what_it_should() {
     assert_eq!(versions - 4, writes, "versions {versions}");
 
     // range: linearizable reads of txn-cas's keys; they write nothing.
-    let range = run(&[
+    let range = b.run(&[
         "--clients",
         "2",
         "--total",
@@ -113,7 +108,7 @@ fn every_workload_reports_and_writes_what_it_should() {
         "l",
     ]);
     assert_clean(&range, "range", 200);
-    let (rev4, _) = runtime.block_on(revision_and_key_count(&mut c));
+    let (rev4, _) = b.revision_and_key_count();
     assert_eq!(rev4, rev3, "ranges write nothing");
 }
 
@@ -123,33 +118,25 @@ fn every_workload_reports_and_writes_what_it_should() {
 /// JSON back, and headless Chromium renders the page (skipped, saying so, without `chromium`).
 #[test]
 fn duration_rate_and_html_report() {
-    let bench = bench_bin();
-    let server = Server::start_with(Kind::Bramble, ServerConfig::default());
-    let endpoint = server.endpoint();
-    let pid = server.pid().expect("the server is running");
+    let b = Bench::start();
     // Kept after the test (under target/tmp) so a person can look at the page and screenshot.
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench_report");
     std::fs::create_dir_all(&out_dir).expect("create the output directory");
     let html = out_dir.join("x.html");
     let html_arg = html.to_str().expect("a UTF-8 path");
-    let report = run_bench(
-        &bench,
-        &endpoint,
-        pid,
-        &[
-            "--clients",
-            "8",
-            "--duration",
-            "2",
-            "--rate",
-            "100",
-            "--label",
-            "bramble",
-            "--report",
-            html_arg,
-            "put",
-        ],
-    );
+    let report = b.run(&[
+        "--clients",
+        "8",
+        "--duration",
+        "2",
+        "--rate",
+        "100",
+        "--label",
+        "bramble",
+        "--report",
+        html_arg,
+        "put",
+    ]);
     assert_eq!(report["bound"], "duration", "{report}");
     assert_eq!(report["duration_s"], 2.0);
     assert_eq!(report["rate"], 100);
@@ -202,7 +189,7 @@ fn duration_rate_and_html_report() {
     // `report` reads the JSON back: two copies side by side, ratios 1.00x.
     let json = out_dir.join("x.json");
     std::fs::write(&json, report.to_string()).expect("write the JSON");
-    let compared = Command::new(&bench)
+    let compared = Command::new(&b.bin)
         .arg("report")
         .args([&json, &json])
         .arg("--html")

@@ -8,6 +8,8 @@
 //! a font file or a C library, and plotters escapes the text it writes.
 
 use anyhow::{anyhow, Result};
+use plotters::chart::MeshStyle;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -35,11 +37,14 @@ pub(crate) fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 
+/// The plotters error of the chart helpers (its type names the backend).
+type DrawResult<T> = Result<T, Box<dyn std::error::Error>>;
+
 /// Draws into an SVG string of `size` pixels with `draw`, mapping
 /// plotters' error (whose type names the backend) to a message.
 fn svg<F>(size: (u32, u32), draw: F) -> Result<String>
 where
-    F: FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), Box<dyn std::error::Error>>,
+    F: FnOnce(&DrawingArea<SVGBackend, Shift>) -> DrawResult<()>,
 {
     let mut out = String::new();
     {
@@ -49,6 +54,61 @@ where
             .map_err(|e| anyhow!("drawing a chart: {e}"))?;
     }
     Ok(out)
+}
+
+/// What [`cartesian`] returns: a chart on an SVG with axes over the
+/// ranges it was given, to draw the series on.
+type Chart<'a, 'b, X, Y> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<<X as AsRangedCoord>::CoordDescType, <Y as AsRangedCoord>::CoordDescType>,
+>;
+
+/// The axes' settings [`cartesian`]'s `axes` completes before they are drawn.
+type Mesh<'a, 'm, 'b, X, Y> = MeshStyle<
+    'a,
+    'm,
+    <X as AsRangedCoord>::CoordDescType,
+    <Y as AsRangedCoord>::CoordDescType,
+    SVGBackend<'b>,
+>;
+
+/// Fills `root` white and draws on it the captioned chart every figure
+/// shares: the same margins, fonts and light grid, `y_label_area` pixels
+/// for the y labels and `ranges` for the axes. `axes` says what differs
+/// (axis names, label count, formatter, hidden axis) before they are drawn.
+fn cartesian<'a, 'b, X, Y>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
+    y_label_area: u32,
+    ranges: (X, Y),
+    axes: impl for<'m> FnOnce(&mut Mesh<'a, 'm, 'b, X, Y>),
+) -> DrawResult<Chart<'a, 'b, X, Y>>
+where
+    X: AsRangedCoord,
+    Y: AsRangedCoord,
+    X::CoordDescType: ValueFormatter<X::Value>,
+    Y::CoordDescType: ValueFormatter<Y::Value>,
+{
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, (FONT, 17))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(y_label_area)
+        .build_cartesian_2d(ranges.0, ranges.1)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.max_light_lines(2)
+        .label_style((FONT, 12))
+        .axis_desc_style((FONT, 13));
+    axes(&mut mesh);
+    mesh.draw()?;
+    Ok(chart)
+}
+
+/// An x label of the bytes-per-request chart.
+fn bytes_label(v: &f64) -> String {
+    bytes(*v)
 }
 
 /// The upper end of an axis showing values up to `max`: a little headroom,
@@ -76,21 +136,15 @@ pub(crate) fn latency_over_time(runs: &[Labelled]) -> Result<Option<String>> {
         return Ok(None);
     }
     svg(SIZE, |root| {
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(root)
-            .caption("Latency over time: p50 thin, p99 thick", (FONT, 17))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0.0..top(x_max) / 1.1, 0.0..top(y_max))?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since start")
-            .max_light_lines(2)
-            .label_style((FONT, 12))
-            .axis_desc_style((FONT, 13))
-            .y_desc("latency (ms)")
-            .draw()?;
+        let mut chart = cartesian(
+            root,
+            "Latency over time: p50 thin, p99 thick",
+            64,
+            (0.0..top(x_max) / 1.1, 0.0..top(y_max)),
+            |mesh| {
+                mesh.x_desc("seconds since start").y_desc("latency (ms)");
+            },
+        )?;
         for (i, r) in runs.iter().enumerate() {
             let c = color(i);
             let mid = |t: f64, w: f64| t + w / 2.0;
@@ -143,21 +197,16 @@ pub(crate) fn throughput_over_time(runs: &[Labelled]) -> Result<Option<String>> 
         .fold(0.0, f64::max);
     let y_max = points.iter().flatten().map(|p| p.1).fold(0.0, f64::max);
     svg(SIZE, |root| {
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(root)
-            .caption("Throughput over time", (FONT, 17))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0.0..top(x_max) / 1.1, 0.0..top(y_max))?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since start")
-            .max_light_lines(2)
-            .label_style((FONT, 12))
-            .axis_desc_style((FONT, 13))
-            .y_desc("successful requests/s")
-            .draw()?;
+        let mut chart = cartesian(
+            root,
+            "Throughput over time",
+            64,
+            (0.0..top(x_max) / 1.1, 0.0..top(y_max)),
+            |mesh| {
+                mesh.x_desc("seconds since start")
+                    .y_desc("successful requests/s");
+            },
+        )?;
         for (i, (r, pts)) in runs.iter().zip(points).enumerate() {
             let c = color(i);
             chart
@@ -212,22 +261,17 @@ pub(crate) fn latency_histogram(runs: &[Labelled]) -> Result<Option<String>> {
         .collect();
     let y_max = bars.iter().flatten().map(|b| b.2).fold(0.0, f64::max);
     svg(SIZE, |root| {
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(root)
-            .caption("Latency distribution (histogram)", (FONT, 17))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d((lo..hi).log_scale(), 0.0..top(y_max))?;
-        chart
-            .configure_mesh()
-            .x_desc("latency (ms, log scale)")
-            .x_labels(16)
-            .max_light_lines(2)
-            .label_style((FONT, 12))
-            .axis_desc_style((FONT, 13))
-            .y_desc("% of requests")
-            .draw()?;
+        let mut chart = cartesian(
+            root,
+            "Latency distribution (histogram)",
+            64,
+            ((lo..hi).log_scale(), 0.0..top(y_max)),
+            |mesh| {
+                mesh.x_desc("latency (ms, log scale)")
+                    .x_labels(16)
+                    .y_desc("% of requests");
+            },
+        )?;
         for (i, (r, bars)) in runs.iter().zip(bars).enumerate() {
             let c = color(i);
             // A single-valued bucket (from == to) still gets a visible sliver.
@@ -264,22 +308,17 @@ pub(crate) fn latency_cdf(runs: &[Labelled]) -> Result<Option<String>> {
         return Ok(None);
     };
     svg(SIZE, |root| {
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(root)
-            .caption("Latency distribution (CDF)", (FONT, 17))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
-            .build_cartesian_2d((lo..hi).log_scale(), 0.0..100.0)?;
-        chart
-            .configure_mesh()
-            .x_desc("latency (ms, log scale)")
-            .x_labels(16)
-            .max_light_lines(2)
-            .label_style((FONT, 12))
-            .axis_desc_style((FONT, 13))
-            .y_desc("% of requests at most this slow")
-            .draw()?;
+        let mut chart = cartesian(
+            root,
+            "Latency distribution (CDF)",
+            64,
+            ((lo..hi).log_scale(), 0.0..100.0),
+            |mesh| {
+                mesh.x_desc("latency (ms, log scale)")
+                    .x_labels(16)
+                    .y_desc("% of requests at most this slow");
+            },
+        )?;
         for (i, r) in runs.iter().enumerate() {
             let c = color(i);
             let pts: Vec<(f64, f64)> = r
@@ -328,23 +367,19 @@ pub(crate) fn bytes_per_op(runs: &[Labelled]) -> Result<Option<String>> {
     // A fixed height per bar, so one bar is not a slab.
     let height = 150 + 44 * u32::try_from(bars.len()).unwrap_or(u32::MAX / 64).min(64);
     svg((SIZE.0, height), |root| {
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(root)
-            .caption("Bytes written to storage per request", (FONT, 17))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(10)
-            .build_cartesian_2d(0.0..top(x_max), 0.0..n)?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .disable_y_axis()
-            .x_desc("bytes per successful request (write_bytes)")
-            .max_light_lines(2)
-            .label_style((FONT, 12))
-            .axis_desc_style((FONT, 13))
-            .x_label_formatter(&|v| bytes(*v))
-            .draw()?;
+        // The bars carry their own labels: no y axis, so little room for one.
+        let mut chart = cartesian(
+            root,
+            "Bytes written to storage per request",
+            10,
+            (0.0..top(x_max), 0.0..n),
+            |mesh| {
+                mesh.disable_y_mesh()
+                    .disable_y_axis()
+                    .x_desc("bytes per successful request (write_bytes)")
+                    .x_label_formatter(&bytes_label);
+            },
+        )?;
         // The first bar at the top, as the runs are listed.
         let row = |k: usize| n - k as f64;
         chart.draw_series(bars.iter().enumerate().map(|(k, (i, _, v))| {
@@ -370,7 +405,7 @@ pub(crate) fn bytes_per_op(runs: &[Labelled]) -> Result<Option<String>> {
 fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
     position: SeriesLabelPosition,
-) -> Result<(), Box<dyn std::error::Error>>
+) -> DrawResult<()>
 where
     DB::ErrorType: 'static,
 {

@@ -34,7 +34,10 @@ fn watch_flags_and_etcd_aliases() {
     assert_eq!((w.common.clients, w.common.total), (4, 50));
     match w.workload {
         Workload::Watch(a) => {
-            assert_eq!((a.streams, a.watch_per_stream, a.prefixes), (3, 5, 7));
+            assert_eq!(
+                (a.stream.streams, a.watch_per_stream, a.prefixes),
+                (3, 5, 7)
+            );
             assert_eq!((a.key_space, a.put_rate), (9, 100));
             assert_eq!(a.prefix, "bench-watch/");
         }
@@ -43,8 +46,11 @@ fn watch_flags_and_etcd_aliases() {
     let l = parse(&["watch-latency", "--watchers-per-stream", "2", "--prevkv"]);
     match l.workload {
         Workload::WatchLatency(a) => {
-            assert_eq!((a.streams, a.watchers_per_stream, a.put_rate), (10, 2, 100));
-            assert!(a.prev_kv);
+            assert_eq!(
+                (a.stream.streams, a.watchers_per_stream, a.put_rate),
+                (10, 2, 100)
+            );
+            assert!(a.stream.prev_kv);
         }
         _ => panic!("wrong workload"),
     }

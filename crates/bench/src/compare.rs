@@ -197,74 +197,42 @@ struct Row {
     ratio: bool,
 }
 
+impl Row {
+    /// A row named `name` showing `value` with `precision` decimals, and its
+    /// ratio to the first run's if `ratio`.
+    const fn new(
+        name: &'static str,
+        value: fn(&RunResult) -> Option<f64>,
+        precision: usize,
+        ratio: bool,
+    ) -> Row {
+        Row {
+            name,
+            value,
+            precision,
+            ratio,
+        }
+    }
+}
+
 /// Rows of the comparison, in order.
 const ROWS: &[Row] = &[
-    Row {
-        name: "throughput req/s",
-        value: |r| Some(r.throughput),
-        precision: 1,
-        ratio: true,
-    },
-    Row {
-        name: "ok",
-        value: |r| Some(r.ok as f64),
-        precision: 0,
-        ratio: false,
-    },
-    Row {
-        name: "errors",
-        value: |r| Some(r.errors.count as f64),
-        precision: 0,
-        ratio: false,
-    },
-    Row {
-        name: "p50 ms",
-        value: |r| r.latency_ms.as_ref().map(|l| l.p50),
-        precision: 3,
-        ratio: true,
-    },
-    Row {
-        name: "p90 ms",
-        value: |r| r.latency_ms.as_ref().map(|l| l.p90),
-        precision: 3,
-        ratio: true,
-    },
-    Row {
-        name: "p99 ms",
-        value: |r| r.latency_ms.as_ref().map(|l| l.p99),
-        precision: 3,
-        ratio: true,
-    },
-    Row {
-        name: "p99.9 ms",
-        value: |r| r.latency_ms.as_ref().map(|l| l.p999),
-        precision: 3,
-        ratio: true,
-    },
-    Row {
-        name: "max ms",
-        value: |r| r.latency_ms.as_ref().map(|l| l.max),
-        precision: 3,
-        ratio: true,
-    },
-    Row {
-        name: "cpu us/op",
-        value: RunResult::cpu_us_per_op,
-        precision: 1,
-        ratio: true,
-    },
-    Row {
-        name: "write B/op",
-        value: |r| r.write_bytes_per_op,
-        precision: 0,
-        ratio: true,
-    },
-    Row {
-        name: "rss MiB",
-        value: RunResult::rss_mib,
-        precision: 1,
-        ratio: true,
-    },
+    Row::new("throughput req/s", |r| Some(r.throughput), 1, true),
+    Row::new("ok", |r| Some(r.ok as f64), 0, false),
+    Row::new("errors", |r| Some(r.errors.count as f64), 0, false),
+    Row::new("p50 ms", |r| r.latency_ms.as_ref().map(|l| l.p50), 3, true),
+    Row::new("p90 ms", |r| r.latency_ms.as_ref().map(|l| l.p90), 3, true),
+    Row::new("p99 ms", |r| r.latency_ms.as_ref().map(|l| l.p99), 3, true),
+    Row::new(
+        "p99.9 ms",
+        |r| r.latency_ms.as_ref().map(|l| l.p999),
+        3,
+        true,
+    ),
+    Row::new("max ms", |r| r.latency_ms.as_ref().map(|l| l.max), 3, true),
+    Row::new("cpu us/op", RunResult::cpu_us_per_op, 1, true),
+    Row::new("write B/op", |r| r.write_bytes_per_op, 0, true),
+    Row::new("rss MiB", RunResult::rss_mib, 1, true),
 ];
 
 /// The cells of the comparison: a header row, then one row per metric, with

@@ -329,14 +329,7 @@ async fn bench(cli: Cli) -> Result<(Report, bool)> {
     // Build the workload first: bad flags should fail before any connection.
     let (name, params, op): (&'static str, serde_json::Value, Op) = match cli.workload {
         Workload::Put(a) => {
-            let shape = put::PutShape {
-                key_size: a.key_size,
-                val_size: a.val_size,
-                key_space: a.key_space,
-                seq_keys: a.seq_keys,
-                seed: a.seed,
-            };
-            shape.validate()?;
+            let shape = mix::put_shape(&a)?;
             let params = serde_json::json!({
                 "key_size": a.key_size, "val_size": a.val_size,
                 "key_space": a.key_space, "seq_keys": a.seq_keys, "seed": a.seed,

@@ -41,9 +41,6 @@ use crate::watch_tally::{self, Layout, PutRecord, WatcherLog};
 /// `--put-total` is the common `--total`).
 #[derive(clap::Args, Debug, serde::Serialize)]
 pub(crate) struct WatchArgs {
-    /// Watch streams (one gRPC Watch call each), spread round-robin over the --conns connections.
-    #[arg(long, default_value_t = 10)]
-    pub(crate) streams: usize,
     /// Watchers per stream; watcher j (over all streams) watches prefix j % --prefixes.
     #[arg(long, default_value_t = 10)]
     pub(crate) watch_per_stream: usize,
@@ -56,14 +53,27 @@ pub(crate) struct WatchArgs {
     /// Keys per prefix: put i writes key number (i / --prefixes) % --key-space.
     #[arg(long, alias = "key-space-size", default_value_t = 1000)]
     pub(crate) key_space: u64,
-    /// Bytes per value.
-    #[arg(long, default_value_t = 32)]
-    pub(crate) val_size: usize,
     /// Puts per second over all writers (0: as fast as they go).
     #[arg(long, default_value_t = 0)]
     pub(crate) put_rate: u64,
+    /// The flags shared with `watch-latency`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) stream: StreamArgs,
+}
+
+/// The flags `watch` and `watch-latency` share: the watch streams, what the
+/// watchers ask for and what the puts write.
+#[derive(clap::Args, Clone, Debug, serde::Serialize)]
+pub(crate) struct StreamArgs {
+    /// Watch streams (one gRPC Watch call each), spread round-robin over the --conns connections.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) streams: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 32)]
+    pub(crate) val_size: usize,
     /// Ask for each event's previous key-value too (more work for the server).
-    #[arg(long)]
+    #[arg(long, alias = "prevkv")]
     pub(crate) prev_kv: bool,
     /// After the last put, wait at most this many seconds for the events still owed.
     #[arg(long, default_value_t = 10)]
@@ -133,17 +143,36 @@ impl WatchShape {
                 Target { key, range_end }
             })
             .collect();
-        let shape = WatchShape {
+        WatchShape::new(
             targets,
-            keys: Keys::Prefixes {
+            Keys::Prefixes {
                 key_space: a.key_space,
             },
-            streams: a.streams,
-            per_stream: a.watch_per_stream,
-            prev_kv: a.prev_kv,
-            value: crate::put::random_value(a.val_size, a.seed),
-            put_rate: a.put_rate,
-            drain: Duration::from_secs(a.drain_timeout),
+            a.watch_per_stream,
+            a.put_rate,
+            &a.stream,
+        )
+    }
+
+    /// A validated workload of `per_stream` watchers on each of the
+    /// `stream.streams` streams watching `targets`, and puts at `put_rate`
+    /// writing `keys`, as the rest of `stream` says.
+    pub(crate) fn new(
+        targets: Vec<Target>,
+        keys: Keys,
+        per_stream: usize,
+        put_rate: u64,
+        stream: &StreamArgs,
+    ) -> Result<WatchShape> {
+        let shape = WatchShape {
+            targets,
+            keys,
+            streams: stream.streams,
+            per_stream,
+            prev_kv: stream.prev_kv,
+            value: crate::put::random_value(stream.val_size, stream.seed),
+            put_rate,
+            drain: Duration::from_secs(stream.drain_timeout),
         };
         shape.validate()?;
         Ok(shape)
@@ -449,16 +478,18 @@ mod tests {
 
     fn args() -> WatchArgs {
         WatchArgs {
-            streams: 2,
             watch_per_stream: 3,
             prefixes: 3,
             prefix: "w/".into(),
             key_space: 2,
-            val_size: 4,
             put_rate: 0,
-            prev_kv: false,
-            drain_timeout: 1,
-            seed: 1,
+            stream: StreamArgs {
+                streams: 2,
+                val_size: 4,
+                prev_kv: false,
+                drain_timeout: 1,
+                seed: 1,
+            },
         }
     }
 
@@ -504,7 +535,10 @@ mod tests {
                 ..args()
             },
             WatchArgs {
-                streams: 0,
+                stream: StreamArgs {
+                    streams: 0,
+                    ..args().stream
+                },
                 ..args()
             },
             WatchArgs {

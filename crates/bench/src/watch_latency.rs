@@ -7,18 +7,13 @@
 //! prefixes, so it reports the same things: put latency, delivery latency from
 //! the put's response and from its send, and every event accounted for.
 
-use std::time::Duration;
-
 use anyhow::{bail, Result};
 
-use crate::watch::{Keys, Target, WatchShape};
+use crate::watch::{Keys, StreamArgs, Target, WatchShape};
 
 /// `watch-latency` flags (etcd's names; its `--put-total` is the common `--total`).
 #[derive(clap::Args, Debug, serde::Serialize)]
 pub(crate) struct WatchLatencyArgs {
-    /// Watch streams (one gRPC Watch call each), spread round-robin over the --conns connections.
-    #[arg(long, default_value_t = 10)]
-    pub(crate) streams: usize,
     /// Watchers per stream, all on --key.
     #[arg(long, default_value_t = 10)]
     pub(crate) watchers_per_stream: usize,
@@ -28,18 +23,10 @@ pub(crate) struct WatchLatencyArgs {
     /// The key every put writes and every watcher watches.
     #[arg(long, default_value = "bench-watch-latency")]
     pub(crate) key: String,
-    /// Bytes per value.
-    #[arg(long, default_value_t = 32)]
-    pub(crate) val_size: usize,
-    /// Ask for each event's previous key-value too.
-    #[arg(long, alias = "prevkv")]
-    pub(crate) prev_kv: bool,
-    /// After the last put, wait at most this many seconds for the events still owed.
-    #[arg(long, default_value_t = 10)]
-    pub(crate) drain_timeout: u64,
-    /// Seed for the value's random bytes.
-    #[arg(long, default_value_t = 1)]
-    pub(crate) seed: u64,
+    /// The flags shared with `watch`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub(crate) stream: StreamArgs,
 }
 
 /// The `watch-latency` workload from its flags.
@@ -47,21 +34,17 @@ pub(crate) fn shape(a: &WatchLatencyArgs) -> Result<WatchShape> {
     if a.key.is_empty() {
         bail!("--key must not be empty");
     }
-    let shape = WatchShape {
-        targets: vec![Target {
-            key: a.key.as_bytes().to_vec(),
-            range_end: Vec::new(),
-        }],
-        keys: Keys::OneKey,
-        streams: a.streams,
-        per_stream: a.watchers_per_stream,
-        prev_kv: a.prev_kv,
-        value: crate::put::random_value(a.val_size, a.seed),
-        put_rate: a.put_rate,
-        drain: Duration::from_secs(a.drain_timeout),
+    let target = Target {
+        key: a.key.as_bytes().to_vec(),
+        range_end: Vec::new(),
     };
-    shape.validate()?;
-    Ok(shape)
+    WatchShape::new(
+        vec![target],
+        Keys::OneKey,
+        a.watchers_per_stream,
+        a.put_rate,
+        &a.stream,
+    )
 }
 
 #[cfg(test)]
@@ -71,14 +54,16 @@ mod tests {
     #[test]
     fn every_put_writes_the_one_watched_key() {
         let a = WatchLatencyArgs {
-            streams: 1,
             watchers_per_stream: 2,
             put_rate: 100,
             key: "k".into(),
-            val_size: 8,
-            prev_kv: true,
-            drain_timeout: 1,
-            seed: 1,
+            stream: StreamArgs {
+                streams: 1,
+                val_size: 8,
+                prev_kv: true,
+                drain_timeout: 1,
+                seed: 1,
+            },
         };
         let s = shape(&a).expect("valid");
         assert!((0..5).all(|i| s.put_key(i) == (b"k".to_vec(), 0)));

@@ -11,8 +11,62 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use bramble_tests::{client, Kind, Server, ServerConfig};
 use etcd_client::{Client, GetOptions};
 use serde_json::Value;
+
+/// A real Bramble member to load, the `bramble-bench` binary to load it with, and an
+/// etcd-client (with the runtime that drives it) to look at what the load did to the store.
+pub struct Bench {
+    /// The `bramble-bench` binary ([`bench_bin`]).
+    pub bin: PathBuf,
+    /// The member; it stops when this is dropped.
+    pub server: Server,
+    /// Its client endpoint.
+    pub endpoint: String,
+    /// Its process, which `bramble-bench --pid` measures.
+    pub pid: u32,
+    /// Drives `client`.
+    pub runtime: tokio::runtime::Runtime,
+    /// A client of the member.
+    pub client: Client,
+}
+
+impl Bench {
+    /// Builds `bramble-bench` if needed and starts one Bramble member with the default config.
+    pub fn start() -> Bench {
+        let bin = bench_bin();
+        let server = Server::start_with(Kind::Bramble, ServerConfig::default());
+        let endpoint = server.endpoint();
+        let pid = server.pid().expect("the server is running");
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let client = runtime.block_on(client::connect_endpoint(&endpoint));
+        Bench {
+            bin,
+            server,
+            endpoint,
+            pid,
+            runtime,
+            client,
+        }
+    }
+
+    /// [`run_bench`] against this member: the report of a run that must succeed.
+    pub fn run(&self, args: &[&str]) -> Value {
+        run_bench(&self.bin, &self.endpoint, self.pid, args)
+    }
+
+    /// [`bench_command`] against this member, to start it in the background.
+    pub fn command(&self, args: &[&str]) -> Command {
+        bench_command(&self.bin, &self.endpoint, self.pid, args)
+    }
+
+    /// [`revision_and_key_count`] of this member's store.
+    pub fn revision_and_key_count(&mut self) -> (i64, i64) {
+        self.runtime
+            .block_on(revision_and_key_count(&mut self.client))
+    }
+}
 
 /// The `bramble-bench` binary: `$BRAMBLE_BENCH_BIN`, else built by cargo next to this
 /// test's own binary (`target/<profile>/deps/<test>`, so two directories up).
