@@ -212,11 +212,10 @@ fn duration_rate_and_html_report() {
 /// note in an otherwise clean run.
 #[test]
 fn server_metrics_from_the_client_url() {
-    let bench = bench_bin();
-    let server = Server::start_with(Kind::Bramble, ServerConfig::default());
-    let endpoint = server.endpoint();
+    let b = Bench::start();
+    let endpoint = b.endpoint.clone();
     let run = |endpoints: &str, total: &str, extra: &[&str]| {
-        Command::new(&bench)
+        Command::new(&b.bin)
             .args([
                 "--endpoints",
                 endpoints,
