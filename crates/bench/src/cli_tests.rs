@@ -1,9 +1,9 @@
-//! Command-line parsing of the workloads added after the first four (kept out
-//! of main.rs, which holds the CLI itself, to keep it short).
+//! Command-line parsing of the workloads added after the first four (those are
+//! tested in `crate::cli` itself).
 
 use clap::Parser;
 
-use crate::{Cli, Workload};
+use crate::cli::{Cli, Workload};
 
 /// Parses `bramble-bench <args>`, failing the test on a parse error.
 fn parse(args: &[&str]) -> Cli {
@@ -121,7 +121,7 @@ fn workload_flags_become_report_params() {
     let Workload::Mixed(a) = m.workload else {
         panic!("wrong workload")
     };
-    let p = crate::params(&a).expect("serializes");
+    let p = crate::bench::params(&a).expect("serializes");
     assert_eq!(p["read_ratio"], 0.25);
     assert_eq!(p["key_space"], 100_000, "put's flags flattened in: {p}");
 }

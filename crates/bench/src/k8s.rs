@@ -457,10 +457,10 @@ mod tests {
     use clap::Parser;
 
     fn parse(args: &[&str]) -> K8sArgs {
-        let cli =
-            crate::Cli::try_parse_from([&["bramble-bench", "k8s"], args].concat()).expect("parses");
+        let cli = crate::cli::Cli::try_parse_from([&["bramble-bench", "k8s"], args].concat())
+            .expect("parses");
         match cli.workload {
-            crate::Workload::K8s(a) => a,
+            crate::cli::Workload::K8s(a) => a,
             _ => panic!("wrong workload"),
         }
     }

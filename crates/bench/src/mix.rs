@@ -23,7 +23,7 @@ use crate::section::{latency, latency_line, Section};
 use crate::stats::nanos;
 
 /// The `put` shape from `put`'s flags (mixed and txn-mixed take them too).
-pub(crate) fn put_shape(a: &crate::PutArgs) -> Result<PutShape> {
+pub(crate) fn put_shape(a: &crate::cli::PutArgs) -> Result<PutShape> {
     let shape = PutShape {
         key_size: a.key_size,
         val_size: a.val_size,

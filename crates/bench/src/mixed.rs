@@ -23,7 +23,7 @@ use crate::run::OpFuture;
 pub(crate) struct MixedArgs {
     #[command(flatten)]
     #[serde(flatten)]
-    pub(crate) keys: crate::PutArgs,
+    pub(crate) keys: crate::cli::PutArgs,
     /// Fraction of requests that are reads (0.0: all puts, 1.0: all reads).
     #[arg(long, default_value_t = 0.5)]
     pub(crate) read_ratio: f64,

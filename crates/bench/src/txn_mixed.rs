@@ -25,7 +25,7 @@ use crate::run::OpFuture;
 pub(crate) struct TxnMixedArgs {
     #[command(flatten)]
     #[serde(flatten)]
-    pub(crate) keys: crate::PutArgs,
+    pub(crate) keys: crate::cli::PutArgs,
     /// Reads per write: a request reads with probability r / (1 + r).
     #[arg(long, default_value_t = 1.0)]
     pub(crate) rw_ratio: f64,
@@ -127,7 +127,7 @@ mod tests {
 
     fn args() -> TxnMixedArgs {
         TxnMixedArgs {
-            keys: crate::PutArgs {
+            keys: crate::cli::PutArgs {
                 key_size: 8,
                 val_size: 8,
                 key_space: 10,
