@@ -10,8 +10,7 @@
 
 mod bench_support;
 
-use bench_support::{bench_bin, run_bench};
-use bramble_tests::{client, Kind, Server, ServerConfig};
+use bench_support::Bench;
 use etcd_client::{GetOptions, LeaseTimeToLiveOptions};
 use serde_json::Value;
 
@@ -20,45 +19,37 @@ const PODS: i64 = 100;
 
 #[test]
 fn k8s_workload_leaves_what_an_apiserver_would() {
-    let bench = bench_bin();
-    let server = Server::start_with(Kind::Bramble, ServerConfig::default());
-    let endpoint = server.endpoint();
-    let pid = server.pid().expect("the server is running");
+    let b = Bench::start();
     let (nodes, pods) = (NODES.to_string(), PODS.to_string());
-    let report = run_bench(
-        &bench,
-        &endpoint,
-        pid,
-        &[
-            "--clients",
-            "4",
-            "--duration",
-            "10",
-            "k8s",
-            "--nodes",
-            &nodes,
-            "--pods",
-            &pods,
-            "--heartbeat",
-            "1",
-            "--node-status",
-            "3",
-            "--churn",
-            "10",
-            "--compact-interval",
-            "3",
-            "--event-ttl",
-            "4",
-            "--list-interval",
-            "2",
-            "--list-limit",
-            "30",
-            "--count-interval",
-            "2",
-            "--progress-interval",
-            "1",
-        ],
-    );
+    let report = b.run(&[
+        "--clients",
+        "4",
+        "--duration",
+        "10",
+        "k8s",
+        "--nodes",
+        &nodes,
+        "--pods",
+        &pods,
+        "--heartbeat",
+        "1",
+        "--node-status",
+        "3",
+        "--churn",
+        "10",
+        "--compact-interval",
+        "3",
+        "--event-ttl",
+        "4",
+        "--list-interval",
+        "2",
+        "--list-limit",
+        "30",
+        "--count-interval",
+        "2",
+        "--progress-interval",
+        "1",
+    ]);
     println!(
         "{}",
         serde_json::to_string_pretty(&report["k8s"]).unwrap_or_default()
@@ -116,8 +107,7 @@ fn k8s_workload_leaves_what_an_apiserver_would() {
         assert_eq!(op(name, "conflicts"), 0, "{name}: {k8s}");
     }
 
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let mut c = runtime.block_on(client::connect_endpoint(&endpoint));
+    let (runtime, mut c) = (&b.runtime, b.client.clone());
     let get_prefix = |c: &mut etcd_client::Client, prefix: &str| {
         runtime
             .block_on(c.get(prefix, Some(GetOptions::new().with_prefix())))
