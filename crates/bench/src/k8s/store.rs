@@ -38,17 +38,7 @@ pub(crate) enum Written {
 }
 
 /// The end of the range of every key starting with `prefix` (etcd's `GetPrefixRangeEnd`).
-pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    // All 0xff (or empty): everything after the prefix, as etcd's "\0" range end.
-    vec![0]
-}
+pub(crate) use bramble_api::prefix_range_end as prefix_end;
 
 /// `If mod_revision(key) == rev`.
 fn mod_equals(key: &[u8], rev: i64) -> Compare {
@@ -135,6 +125,11 @@ pub(crate) async fn update(
         success: vec![put_op(key, value, 0)],
         failure: vec![get_op(key)],
     };
+    conditional(kv, request).await
+}
+
+/// Sends an update's or delete's `If mod_revision == N, Then write, Else Get` txn.
+async fn conditional(kv: &mut Kv, request: TxnRequest) -> Result<Written, Status> {
     let reply = kv.txn(request).await?.into_inner();
     if reply.succeeded {
         Ok(Written::At(header_revision(&reply)?))
@@ -157,12 +152,7 @@ pub(crate) async fn delete(kv: &mut Kv, key: &[u8], rev: i64) -> Result<Written,
         }],
         failure: vec![get_op(key)],
     };
-    let reply = kv.txn(request).await?.into_inner();
-    if reply.succeeded {
-        Ok(Written::At(header_revision(&reply)?))
-    } else {
-        Ok(Written::Conflict(else_get_mod_revision(&reply)?))
-    }
+    conditional(kv, request).await
 }
 
 /// One page of a GetList.
@@ -303,16 +293,4 @@ pub(crate) async fn compact(kv: &mut Kv, rev: i64) -> Result<(), Status> {
 /// `Internal`) so the run shows it.
 pub(crate) fn bad_reply(what: &str) -> Status {
     Status::internal(format!("bramble-bench: k8s: {what}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefix_ends() {
-        assert_eq!(prefix_end(b"/registry/pods/"), b"/registry/pods0");
-        assert_eq!(prefix_end(b"a\xff"), b"b");
-        assert_eq!(prefix_end(b"\xff\xff"), [0]);
-    }
 }
