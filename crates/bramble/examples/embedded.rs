@@ -3,10 +3,7 @@
 //!
 //! `cargo run --example embedded -- /tmp/embedded.bramble`
 
-use bramble::api::etcdserverpb::{
-    compare, request_op, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
-};
-use bramble::{Node, NodeOptions};
+use bramble::{Compare, ErrorKind, Node, NodeOptions, RangeOptions, Txn, TxnOp};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,33 +18,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Compare-and-swap: replace the value only if nobody changed it since.
     let cas = node
-        .txn(TxnRequest {
-            compare: vec![Compare {
-                key: b"config/greeting".to_vec(),
-                target: compare::CompareTarget::Mod as i32,
-                result: compare::CompareResult::Equal as i32,
-                target_union: Some(compare::TargetUnion::ModRevision(rev)),
-                ..Default::default()
-            }],
-            success: vec![RequestOp {
-                request: Some(request_op::Request::RequestPut(PutRequest {
-                    key: b"config/greeting".to_vec(),
-                    value: b"hello, bramble".to_vec(),
-                    ..Default::default()
-                })),
-            }],
-            failure: vec![],
-        })
+        .txn(
+            Txn::new()
+                .when([Compare::mod_revision("config/greeting").eq(rev)])
+                .and_then([TxnOp::put("config/greeting", "hello, bramble")]),
+        )
         .await?;
     println!("compare-and-swap succeeded: {}", cas.succeeded);
 
-    let listing = node
-        .range(RangeRequest {
-            key: b"config/".to_vec(),
-            range_end: b"config0".to_vec(),
-            ..Default::default()
-        })
-        .await?;
+    let listing = node.range("config/", RangeOptions::new().prefix()).await?;
     for kv in listing.kvs {
         println!(
             "{} = {} (version {})",
@@ -59,7 +38,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // An etcd error comes back typed, with etcd's code and text.
     if let Err(e) = node.put("", "no key").await {
-        println!("empty key refused: {:?}: {}", e.code, e.message);
+        assert_eq!(e.kind(), ErrorKind::EmptyKey);
+        println!("empty key refused: {:?}: {}", e.code(), e.message());
     }
 
     node.close().await;

@@ -20,24 +20,17 @@ use bramble_server::Identity;
 use bramble_storage::atomic_file;
 use bramble_storage::wal::Wal;
 
-use crate::node::{ClusterState, Error, NodeOptions};
+use crate::error::Error;
+use crate::node::{ClusterState, NodeOptions};
 
 const FILE: &str = "identity";
 
 fn io_error(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error {
-        code: tonic::Code::Unavailable,
-        message: format!("{}: {e}", path.display()),
-        fatal: None,
-    }
+    Error::unavailable(format!("{}: {e}", path.display()))
 }
 
 fn config_error(message: String) -> Error {
-    Error {
-        code: tonic::Code::InvalidArgument,
-        message,
-        fatal: None,
-    }
+    Error::invalid_argument(message)
 }
 
 /// Reads `<data-dir>/member/identity`, or works the ids out (see the module
@@ -246,11 +239,9 @@ async fn fetch_from_peers(opts: &NodeOptions) -> Result<Identity, Error> {
             }
         }
     }
-    Err(Error {
-        code: tonic::Code::Unavailable,
-        message: format!("cannot fetch cluster info from peer urls: {last_error}"),
-        fatal: None,
-    })
+    Err(Error::unavailable(format!(
+        "cannot fetch cluster info from peer urls: {last_error}"
+    )))
 }
 
 async fn members_of(
@@ -346,11 +337,11 @@ mod tests {
         ];
         let err = initial_members(&opts).expect_err("url mismatch");
         assert!(err
-            .message
+            .message()
             .contains("missing from --initial-advertise-peer-urls"));
         opts.name = "nobody".into();
         let err = initial_members(&opts).expect_err("name missing");
-        assert!(err.message.contains("couldn't find local name"));
+        assert!(err.message().contains("couldn't find local name"));
     }
 
     #[test]

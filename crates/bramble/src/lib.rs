@@ -8,9 +8,11 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod backups;
+mod client;
 pub mod config;
 mod config_file;
 mod defaults;
+mod error;
 mod identity_file;
 pub mod logging;
 mod node;
@@ -23,7 +25,12 @@ mod tls;
 mod unsupported_flags;
 
 pub use bramble_api as api;
-pub use node::{ClusterState, Error, ListenAddr, Node, NodeOptions, PeerTls};
+pub use client::{
+    Client, Compare, DeleteOptions, LeaseKeeper, NumberCompare, PutOptions, RangeOptions, Txn,
+    TxnOp, ValueCompare,
+};
+pub use error::{Error, ErrorKind};
+pub use node::{ClusterState, ListenAddr, Node, NodeOptions, PeerTls};
 
 /// Bramble's version, as clap shows it.
 pub(crate) const VERSION_LINE: &str = env!("CARGO_PKG_VERSION");

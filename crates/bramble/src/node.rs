@@ -16,17 +16,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bramble_api::etcdserverpb::kv_server::Kv;
-use bramble_api::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
-};
-use bramble_api::mvccpb::KeyValue;
 use bramble_raft::{FatalError, MemberAttributes, NodeConfig, RaftNode};
 use bramble_server::backpressure::ProposalGate;
 use bramble_server::corruption::peer::CorruptionPeerService;
 use bramble_server::corruption::CorruptionChecks;
-use bramble_server::kv::KvService;
 use bramble_server::lease::expiry::min_lease_ttl;
 use bramble_server::lease::forward::LeaderLeaseService;
 use bramble_server::lease::{LeaseService, Lessor};
@@ -37,21 +30,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
+use crate::client::Client;
 use crate::defaults;
+use crate::error::{Error, ErrorKind};
 
 /// How long [`Node::close`] lets a peer server drain before cutting it.
 const CLOSE_TASK_GRACE: Duration = Duration::from_millis(500);
 /// How long [`Node::close`] waits for the member's background tasks, which
 /// end on their own once Raft has stopped.
 const CLOSE_TASKS_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error {
-        code: tonic::Code::Unavailable,
-        message: e.to_string(),
-        fatal: None,
-    }
-}
 
 /// How to open a member.
 #[derive(Debug, Clone)]
@@ -185,46 +172,11 @@ impl NodeOptions {
     }
 }
 
-/// An error from the store, with etcd's gRPC code and message
-/// (e.g. `etcdserver: mvcc: required revision has been compacted`).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct Error {
-    /// The gRPC status code etcd would answer with.
-    pub code: tonic::Code,
-    /// etcd's error text.
-    pub message: String,
-    /// Set when the member failed for good (its disk or Raft core): it
-    /// serves nothing more and must be closed (and may be reopened).
-    pub fatal: Option<FatalError>,
-}
-
-impl From<tonic::Status> for Error {
-    fn from(s: tonic::Status) -> Self {
-        Error {
-            code: s.code(),
-            message: s.message().to_string(),
-            fatal: None,
-        }
-    }
-}
-
-impl From<FatalError> for Error {
-    /// etcd's answer from a stopped server, with the cause attached.
-    fn from(e: FatalError) -> Self {
-        let status = bramble_server::errors::stopped();
-        Error {
-            code: status.code(),
-            message: status.message().to_string(),
-            fatal: Some(e),
-        }
-    }
-}
-
 /// A running member of a Bramble cluster, opened in process.
 pub struct Node {
     ctx: Arc<ServerContext>,
-    kv: KvService,
+    /// The member's calls; [`Node`] dereferences to it.
+    client: Client,
     /// Stops the peer listeners and the publish task: cancelled by
     /// [`Node::close`], or when the `Node` is dropped (`_stop_on_drop`).
     stop: CancellationToken,
@@ -241,13 +193,8 @@ impl Node {
     /// the first time, as `initial_cluster_state` says), serves the peer
     /// protocol and starts Raft. Returns when it is ready to serve clients.
     pub async fn open(opts: NodeOptions) -> Result<Node, Error> {
-        bramble_raft::network::check_max_request_bytes(opts.limits.max_request_bytes).map_err(
-            |e| Error {
-                code: tonic::Code::InvalidArgument,
-                message: format!("max request bytes: {e}"),
-                fatal: None,
-            },
-        )?;
+        bramble_raft::network::check_max_request_bytes(opts.limits.max_request_bytes)
+            .map_err(|e| Error::invalid_argument(format!("max request bytes: {e}")))?;
         // Bind first: a port in use should fail before any data is touched.
         let mut peer_listeners = Vec::new();
         for listen in &opts.listen_peer_addrs {
@@ -255,33 +202,24 @@ impl Node {
                 (false, _) => None,
                 (true, Some(tls)) => Some(tls.server.clone()),
                 (true, None) => {
-                    return Err(Error {
-                        code: tonic::Code::InvalidArgument,
-                        message: format!(
-                            "listen on {} (peers): TLS needs a peer certificate",
-                            listen.addr
-                        ),
-                        fatal: None,
-                    })
+                    return Err(Error::invalid_argument(format!(
+                        "listen on {} (peers): TLS needs a peer certificate",
+                        listen.addr
+                    )))
                 }
             };
-            let l = TcpListener::bind(listen.addr).await.map_err(|e| Error {
-                code: tonic::Code::Unavailable,
-                message: format!("listen on {} (peers): {e}", listen.addr),
-                fatal: None,
+            let l = TcpListener::bind(listen.addr).await.map_err(|e| {
+                Error::unavailable(format!("listen on {} (peers): {e}", listen.addr))
             })?;
             peer_listeners.push((l, tls));
         }
         if opts.force_new_cluster && opts.initial_cluster_state == ClusterState::Existing {
             // Joining a cluster and making one of this member alone contradict
             // each other; etcd would silently pick one.
-            return Err(Error {
-                code: tonic::Code::InvalidArgument,
-                message: "--force-new-cluster cannot be used with --initial-cluster-state \
-                          existing: it makes this member a cluster of its own"
-                    .into(),
-                fatal: None,
-            });
+            return Err(Error::invalid_argument(
+                "--force-new-cluster cannot be used with --initial-cluster-state existing: it \
+                 makes this member a cluster of its own",
+            ));
         }
         let ids = crate::identity_file::load_or_create(&opts).await?;
         let member = MemberAttributes {
@@ -312,7 +250,7 @@ impl Node {
         let db_path = cfg.db_path();
         // etcd's `memberInitialized`: a new member has nothing to check yet.
         let initialized = db_path.exists();
-        let node = RaftNode::start(cfg).await.map_err(unavailable)?;
+        let node = RaftNode::start(cfg).await.map_err(Error::unavailable)?;
 
         let stop = CancellationToken::new();
         // An error below drops it, which stops what was started.
@@ -345,7 +283,7 @@ impl Node {
         if single {
             node.wait_recovered(Duration::from_secs(60))
                 .await
-                .map_err(unavailable)?;
+                .map_err(Error::unavailable)?;
         }
         // etcd checks before it serves peers too; here the peer listener is up
         // (peers checking at the same time must get an answer), and clients are
@@ -353,11 +291,11 @@ impl Node {
         if initialized && opts.corruption_checks.initial {
             if let Err(why) = bramble_server::corruption::initial_check(&node).await {
                 node.shutdown().await;
-                return Err(Error {
-                    code: tonic::Code::DataLoss,
-                    message: why,
-                    fatal: None,
-                });
+                return Err(Error::new(
+                    ErrorKind::CorruptCluster,
+                    tonic::Code::DataLoss,
+                    why,
+                ));
             }
         }
 
@@ -365,13 +303,12 @@ impl Node {
         // proposes) would be served without any permission check: refuse instead.
         if node.store().auth_enabled() && !bramble_server::auth::ENFORCEMENT_IMPLEMENTED {
             node.shutdown().await;
-            return Err(Error {
-                code: tonic::Code::FailedPrecondition,
-                message: "authentication is enabled in this data dir, and this build does not \
-                          enforce permissions: refusing to serve it unauthenticated"
-                    .into(),
-                fatal: None,
-            });
+            return Err(Error::new(
+                ErrorKind::Other,
+                tonic::Code::FailedPrecondition,
+                "authentication is enabled in this data dir, and this build does not enforce \
+                 permissions: refusing to serve it unauthenticated",
+            ));
         }
         node.store().auth_set_token_ttl(opts.auth.token_ttl);
         let space_in_use = bramble_server::space::SpaceInUse::new(node.store().clone());
@@ -408,10 +345,10 @@ impl Node {
                 removed: removed_tx,
             },
         ));
-        let kv = KvService::new(ctx.clone());
+        let client = Client::new(ctx.clone(), stop.child_token());
         Ok(Node {
             ctx,
-            kv,
+            client,
             stop,
             _stop_on_drop: stop_on_drop,
             peer_servers: std::sync::Mutex::new(peer_servers),
@@ -447,95 +384,10 @@ impl Node {
         self.ctx.node.fatal().wait().await
     }
 
-    /// The member's fatal failure, if it had one.
-    pub fn fatal_error(&self) -> Option<FatalError> {
-        self.ctx.node.fatal().get()
-    }
-
-    /// Runs one KV call, unless the member failed for good; a call that
-    /// fails because of such a failure reports it.
-    async fn call<T>(
-        &self,
-        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, Error> {
-        if let Some(e) = self.fatal_error() {
-            return Err(e.into());
-        }
-        match call.await {
-            Ok(resp) => Ok(resp.into_inner()),
-            Err(status) => Err(match self.fatal_error() {
-                Some(e) => e.into(),
-                None => status.into(),
-            }),
-        }
-    }
-
-    /// A linearizable get of one key.
-    pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<KeyValue>, Error> {
-        let resp = self
-            .range(RangeRequest {
-                key: key.into(),
-                ..Default::default()
-            })
-            .await?;
-        Ok(resp.kvs.into_iter().next())
-    }
-
-    /// etcd's Range, with every field.
-    pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, Error> {
-        self.call(self.kv.range(tonic::Request::new(req))).await
-    }
-
-    /// Puts `value` at `key`.
-    pub async fn put(
-        &self,
-        key: impl Into<Vec<u8>>,
-        value: impl Into<Vec<u8>>,
-    ) -> Result<PutResponse, Error> {
-        self.put_request(PutRequest {
-            key: key.into(),
-            value: value.into(),
-            ..Default::default()
-        })
-        .await
-    }
-
-    /// etcd's Put, with every field.
-    pub async fn put_request(&self, req: PutRequest) -> Result<PutResponse, Error> {
-        self.call(self.kv.put(tonic::Request::new(req))).await
-    }
-
-    /// Deletes one key.
-    pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<DeleteRangeResponse, Error> {
-        self.delete_range(DeleteRangeRequest {
-            key: key.into(),
-            ..Default::default()
-        })
-        .await
-    }
-
-    /// etcd's DeleteRange, with every field.
-    pub async fn delete_range(
-        &self,
-        req: DeleteRangeRequest,
-    ) -> Result<DeleteRangeResponse, Error> {
-        self.call(self.kv.delete_range(tonic::Request::new(req)))
-            .await
-    }
-
-    /// etcd's Txn: compares, then the success or failure ops, atomically.
-    pub async fn txn(&self, req: TxnRequest) -> Result<TxnResponse, Error> {
-        self.call(self.kv.txn(tonic::Request::new(req))).await
-    }
-
-    /// Compacts history before `revision`.
-    pub async fn compact(
-        &self,
-        revision: i64,
-        physical: bool,
-    ) -> Result<CompactionResponse, Error> {
-        let req = CompactionRequest { revision, physical };
-        self.call(self.kv.compact(tonic::Request::new(req))).await
+    /// A handle on this member's calls that tasks can own (cheap to clone;
+    /// the node's own calls are the same, through `Deref`).
+    pub fn client(&self) -> Client {
+        self.client.clone()
     }
 
     /// Stops Raft and the peer listeners and makes the state machine durable
@@ -579,5 +431,14 @@ impl Node {
                 self.ctx.tasks.len()
             );
         }
+    }
+}
+
+impl std::ops::Deref for Node {
+    type Target = Client;
+
+    /// Every call of [`Client`] is a call of the node.
+    fn deref(&self) -> &Client {
+        &self.client
     }
 }

@@ -219,8 +219,8 @@ fn cluster(
     opts.peer_urls = split_urls(&args.initial_advertise_peer_urls);
     opts.cluster_token = args.initial_cluster_token.clone();
     opts.initial_cluster = initial_cluster;
-    let members = identity_file::initial_members(&opts).map_err(|e| failed(e.message))?;
-    let ids = identity_file::new_cluster_ids(&opts).map_err(|e| failed(e.message))?;
+    let members = identity_file::initial_members(&opts).map_err(|e| failed(e.message()))?;
+    let ids = identity_file::new_cluster_ids(&opts).map_err(|e| failed(e.message()))?;
     Ok((members, ids))
 }
 

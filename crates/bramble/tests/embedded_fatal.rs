@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use bramble::api::etcdserverpb::RangeRequest;
-use bramble::{Node, NodeOptions};
+use bramble::{ErrorKind, Node, NodeOptions, RangeOptions};
 use bramble_raft::FatalCause;
 use bramble_testkit::disk::SmallDisk;
 
@@ -39,25 +38,22 @@ async fn a_full_disk_fails_every_later_call_with_the_fatal_error() {
     );
     assert!(fatal.detail.contains("No space left on device"), "{fatal}");
     // The failed put itself says so, with etcd's code and text.
-    assert_eq!(err.fatal.as_ref(), Some(&fatal), "{err}");
-    assert_eq!(err.code, tonic::Code::Unavailable);
-    assert_eq!(err.message, "etcdserver: server stopped");
+    assert_eq!(err.fatal(), Some(&fatal), "{err}");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(err.kind(), ErrorKind::Stopped);
+    assert_eq!(err.message(), "etcdserver: server stopped");
 
     // Nothing more is served, serializable reads included: the store no longer moves.
     let read = node
-        .range(RangeRequest {
-            key: b"k0".to_vec(),
-            serializable: true,
-            ..Default::default()
-        })
+        .range("k0", RangeOptions::new().serializable())
         .await
         .expect_err("a serializable read after the failure");
-    assert_eq!(read.fatal.as_ref(), Some(&fatal));
+    assert_eq!(read.fatal(), Some(&fatal));
     let put = node
         .put("after", "v")
         .await
         .expect_err("a put after the failure");
-    assert_eq!(put.fatal.as_ref(), Some(&fatal));
+    assert_eq!(put.fatal(), Some(&fatal));
 
     // Closing does not hang on the failed disk, and keeps the first cause.
     tokio::time::timeout(Duration::from_secs(10), node.close())
@@ -85,8 +81,8 @@ async fn open_refuses_a_data_dir_that_lost_its_wal() {
         Ok(_) => panic!("opened a data dir whose WAL was deleted"),
         Err(e) => e,
     };
-    assert!(err.message.contains("no write-ahead log"), "{err}");
-    assert!(err.message.contains("member/wal"), "{err}");
+    assert!(err.message().contains("no write-ahead log"), "{err}");
+    assert!(err.message().contains("member/wal"), "{err}");
     // Nothing was recreated behind the refusal.
     assert_eq!(std::fs::read_dir(&wal).expect("read member/wal").count(), 0);
 }

@@ -1,7 +1,6 @@
 //! The embedding API end to end: a real in-process member on a temp dir.
 
-use bramble::api::etcdserverpb::{DeleteRangeRequest, RangeRequest};
-use bramble::{Node, NodeOptions};
+use bramble::{DeleteOptions, ErrorKind, Node, NodeOptions, RangeOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_get_delete_and_reopen() {
@@ -22,11 +21,7 @@ async fn put_get_delete_and_reopen() {
     assert_eq!(got.version, 1);
 
     let del = node
-        .delete_range(DeleteRangeRequest {
-            key: b"b".to_vec(),
-            prev_kv: true,
-            ..Default::default()
-        })
+        .delete_with("b", DeleteOptions::new().prev_kv())
         .await
         .expect("delete");
     assert_eq!(del.deleted, 1);
@@ -35,26 +30,19 @@ async fn put_get_delete_and_reopen() {
 
     // History is readable until compacted, then it is etcd's error.
     let old = node
-        .range(RangeRequest {
-            key: b"b".to_vec(),
-            revision: rev2,
-            ..Default::default()
-        })
+        .range("b", RangeOptions::new().revision(rev2))
         .await
         .expect("historical read");
     assert_eq!(old.kvs.len(), 1);
     node.compact(rev2 + 1, true).await.expect("compact");
     let err = node
-        .range(RangeRequest {
-            key: b"b".to_vec(),
-            revision: rev2,
-            ..Default::default()
-        })
+        .range("b", RangeOptions::new().revision(rev2))
         .await
         .expect_err("compacted");
-    assert_eq!(err.code, tonic::Code::OutOfRange);
+    assert_eq!(err.kind(), ErrorKind::Compacted);
+    assert_eq!(err.code(), tonic::Code::OutOfRange);
     assert_eq!(
-        err.message,
+        err.message(),
         "etcdserver: mvcc: required revision has been compacted"
     );
     node.close().await;
@@ -79,24 +67,23 @@ async fn bad_input_gets_etcd_errors() {
     opts.limits.max_request_bytes = 1024;
     let node = Node::open(opts).await.expect("open");
     let e = node.put("", "v").await.expect_err("empty key");
-    assert_eq!(e.message, "etcdserver: key is not provided");
+    assert_eq!(e.message(), "etcdserver: key is not provided");
+    assert_eq!(e.kind(), ErrorKind::EmptyKey);
     let e = node
         .put("big", vec![0u8; 2048])
         .await
         .expect_err("too large");
-    assert_eq!(e.message, "etcdserver: request is too large");
+    assert_eq!(e.message(), "etcdserver: request is too large");
+    assert_eq!(e.kind(), ErrorKind::RequestTooLarge);
     let e = node
-        .range(RangeRequest {
-            key: b"a".to_vec(),
-            revision: 1000,
-            ..Default::default()
-        })
+        .range("a", RangeOptions::new().revision(1000))
         .await
         .expect_err("future revision");
     assert_eq!(
-        e.message,
+        e.message(),
         "etcdserver: mvcc: required revision is a future revision"
     );
+    assert_eq!(e.kind(), ErrorKind::FutureRevision);
     // Still serving.
     node.put("ok", "v").await.expect("put after errors");
     node.close().await;

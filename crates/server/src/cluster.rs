@@ -18,13 +18,13 @@ use crate::{errors, propose_status, ServerContext};
 
 /// The Cluster service.
 #[derive(Clone)]
-pub(crate) struct ClusterService {
+pub struct ClusterService {
     ctx: Arc<ServerContext>,
 }
 
 impl ClusterService {
     /// A Cluster service for `ctx`.
-    pub(crate) fn new(ctx: Arc<ServerContext>) -> Self {
+    pub fn new(ctx: Arc<ServerContext>) -> Self {
         ClusterService { ctx }
     }
 

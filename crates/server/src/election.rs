@@ -37,29 +37,41 @@ const OBSERVE_QUEUE: usize = 16;
 
 /// etcd's `ErrElectionNotLeader` (plain Go error: gRPC code Unknown).
 pub(crate) fn not_leader() -> Status {
-    Status::new(Code::Unknown, "election: not leader")
+    crate::errors::typed(
+        crate::errors::ErrorKind::ElectionNotLeader,
+        Code::Unknown,
+        "election: not leader",
+    )
 }
 
 /// etcd's `ErrElectionNoLeader` (plain Go error: gRPC code Unknown).
 pub(crate) fn no_leader() -> Status {
-    Status::new(Code::Unknown, "election: no leader")
+    crate::errors::typed(
+        crate::errors::ErrorKind::ElectionNoLeader,
+        Code::Unknown,
+        "election: no leader",
+    )
 }
 
 /// etcd's `ErrMissingLeaderKey` (plain Go error: gRPC code Unknown).
 pub(crate) fn missing_leader_key() -> Status {
-    Status::new(Code::Unknown, "\"leader\" field must be provided")
+    crate::errors::typed(
+        crate::errors::ErrorKind::MissingLeaderKey,
+        Code::Unknown,
+        "\"leader\" field must be provided",
+    )
 }
 
 /// The Election service.
 #[derive(Clone)]
-pub(crate) struct ElectionService {
+pub struct ElectionService {
     recipe: Recipe,
 }
 
 impl ElectionService {
     /// An Election service over `ctx`; campaigns and observers end with
     /// `server stopped` once `stop` is cancelled.
-    pub(crate) fn with_shutdown(ctx: Arc<ServerContext>, stop: CancellationToken) -> Self {
+    pub fn with_shutdown(ctx: Arc<ServerContext>, stop: CancellationToken) -> Self {
         ElectionService {
             recipe: Recipe::new(ctx, stop),
         }

@@ -11,68 +11,194 @@ use std::sync::Arc;
 use bramble_storage::mvcc::{AuthError, MvccError};
 use tonic::{Code, Status};
 
-fn status(code: Code, msg: &'static str) -> Status {
-    etcd_status(code, msg)
+fn status(kind: ErrorKind, code: Code, msg: &'static str) -> Status {
+    etcd_status(kind, code, msg)
 }
 
-/// The source of every status this module builds with an `etcdserver: `
-/// text, so code that must treat etcd's server errors apart (the lock and
-/// election services, [`is_etcd_server_error`]) goes by type, not text. A
-/// status's source stays in this process: clients see code and text only.
-#[derive(Debug)]
-struct EtcdServerError;
+/// What went wrong, in etcd's terms: the typed meaning of a status this
+/// crate builds, for code in this process that must tell errors apart (an
+/// embedding program, the lock and election services) without reading the
+/// text. Clients over gRPC see only the code and etcd's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// `etcdserver: key is not provided`
+    EmptyKey,
+    /// `etcdserver: key not found` (ignore_value/ignore_lease on a missing
+    /// key, or an empty txn op)
+    KeyNotFound,
+    /// `etcdserver: value is provided`
+    ValueProvided,
+    /// `etcdserver: lease is provided`
+    LeaseProvided,
+    /// `etcdserver: too many operations in txn request`
+    TooManyOps,
+    /// `etcdserver: duplicate key given in txn request`
+    DuplicateKey,
+    /// A txn nested deeper than a Raft log entry can hold (Bramble's own).
+    TxnTooDeep,
+    /// `etcdserver: request is too large`
+    RequestTooLarge,
+    /// `etcdserver: mvcc: required revision has been compacted`
+    Compacted,
+    /// `etcdserver: mvcc: required revision is a future revision`
+    FutureRevision,
+    /// `etcdserver: invalid sort option`
+    InvalidSortOption,
+    /// `etcdserver: requested lease not found`
+    LeaseNotFound,
+    /// `etcdserver: lease already exists`
+    LeaseExists,
+    /// `etcdserver: too large lease TTL`
+    LeaseTtlTooLarge,
+    /// `etcdserver: mvcc: database space exceeded` (quota or NOSPACE alarm)
+    NoSpace,
+    /// `etcdserver: corrupt cluster` (a CORRUPT alarm is raised)
+    CorruptCluster,
+    /// `etcdserver: too many requests` (proposals far ahead of applies)
+    TooManyRequests,
+    /// `etcdserver: no leader`
+    NoLeader,
+    /// `etcdserver: leader changed`
+    LeaderChanged,
+    /// `etcdserver: request timed out`
+    Timeout,
+    /// `etcdserver: server stopped`
+    Stopped,
+    /// A failure of this member's storage (etcd's Unknown with the cause).
+    Internal,
+    /// One of the auth store's errors (permission denied, bad token, ...).
+    Auth(AuthError),
+    /// A membership change refused (`member not found`, `Peer URLs already
+    /// exists`, `unhealthy cluster`, ...).
+    Membership,
+    /// `etcdserver: not leader`, `bad leader transferee` and the other
+    /// refusals of a leader transfer.
+    LeaderTransfer,
+    /// `etcdserver: rpc not supported for learner`
+    NotSupportedForLearner,
+    /// A downgrade request refused.
+    Downgrade,
+    /// `etcdserver: unknown method`
+    UnknownMethod,
+    /// `election: not leader`: a proclaim or resign by a leader that lost.
+    ElectionNotLeader,
+    /// `election: no leader`: nobody holds the election.
+    ElectionNoLeader,
+    /// `"leader" field must be provided`
+    MissingLeaderKey,
+    /// Anything else: gRPC's own errors, and Bramble's that etcd does not have.
+    Other,
+}
 
-impl std::fmt::Display for EtcdServerError {
+/// The typed meaning attached to a status (see [`ErrorKind`]); `etcd_server`
+/// says whether it is one of etcd's server errors (`etcdserver: ...`), which
+/// the lock and election services pass on differently. A status's source
+/// stays in this process: clients see code and text only.
+#[derive(Debug)]
+struct Tag {
+    kind: ErrorKind,
+    etcd_server: bool,
+}
+
+impl std::fmt::Display for Tag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an etcd server error")
+        write!(f, "{:?}", self.kind)
     }
 }
 
-impl std::error::Error for EtcdServerError {}
+impl std::error::Error for Tag {}
 
-/// One of etcd's server errors: `msg` with `code`, marked as such.
-fn etcd_status(code: Code, msg: impl Into<String>) -> Status {
+/// A status with `code` and `msg`, typed as `kind` (not an `etcdserver:`
+/// error: see [`is_etcd_server_error`]).
+pub(crate) fn typed(kind: ErrorKind, code: Code, msg: impl Into<String>) -> Status {
     let mut status = Status::new(code, msg);
-    status.set_source(Arc::new(EtcdServerError));
+    status.set_source(Arc::new(Tag {
+        kind,
+        etcd_server: false,
+    }));
     status
+}
+
+/// One of etcd's server errors: `msg` with `code`, typed as `kind`.
+fn etcd_status(kind: ErrorKind, code: Code, msg: impl Into<String>) -> Status {
+    let mut status = Status::new(code, msg);
+    status.set_source(Arc::new(Tag {
+        kind,
+        etcd_server: true,
+    }));
+    status
+}
+
+fn tag(status: &Status) -> Option<&Tag> {
+    std::error::Error::source(status).and_then(|e| e.downcast_ref::<Tag>())
+}
+
+/// The typed meaning of `status`, if this crate built it.
+pub fn error_kind(status: &Status) -> Option<ErrorKind> {
+    tag(status).map(|t| t.kind)
 }
 
 /// Whether `status` is one of etcd's server errors (the `etcdserver: ...`
 /// statuses this module builds), as opposed to one of Bramble's own or of
 /// gRPC's.
 pub fn is_etcd_server_error(status: &Status) -> bool {
-    std::error::Error::source(status).is_some_and(|e| e.is::<EtcdServerError>())
+    tag(status).is_some_and(|t| t.etcd_server)
+}
+
+/// `status` with `code` instead of its own, keeping its text and its type
+/// (as an error passed on, not one of etcd's server errors).
+pub(crate) fn recoded(status: &Status, code: Code) -> Status {
+    match error_kind(status) {
+        Some(kind) => typed(kind, code, status.message()),
+        None => Status::new(code, status.message()),
+    }
 }
 
 /// `etcdserver: key is not provided`
 pub(crate) fn empty_key() -> Status {
-    status(Code::InvalidArgument, "etcdserver: key is not provided")
+    status(
+        ErrorKind::EmptyKey,
+        Code::InvalidArgument,
+        "etcdserver: key is not provided",
+    )
 }
 /// etcd's gRPC error for an error of the MVCC store. The text is the
 /// store's, which is etcd's: etcd's gRPC layer prefixes its `mvcc: ...`
 /// errors with `etcdserver: `, and so does this. Failures of this member
 /// (storage, corruption) are [`internal`].
 pub(crate) fn mvcc_status(e: &MvccError) -> Status {
-    let code = match e {
+    let (kind, code) = match e {
         // `etcdserver: mvcc: required revision has been compacted`,
         // `etcdserver: mvcc: required revision is a future revision`
-        MvccError::Compacted | MvccError::FutureRevision => {
-            return etcd_status(Code::OutOfRange, format!("etcdserver: {e}"))
+        MvccError::Compacted => {
+            return etcd_status(
+                ErrorKind::Compacted,
+                Code::OutOfRange,
+                format!("etcdserver: {e}"),
+            )
+        }
+        MvccError::FutureRevision => {
+            return etcd_status(
+                ErrorKind::FutureRevision,
+                Code::OutOfRange,
+                format!("etcdserver: {e}"),
+            )
         }
         // `etcdserver: key not found`
-        MvccError::KeyNotFound => Code::InvalidArgument,
+        MvccError::KeyNotFound => (ErrorKind::KeyNotFound, Code::InvalidArgument),
         // `etcdserver: requested lease not found`
-        MvccError::LeaseNotFound => Code::NotFound,
+        MvccError::LeaseNotFound => (ErrorKind::LeaseNotFound, Code::NotFound),
         // `etcdserver: lease already exists`
-        MvccError::LeaseExists => Code::FailedPrecondition,
+        MvccError::LeaseExists => (ErrorKind::LeaseExists, Code::FailedPrecondition),
         // `etcdserver: too large lease TTL`
-        MvccError::LeaseTtlTooLarge => Code::OutOfRange,
+        MvccError::LeaseTtlTooLarge => (ErrorKind::LeaseTtlTooLarge, Code::OutOfRange),
         // `etcdserver: invalid sort option`
-        MvccError::InvalidSortOption => Code::InvalidArgument,
+        MvccError::InvalidSortOption => (ErrorKind::InvalidSortOption, Code::InvalidArgument),
         // `etcdserver: mvcc: database space exceeded`
         MvccError::NoSpace => return no_space(),
         // `etcdserver: corrupt cluster`
-        MvccError::CorruptCluster => Code::DataLoss,
+        MvccError::CorruptCluster => (ErrorKind::CorruptCluster, Code::DataLoss),
         MvccError::Auth(a) => return auth_status(*a),
         MvccError::EmptyCommand
         | MvccError::OutOfOrder { .. }
@@ -81,7 +207,7 @@ pub(crate) fn mvcc_status(e: &MvccError) -> Status {
         | MvccError::BadSnapshot(_)
         | MvccError::StoreReplaced => return internal(e),
     };
-    etcd_status(code, e.to_string())
+    etcd_status(kind, code, e.to_string())
 }
 /// etcd's gRPC error for an auth store error: the text is [`AuthError`]'s
 /// (etcd's), the code etcd's `rpctypes` gives it.
@@ -107,7 +233,7 @@ pub(crate) fn auth_status(e: AuthError) -> Status {
         // Not one of etcd's gRPC errors: grpc-go sends it as Unknown.
         AuthError::NoPasswordUser => Code::Unknown,
     };
-    etcd_status(code, e.to_string())
+    etcd_status(ErrorKind::Auth(e), code, e.to_string())
 }
 /// `bramble: authentication cannot be enabled yet: ...`: Bramble's own refusal
 /// of AuthEnable until every service checks permissions (enabling auth without
@@ -126,6 +252,7 @@ pub(crate) fn password_too_long() -> Status {
 /// space quota is exhausted or a NOSPACE alarm is raised.
 pub(crate) fn no_space() -> Status {
     etcd_status(
+        ErrorKind::NoSpace,
         Code::ResourceExhausted,
         "etcdserver: mvcc: database space exceeded".to_string(),
     )
@@ -139,6 +266,7 @@ pub(crate) fn unimplemented(what: &str) -> Status {
 /// `etcdserver: invalid downgrade target version` (etcd 3.6)
 pub(crate) fn invalid_downgrade_target_version() -> Status {
     etcd_status(
+        ErrorKind::Downgrade,
         Code::InvalidArgument,
         "etcdserver: invalid downgrade target version",
     )
@@ -146,6 +274,7 @@ pub(crate) fn invalid_downgrade_target_version() -> Status {
 /// `etcdserver: wrong downgrade target version format` (etcd 3.6)
 pub(crate) fn wrong_downgrade_version_format() -> Status {
     etcd_status(
+        ErrorKind::Downgrade,
         Code::InvalidArgument,
         "etcdserver: wrong downgrade target version format",
     )
@@ -153,7 +282,20 @@ pub(crate) fn wrong_downgrade_version_format() -> Status {
 /// etcd's `ErrUnknownMethod`: not one of its gRPC errors, so grpc-go sends it
 /// as Unknown with its text.
 pub(crate) fn unknown_method() -> Status {
-    etcd_status(Code::Unknown, "etcdserver: unknown method")
+    etcd_status(
+        ErrorKind::UnknownMethod,
+        Code::Unknown,
+        "etcdserver: unknown method",
+    )
+}
+/// `etcdserver: mvcc: required revision has been compacted` (a range, or a
+/// watch's start revision, before the compacted revision)
+pub fn compacted() -> Status {
+    mvcc_status(&MvccError::Compacted)
+}
+/// `etcdserver: requested lease not found`
+pub fn lease_not_found() -> Status {
+    mvcc_status(&MvccError::LeaseNotFound)
 }
 /// `etcdserver: key not found` (also etcd's answer to an empty txn op)
 pub(crate) fn key_not_found() -> Status {
@@ -161,15 +303,24 @@ pub(crate) fn key_not_found() -> Status {
 }
 /// `etcdserver: value is provided`
 pub(crate) fn value_provided() -> Status {
-    status(Code::InvalidArgument, "etcdserver: value is provided")
+    status(
+        ErrorKind::ValueProvided,
+        Code::InvalidArgument,
+        "etcdserver: value is provided",
+    )
 }
 /// `etcdserver: lease is provided`
 pub(crate) fn lease_provided() -> Status {
-    status(Code::InvalidArgument, "etcdserver: lease is provided")
+    status(
+        ErrorKind::LeaseProvided,
+        Code::InvalidArgument,
+        "etcdserver: lease is provided",
+    )
 }
 /// `etcdserver: too many operations in txn request`
 pub(crate) fn too_many_ops() -> Status {
     status(
+        ErrorKind::TooManyOps,
         Code::InvalidArgument,
         "etcdserver: too many operations in txn request",
     )
@@ -177,6 +328,7 @@ pub(crate) fn too_many_ops() -> Status {
 /// `etcdserver: duplicate key given in txn request`
 pub(crate) fn duplicate_key() -> Status {
     status(
+        ErrorKind::DuplicateKey,
         Code::InvalidArgument,
         "etcdserver: duplicate key given in txn request",
     )
@@ -186,6 +338,7 @@ pub(crate) fn duplicate_key() -> Status {
 /// gRPC layer does not decode such a request (docs/compatibility.md).
 pub(crate) fn txn_too_deep() -> Status {
     etcd_status(
+        ErrorKind::TxnTooDeep,
         Code::InvalidArgument,
         format!(
             "etcdserver: txn request nested deeper than {} protobuf messages",
@@ -195,35 +348,64 @@ pub(crate) fn txn_too_deep() -> Status {
 }
 /// `etcdserver: too many requests` (etcd's ErrTooManyRequests)
 pub(crate) fn too_many_requests() -> Status {
-    status(Code::ResourceExhausted, "etcdserver: too many requests")
+    status(
+        ErrorKind::TooManyRequests,
+        Code::ResourceExhausted,
+        "etcdserver: too many requests",
+    )
 }
 /// `etcdserver: request is too large`
 pub(crate) fn request_too_large() -> Status {
-    status(Code::InvalidArgument, "etcdserver: request is too large")
+    status(
+        ErrorKind::RequestTooLarge,
+        Code::InvalidArgument,
+        "etcdserver: request is too large",
+    )
 }
 /// `etcdserver: no leader`
 pub(crate) fn no_leader() -> Status {
-    status(Code::Unavailable, "etcdserver: no leader")
+    status(
+        ErrorKind::NoLeader,
+        Code::Unavailable,
+        "etcdserver: no leader",
+    )
 }
 /// `etcdserver: leader changed`
 pub(crate) fn leader_changed() -> Status {
-    status(Code::Unavailable, "etcdserver: leader changed")
+    status(
+        ErrorKind::LeaderChanged,
+        Code::Unavailable,
+        "etcdserver: leader changed",
+    )
 }
 /// `etcdserver: request timed out`
 pub(crate) fn timeout() -> Status {
-    status(Code::Unavailable, "etcdserver: request timed out")
+    status(
+        ErrorKind::Timeout,
+        Code::Unavailable,
+        "etcdserver: request timed out",
+    )
 }
 /// `etcdserver: server stopped`
 pub fn stopped() -> Status {
-    status(Code::Unavailable, "etcdserver: server stopped")
+    status(
+        ErrorKind::Stopped,
+        Code::Unavailable,
+        "etcdserver: server stopped",
+    )
 }
 /// An internal failure (storage I/O): etcd reports these as Unknown with the cause.
 pub(crate) fn internal(msg: impl std::fmt::Display) -> Status {
-    etcd_status(Code::Unknown, format!("etcdserver: {msg}"))
+    etcd_status(
+        ErrorKind::Internal,
+        Code::Unknown,
+        format!("etcdserver: {msg}"),
+    )
 }
 /// `etcdserver: member ID already exist`
 pub(crate) fn member_exists() -> Status {
     status(
+        ErrorKind::Membership,
         Code::FailedPrecondition,
         "etcdserver: member ID already exist",
     )
@@ -231,6 +413,7 @@ pub(crate) fn member_exists() -> Status {
 /// `etcdserver: Peer URLs already exists`
 pub(crate) fn peer_urls_exist() -> Status {
     status(
+        ErrorKind::Membership,
         Code::FailedPrecondition,
         "etcdserver: Peer URLs already exists",
     )
@@ -238,6 +421,7 @@ pub(crate) fn peer_urls_exist() -> Status {
 /// `etcdserver: re-configuration failed due to not enough started members`
 pub(crate) fn member_not_enough_started() -> Status {
     status(
+        ErrorKind::Membership,
         Code::FailedPrecondition,
         "etcdserver: re-configuration failed due to not enough started members",
     )
@@ -245,17 +429,23 @@ pub(crate) fn member_not_enough_started() -> Status {
 /// `etcdserver: given member URLs are invalid`
 pub(crate) fn member_bad_urls() -> Status {
     status(
+        ErrorKind::Membership,
         Code::InvalidArgument,
         "etcdserver: given member URLs are invalid",
     )
 }
 /// `etcdserver: member not found`
 pub(crate) fn member_not_found() -> Status {
-    status(Code::NotFound, "etcdserver: member not found")
+    status(
+        ErrorKind::Membership,
+        Code::NotFound,
+        "etcdserver: member not found",
+    )
 }
 /// `etcdserver: can only promote a learner member`
 pub(crate) fn member_not_learner() -> Status {
     status(
+        ErrorKind::Membership,
         Code::FailedPrecondition,
         "etcdserver: can only promote a learner member",
     )
@@ -263,6 +453,7 @@ pub(crate) fn member_not_learner() -> Status {
 /// `etcdserver: can only promote a learner member which is in sync with leader`
 pub(crate) fn learner_not_ready() -> Status {
     status(
+        ErrorKind::Membership,
         Code::FailedPrecondition,
         "etcdserver: can only promote a learner member which is in sync with leader",
     )
@@ -270,21 +461,31 @@ pub(crate) fn learner_not_ready() -> Status {
 /// `etcdserver: too many learner members in cluster`
 pub(crate) fn too_many_learners() -> Status {
     status(
+        ErrorKind::Membership,
         Code::FailedPrecondition,
         "etcdserver: too many learner members in cluster",
     )
 }
 /// `etcdserver: unhealthy cluster`
 pub(crate) fn unhealthy() -> Status {
-    status(Code::Unavailable, "etcdserver: unhealthy cluster")
+    status(
+        ErrorKind::Membership,
+        Code::Unavailable,
+        "etcdserver: unhealthy cluster",
+    )
 }
 /// `etcdserver: not leader`
 pub(crate) fn not_leader() -> Status {
-    status(Code::FailedPrecondition, "etcdserver: not leader")
+    status(
+        ErrorKind::LeaderTransfer,
+        Code::FailedPrecondition,
+        "etcdserver: not leader",
+    )
 }
 /// `etcdserver: bad leader transferee`
 pub(crate) fn bad_leader_transferee() -> Status {
     status(
+        ErrorKind::LeaderTransfer,
         Code::FailedPrecondition,
         "etcdserver: bad leader transferee",
     )
@@ -293,6 +494,7 @@ pub(crate) fn bad_leader_transferee() -> Status {
 /// no gRPC mapping for it, so it reaches clients as Unknown)
 pub(crate) fn leader_transfer_timeout() -> Status {
     status(
+        ErrorKind::LeaderTransfer,
         Code::Unknown,
         "etcdserver: request timed out, leader transfer took too long",
     )
@@ -300,6 +502,7 @@ pub(crate) fn leader_transfer_timeout() -> Status {
 /// `etcdserver: rpc not supported for learner`
 pub(crate) fn not_supported_for_learner() -> Status {
     status(
+        ErrorKind::NotSupportedForLearner,
         Code::Unavailable,
         "etcdserver: rpc not supported for learner",
     )
@@ -359,6 +562,31 @@ mod tests {
             assert_eq!((status.code(), status.message()), (code, text), "{error:?}");
             assert!(is_etcd_server_error(&status), "{error:?}");
         }
+        let kinds = [
+            (MvccError::Compacted, ErrorKind::Compacted),
+            (MvccError::FutureRevision, ErrorKind::FutureRevision),
+            (MvccError::LeaseNotFound, ErrorKind::LeaseNotFound),
+            (MvccError::Storage("x".into()), ErrorKind::Internal),
+            (
+                MvccError::Auth(AuthError::PermissionDenied),
+                ErrorKind::Auth(AuthError::PermissionDenied),
+            ),
+        ];
+        for (error, kind) in kinds {
+            assert_eq!(error_kind(&mvcc_status(&error)), Some(kind), "{error:?}");
+        }
+    }
+
+    /// A status passed on with another code (the lock and election services')
+    /// keeps its kind, and is no longer one of etcd's server errors.
+    #[test]
+    fn recoded_statuses_keep_their_kind() {
+        let passed_on = recoded(&no_leader(), Code::Unknown);
+        assert_eq!(passed_on.code(), Code::Unknown);
+        assert_eq!(passed_on.message(), "etcdserver: no leader");
+        assert_eq!(error_kind(&passed_on), Some(ErrorKind::NoLeader));
+        assert!(!is_etcd_server_error(&passed_on));
+        assert_eq!(error_kind(&Status::unavailable("etcdserver: no leader")), None);
     }
 
     /// Every `etcdserver: ` status built here is typed as etcd's; the same

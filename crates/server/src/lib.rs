@@ -52,7 +52,10 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpIncoming;
 use tonic::Status;
 
+pub use cluster::ClusterService;
+pub use election::ElectionService;
 pub use header::Identity;
+pub use lock::LockService;
 
 /// etcd's request limits (`--max-request-bytes`, `--max-txn-ops`).
 #[derive(Debug, Clone, Copy)]

@@ -220,7 +220,8 @@ impl Recipe {
 /// so gRPC answers them with code Unknown and the same text.
 pub(crate) fn client_error(status: Status) -> Status {
     if errors::is_etcd_server_error(&status) {
-        Status::new(tonic::Code::Unknown, status.message().to_string())
+        // Still typed for an embedding program (its meaning did not change).
+        errors::recoded(&status, tonic::Code::Unknown)
     } else {
         status
     }
@@ -324,14 +325,14 @@ impl Drop for DeleteOnDrop {
 
 /// The Lock service.
 #[derive(Clone)]
-pub(crate) struct LockService {
+pub struct LockService {
     recipe: Recipe,
 }
 
 impl LockService {
     /// A Lock service over `ctx`; waiting requests end with `server stopped`
     /// once `stop` is cancelled.
-    pub(crate) fn with_shutdown(ctx: Arc<ServerContext>, stop: CancellationToken) -> Self {
+    pub fn with_shutdown(ctx: Arc<ServerContext>, stop: CancellationToken) -> Self {
         LockService {
             recipe: Recipe::new(ctx, stop),
         }

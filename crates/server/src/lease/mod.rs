@@ -73,7 +73,7 @@ impl LeaseService {
     /// Like [`LeaseService::new`], but keep-alive streams end with etcd's
     /// `etcdserver: server stopped` once `stop` is cancelled, instead of holding a
     /// graceful shutdown until its drain timeout.
-    pub(crate) fn with_shutdown(ctx: Arc<ServerContext>, stop: CancellationToken) -> Self {
+    pub fn with_shutdown(ctx: Arc<ServerContext>, stop: CancellationToken) -> Self {
         Lessor::start(&ctx);
         LeaseService { ctx, stop }
     }
@@ -278,19 +278,7 @@ impl Lease for LeaseService {
                         return;
                     }
                 };
-                // The header is taken before the renewal, as etcd does: a lease
-                // revoked at revision R is never renewed at a later revision.
-                let header = svc.header();
-                svc.ctx.settle(&creds).await;
-                if let Err(e) = svc.check_lease_keys(&creds, req.id, PermType::Write) {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-                let item = svc.renew(req.id).await.map(|ttl| LeaseKeepAliveResponse {
-                    header,
-                    id: req.id,
-                    ttl,
-                });
+                let item = svc.keep_alive_once(&creds, req.id).await;
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() || failed {
                     return;
@@ -337,6 +325,23 @@ impl Lease for LeaseService {
 }
 
 impl LeaseService {
+    /// One renewal of a keep-alive stream made by `creds`: etcd's answer to
+    /// one LeaseKeepAliveRequest (the lease's new TTL, or `ttl` 0 once it is
+    /// gone); an error ends the stream.
+    pub async fn keep_alive_once(
+        &self,
+        creds: &Credentials,
+        id: i64,
+    ) -> Result<LeaseKeepAliveResponse, Status> {
+        // The header is taken before the renewal, as etcd does: a lease
+        // revoked at revision R is never renewed at a later revision.
+        let header = self.header();
+        self.ctx.settle(creds).await;
+        self.check_lease_keys(creds, id, PermType::Write)?;
+        let ttl = self.renew(id).await?;
+        Ok(LeaseKeepAliveResponse { header, id, ttl })
+    }
+
     /// etcd's `checkLeaseRenew` (`want` WRITE) and `checkLeaseTimeToLive` (READ):
     /// with auth enabled, a user, and (unless an admin) `want` on every key
     /// attached to the lease; refused as old if the auth state moved meanwhile.

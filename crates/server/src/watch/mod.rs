@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::who::Credentials;
 use crate::ServerContext;
 use hub::Hub;
 
@@ -28,7 +29,7 @@ const OUT_BUFFER: usize = 16;
 
 /// The Watch service.
 #[derive(Clone)]
-pub(crate) struct WatchService {
+pub struct WatchService {
     ctx: Arc<ServerContext>,
     hub: Arc<Hub>,
     stop: CancellationToken,
@@ -40,9 +41,30 @@ impl WatchService {
     /// `etcdserver: server stopped` (Unavailable, so clients reconnect
     /// elsewhere) once `stop` is cancelled: open watches would otherwise hold
     /// a graceful shutdown until its drain timeout.
-    pub(crate) fn with_shutdown(ctx: Arc<ServerContext>, stop: CancellationToken) -> Self {
+    pub fn with_shutdown(ctx: Arc<ServerContext>, stop: CancellationToken) -> Self {
         let hub = Hub::start(ctx.node.store().clone(), ctx.node.subscribe_revisions());
         WatchService { ctx, hub, stop }
+    }
+
+    /// Serves one watch stream whose requests come from `inbound`, as made
+    /// by `creds`: the same stream a gRPC client gets, for a caller in this
+    /// process. It ends when `inbound` ends or the returned stream is dropped.
+    pub fn open(
+        &self,
+        creds: Credentials,
+        inbound: impl Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
+    ) -> ReceiverStream<Result<WatchResponse, Status>> {
+        let (tx, rx) = mpsc::channel(OUT_BUFFER);
+        tokio::spawn(stream::run(
+            self.ctx.clone(),
+            creds,
+            self.hub.clone(),
+            inbound,
+            tx,
+            self.ctx.limits.watch_progress_notify_interval,
+            self.stop.clone(),
+        ));
+        ReceiverStream::new(rx)
     }
 }
 
@@ -55,19 +77,8 @@ impl Watch for WatchService {
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         // Each create is checked as whoever these credentials name then.
-        let creds = crate::auth::who::Credentials::of(&req);
-        let inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel(OUT_BUFFER);
-        tokio::spawn(stream::run(
-            self.ctx.clone(),
-            creds,
-            self.hub.clone(),
-            inbound,
-            tx,
-            self.ctx.limits.watch_progress_notify_interval,
-            self.stop.clone(),
-        ));
-        let out = ReceiverStream::new(rx);
+        let creds = Credentials::of(&req);
+        let out = self.open(creds, req.into_inner());
         Ok(Response::new(Box::pin(out)))
     }
 }

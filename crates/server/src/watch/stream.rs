@@ -18,7 +18,8 @@ use bramble_storage::mvcc::{AuthError, MvccStore};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status, Streaming};
+use futures::{Stream, StreamExt};
+use tonic::{Code, Status};
 
 use super::filter::{EventFilters, WatchRange};
 use super::hub::{Hub, HubMsg, WatchSpec};
@@ -69,7 +70,7 @@ pub(super) async fn run(
     ctx: Arc<ServerContext>,
     creds: Credentials,
     hub: Arc<Hub>,
-    mut inbound: Streaming<WatchRequest>,
+    mut inbound: impl Stream<Item = Result<WatchRequest, Status>> + Unpin,
     out: mpsc::Sender<Result<WatchResponse, Status>>,
     progress_interval: Duration,
     stop: CancellationToken,
@@ -91,10 +92,10 @@ pub(super) async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let step = tokio::select! {
-            req = inbound.message() => match req {
-                Ok(Some(req)) => s.handle(req).await,
+            req = inbound.next() => match req {
+                Some(Ok(req)) => s.handle(req).await,
                 // The client closed its side (or broke the stream): etcd ends it.
-                Ok(None) | Err(_) => Err(Gone),
+                None | Some(Err(_)) => Err(Gone),
             },
             msg = queue.recv() => match msg {
                 Some(msg) => s.deliver(msg).await,
