@@ -470,40 +470,47 @@ async fn a_hundred_watchers_on_one_member() {
 }
 
 /// Dropping a watcher ends its stream's task on the member (nothing leaks).
+/// The watchers are made on a runtime of their own, so that its live tasks
+/// are their streams' alone (the member's own tasks come and go on the
+/// test's runtime).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_watchers_end_their_streams() {
     const WATCHERS: usize = 50;
     let dir = tempfile::tempdir().expect("tempdir");
     let node = open(dir.path()).await;
-    let metrics = tokio::runtime::Handle::current().metrics();
-    // The first watch starts the member's watch hub (a task); it and its
-    // stream stay for the count.
+    // The first watch starts the member's watch hub (a task) here.
     let _first = node.watch("k", WatchOptions::new()).await.expect("watch");
-    let before = metrics.num_alive_tasks();
-    let mut watchers = Vec::new();
-    for _ in 0..WATCHERS {
-        watchers.push(node.watch("k", WatchOptions::new()).await.expect("watch"));
-    }
-    assert!(
-        metrics.num_alive_tasks() >= before + WATCHERS,
-        "a task per stream"
-    );
-    drop(watchers);
-    wait_for_tasks(&metrics, |n| n <= before).await;
-    node.close().await;
-}
-
-/// Waits until the runtime's number of live tasks satisfies `ok`: a task's
-/// end is no event a test can await, so it is polled, within [`PATIENCE`].
-async fn wait_for_tasks(metrics: &tokio::runtime::RuntimeMetrics, ok: impl Fn(usize) -> bool) {
-    let polled = async {
-        while !ok(metrics.num_alive_tasks()) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    timeout(PATIENCE, polled)
+    let client = node.client();
+    let counted = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let metrics = tokio::runtime::Handle::current().metrics();
+            assert_eq!(metrics.num_alive_tasks(), 0);
+            let mut watchers = Vec::new();
+            for _ in 0..WATCHERS {
+                watchers.push(client.watch("k", WatchOptions::new()).await.expect("watch"));
+            }
+            assert_eq!(metrics.num_alive_tasks(), WATCHERS, "a task per stream");
+            drop(watchers);
+            // A task's end is no event a test can await: poll, in time.
+            let ended = async {
+                while metrics.num_alive_tasks() > 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            timeout(PATIENCE, ended)
+                .await
+                .unwrap_or_else(|_| panic!("{} streams left", metrics.num_alive_tasks()));
+        });
+    });
+    timeout(PATIENCE, counted)
         .await
-        .unwrap_or_else(|_| panic!("{} tasks still alive", metrics.num_alive_tasks()));
+        .expect("in time")
+        .expect("counted");
+    node.close().await;
 }
 
 /// The events of one key range, as a gRPC client of the member sees them
