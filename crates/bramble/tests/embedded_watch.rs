@@ -469,6 +469,94 @@ async fn a_hundred_watchers_on_one_member() {
     node.close().await;
 }
 
+/// A response the member splits (etcd's `fragment`: larger than the
+/// largest request) comes whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_come_whole() {
+    const KEYS: usize = 20;
+    const MAX_REQUEST_BYTES: usize = 4096;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = NodeOptions::new(dir.path());
+    opts.limits.max_request_bytes = MAX_REQUEST_BYTES;
+    let node = Node::open(opts).await.expect("open");
+    for i in 0..KEYS {
+        node.put(format!("f/{i:02}"), vec![b'v'; 300])
+            .await
+            .expect("put");
+    }
+    let req = WatchOptions::new().prefix().prev_kv().request("f/");
+    let mut w = node
+        .watch_request(bramble::api::etcdserverpb::WatchCreateRequest {
+            fragment: true,
+            ..req
+        })
+        .await
+        .expect("watch");
+    // One revision deletes them all; with their previous values the
+    // response is larger than the member's largest request.
+    let deleted_at = rev(node
+        .delete_with("f/", bramble::DeleteOptions::new().prefix())
+        .await
+        .expect("delete")
+        .header);
+    let resp = next(&mut w).await;
+    assert!(!resp.fragment);
+    assert_eq!(resp.events.len(), KEYS);
+    for (i, e) in resp.events.iter().enumerate() {
+        let (ty, key, _, r) = summary(e);
+        assert_eq!(
+            (ty, key, r),
+            (EventType::Delete, format!("f/{i:02}"), deleted_at)
+        );
+        assert_eq!(e.prev_kv.as_ref().expect("prev_kv").value.len(), 300);
+    }
+    let parts = bramble_server::watch::stream::fragments(resp, MAX_REQUEST_BYTES);
+    assert!(parts.len() > 1, "the member sent it in parts");
+    node.close().await;
+}
+
+/// A member that fails for good (its disk fills) ends its watches with the
+/// failure. Mounts a small tmpfs, so it needs root (as tests/embedded_fatal.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_failure_ends_the_stream_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _disk =
+        bramble_testkit::disk::SmallDisk::mount(&dir.path().join("member").join("snap"), "6m");
+    let node = Node::open(NodeOptions::new(dir.path()))
+        .await
+        .expect("open");
+    let mut w = node
+        .watch("k", WatchOptions::new().prefix())
+        .await
+        .expect("watch");
+    let value = vec![b'x'; 700_000];
+    let mut acked = Vec::new();
+    loop {
+        match node.put(format!("k{}", acked.len()), value.clone()).await {
+            Ok(resp) => acked.push(rev(resp.header)),
+            Err(_) => break,
+        }
+        assert!(acked.len() < 40, "the disk never filled");
+    }
+    let fatal = timeout(PATIENCE, node.fatal()).await.expect("fatal");
+    // The acknowledged puts' events, then the failure.
+    let mut got = Vec::new();
+    let err = loop {
+        match timeout(PATIENCE, w.next()).await.expect("in time") {
+            Some(Ok(resp)) => got.extend(resp.events.iter().map(|e| summary(e).3)),
+            Some(Err(e)) => break e,
+            None => panic!("ended without an error"),
+        }
+    };
+    assert_eq!(err.fatal(), Some(&fatal), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Stopped);
+    assert_eq!(got, acked[..got.len()], "in order, no gap");
+    assert!(w.next().await.is_none(), "the stream ends after its error");
+    timeout(PATIENCE, node.close())
+        .await
+        .expect("close returns");
+}
+
 /// Dropping a watcher ends its stream's task on the member (nothing leaks).
 /// The watchers are made on a runtime of their own, so that its live tasks
 /// are their streams' alone (the member's own tasks come and go on the

@@ -9,14 +9,16 @@
 //! up writers, and is canceled with [`ErrorKind::Compacted`] if the history
 //! it still needs was compacted away meanwhile.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bramble_api::etcdserverpb::watch_create_request::FilterType;
 use bramble_api::etcdserverpb::watch_request::RequestUnion;
 use bramble_api::etcdserverpb::{
     WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
+use bramble_raft::FatalError;
 use bramble_server::auth::who::Credentials;
 use bramble_server::watch::WatchService;
 use futures::stream::{FusedStream, Stream};
@@ -26,10 +28,6 @@ use tonic::Status;
 use super::options::KeySpan;
 use super::Client;
 use crate::error::{Error, ErrorKind};
-
-/// Requests (a cancel, a progress request) waiting for the watch stream's
-/// task; the caller waits when it is full.
-const REQUEST_BUFFER: usize = 4;
 
 /// What to watch: which keys (one key, a prefix, from a key, or up to an
 /// explicit end), from which revision, and which events.
@@ -255,18 +253,24 @@ impl Client {
         let service = self.inner.watch.get_or_init(|| {
             WatchService::with_shutdown(self.inner.ctx.clone(), self.inner.stop.clone())
         });
-        let (requests, mut inbound) = mpsc::channel::<WatchRequest>(REQUEST_BUFFER);
+        // Unbounded: the stream's task takes a request only between two
+        // responses, so a cancel must not wait for the caller to read (the
+        // caller makes the requests, one at a time).
+        let (requests, mut inbound) = mpsc::unbounded_channel::<WatchRequest>();
         let inbound = futures::stream::poll_fn(move |cx| inbound.poll_recv(cx).map(|r| r.map(Ok)));
+        let ctx = self.inner.ctx.clone();
         let mut watcher = Watcher {
             watch_id: req.watch_id,
             client: self.clone(),
             requests,
             responses: service.open(Credentials::default(), inbound).into_inner(),
+            partial: None,
             first: None,
+            fatal: Box::pin(async move { ctx.node.fatal().wait().await }),
             ended: false,
         };
         let start_revision = req.start_revision;
-        watcher.send(RequestUnion::CreateRequest(req)).await?;
+        watcher.send(RequestUnion::CreateRequest(req))?;
         // The stream's first answer is the create's: created, or refused
         // (created and canceled at once, with the reason).
         let created = watcher.recv().await?;
@@ -299,8 +303,11 @@ impl Client {
 /// The stream ends after [`Watcher::cancel`]; or with one error, then the
 /// end: [`ErrorKind::Compacted`] if the watcher fell behind a compaction
 /// (its [`compact_revision`](Error::compact_revision) is where to watch
-/// again from), [`ErrorKind::Stopped`] once the member closes. Dropping the
-/// watcher ends the watch on the member.
+/// again from), [`ErrorKind::Stopped`] once the member closes or fails for
+/// good (with its [`fatal`](Error::fatal) failure). Dropping the watcher
+/// ends the watch on the member. A response the member sends in fragments
+/// (`fragment` in [`Client::watch_request`]) comes whole, as etcd's
+/// clients put it back together.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -324,19 +331,33 @@ impl Client {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct Watcher {
     watch_id: i64,
     client: Client,
     /// The stream's requests (cancel, progress); dropping it ends the
     /// stream on the member.
-    requests: mpsc::Sender<WatchRequest>,
+    requests: mpsc::UnboundedSender<WatchRequest>,
     responses: mpsc::Receiver<Result<WatchResponse, Status>>,
+    /// The parts so far of a response sent in fragments.
+    partial: Option<WatchResponse>,
     /// An answer read ahead by [`Client::watch_request`] (while checking for
     /// a compacted start), to hand out first.
     first: Option<WatchResponse>,
+    /// Resolves with the member's fatal failure: the member then sends
+    /// nothing more, so the stream ends with it.
+    fatal: Pin<Box<dyn Future<Output = FatalError> + Send + Sync>>,
     /// The stream ended: nothing more comes.
     ended: bool,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher")
+            .field("watch_id", &self.watch_id)
+            .field("client", &self.client)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Watcher {
@@ -387,7 +408,6 @@ impl Watcher {
     /// ```
     pub async fn request_progress(&self) -> Result<(), Error> {
         self.send(RequestUnion::ProgressRequest(WatchProgressRequest {}))
-            .await
     }
 
     /// Cancels the watch: the responses already on their way still come,
@@ -411,27 +431,48 @@ impl Watcher {
         let cancel = WatchCancelRequest {
             watch_id: self.watch_id,
         };
-        self.send(RequestUnion::CancelRequest(cancel)).await
+        self.send(RequestUnion::CancelRequest(cancel))
     }
 
     /// Sends one request on the stream; the stream's task is gone only when
     /// the member stopped.
-    async fn send(&self, req: RequestUnion) -> Result<(), Error> {
+    fn send(&self, req: RequestUnion) -> Result<(), Error> {
         let req = WatchRequest {
             request_union: Some(req),
         };
-        match self.requests.send(req).await {
+        match self.requests.send(req) {
             Ok(()) => Ok(()),
             Err(_) => Err(self.client.error(bramble_server::errors::stopped())),
         }
     }
 
-    /// The stream's next response, as it came (before [`Watcher::outcome`]).
+    /// The stream's next whole response, as it came (before
+    /// [`Watcher::outcome`]).
     async fn recv(&mut self) -> Result<WatchResponse, Error> {
-        match self.responses.recv().await {
+        match std::future::poll_fn(|cx| self.poll_whole(cx)).await {
             Some(Ok(resp)) => Ok(resp),
             Some(Err(status)) => Err(self.client.error(status)),
             None => Err(self.client.error(bramble_server::errors::stopped())),
+        }
+    }
+
+    /// The stream's next response, its fragments joined (etcd's clients
+    /// do the same).
+    fn poll_whole(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<WatchResponse, Status>>> {
+        loop {
+            let mut resp = match ready!(self.responses.poll_recv(cx)) {
+                Some(Ok(resp)) => resp,
+                other => return Poll::Ready(other),
+            };
+            if let Some(mut whole) = self.partial.take() {
+                whole.events.append(&mut resp.events);
+                whole.fragment = resp.fragment;
+                resp = whole;
+            }
+            if !resp.fragment {
+                return Poll::Ready(Some(Ok(resp)));
+            }
+            self.partial = Some(resp);
         }
     }
 
@@ -463,8 +504,15 @@ impl Stream for Watcher {
         if let Some(resp) = this.first.take() {
             return Poll::Ready(this.outcome(resp));
         }
-        let item = match this.responses.poll_recv(cx) {
-            Poll::Pending => return Poll::Pending,
+        let item = match this.poll_whole(cx) {
+            // A member that failed for good sends nothing more: say why.
+            Poll::Pending => match this.fatal.as_mut().poll(cx) {
+                Poll::Ready(fatal) => {
+                    this.ended = true;
+                    Some(Err(fatal.into()))
+                }
+                Poll::Pending => return Poll::Pending,
+            },
             Poll::Ready(Some(Ok(resp))) => this.outcome(resp),
             Poll::Ready(Some(Err(status))) => {
                 this.ended = true;
