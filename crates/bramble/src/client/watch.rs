@@ -185,8 +185,8 @@ impl WatchOptions {
 
 impl Client {
     /// Watches `key` (and the keys `opts` adds): resolves once the member
-    /// has made the watch, so every change after the revision in the
-    /// created answer (or from `opts`' start revision) is in the stream.
+    /// has made the watch, so every change made after it resolves (or from
+    /// `opts`' start revision on) is in the stream.
     ///
     /// Fails with [`ErrorKind::Compacted`] (and its
     /// [`compact_revision`](Error::compact_revision), to watch again from)
@@ -253,9 +253,10 @@ impl Client {
         let service = self.inner.watch.get_or_init(|| {
             WatchService::with_shutdown(self.inner.ctx.clone(), self.inner.stop.clone())
         });
-        // Unbounded: the stream's task takes a request only between two
-        // responses, so a cancel must not wait for the caller to read (the
-        // caller makes the requests, one at a time).
+        // Unbounded: the stream's task takes requests only while it is not
+        // waiting to hand out a response, so a cancel or progress request
+        // must not wait for the caller to read the stream. Only the caller
+        // makes requests, so only the caller can fill it.
         let (requests, mut inbound) = mpsc::unbounded_channel::<WatchRequest>();
         let inbound = futures::stream::poll_fn(move |cx| inbound.poll_recv(cx).map(|r| r.map(Ok)));
         let ctx = self.inner.ctx.clone();
