@@ -62,7 +62,6 @@ impl Error {
 
     /// etcd's watch answer for a start revision that was compacted away:
     /// [`ErrorKind::Compacted`], with the revision history now starts after.
-    #[allow(dead_code)] // the watch calls (the next commit)
     pub(crate) fn watch_compacted(compact_revision: i64) -> Self {
         let status = bramble_server::errors::compacted();
         let mut e = Error::from(status);

@@ -27,7 +27,7 @@ mod unsupported_flags;
 pub use bramble_api as api;
 pub use client::{
     Client, Compare, DeleteOptions, LeaseKeeper, NumberCompare, PutOptions, RangeOptions, Txn,
-    TxnOp, ValueCompare,
+    TxnOp, ValueCompare, WatchOptions, WatchResponseExt, Watcher,
 };
 pub use error::{Error, ErrorKind};
 pub use node::{ClusterState, ListenAddr, Node, NodeOptions, PeerTls};

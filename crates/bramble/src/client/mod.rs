@@ -7,12 +7,14 @@
 //! - `options`: which keys a call covers, and the rest of its fields;
 //! - `txn`: the transaction builder;
 //! - `lease`: leases, and [`LeaseKeeper`] to keep one alive;
-//! - `members`: cluster membership.
+//! - `members`: cluster membership;
+//! - `watch`: watches, as streams of responses.
 
 mod lease;
 mod members;
 mod options;
 mod txn;
+mod watch;
 
 use std::sync::{Arc, OnceLock};
 
@@ -33,6 +35,7 @@ use crate::error::Error;
 pub use lease::LeaseKeeper;
 pub use options::{DeleteOptions, PutOptions, RangeOptions};
 pub use txn::{Compare, NumberCompare, Txn, TxnOp, ValueCompare};
+pub use watch::{WatchOptions, WatchResponseExt, Watcher};
 
 /// A handle on an embedded member's key-value store, leases, watches, locks,
 /// elections and membership. Cloning is cheap (one reference count), and
@@ -74,18 +77,16 @@ struct Services {
     kv: KvService,
     lease: LeaseService,
     cluster: ClusterService,
-    // Used by the lock, election and watch calls (the next commits).
+    // Used by the lock and election calls (the next commits).
     #[allow(dead_code)]
     lock: LockService,
     #[allow(dead_code)]
     election: ElectionService,
     /// Made on the first watch: its hub is a task, which a member that is
     /// never watched need not run.
-    #[allow(dead_code)]
     watch: OnceLock<WatchService>,
     /// Ends the streams (watches, keep-alives, observes) when the member
     /// closes, as a server's shutdown does.
-    #[allow(dead_code)]
     stop: CancellationToken,
 }
 
