@@ -26,8 +26,8 @@ mod unsupported_flags;
 
 pub use bramble_api as api;
 pub use client::{
-    Client, Compare, DeleteOptions, LeaseKeeper, NumberCompare, PutOptions, RangeOptions, Txn,
-    TxnOp, ValueCompare,
+    Client, Compare, DeleteOptions, Leadership, LeaseKeeper, LockGuard, NumberCompare, PutOptions,
+    RangeOptions, Txn, TxnOp, ValueCompare,
 };
 pub use error::{Error, ErrorKind};
 pub use node::{ClusterState, ListenAddr, Node, NodeOptions, PeerTls};

@@ -7,11 +7,16 @@
 //! - `options`: which keys a call covers, and the rest of its fields;
 //! - `txn`: the transaction builder;
 //! - `lease`: leases, and [`LeaseKeeper`] to keep one alive;
-//! - `members`: cluster membership.
+//! - `members`: cluster membership;
+//! - `lock` and `election`: etcd's concurrency recipes, on a `session`
+//!   lease.
 
+mod election;
 mod lease;
+mod lock;
 mod members;
 mod options;
+mod session;
 mod txn;
 
 use std::sync::{Arc, OnceLock};
@@ -30,7 +35,9 @@ use bramble_server::{ClusterService, ElectionService, LockService, ServerContext
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
+pub use election::Leadership;
 pub use lease::LeaseKeeper;
+pub use lock::LockGuard;
 pub use options::{DeleteOptions, PutOptions, RangeOptions};
 pub use txn::{Compare, NumberCompare, Txn, TxnOp, ValueCompare};
 
@@ -74,10 +81,7 @@ struct Services {
     kv: KvService,
     lease: LeaseService,
     cluster: ClusterService,
-    // Used by the lock, election and watch calls (the next commits).
-    #[allow(dead_code)]
     lock: LockService,
-    #[allow(dead_code)]
     election: ElectionService,
     /// Made on the first watch: its hub is a task, which a member that is
     /// never watched need not run.
@@ -85,7 +89,6 @@ struct Services {
     watch: OnceLock<WatchService>,
     /// Ends the streams (watches, keep-alives, observes) when the member
     /// closes, as a server's shutdown does.
-    #[allow(dead_code)]
     stop: CancellationToken,
 }
 
