@@ -9,6 +9,7 @@
 
 mod backups;
 mod client;
+mod client_listeners;
 pub mod config;
 mod config_file;
 mod defaults;

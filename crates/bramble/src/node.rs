@@ -93,6 +93,16 @@ pub struct NodeOptions {
     pub force_new_cluster: bool,
     /// etcd's `--auth-token`, `--auth-token-ttl` and `--bcrypt-cost`.
     pub auth: bramble_server::auth::AuthOptions,
+    /// Where to serve etcd's gRPC API (and its `/health`, `/metrics`, ...
+    /// endpoints) to clients over the network, as etcd's
+    /// `--listen-client-urls`: any etcd client or `etcdctl` can then use
+    /// the member. Empty (the default): only this program's calls. Port 0
+    /// picks a free port; [`Node::client_addrs`] says which.
+    pub listen_client_addrs: Vec<ListenAddr>,
+    /// The client port's TLS: required by a TLS listen address.
+    pub client_tls: Option<Arc<bramble_tls::ServerTls>>,
+    /// etcd's `--grpc-keepalive-*` for client connections.
+    pub client_keepalive: bramble_server::Keepalive,
 }
 
 /// One address to listen on, and whether it speaks TLS (an `https://` URL).
@@ -110,6 +120,9 @@ impl From<SocketAddr> for ListenAddr {
         ListenAddr { addr, tls: false }
     }
 }
+
+/// A task serving clients on one listener.
+type ClientServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// The peer port's TLS: how this member accepts peers, and how it dials them.
 #[derive(Debug, Clone)]
@@ -158,6 +171,9 @@ impl NodeOptions {
             corruption_checks: CorruptionChecks::default(),
             force_new_cluster: false,
             auth: Default::default(),
+            listen_client_addrs: Vec::new(),
+            client_tls: None,
+            client_keepalive: Default::default(),
         }
     }
 
@@ -182,6 +198,12 @@ pub struct Node {
     stop: CancellationToken,
     _stop_on_drop: DropGuard,
     peer_servers: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// The client listeners' addresses, as bound.
+    client_addrs: Vec<ListenAddr>,
+    /// Stops serving clients: cancelled first by [`Node::close`], so their
+    /// requests drain while the member still runs.
+    stop_clients: CancellationToken,
+    client_servers: std::sync::Mutex<Vec<ClientServerTask>>,
     /// Becomes true once the cluster removed this member.
     removed: watch::Receiver<bool>,
     /// Becomes true once this member published its name and client URLs.
@@ -213,6 +235,21 @@ impl Node {
             })?;
             peer_listeners.push((l, tls));
         }
+        let client_listeners =
+            crate::client_listeners::bind(&opts.listen_client_addrs, &opts.client_tls, "clients")
+                .await?;
+        let client_addrs = client_listeners
+            .iter()
+            .map(|(l, tls)| {
+                let addr = l.local_addr().map_err(|e| {
+                    Error::unavailable(format!("client listener's address: {e}"))
+                })?;
+                Ok(ListenAddr {
+                    addr,
+                    tls: tls.is_some(),
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         if opts.force_new_cluster && opts.initial_cluster_state == ClusterState::Existing {
             // Joining a cluster and making one of this member alone contradict
             // each other; etcd would silently pick one.
@@ -346,12 +383,28 @@ impl Node {
             },
         ));
         let client = Client::new(ctx.clone(), stop.child_token());
+        let stop_clients = stop.child_token();
+        let client_servers = client_listeners
+            .into_iter()
+            .map(|l| {
+                crate::client_listeners::serve_when_published(
+                    ctx.clone(),
+                    opts.client_keepalive,
+                    l,
+                    published.clone(),
+                    stop_clients.clone(),
+                )
+            })
+            .collect();
         Ok(Node {
             ctx,
             client,
             stop,
             _stop_on_drop: stop_on_drop,
             peer_servers: std::sync::Mutex::new(peer_servers),
+            client_addrs,
+            stop_clients,
+            client_servers: std::sync::Mutex::new(client_servers),
             removed,
             published,
         })
@@ -370,6 +423,29 @@ impl Node {
     /// published at once.
     pub fn published(&self) -> watch::Receiver<bool> {
         self.published.clone()
+    }
+
+    /// Where this member serves gRPC clients
+    /// ([`NodeOptions::listen_client_addrs`], with the ports actually bound).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), bramble::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use bramble::{Node, NodeOptions};
+    ///
+    /// let mut opts = NodeOptions::new(dir.path());
+    /// opts.listen_client_addrs = vec!["127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()];
+    /// let node = Node::open(opts).await?;
+    /// let addr = node.client_addrs()[0].addr;
+    /// assert_ne!(addr.port(), 0);
+    /// // `etcdctl --endpoints http://{addr} get ...` works from here on.
+    /// # node.close().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn client_addrs(&self) -> &[ListenAddr] {
+        &self.client_addrs
     }
 
     /// The shared server state, for serving gRPC clients too.
@@ -400,6 +476,7 @@ impl Node {
     /// Services built on [`Self::context`] hold the member too: stop serving
     /// and drop them first.
     pub async fn close(&self) {
+        self.stop_serving_clients().await;
         self.ctx.node.shutdown().await;
         self.stop.cancel();
         let servers: Vec<_> = self
@@ -430,6 +507,42 @@ impl Node {
                  locked until they end",
                 self.ctx.tasks.len()
             );
+        }
+    }
+}
+
+impl Node {
+    /// Stops serving gRPC clients: their requests get
+    /// [`DRAIN_TIMEOUT`](crate::client_listeners::DRAIN_TIMEOUT) to finish
+    /// (an idle client that never answers HTTP/2's GOAWAY would hold a
+    /// graceful stop forever), then their connections are dropped.
+    async fn stop_serving_clients(&self) {
+        self.stop_clients.cancel();
+        let mut servers: Vec<_> = self
+            .client_servers
+            .lock()
+            .map(|mut s| s.drain(..).collect())
+            .unwrap_or_default();
+        let drain = futures::future::join_all(servers.iter_mut());
+        match tokio::time::timeout(crate::client_listeners::DRAIN_TIMEOUT, drain).await {
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!("client server: {e}"),
+                        Err(e) => tracing::warn!("client server task: {e}"),
+                    }
+                }
+            }
+            Err(_) => {
+                tracing::warn!("client connections did not close in time; dropping them");
+                for s in &servers {
+                    s.abort();
+                }
+                for s in servers {
+                    let _ = s.await;
+                }
+            }
         }
     }
 }
