@@ -241,9 +241,9 @@ impl Node {
         let client_addrs = client_listeners
             .iter()
             .map(|(l, tls)| {
-                let addr = l.local_addr().map_err(|e| {
-                    Error::unavailable(format!("client listener's address: {e}"))
-                })?;
+                let addr = l
+                    .local_addr()
+                    .map_err(|e| Error::unavailable(format!("client listener's address: {e}")))?;
                 Ok(ListenAddr {
                     addr,
                     tls: tls.is_some(),

@@ -7,8 +7,8 @@ mod common;
 
 use bramble::{ClusterState, ErrorKind, Node};
 use common::{
-    close_all, free_addr, leader_index, member_options, retry, retry_while, start_cluster, wait_for_revision,
-    PATIENCE,
+    close_all, free_addr, leader_index, member_options, retry, retry_while, start_cluster,
+    wait_for_revision, PATIENCE,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,6 +70,13 @@ async fn members_join_catch_up_and_leave_through_the_api() {
     let joining = member_options(dir.path(), 3, &peers, ClusterState::Existing);
     let learner = Node::open(joining).await.expect("open the new member");
     assert_eq!(learner.context().identity.member_id, new_id);
+    // It publishes its name once it runs (etcd promotes only a started
+    // member).
+    let mut published = learner.published();
+    tokio::time::timeout(PATIENCE, published.wait_for(|p| *p))
+        .await
+        .expect("the new member publishes itself")
+        .expect("member running");
 
     // It catches up with what was written before and after it joined.
     let last = retry(|| nodes[2].put("data/last", "y")).await;
@@ -81,7 +88,10 @@ async fn members_join_catch_up_and_leave_through_the_api() {
         .expect("a learner serves serializable reads");
     assert_eq!(kv.kvs[0].value, b"y");
     let before = learner
-        .range("data/", bramble::RangeOptions::new().prefix().serializable())
+        .range(
+            "data/",
+            bramble::RangeOptions::new().prefix().serializable(),
+        )
         .await
         .expect("serializable range");
     assert_eq!(before.count, 21);
@@ -112,7 +122,10 @@ async fn members_join_catch_up_and_leave_through_the_api() {
     retry(|| nodes[2].put("data/after-remove", "z")).await;
     let kv = nodes[2].get("data/after-remove").await.expect("get");
     assert_eq!(kv.expect("written").value, b"z");
-    let err = nodes[0].member_remove(removed_id).await.expect_err("gone already");
+    let err = nodes[0]
+        .member_remove(removed_id)
+        .await
+        .expect_err("gone already");
     assert_eq!(err.kind(), ErrorKind::Membership);
     close_all(nodes).await;
 }

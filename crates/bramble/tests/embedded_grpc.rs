@@ -29,7 +29,11 @@ async fn an_etcd_client_and_the_program_share_the_store() {
 
     // Writes either way are read the other way.
     etcd.put("from/grpc", "1", None).await.expect("grpc put");
-    let kv = node.get("from/grpc").await.expect("get").expect("put over gRPC");
+    let kv = node
+        .get("from/grpc")
+        .await
+        .expect("get")
+        .expect("put over gRPC");
     assert_eq!(kv.value, b"1");
     node.put("from/program", "2").await.expect("put");
     let resp = etcd.get("from/program", None).await.expect("grpc get");
@@ -60,7 +64,10 @@ async fn an_etcd_client_and_the_program_share_the_store() {
     let key = locked.key().to_vec();
     assert!(key.starts_with(b"shared/"));
     assert_eq!(wait_for_keys(&node, "shared/", |n| n == 1).await, 1);
-    assert!(node.get(key).await.expect("get").is_some(), "the gRPC holder's key");
+    assert!(
+        node.get(key).await.expect("get").is_some(),
+        "the gRPC holder's key"
+    );
 
     // Closing the node stops serving and frees the port.
     node.close().await;

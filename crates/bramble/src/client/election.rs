@@ -274,7 +274,12 @@ impl Leadership {
             value: value.into(),
         };
         self.client
-            .call(self.client.inner.election.proclaim(tonic::Request::new(req)))
+            .call(
+                self.client
+                    .inner
+                    .election
+                    .proclaim(tonic::Request::new(req)),
+            )
             .await
             .map(|_| ())
     }

@@ -115,15 +115,27 @@ impl Client {
         self.inner.ctx.node.fatal().get()
     }
 
-    /// Runs one call, unless the member failed for good; a call that fails
-    /// because of such a failure reports it.
+    /// Fails if the member cannot serve any more: it failed for good, or it
+    /// was closed (some calls would otherwise still work through a closed
+    /// follower, e.g. a lease renewal it forwards to the leader: a closed
+    /// member's [`LeaseKeeper`] must let its lease expire).
+    pub(crate) fn check_running(&self) -> Result<(), Error> {
+        if let Some(e) = self.fatal_error() {
+            return Err(e.into());
+        }
+        if self.inner.stop.is_cancelled() {
+            return Err(bramble_server::errors::stopped().into());
+        }
+        Ok(())
+    }
+
+    /// Runs one call, unless the member failed for good or was closed; a
+    /// call that fails because of such a failure reports it.
     pub(crate) async fn call<T>(
         &self,
         call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<T, Error> {
-        if let Some(e) = self.fatal_error() {
-            return Err(e.into());
-        }
+        self.check_running()?;
         match call.await {
             Ok(resp) => Ok(resp.into_inner()),
             Err(status) => Err(self.error(status)),

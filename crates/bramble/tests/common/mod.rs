@@ -4,9 +4,13 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bramble::{ClusterState, Error, Node, NodeOptions, RangeOptions};
@@ -15,10 +19,32 @@ use bramble::{ClusterState, Error, Node, NodeOptions, RangeOptions};
 /// election, a replication, a lease expiry): generous for a loaded CI host.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A free local port (bound, then released for the member to bind).
+/// Ports handed out by this process, never reused.
+static TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A free local port for a member's peer listener, which must be known
+/// before the member starts (every member's `initial_cluster` names it).
+/// Taken below Linux's ephemeral range (32768 and up): a port the OS picks
+/// for `:0` could be given to an outgoing connection (a peer dialling
+/// another) before the member binds it.
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    let taken = taken.get_or_insert_with(HashSet::new);
+    let mut seed = RandomState::new().build_hasher().finish();
+    for _ in 0..1000 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = 20000 + (seed >> 33) as u16 % 12000;
+        if taken.contains(&port) {
+            continue;
+        }
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            taken.insert(port);
+            return l.local_addr().expect("addr");
+        }
+    }
+    panic!("no free port in 20000..32000 after 1000 tries");
 }
 
 /// `m<i>`'s options in a cluster whose members' peer addresses are
@@ -77,7 +103,9 @@ pub async fn retry_while<T, F: Future<Output = Result<T, Error>>>(
     loop {
         match call().await {
             Ok(v) => return v,
-            Err(e) if (e.is_retryable() || passes(&e)) && tokio::time::Instant::now() < deadline => {
+            Err(e)
+                if (e.is_retryable() || passes(&e)) && tokio::time::Instant::now() < deadline =>
+            {
                 // Nothing tells a client "a leader was elected" or "the
                 // leader saw the learner catch up": etcd's clients retry too.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -103,7 +131,10 @@ pub async fn wait_for_keys(node: &Node, prefix: &str, done: impl Fn(i64) -> bool
         loop {
             revisions.borrow_and_update();
             let count = node
-                .range(prefix, RangeOptions::new().prefix().count_only().serializable())
+                .range(
+                    prefix,
+                    RangeOptions::new().prefix().count_only().serializable(),
+                )
                 .await
                 .expect("local range")
                 .count;
