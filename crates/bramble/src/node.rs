@@ -461,7 +461,9 @@ impl Node {
     }
 
     /// A handle on this member's calls that tasks can own (cheap to clone;
-    /// the node's own calls are the same, through `Deref`).
+    /// the node's own calls are the same, through `Deref`). Once the node is
+    /// closed or dropped, its calls fail with
+    /// [`ErrorKind::Stopped`](crate::ErrorKind::Stopped).
     pub fn client(&self) -> Client {
         self.client.clone()
     }

@@ -196,6 +196,23 @@ impl Client {
 /// Being the leader of an election. Dropping it resigns, from a spawned task
 /// if a Tokio runtime is running (with none, the leadership ends when its
 /// lease does); [`Leadership::resign`] does it now and reports how it went.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), bramble::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let node = bramble::Node::open(bramble::NodeOptions::new(dir.path())).await?;
+/// let first = node.campaign("scheduler", "pi-1").await?;
+/// let client = node.client();
+/// let second = tokio::spawn(async move { client.campaign("scheduler", "pi-2").await });
+/// drop(first); // resigns: the waiting candidate is elected
+/// let second = second.await.unwrap()?;
+/// assert_eq!(node.election_leader("scheduler").await?.unwrap().value, b"pi-2");
+/// second.resign().await?;
+/// # node.close().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 #[must_use = "dropping the leadership resigns it"]
 pub struct Leadership {

@@ -107,6 +107,22 @@ impl Client {
 /// is running (with none, the lock ends when its lease does: at most the
 /// session TTL later for [`Client::lock`]); [`LockGuard::unlock`] does it now
 /// and reports how it went.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), bramble::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let node = bramble::Node::open(bramble::NodeOptions::new(dir.path())).await?;
+/// let first = node.lock("printer").await?;
+/// let client = node.client();
+/// let second = tokio::spawn(async move { client.lock("printer").await });
+/// drop(first); // the waiting task gets the lock
+/// let second = second.await.unwrap()?;
+/// second.unlock().await?;
+/// # node.close().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 #[must_use = "dropping the guard releases the lock"]
 pub struct LockGuard {
