@@ -19,7 +19,11 @@ use crate::node::ListenAddr;
 
 /// How long a stop waits for client connections to finish their requests
 /// before dropping them (as etcd bounds its GracefulStop).
-pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A task serving one listener (or doing a server's other work until its
+/// stop), as [`serve_when_published`] makes them.
+pub(crate) type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// A bound listener and the TLS it serves with (none: plain text).
 pub(crate) type Listener = (TcpListener, Option<Arc<ServerTls>>);
@@ -60,7 +64,7 @@ pub(crate) fn serve_when_published(
     (listener, tls): Listener,
     mut published: watch::Receiver<bool>,
     stop: CancellationToken,
-) -> JoinHandle<Result<(), tonic::transport::Error>> {
+) -> ServerTask {
     let server = ClientServer::new(ctx).with_keepalive(keepalive);
     tokio::spawn(async move {
         tokio::select! {
@@ -69,4 +73,33 @@ pub(crate) fn serve_when_published(
         }
         server.serve(listener, tls, stop.cancelled_owned()).await
     })
+}
+
+/// Waits for `servers`, whose stop was just signalled, to finish. A
+/// graceful drain lets in-flight requests finish, but an idle client that
+/// never answers HTTP/2's GOAWAY would hold it open forever: it is bounded
+/// by [`DRAIN_TIMEOUT`], as etcd bounds its GracefulStop, then the
+/// connections are dropped.
+pub(crate) async fn drain(mut servers: Vec<ServerTask>) {
+    let all = futures::future::join_all(servers.iter_mut());
+    match tokio::time::timeout(DRAIN_TIMEOUT, all).await {
+        Ok(results) => {
+            for r in results {
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("client server: {e}"),
+                    Err(e) => tracing::warn!("client server task: {e}"),
+                }
+            }
+        }
+        Err(_) => {
+            tracing::warn!("client connections did not close in {DRAIN_TIMEOUT:?}; dropping them");
+            for s in &servers {
+                s.abort();
+            }
+            for s in servers {
+                let _ = s.await;
+            }
+        }
+    }
 }

@@ -121,9 +121,6 @@ impl From<SocketAddr> for ListenAddr {
     }
 }
 
-/// A task serving clients on one listener.
-type ClientServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
-
 /// The peer port's TLS: how this member accepts peers, and how it dials them.
 #[derive(Debug, Clone)]
 pub struct PeerTls {
@@ -203,7 +200,7 @@ pub struct Node {
     /// Stops serving clients: cancelled first by [`Node::close`], so their
     /// requests drain while the member still runs.
     stop_clients: CancellationToken,
-    client_servers: std::sync::Mutex<Vec<ClientServerTask>>,
+    client_servers: std::sync::Mutex<Vec<crate::client_listeners::ServerTask>>,
     /// Becomes true once the cluster removed this member.
     removed: watch::Receiver<bool>,
     /// Becomes true once this member published its name and client URLs.
@@ -468,7 +465,8 @@ impl Node {
         self.client.clone()
     }
 
-    /// Stops Raft and the peer listeners and makes the state machine durable
+    /// Stops serving clients (their requests get 2 seconds to finish), stops
+    /// Raft and the peer listeners and makes the state machine durable
     /// (unless the member failed for good: then its disk is left alone). A
     /// failure of that last checkpoint makes [`Self::fatal_error`] report it.
     ///
@@ -478,7 +476,14 @@ impl Node {
     /// Services built on [`Self::context`] hold the member too: stop serving
     /// and drop them first.
     pub async fn close(&self) {
-        self.stop_serving_clients().await;
+        // Clients first: their requests drain while the member still runs.
+        self.stop_clients.cancel();
+        let client_servers = self
+            .client_servers
+            .lock()
+            .map(|mut s| s.drain(..).collect())
+            .unwrap_or_default();
+        crate::client_listeners::drain(client_servers).await;
         self.ctx.node.shutdown().await;
         self.stop.cancel();
         let servers: Vec<_> = self
@@ -509,42 +514,6 @@ impl Node {
                  locked until they end",
                 self.ctx.tasks.len()
             );
-        }
-    }
-}
-
-impl Node {
-    /// Stops serving gRPC clients: their requests get
-    /// [`DRAIN_TIMEOUT`](crate::client_listeners::DRAIN_TIMEOUT) to finish
-    /// (an idle client that never answers HTTP/2's GOAWAY would hold a
-    /// graceful stop forever), then their connections are dropped.
-    async fn stop_serving_clients(&self) {
-        self.stop_clients.cancel();
-        let mut servers: Vec<_> = self
-            .client_servers
-            .lock()
-            .map(|mut s| s.drain(..).collect())
-            .unwrap_or_default();
-        let drain = futures::future::join_all(servers.iter_mut());
-        match tokio::time::timeout(crate::client_listeners::DRAIN_TIMEOUT, drain).await {
-            Ok(results) => {
-                for r in results {
-                    match r {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::warn!("client server: {e}"),
-                        Err(e) => tracing::warn!("client server task: {e}"),
-                    }
-                }
-            }
-            Err(_) => {
-                tracing::warn!("client connections did not close in time; dropping them");
-                for s in &servers {
-                    s.abort();
-                }
-                for s in servers {
-                    let _ = s.await;
-                }
-            }
         }
     }
 }

@@ -12,7 +12,7 @@ use bramble_server::{Keepalive, Limits};
 use tokio_util::sync::CancellationToken;
 
 use crate::backups::BackupConfig;
-use crate::client_listeners::{self, DRAIN_TIMEOUT};
+use crate::client_listeners;
 use crate::config::{
     auto_compaction, is_https, listen_addrs, parse_initial_cluster, split_urls, Flags,
 };
@@ -234,27 +234,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         e = node.fatal() => return Err(e.into()),
     }
     stop.cancel();
-    // A graceful drain lets in-flight requests finish, but an idle client that
-    // never answers HTTP/2's GOAWAY would hold it open forever: bound it, as
-    // etcd bounds its GracefulStop, then drop the connections.
-    let drain = futures::future::join_all(servers.iter_mut());
-    match tokio::time::timeout(DRAIN_TIMEOUT, drain).await {
-        Ok(results) => {
-            for r in results {
-                match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!("client server: {e}"),
-                    Err(e) => tracing::warn!("client server task: {e}"),
-                }
-            }
-        }
-        Err(_) => {
-            tracing::warn!("client connections did not close in {DRAIN_TIMEOUT:?}; dropping them");
-            for s in &servers {
-                s.abort();
-            }
-        }
-    }
+    client_listeners::drain(servers).await;
     node.close().await;
     if let Some(e) = node.fatal_error() {
         return Err(e.into());
