@@ -76,3 +76,28 @@ async fn an_etcd_client_and_the_program_share_the_store() {
     assert!(err.is_err(), "served after close: {err:?}");
     std::net::TcpListener::bind(addr.addr).expect("the client port is free again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_port_that_cannot_be_served_fails_the_open_before_any_data_is_made() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+
+    // A port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut opts = NodeOptions::new(&data);
+    opts.listen_client_addrs = vec![taken.local_addr().expect("addr").into()];
+    let err = Node::open(opts).await.err().expect("the port is taken");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(!data.exists(), "nothing made in the data dir");
+
+    // An https address without a certificate to serve.
+    let mut opts = NodeOptions::new(&data);
+    let any_port: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    opts.listen_client_addrs = vec![bramble::ListenAddr {
+        addr: any_port,
+        tls: true,
+    }];
+    let err = Node::open(opts).await.err().expect("no client certificate");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(!data.exists(), "nothing made in the data dir");
+}
