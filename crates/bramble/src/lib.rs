@@ -9,6 +9,7 @@
 
 mod backups;
 mod client;
+mod client_listeners;
 pub mod config;
 mod config_file;
 mod defaults;
@@ -26,8 +27,8 @@ mod unsupported_flags;
 
 pub use bramble_api as api;
 pub use client::{
-    Client, Compare, DeleteOptions, LeaseKeeper, NumberCompare, PutOptions, RangeOptions, Txn,
-    TxnOp, ValueCompare, WatchOptions, WatchResponseExt, Watcher,
+    Client, Compare, DeleteOptions, Leadership, LeaseKeeper, LockGuard, NumberCompare, PutOptions,
+    RangeOptions, Txn, TxnOp, ValueCompare, WatchOptions, WatchResponseExt, Watcher,
 };
 pub use error::{Error, ErrorKind};
 pub use node::{ClusterState, ListenAddr, Node, NodeOptions, PeerTls};

@@ -93,6 +93,16 @@ pub struct NodeOptions {
     pub force_new_cluster: bool,
     /// etcd's `--auth-token`, `--auth-token-ttl` and `--bcrypt-cost`.
     pub auth: bramble_server::auth::AuthOptions,
+    /// Where to serve etcd's gRPC API (and its `/health`, `/metrics`, ...
+    /// endpoints) to clients over the network, as etcd's
+    /// `--listen-client-urls`: any etcd client or `etcdctl` can then use
+    /// the member. Empty (the default): only this program's calls. Port 0
+    /// picks a free port; [`Node::client_addrs`] says which.
+    pub listen_client_addrs: Vec<ListenAddr>,
+    /// The client port's TLS: required by a TLS listen address.
+    pub client_tls: Option<Arc<bramble_tls::ServerTls>>,
+    /// etcd's `--grpc-keepalive-*` for client connections.
+    pub client_keepalive: bramble_server::Keepalive,
 }
 
 /// One address to listen on, and whether it speaks TLS (an `https://` URL).
@@ -158,6 +168,9 @@ impl NodeOptions {
             corruption_checks: CorruptionChecks::default(),
             force_new_cluster: false,
             auth: Default::default(),
+            listen_client_addrs: Vec::new(),
+            client_tls: None,
+            client_keepalive: Default::default(),
         }
     }
 
@@ -182,6 +195,12 @@ pub struct Node {
     stop: CancellationToken,
     _stop_on_drop: DropGuard,
     peer_servers: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// The client listeners' addresses, as bound.
+    client_addrs: Vec<ListenAddr>,
+    /// Stops serving clients: cancelled first by [`Node::close`], so their
+    /// requests drain while the member still runs.
+    stop_clients: CancellationToken,
+    client_servers: std::sync::Mutex<Vec<crate::client_listeners::ServerTask>>,
     /// Becomes true once the cluster removed this member.
     removed: watch::Receiver<bool>,
     /// Becomes true once this member published its name and client URLs.
@@ -213,6 +232,21 @@ impl Node {
             })?;
             peer_listeners.push((l, tls));
         }
+        let client_listeners =
+            crate::client_listeners::bind(&opts.listen_client_addrs, &opts.client_tls, "clients")
+                .await?;
+        let client_addrs = client_listeners
+            .iter()
+            .map(|(l, tls)| {
+                let addr = l
+                    .local_addr()
+                    .map_err(|e| Error::unavailable(format!("client listener's address: {e}")))?;
+                Ok(ListenAddr {
+                    addr,
+                    tls: tls.is_some(),
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         if opts.force_new_cluster && opts.initial_cluster_state == ClusterState::Existing {
             // Joining a cluster and making one of this member alone contradict
             // each other; etcd would silently pick one.
@@ -346,12 +380,28 @@ impl Node {
             },
         ));
         let client = Client::new(ctx.clone(), stop.child_token());
+        let stop_clients = stop.child_token();
+        let client_servers = client_listeners
+            .into_iter()
+            .map(|l| {
+                crate::client_listeners::serve_when_published(
+                    ctx.clone(),
+                    opts.client_keepalive,
+                    l,
+                    published.clone(),
+                    stop_clients.clone(),
+                )
+            })
+            .collect();
         Ok(Node {
             ctx,
             client,
             stop,
             _stop_on_drop: stop_on_drop,
             peer_servers: std::sync::Mutex::new(peer_servers),
+            client_addrs,
+            stop_clients,
+            client_servers: std::sync::Mutex::new(client_servers),
             removed,
             published,
         })
@@ -372,6 +422,29 @@ impl Node {
         self.published.clone()
     }
 
+    /// Where this member serves gRPC clients
+    /// ([`NodeOptions::listen_client_addrs`], with the ports actually bound).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), bramble::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use bramble::{Node, NodeOptions};
+    ///
+    /// let mut opts = NodeOptions::new(dir.path());
+    /// opts.listen_client_addrs = vec!["127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()];
+    /// let node = Node::open(opts).await?;
+    /// let addr = node.client_addrs()[0].addr;
+    /// assert_ne!(addr.port(), 0);
+    /// // `etcdctl --endpoints http://{addr} get ...` works from here on.
+    /// # node.close().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn client_addrs(&self) -> &[ListenAddr] {
+        &self.client_addrs
+    }
+
     /// The shared server state, for serving gRPC clients too.
     pub fn context(&self) -> &Arc<ServerContext> {
         &self.ctx
@@ -385,12 +458,15 @@ impl Node {
     }
 
     /// A handle on this member's calls that tasks can own (cheap to clone;
-    /// the node's own calls are the same, through `Deref`).
+    /// the node's own calls are the same, through `Deref`). Once the node is
+    /// closed or dropped, its calls fail with
+    /// [`ErrorKind::Stopped`](crate::ErrorKind::Stopped).
     pub fn client(&self) -> Client {
         self.client.clone()
     }
 
-    /// Stops Raft and the peer listeners and makes the state machine durable
+    /// Stops serving clients (their requests get 2 seconds to finish), stops
+    /// Raft and the peer listeners and makes the state machine durable
     /// (unless the member failed for good: then its disk is left alone). A
     /// failure of that last checkpoint makes [`Self::fatal_error`] report it.
     ///
@@ -400,6 +476,14 @@ impl Node {
     /// Services built on [`Self::context`] hold the member too: stop serving
     /// and drop them first.
     pub async fn close(&self) {
+        // Clients first: their requests drain while the member still runs.
+        self.stop_clients.cancel();
+        let client_servers = self
+            .client_servers
+            .lock()
+            .map(|mut s| s.drain(..).collect())
+            .unwrap_or_default();
+        crate::client_listeners::drain(client_servers).await;
         self.ctx.node.shutdown().await;
         self.stop.cancel();
         let servers: Vec<_> = self

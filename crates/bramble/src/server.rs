@@ -4,17 +4,15 @@
 //! that [`FatalError`]; `main` turns it into a non-zero exit.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bramble_raft::FatalError;
-use bramble_server::{ClientServer, Keepalive, Limits};
-use bramble_tls::ServerTls;
-use tokio::net::TcpListener;
+use bramble_server::{Keepalive, Limits};
 use tokio_util::sync::CancellationToken;
 
 use crate::backups::BackupConfig;
+use crate::client_listeners;
 use crate::config::{
     auto_compaction, is_https, listen_addrs, parse_initial_cluster, split_urls, Flags,
 };
@@ -23,9 +21,6 @@ use crate::node::{ClusterState, ListenAddr, Node, NodeOptions};
 /// The shortest `--backup-interval`: a full copy of the store more often than this
 /// would mostly wear the SD card.
 const MIN_BACKUP_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How long a stop waits for client connections to finish their requests.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Turns the flags into node options, checking what this version supports.
 pub(crate) fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
@@ -96,6 +91,11 @@ pub(crate) fn node_options(flags: &Flags) -> anyhow::Result<NodeOptions> {
         corruption_checks,
         force_new_cluster: flags.force_new_cluster,
         auth: crate::config::auth_options(flags).map_err(anyhow::Error::msg)?,
+        // `run` binds and serves the client and metrics ports itself: its
+        // stop drains them together, before closing the node.
+        listen_client_addrs: Vec::new(),
+        client_tls: None,
+        client_keepalive: keepalive(flags),
     })
 }
 
@@ -139,8 +139,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     };
     let client_tls = crate::tls::client_tls(&flags, &opts.data_dir)?;
     // Bind first: a port in use should fail before any data is touched.
-    let listeners = bind_all(&addrs, &client_tls).await?;
-    let metrics_listeners = bind_all(&metrics_addrs, &client_tls).await?;
+    let listeners = client_listeners::bind(&addrs, &client_tls, "clients").await?;
+    let metrics_listeners = client_listeners::bind(&metrics_addrs, &client_tls, "metrics").await?;
     tracing::info!(data_dir = %opts.data_dir.display(), name = %opts.name, "starting bramble");
     let node = Node::open(opts).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let ident = node.context().identity;
@@ -155,19 +155,14 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     // Leaving early (an error) stops the servers too.
     let _stop_on_return = stop.clone().drop_guard();
     let mut servers = Vec::new();
-    for (l, tls) in listeners {
-        let stop = stop.clone();
-        let server = ClientServer::new(node.context().clone()).with_keepalive(keepalive(&flags));
-        // As etcd, clients are served once this member published itself
-        // (the listener is bound already, so they wait rather than fail).
-        let mut published = node.published();
-        servers.push(tokio::spawn(async move {
-            tokio::select! {
-                _ = published.wait_for(|p| *p) => {}
-                _ = stop.cancelled() => return Ok(()),
-            }
-            server.serve(l, tls, stop.cancelled_owned()).await
-        }));
+    for l in listeners {
+        servers.push(client_listeners::serve_when_published(
+            node.context().clone(),
+            keepalive(&flags),
+            l,
+            node.published(),
+            stop.clone(),
+        ));
     }
 
     {
@@ -239,27 +234,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         e = node.fatal() => return Err(e.into()),
     }
     stop.cancel();
-    // A graceful drain lets in-flight requests finish, but an idle client that
-    // never answers HTTP/2's GOAWAY would hold it open forever: bound it, as
-    // etcd bounds its GracefulStop, then drop the connections.
-    let drain = futures::future::join_all(servers.iter_mut());
-    match tokio::time::timeout(DRAIN_TIMEOUT, drain).await {
-        Ok(results) => {
-            for r in results {
-                match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!("client server: {e}"),
-                    Err(e) => tracing::warn!("client server task: {e}"),
-                }
-            }
-        }
-        Err(_) => {
-            tracing::warn!("client connections did not close in {DRAIN_TIMEOUT:?}; dropping them");
-            for s in &servers {
-                s.abort();
-            }
-        }
-    }
+    client_listeners::drain(servers).await;
     node.close().await;
     if let Some(e) = node.fatal_error() {
         return Err(e.into());
@@ -305,30 +280,6 @@ pub fn fatal_cause(e: &anyhow::Error) -> Option<&FatalError> {
 fn describe(a: &ListenAddr) -> String {
     let scheme = if a.tls { "https" } else { "http" };
     format!("{scheme}://{}", a.addr)
-}
-
-/// A bound listener and the TLS it serves with (none: plain text).
-type Listener = (TcpListener, Option<Arc<ServerTls>>);
-
-/// Binds a listener on every address; the TLS ones serve with `tls`, which
-/// `crate::tls::client_tls` made sure exists when one is TLS.
-async fn bind_all(
-    addrs: &[ListenAddr],
-    tls: &Option<Arc<ServerTls>>,
-) -> anyhow::Result<Vec<Listener>> {
-    let mut listeners = Vec::new();
-    for a in addrs {
-        let l = TcpListener::bind(a.addr)
-            .await
-            .with_context(|| format!("listen on {}", a.addr))?;
-        let tls = match (a.tls, tls) {
-            (false, _) => None,
-            (true, Some(tls)) => Some(tls.clone()),
-            (true, None) => bail!("listen on https://{}: no client TLS", a.addr),
-        };
-        listeners.push((l, tls));
-    }
-    Ok(listeners)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

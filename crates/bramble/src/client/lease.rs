@@ -64,9 +64,7 @@ impl Client {
     /// ended fails with [`ErrorKind::LeaseNotFound`], as etcd's clients
     /// report it.
     pub async fn lease_keep_alive_once(&self, id: i64) -> Result<i64, Error> {
-        if let Some(e) = self.fatal_error() {
-            return Err(e.into());
-        }
+        self.check_running()?;
         let resp = self
             .inner
             .lease

@@ -8,11 +8,16 @@
 //! - `txn`: the transaction builder;
 //! - `lease`: leases, and [`LeaseKeeper`] to keep one alive;
 //! - `members`: cluster membership;
+//! - `lock` and `election`: etcd's concurrency recipes, on a `session`
+//!   lease;
 //! - `watch`: watches, as streams of responses.
 
+mod election;
 mod lease;
+mod lock;
 mod members;
 mod options;
+mod session;
 mod txn;
 mod watch;
 
@@ -32,7 +37,9 @@ use bramble_server::{ClusterService, ElectionService, LockService, ServerContext
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
+pub use election::Leadership;
 pub use lease::LeaseKeeper;
+pub use lock::LockGuard;
 pub use options::{DeleteOptions, PutOptions, RangeOptions};
 pub use txn::{Compare, NumberCompare, Txn, TxnOp, ValueCompare};
 pub use watch::{WatchOptions, WatchResponseExt, Watcher};
@@ -77,10 +84,7 @@ struct Services {
     kv: KvService,
     lease: LeaseService,
     cluster: ClusterService,
-    // Used by the lock and election calls (the next commits).
-    #[allow(dead_code)]
     lock: LockService,
-    #[allow(dead_code)]
     election: ElectionService,
     /// Made on the first watch: its hub is a task, which a member that is
     /// never watched need not run.
@@ -113,15 +117,27 @@ impl Client {
         self.inner.ctx.node.fatal().get()
     }
 
-    /// Runs one call, unless the member failed for good; a call that fails
-    /// because of such a failure reports it.
+    /// Fails if the member cannot serve any more: it failed for good, or it
+    /// was closed (some calls would otherwise still work through a closed
+    /// follower, e.g. a lease renewal it forwards to the leader: a closed
+    /// member's [`LeaseKeeper`] must let its lease expire).
+    pub(crate) fn check_running(&self) -> Result<(), Error> {
+        if let Some(e) = self.fatal_error() {
+            return Err(e.into());
+        }
+        if self.inner.stop.is_cancelled() {
+            return Err(bramble_server::errors::stopped().into());
+        }
+        Ok(())
+    }
+
+    /// Runs one call, unless the member failed for good or was closed; a
+    /// call that fails because of such a failure reports it.
     pub(crate) async fn call<T>(
         &self,
         call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<T, Error> {
-        if let Some(e) = self.fatal_error() {
-            return Err(e.into());
-        }
+        self.check_running()?;
         match call.await {
             Ok(resp) => Ok(resp.into_inner()),
             Err(status) => Err(self.error(status)),
