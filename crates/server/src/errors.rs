@@ -586,7 +586,10 @@ mod tests {
         assert_eq!(passed_on.message(), "etcdserver: no leader");
         assert_eq!(error_kind(&passed_on), Some(ErrorKind::NoLeader));
         assert!(!is_etcd_server_error(&passed_on));
-        assert_eq!(error_kind(&Status::unavailable("etcdserver: no leader")), None);
+        assert_eq!(
+            error_kind(&Status::unavailable("etcdserver: no leader")),
+            None
+        );
     }
 
     /// Every `etcdserver: ` status built here is typed as etcd's; the same

@@ -15,10 +15,10 @@ use bramble_api::etcdserverpb::{
 use bramble_api::mvccpb::event::EventType;
 use bramble_api::mvccpb::Event;
 use bramble_storage::mvcc::{AuthError, MvccStore};
+use futures::{Stream, StreamExt};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use futures::{Stream, StreamExt};
 use tonic::{Code, Status};
 
 use super::filter::{EventFilters, WatchRange};
