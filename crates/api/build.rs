@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
     let files = [
         "mvccpb/kv.proto",
         "authpb/auth.proto",

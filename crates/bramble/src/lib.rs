@@ -3,26 +3,44 @@
 //!
 //! Two ways in: the `bramble` binary (etcd's flags, etcd's gRPC API), and
 //! [`Node`], the same store embedded in your own program. The binary also
-//! carries snapshot tools ([`snapshot_command`]), as etcdutl does for etcd.
+//! carries snapshot tools (`snapshot_command`), as etcdutl does for etcd.
+//!
+//! The binary's modules (`config`, `server`, `logging`, `snapshot_command`)
+//! and their dependencies (clap, YAML, systemd, ...) are behind the default
+//! feature `cli`; an embedding program can leave it out:
+//! `bramble = { version = "0.1", default-features = false }`.
 
 #![warn(missing_docs, unreachable_pub)]
 
-mod backups;
+// The embedding API.
 mod client;
 mod client_listeners;
-pub mod config;
-mod config_file;
 mod defaults;
 mod error;
 mod identity_file;
-pub mod logging;
 mod node;
 mod publish;
+
+// The `bramble` binary (feature `cli`).
+#[cfg(feature = "cli")]
+mod backups;
+#[cfg(feature = "cli")]
+pub mod config;
+#[cfg(feature = "cli")]
+mod config_file;
+#[cfg(feature = "cli")]
+pub mod logging;
+#[cfg(feature = "cli")]
 pub mod server;
+#[cfg(feature = "cli")]
 pub mod snapshot_command;
+#[cfg(feature = "cli")]
 mod snapshot_restore;
+#[cfg(feature = "cli")]
 mod systemd;
+#[cfg(feature = "cli")]
 mod tls;
+#[cfg(feature = "cli")]
 mod unsupported_flags;
 
 pub use bramble_api as api;
@@ -34,4 +52,5 @@ pub use error::{Error, ErrorKind};
 pub use node::{ClusterState, ListenAddr, Node, NodeOptions, PeerTls};
 
 /// Bramble's version, as clap shows it.
+#[cfg(feature = "cli")]
 pub(crate) const VERSION_LINE: &str = env!("CARGO_PKG_VERSION");
