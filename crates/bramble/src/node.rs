@@ -468,7 +468,7 @@ impl Node {
     /// Stops serving clients (their requests get 2 seconds to finish), stops
     /// Raft and the peer listeners and makes the state machine durable
     /// (unless the member failed for good: then its disk is left alone). A
-    /// failure of that last checkpoint makes [`Self::fatal_error`] report it.
+    /// failure of that last checkpoint makes [`Client::fatal_error`] report it.
     ///
     /// Returns once no task of this member holds its Raft node any more, so
     /// dropping the `Node` releases the data dir (the WAL lock and the
