@@ -4,10 +4,13 @@
 //! with `wal directory ... is locked by another process`, because `close` returned before
 //! every task holding the Raft node (and so the WAL lock) had ended.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bramble::{ClusterState, Node, NodeOptions};
+use common::{free_addr, member_options};
+
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopen_right_after_close() {
@@ -24,35 +27,6 @@ async fn reopen_right_after_close() {
         node.close().await;
         drop(node);
     }
-}
-
-/// A free local port (bound, then released for the member to bind).
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
-}
-
-fn member_options(
-    dir: &std::path::Path,
-    i: usize,
-    peers: &[SocketAddr],
-    state: ClusterState,
-) -> NodeOptions {
-    let url = |a: &SocketAddr| format!("http://{a}");
-    let mut o = NodeOptions::new(dir.join(format!("m{i}")));
-    o.name = format!("m{i}");
-    o.peer_urls = vec![url(&peers[i])];
-    o.client_urls = vec![format!("http://127.0.0.1:{}", 40000 + i)];
-    o.heartbeat_interval_ms = 50;
-    o.election_timeout_ms = 500;
-    o.initial_cluster = peers
-        .iter()
-        .enumerate()
-        .map(|(j, a)| (format!("m{j}"), vec![url(a)]))
-        .collect();
-    o.initial_cluster_state = state;
-    o.listen_peer_addrs = vec![peers[i].into()];
-    o
 }
 
 /// Retries a put until the cluster has a leader that takes it.

@@ -367,14 +367,7 @@ async fn resign(
     let resigned = client
         .call(client.inner.election.resign(tonic::Request::new(req)))
         .await;
-    let revoked = match session {
-        Some(session) => match session.revoke().await {
-            // It ran out already: nothing left to give up.
-            Err(e) if e.kind() == ErrorKind::LeaseNotFound => Ok(()),
-            other => other,
-        },
-        None => Ok(()),
-    };
+    let revoked = super::session::end_session(session).await;
     resigned?;
     revoked
 }

@@ -247,14 +247,7 @@ async fn release(client: &Client, key: Vec<u8>, session: Option<LeaseKeeper>) ->
     let unlocked = client
         .call(client.inner.lock.unlock(tonic::Request::new(req)))
         .await;
-    let revoked = match session {
-        Some(session) => match session.revoke().await {
-            // It ran out already: nothing left to release.
-            Err(e) if e.kind() == ErrorKind::LeaseNotFound => Ok(()),
-            other => other,
-        },
-        None => Ok(()),
-    };
+    let revoked = super::session::end_session(session).await;
     unlocked?;
     revoked
 }

@@ -6,11 +6,23 @@
 use bramble_api::mvccpb::KeyValue;
 
 use super::{Client, LeaseKeeper, RangeOptions};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// TTL in seconds of the lease a lock or campaign grants for itself (etcd's
 /// `concurrency` default session TTL).
 pub(super) const SESSION_TTL: i64 = 60;
+
+/// Revokes a lock's or campaign's own session lease, if it has one; one
+/// that ran out already leaves nothing to give up.
+pub(super) async fn end_session(session: Option<LeaseKeeper>) -> Result<(), Error> {
+    let Some(session) = session else {
+        return Ok(());
+    };
+    match session.revoke().await {
+        Err(e) if e.kind() == ErrorKind::LeaseNotFound => Ok(()),
+        other => other,
+    }
+}
 
 impl Client {
     /// A session lease of [`SESSION_TTL`] kept alive until dropped, then
