@@ -271,6 +271,11 @@ impl Client {
             ended: false,
         };
         let start_revision = req.start_revision;
+        // Read before the create: compaction only moves forward, so a start
+        // below it now is surely refused. (Read after, a compaction racing
+        // the create could leave this waiting for an answer that may never
+        // come: a watcher created in time is not cancelled by it.)
+        let compacted = self.inner.ctx.node.store().compact_revision();
         watcher.send(RequestUnion::CreateRequest(req))?;
         // The stream's first answer is the create's: created, or refused
         // (created and canceled at once, with the reason).
@@ -284,7 +289,6 @@ impl Client {
         // before anything else, so it is the next answer when the history
         // is gone. (If a compaction overtakes the watch later, the stream
         // ends with the same error.)
-        let compacted = self.inner.ctx.node.store().compact_revision();
         if start_revision > 0 && start_revision < compacted {
             let next = watcher.recv().await?;
             if next.canceled && next.compact_revision > 0 {
