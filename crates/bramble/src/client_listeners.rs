@@ -1,5 +1,6 @@
-//! Serving etcd's gRPC API to clients over the network: binding the client
-//! listeners (before any data is touched, so a port in use fails the start),
+//! Serving etcd's gRPC API to clients over the network: binding the
+//! listeners (the client ones, and the peer ones too, before any data is
+//! touched, so a port in use fails the start),
 //! and serving each once the member published itself, as etcd does. Used by
 //! an embedded [`Node`](crate::Node) with `listen_client_addrs`, and by the
 //! `bramble` binary.
@@ -42,7 +43,7 @@ pub(crate) async fn bind(
             (true, Some(tls)) => Some(tls.clone()),
             (true, None) => {
                 return Err(Error::invalid_argument(format!(
-                    "listen on https://{} ({what}): no TLS certificate for it",
+                    "listen on https://{} ({what}): TLS needs a certificate",
                     a.addr
                 )))
             }

@@ -24,7 +24,6 @@ use bramble_server::lease::expiry::min_lease_ttl;
 use bramble_server::lease::forward::LeaderLeaseService;
 use bramble_server::lease::{LeaseService, Lessor};
 use bramble_server::{Limits, ServerContext};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -215,23 +214,10 @@ impl Node {
         bramble_raft::network::check_max_request_bytes(opts.limits.max_request_bytes)
             .map_err(|e| Error::invalid_argument(format!("max request bytes: {e}")))?;
         // Bind first: a port in use should fail before any data is touched.
-        let mut peer_listeners = Vec::new();
-        for listen in &opts.listen_peer_addrs {
-            let tls = match (listen.tls, &opts.peer_tls) {
-                (false, _) => None,
-                (true, Some(tls)) => Some(tls.server.clone()),
-                (true, None) => {
-                    return Err(Error::invalid_argument(format!(
-                        "listen on {} (peers): TLS needs a peer certificate",
-                        listen.addr
-                    )))
-                }
-            };
-            let l = TcpListener::bind(listen.addr).await.map_err(|e| {
-                Error::unavailable(format!("listen on {} (peers): {e}", listen.addr))
-            })?;
-            peer_listeners.push((l, tls));
-        }
+        let peer_server_tls = opts.peer_tls.as_ref().map(|t| t.server.clone());
+        let peer_listeners =
+            crate::client_listeners::bind(&opts.listen_peer_addrs, &peer_server_tls, "peers")
+                .await?;
         let client_listeners =
             crate::client_listeners::bind(&opts.listen_client_addrs, &opts.client_tls, "clients")
                 .await?;
