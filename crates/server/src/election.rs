@@ -225,7 +225,8 @@ impl Election for ElectionService {
         let req = req.into_inner();
         let leader = req.leader.ok_or_else(missing_leader_key)?;
         let lease = this.recipe.session_lease(leader.lease).await?;
-        let resp = self
+        // As the caller: with auth on, its token must allow the write.
+        let resp = this
             .proclaim_value(&leader.key, leader.rev, lease, req.value)
             .await?;
         Ok(Response::new(ProclaimResponse {
