@@ -21,6 +21,8 @@ use bramble_api::etcdserverpb::kv_client::KvClient;
 use bramble_api::etcdserverpb::lease_client::LeaseClient;
 use bramble_api::etcdserverpb::watch_client::WatchClient;
 use bramble_api::etcdserverpb::*;
+use bramble_api::v3electionpb::election_client::ElectionClient;
+use bramble_api::v3electionpb::{CampaignRequest, ProclaimRequest};
 use bramble_tests::etcdctl::Step;
 use bramble_tests::target::Kind;
 use bramble_tests::{Etcdctl, Server, ServerConfig};
@@ -458,6 +460,44 @@ async fn grpc_answers(endpoint: &str) -> Vec<(String, String)> {
             .await,
         ),
     ));
+    // An election in the writable prefix: campaign, then proclaim, as rw and without a
+    // token (Proclaim writes the leader key as its caller, as the other calls do).
+    let mut election = ElectionClient::new(ch.clone());
+    let campaign = election
+        .campaign(with_token(
+            &rw,
+            CampaignRequest {
+                name: b"/r/el".to_vec(),
+                lease: own_lease,
+                value: b"first".to_vec(),
+            },
+        ))
+        .await;
+    let leader = match campaign {
+        Ok(r) => {
+            out.push(("campaign in the prefix".into(), "ok".into()));
+            r.into_inner().leader
+        }
+        Err(s) => {
+            out.push((
+                "campaign in the prefix".into(),
+                format!("{:?}: {}", s.code(), s.message()),
+            ));
+            None
+        }
+    };
+    for (name, tok) in [("proclaim", rw.as_str()), ("proclaim without a token", "")] {
+        let r = election
+            .proclaim(with_token(
+                tok,
+                ProclaimRequest {
+                    leader: leader.clone(),
+                    value: b"second".to_vec(),
+                },
+            ))
+            .await;
+        out.push((name.to_string(), shown(r)));
+    }
     // Watches: inside, outside, a range end past the prefix, from a key, no token.
     for (name, tok, key, end) in [
         ("watch the prefix", rw.as_str(), "/r/", "/r0"),
@@ -708,6 +748,13 @@ fn grpc_watch_txn_lease_and_token_answers_match_etcd() {
     assert_eq!(etcd.len(), bramble.len());
     assert!(etcd.iter().any(|(_, a)| a == "ok"));
     assert!(etcd.iter().any(|(_, a)| a.contains("permission denied")));
+    // A permitted proclaim succeeds on both (not only alike).
+    for answers in [&etcd, &bramble] {
+        assert!(
+            answers.iter().any(|(n, a)| n == "proclaim" && a == "ok"),
+            "{answers:?}"
+        );
+    }
 }
 
 /// A token unused for longer than `--auth-token-ttl` is refused; one in use is not.
