@@ -93,19 +93,19 @@ fn options(dir: &std::path::Path) -> NodeOptions {
 fn check_error(what: &str, e: &Error) {
     use tonic::Code;
     assert!(
-        e.message.starts_with("etcdserver: "),
+        e.message().starts_with("etcdserver: "),
         "{what}: not an etcd error: {:?} {}",
-        e.code,
-        e.message
+        e.code(),
+        e.message()
     );
     assert!(
         !matches!(
-            e.code,
+            e.code(),
             Code::Unknown | Code::Internal | Code::DataLoss | Code::Unavailable
         ),
         "{what}: the member failed: {:?} {}",
-        e.code,
-        e.message
+        e.code(),
+        e.message()
     );
 }
 
@@ -119,7 +119,7 @@ async fn everything(node: &Node) -> RangeResponse {
         range_end: vec![0],
         ..Default::default()
     };
-    node.range(all).await.expect("a full range")
+    node.range_request(all).await.expect("a full range")
 }
 
 /// Every accepted put not compacted away reads back at its revision.
@@ -133,7 +133,7 @@ async fn check_written(node: &Node, written: &[Written], compacted: i64) {
             revision: *rev,
             ..Default::default()
         };
-        let got = node.range(at).await.expect("reading an accepted put");
+        let got = node.range_request(at).await.expect("reading an accepted put");
         let kv = got.kvs.first().expect("an accepted put is there");
         assert_eq!(kv.mod_revision, *rev, "accepted put's revision");
         if let Some(v) = value {
@@ -186,7 +186,7 @@ async fn run_ops(ops: Vec<Request>) {
     for op in ops {
         match op {
             Request::Range(r) => {
-                if let Err(e) = node.range(r).await {
+                if let Err(e) = node.range_request(r).await {
                     check_error("range", &e);
                 }
             }
@@ -201,11 +201,11 @@ async fn run_ops(ops: Vec<Request>) {
                     Err(e) => check_error("put", &e),
                 }
             }
-            Request::DeleteRange(d) => match node.delete_range(d).await {
+            Request::DeleteRange(d) => match node.delete_request(d).await {
                 Ok(_) => wrote = true,
                 Err(e) => check_error("delete range", &e),
             },
-            Request::Txn(t) => match node.txn(t).await {
+            Request::Txn(t) => match node.txn_request(t).await {
                 Ok(_) => wrote = true,
                 Err(e) => check_error("txn", &e),
             },
