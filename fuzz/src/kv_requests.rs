@@ -133,7 +133,10 @@ async fn check_written(node: &Node, written: &[Written], compacted: i64) {
             revision: *rev,
             ..Default::default()
         };
-        let got = node.range_request(at).await.expect("reading an accepted put");
+        let got = node
+            .range_request(at)
+            .await
+            .expect("reading an accepted put");
         let kv = got.kvs.first().expect("an accepted put is there");
         assert_eq!(kv.mod_revision, *rev, "accepted put's revision");
         if let Some(v) = value {

@@ -56,13 +56,17 @@ pub fn run(data: &[u8]) {
         }
         1 => {
             if let Ok(v) = log_codec::decode_vote(bytes) {
-                assert_eq!(log_codec::decode_vote(&log_codec::encode_vote(&v)).ok(), Some(v));
+                assert_eq!(
+                    log_codec::decode_vote(&log_codec::encode_vote(&v)).ok(),
+                    Some(v)
+                );
             }
         }
         2 => {
             if let Ok(m) = log_codec::decode_stored_membership(bytes) {
-                let back = log_codec::decode_stored_membership(&log_codec::encode_stored_membership(&m))
-                    .expect("a decoded membership re-encodes");
+                let back =
+                    log_codec::decode_stored_membership(&log_codec::encode_stored_membership(&m))
+                        .expect("a decoded membership re-encodes");
                 assert_eq!(back, m);
             }
         }
@@ -91,8 +95,9 @@ pub fn run(data: &[u8]) {
                 return;
             };
             if let Ok(r) = peer_codec::append_request_from_pb(m) {
-                let back = peer_codec::append_request_from_pb(peer_codec::append_request_to_pb(&r, 1))
-                    .expect("a decoded append request re-encodes");
+                let back =
+                    peer_codec::append_request_from_pb(peer_codec::append_request_to_pb(&r, 1))
+                        .expect("a decoded append request re-encodes");
                 assert_eq!(format!("{back:?}"), format!("{r:?}"));
             }
         }
@@ -101,8 +106,9 @@ pub fn run(data: &[u8]) {
                 return;
             };
             if let Ok(r) = peer_codec::append_response_from_pb(&m) {
-                let back = peer_codec::append_response_from_pb(&peer_codec::append_response_to_pb(&r))
-                    .expect("a decoded append response re-encodes");
+                let back =
+                    peer_codec::append_response_from_pb(&peer_codec::append_response_to_pb(&r))
+                        .expect("a decoded append response re-encodes");
                 assert_eq!(back, r);
             }
         }
